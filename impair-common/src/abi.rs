@@ -1,0 +1,397 @@
+//! The map ABI between the eBPF programs and the controller.
+//!
+//! Every type here is `#[repr(C)]`, has no implicit padding (each struct is
+//! checked by a size assert), and is plain old data. The object embedded in the
+//! `impair` binary and the controller are always built from the same commit, so
+//! the ABI may change between versions; docs/map-abi.md describes it.
+
+/// Rules per rule set. First match wins; a packet no rule matches passes.
+pub const MAX_RULES: u32 = 64;
+/// Rule-set slots: the controller writes the inactive slot, then flips
+/// [`CONTROL_ACTIVE_SLOT`] with one map write, so no packet sees a half-written set.
+pub const SLOTS: u32 = 2;
+/// Entries of the per-slot rule arrays (`RULES`, `RULE_COUNTERS`).
+pub const RULE_ENTRIES: u32 = MAX_RULES * SLOTS;
+
+/// `CONTROL[0]`: the active rule-set slot (0 or 1).
+pub const CONTROL_ACTIVE_SLOT: u32 = 0;
+/// `CONTROL[1]`: the lease deadline in `bpf_ktime_get_ns()` nanoseconds
+/// (CLOCK_MONOTONIC). Past it the programs pass every packet untouched: a
+/// controller that dies without detaching (SIGKILL, power loss of the shell)
+/// stops impairing within one lease, even where the attachment outlives it
+/// (netlink clsact filters, pinned links). [`LEASE_FOREVER`] disables expiry.
+pub const CONTROL_LEASE_DEADLINE_NS: u32 = 1;
+/// Entries of the `CONTROL` array map (`u64` values).
+pub const CONTROL_ENTRIES: u32 = 2;
+/// A lease that never expires (pinned attachments without `--duration`).
+pub const LEASE_FOREVER: u64 = u64::MAX;
+
+/// Map names. The controller finds a running instance's maps by these names
+/// through the program attached to an interface (no files are needed).
+pub mod map_names {
+    pub const CONTROL: &str = "IMPAIR_CONTROL";
+    pub const RULESETS: &str = "IMPAIR_RULESETS";
+    pub const RULES: &str = "IMPAIR_RULES";
+    pub const RULE_COUNTERS: &str = "IMPAIR_RULE_CNT";
+    pub const GLOBAL_COUNTERS: &str = "IMPAIR_GLOBAL";
+    pub const RNG: &str = "IMPAIR_RNG";
+    pub const OWNER: &str = "IMPAIR_OWNER";
+}
+
+/// Program names (the kernel keeps the first 15 bytes).
+pub mod prog_names {
+    pub const TC_EGRESS: &str = "impair_egress";
+}
+
+/// Header of one rule-set slot (`RULESETS[slot]`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleSetHeader {
+    /// Rules in use in this slot, at most [`MAX_RULES`].
+    pub rule_count: u32,
+    pub _reserved: u32,
+    /// Increases with every rule set the controller writes; shown in stats.
+    pub generation: u64,
+}
+
+/// `FlowMatch::flags` bits. A rule with no bits set matches every packet.
+pub mod match_flags {
+    /// The packet must be IPv4 (set with any IPv4 prefix).
+    pub const IPV4: u32 = 1 << 0;
+    /// The packet must be IPv6 (set with any IPv6 prefix).
+    pub const IPV6: u32 = 1 << 1;
+    /// Compare the source address with `src`.
+    pub const SRC: u32 = 1 << 2;
+    /// Compare the destination address with `dst`.
+    pub const DST: u32 = 1 << 3;
+    /// Compare the L4 protocol with `l4_proto`.
+    pub const PROTO: u32 = 1 << 4;
+    /// The source port must lie in `sport_min..=sport_max` (TCP/UDP/SCTP only).
+    pub const SPORT: u32 = 1 << 5;
+    /// The destination port must lie in `dport_min..=dport_max`.
+    pub const DPORT: u32 = 1 << 6;
+}
+
+/// An address prefix as four 32-bit words in network byte order, with its mask
+/// precomputed by the controller: a packet address `a` matches when
+/// `a[i] & mask[i] == addr[i]` for all four words. IPv4 uses word 0 only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Prefix {
+    pub addr: [u32; 4],
+    pub mask: [u32; 4],
+}
+
+impl Prefix {
+    #[inline(always)]
+    pub fn contains(&self, a: &[u32; 4]) -> bool {
+        (a[0] & self.mask[0]) == self.addr[0]
+            && (a[1] & self.mask[1]) == self.addr[1]
+            && (a[2] & self.mask[2]) == self.addr[2]
+            && (a[3] & self.mask[3]) == self.addr[3]
+    }
+}
+
+/// What a rule matches.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowMatch {
+    /// [`match_flags`] bits.
+    pub flags: u32,
+    /// IP protocol number (6 tcp, 17 udp, 1 icmp, 58 icmpv6).
+    pub l4_proto: u8,
+    pub _pad: [u8; 3],
+    pub sport_min: u16,
+    pub sport_max: u16,
+    pub dport_min: u16,
+    pub dport_max: u16,
+    pub src: Prefix,
+    pub dst: Prefix,
+}
+
+/// The parts of a packet rules look at, filled in by the data-path parser.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketKey {
+    /// 4 or 6; 0 for a frame that is not IP.
+    pub ip_version: u8,
+    /// IP protocol number (after IPv6 extension headers).
+    pub l4_proto: u8,
+    /// 1 when `sport`/`dport` were read (first fragment of TCP/UDP/SCTP).
+    pub has_ports: u8,
+    pub _pad: u8,
+    pub sport: u16,
+    pub dport: u16,
+    /// Addresses as network-order words; IPv4 in word 0, the rest 0.
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+}
+
+impl FlowMatch {
+    /// First-match-wins rule matching; pure so it is unit-tested on the host
+    /// and inlined into the data path.
+    #[inline(always)]
+    pub fn matches(&self, k: &PacketKey) -> bool {
+        let f = self.flags;
+        if f == 0 {
+            return true;
+        }
+        if f & match_flags::IPV4 != 0 && k.ip_version != 4 {
+            return false;
+        }
+        if f & match_flags::IPV6 != 0 && k.ip_version != 6 {
+            return false;
+        }
+        if f & (match_flags::SRC | match_flags::DST | match_flags::PROTO) != 0
+            && k.ip_version == 0
+        {
+            return false;
+        }
+        if f & match_flags::SRC != 0 && !self.src.contains(&k.src) {
+            return false;
+        }
+        if f & match_flags::DST != 0 && !self.dst.contains(&k.dst) {
+            return false;
+        }
+        if f & match_flags::PROTO != 0 && k.l4_proto != self.l4_proto {
+            return false;
+        }
+        if f & (match_flags::SPORT | match_flags::DPORT) != 0 {
+            if k.has_ports == 0 {
+                return false;
+            }
+            if f & match_flags::SPORT != 0 && (k.sport < self.sport_min || k.sport > self.sport_max)
+            {
+                return false;
+            }
+            if f & match_flags::DPORT != 0 && (k.dport < self.dport_min || k.dport > self.dport_max)
+            {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// `Loss::model` values.
+pub mod loss_model {
+    /// No loss.
+    pub const NONE: u32 = 0;
+    /// Independent loss: `p[0]` is the loss probability (u32 threshold).
+    pub const BERNOULLI: u32 = 1;
+}
+
+/// A rule's loss process. Probabilities are u32 thresholds (see [`crate::prob`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Loss {
+    /// One of [`loss_model`].
+    pub model: u32,
+    pub _reserved: u32,
+    /// Model parameters, as u32 thresholds.
+    pub p: [u32; 5],
+    pub _pad: u32,
+}
+
+/// One rule: what it matches and what it does to matching packets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rule {
+    pub matcher: FlowMatch,
+    pub loss: Loss,
+}
+
+/// Per-rule, per-CPU counters (`RULE_COUNTERS[slot * MAX_RULES + rule]`).
+/// The controller zeroes a slot's counters before it writes a rule set there.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleCounters {
+    /// Packets that matched the rule.
+    pub packets: u64,
+    /// Bytes (skb->len, L2 included) that matched the rule.
+    pub bytes: u64,
+    /// Matching packets that went on (possibly modified or delayed).
+    pub passed: u64,
+    /// Dropped by the loss process.
+    pub dropped_loss: u64,
+}
+
+/// Per-CPU counters not tied to a rule (`GLOBAL_COUNTERS[0]`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GlobalCounters {
+    /// Every packet the program saw.
+    pub packets: u64,
+    /// Packets no rule matched (passed).
+    pub unmatched: u64,
+    /// Packets passed because the lease had expired (controller gone).
+    pub lease_expired: u64,
+    /// Data-path errors: the packet was passed untouched and counted here.
+    pub errors: u64,
+}
+
+/// `Owner::flags` bits.
+pub mod owner_flags {
+    /// The attachment is pinned in bpffs and outlives its controller.
+    pub const PINNED: u32 = 1 << 0;
+    /// Attached through a netlink clsact filter (not a tcx link).
+    pub const NETLINK: u32 = 1 << 1;
+}
+
+/// Who attached this instance (`OWNER[0]`), so another `impair` process can
+/// name the owner of an interface and tell a live controller from a dead one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// Controller process id.
+    pub pid: u32,
+    /// Interface index, in the network namespace the controller attached in.
+    pub ifindex: u32,
+    /// [`owner_flags`] bits.
+    pub flags: u32,
+    pub _reserved: u32,
+    /// Inode of the controller's network namespace (/proc/self/ns/net): with
+    /// `ifindex` it names the interface across namespaces.
+    pub netns_ino: u64,
+    /// The controller's start time (field 22 of /proc/PID/stat, clock ticks
+    /// since boot): with `pid` it identifies the process across pid reuse.
+    pub pid_start_ticks: u64,
+    /// Wall-clock attach time, nanoseconds since the Unix epoch.
+    pub attached_unix_ns: u64,
+    /// The seed the per-CPU generators were derived from.
+    pub seed: u64,
+    /// Profile or summary, NUL-padded UTF-8.
+    pub label: [u8; 64],
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<RuleSetHeader>() == 16);
+    assert!(core::mem::size_of::<Prefix>() == 32);
+    assert!(core::mem::size_of::<FlowMatch>() == 80);
+    assert!(core::mem::size_of::<PacketKey>() == 40);
+    assert!(core::mem::size_of::<Loss>() == 32);
+    assert!(core::mem::size_of::<Rule>() == 112);
+    assert!(core::mem::size_of::<RuleCounters>() == 32);
+    assert!(core::mem::size_of::<GlobalCounters>() == 32);
+    assert!(core::mem::size_of::<Owner>() == 112);
+};
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: each type is #[repr(C)], made only of integers and arrays of
+    // integers, and has no padding (the size asserts above pin the layout), so
+    // every bit pattern is a valid value and it can be copied to and from maps.
+    unsafe impl aya::Pod for super::RuleSetHeader {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Rule {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RuleCounters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::GlobalCounters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Owner {}
+}
+
+impl Default for Owner {
+    fn default() -> Self {
+        Self {
+            pid: 0,
+            ifindex: 0,
+            flags: 0,
+            _reserved: 0,
+            netns_ino: 0,
+            pid_start_ticks: 0,
+            attached_unix_ns: 0,
+            seed: 0,
+            label: [0; 64],
+        }
+    }
+}
+
+impl Owner {
+    /// The label as a string, up to its first NUL.
+    pub fn label_str(&self) -> &str {
+        let end = self.label.iter().position(|&b| b == 0).unwrap_or(self.label.len());
+        match core::str::from_utf8(&self.label[..end]) {
+            Ok(s) => s,
+            Err(e) => core::str::from_utf8(&self.label[..e.valid_up_to()]).unwrap_or(""),
+        }
+    }
+
+    /// Stores `s` as the label, cut at a character boundary to fit.
+    pub fn set_label(&mut self, s: &str) {
+        self.label = [0; 64];
+        let mut n = s.len().min(self.label.len());
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        self.label[..n].copy_from_slice(&s.as_bytes()[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4(a: [u8; 4]) -> [u32; 4] {
+        [u32::from_ne_bytes(a), 0, 0, 0]
+    }
+
+    fn prefix_v4(a: [u8; 4], len: u32) -> Prefix {
+        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) }.to_be();
+        Prefix { addr: [u32::from_ne_bytes(a) & mask, 0, 0, 0], mask: [mask, 0, 0, 0] }
+    }
+
+    #[test]
+    fn empty_match_matches_everything_including_non_ip() {
+        let m = FlowMatch::default();
+        assert!(m.matches(&PacketKey::default()));
+    }
+
+    #[test]
+    fn v4_prefix_and_ports() {
+        let m = FlowMatch {
+            flags: match_flags::IPV4 | match_flags::DST | match_flags::PROTO | match_flags::DPORT,
+            l4_proto: 17,
+            dport_min: 5000,
+            dport_max: 5010,
+            dst: prefix_v4([198, 18, 2, 0], 24),
+            ..Default::default()
+        };
+        let mut k = PacketKey {
+            ip_version: 4,
+            l4_proto: 17,
+            has_ports: 1,
+            sport: 1234,
+            dport: 5005,
+            src: v4([198, 18, 1, 1]),
+            dst: v4([198, 18, 2, 2]),
+            ..Default::default()
+        };
+        assert!(m.matches(&k));
+        k.dport = 5011;
+        assert!(!m.matches(&k));
+        k.dport = 5010;
+        k.dst = v4([198, 18, 3, 2]);
+        assert!(!m.matches(&k));
+        k.dst = v4([198, 18, 2, 200]);
+        k.l4_proto = 6;
+        assert!(!m.matches(&k));
+        k.l4_proto = 17;
+        k.has_ports = 0;
+        assert!(!m.matches(&k), "a fragment without ports never matches a port rule");
+        k.has_ports = 1;
+        k.ip_version = 6;
+        assert!(!m.matches(&k));
+    }
+
+    #[test]
+    fn label_round_trips_and_truncates_on_char_boundary() {
+        let mut o = Owner::default();
+        o.set_label("lossy");
+        assert_eq!(o.label_str(), "lossy");
+        let long = "é".repeat(40);
+        o.set_label(&long);
+        assert_eq!(o.label_str(), "é".repeat(32));
+    }
+}

@@ -1,0 +1,13 @@
+//! Types and model code shared by impair's eBPF programs and its controller.
+//!
+//! Everything here is `no_std` and allocation-free so the same code runs in the
+//! kernel (compiled for `bpfel-unknown-none`) and in host unit tests. The map
+//! types are `#[repr(C)]` with size asserts: they are an ABI between the embedded
+//! object and the controller built from the same commit (see docs/map-abi.md).
+#![no_std]
+
+pub mod abi;
+pub mod prob;
+pub mod rng;
+
+pub use abi::*;

@@ -1,0 +1,44 @@
+//! The maps, named as in `impair_common::map_names` (docs/map-abi.md).
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, PerCpuArray},
+};
+use impair_common::{
+    GlobalCounters, Owner, Rule, RuleCounters, RuleSetHeader, CONTROL_ENTRIES, RULE_ENTRIES,
+    SLOTS,
+};
+
+#[map(name = "IMPAIR_CONTROL")]
+pub static CONTROL: Array<u64> = Array::with_max_entries(CONTROL_ENTRIES, 0);
+
+#[map(name = "IMPAIR_RULESETS")]
+pub static RULESETS: Array<RuleSetHeader> = Array::with_max_entries(SLOTS, 0);
+
+#[map(name = "IMPAIR_RULES")]
+pub static RULES: Array<Rule> = Array::with_max_entries(RULE_ENTRIES, 0);
+
+#[map(name = "IMPAIR_RULE_CNT")]
+pub static RULE_COUNTERS: PerCpuArray<RuleCounters> =
+    PerCpuArray::with_max_entries(RULE_ENTRIES, 0);
+
+#[map(name = "IMPAIR_GLOBAL")]
+pub static GLOBAL_COUNTERS: PerCpuArray<GlobalCounters> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "IMPAIR_RNG")]
+pub static RNG: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Written once by the controller; never read by the programs. It lives here so
+/// that another `impair` process finds the owner through the attached program.
+#[map(name = "IMPAIR_OWNER")]
+pub static OWNER: Array<Owner> = Array::with_max_entries(1, 0);
+
+/// The next 64 bits of this CPU's generator; 0 if the map is unreadable.
+#[inline(always)]
+pub fn random_u64() -> u64 {
+    match RNG.get_ptr_mut(0) {
+        // SAFETY: per-CPU array value of this CPU; programs do not migrate while
+        // running, so nothing else touches it concurrently.
+        Some(state) => impair_common::rng::next_u64(unsafe { &mut *state }),
+        None => 0,
+    }
+}

@@ -1,0 +1,2 @@
+//! impair's controller library.
+pub mod ebpf;

@@ -1,0 +1,1 @@
+fn main() { println!("{}", impair::ebpf::object().len()); }
