@@ -236,6 +236,8 @@ pub mod owner_flags {
     pub const PINNED: u32 = 1 << 0;
     /// Attached through a netlink clsact filter (not a tcx link).
     pub const NETLINK: u32 = 1 << 1;
+    /// The controller created the clsact qdisc and removes it on detach.
+    pub const CREATED_CLSACT: u32 = 1 << 2;
 }
 
 /// Who attached this instance (`OWNER[0]`), so another `impair` process can

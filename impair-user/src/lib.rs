@@ -1,2 +1,13 @@
-//! impair's controller library.
+//! impair's controller library: loads the embedded eBPF data path, compiles
+//! rules into map values, attaches and detaches safely, and reads counters.
+pub mod cli;
+pub mod demo;
+pub mod discover;
 pub mod ebpf;
+pub mod engine;
+pub mod input;
+pub mod maps;
+pub mod profiles;
+pub mod rules;
+pub mod stats;
+pub mod sys;

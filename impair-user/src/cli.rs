@@ -1,0 +1,295 @@
+//! Command-line interface (clap). Each subcommand is a thin layer over the
+//! library: parsing and messages here, behaviour in the modules.
+use std::{
+    io::{IsTerminal as _, Write as _},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
+
+use crate::{
+    discover,
+    engine::{AttachMode, AttachOptions, Engine},
+    input::{self, usage, Proto},
+    profiles,
+    rules::{MatchSpec, RuleSpec},
+    stats::Snapshot,
+    sys,
+};
+
+const EXAMPLES: &str = "\
+Examples:
+  impair attach eth1 --loss 10%                 drop 10% of everything leaving eth1
+  impair attach eth1 --loss 1% --dst 198.18.2.0/24 --proto udp --dport 5000-5010
+  impair attach eth1 --profile lossy
+  impair stats eth1 --json                      counters of the running instance
+  impair status                                 what is attached where
+  impair demo                                   a 3-namespace lab, end to end";
+
+#[derive(Parser, Debug)]
+#[command(name = "impair", version, about = "Line-rate network impairment in eBPF: loss, per flow, with exact counters", after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Impair traffic leaving IFACE until Ctrl-C/SIGTERM/SIGHUP, then restore it.
+    Attach(AttachArgs),
+    /// Print the counters of the instance on IFACE (from any shell).
+    Stats(StatsArgs),
+    /// List instances: interface, owner, mode, and leftovers of dead controllers.
+    Status(StatusArgs),
+    /// Stop the instance on IFACE (signals its controller) or remove a leftover.
+    Detach(DetachArgs),
+    /// Build a client → router → server namespace lab, impair the router, measure, clean up.
+    Demo(crate::demo::DemoArgs),
+}
+
+fn percent(s: &str) -> Result<f64, String> {
+    input::parse_percent("percentage", s).map_err(|e| e.0)
+}
+fn cidr(s: &str) -> Result<IpNet, String> {
+    input::parse_cidr("prefix", s).map_err(|e| e.0)
+}
+fn proto(s: &str) -> Result<Option<Proto>, String> {
+    input::parse_proto(s).map_err(|e| e.0)
+}
+fn ports(s: &str) -> Result<(u16, u16), String> {
+    input::parse_port_range("port", s).map_err(|e| e.0)
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct MatchArgs {
+    /// Only packets from this prefix (e.g. 198.18.1.0/24, 2001:2::/48).
+    #[arg(long, value_parser = cidr, value_name = "CIDR")]
+    pub src: Option<IpNet>,
+    /// Only packets to this prefix.
+    #[arg(long, value_parser = cidr, value_name = "CIDR")]
+    pub dst: Option<IpNet>,
+    /// Only this L4 protocol: tcp, udp, icmp, icmpv6, sctp, any, or a number.
+    #[arg(long, value_parser = proto, value_name = "PROTO")]
+    pub proto: Option<Option<Proto>>,
+    /// Only these source ports: N or A-B.
+    #[arg(long, value_parser = ports, value_name = "PORTS")]
+    pub sport: Option<(u16, u16)>,
+    /// Only these destination ports: N or A-B.
+    #[arg(long, value_parser = ports, value_name = "PORTS")]
+    pub dport: Option<(u16, u16)>,
+}
+
+impl MatchArgs {
+    pub fn spec(&self) -> MatchSpec {
+        MatchSpec { src: self.src, dst: self.dst, proto: self.proto.flatten(), sport: self.sport, dport: self.dport }
+    }
+
+    fn given(&self) -> bool {
+        self.spec() != MatchSpec::default()
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// Interface whose outgoing traffic is impaired.
+    pub iface: String,
+    /// A built-in profile (see docs/profiles.md).
+    #[arg(long, value_name = "NAME", conflicts_with = "loss")]
+    pub profile: Option<String>,
+    /// Independent loss probability, e.g. 10% or 0.5%.
+    #[arg(long, value_parser = percent, value_name = "PERCENT")]
+    pub loss: Option<f64>,
+    #[command(flatten)]
+    pub matcher: MatchArgs,
+    /// Seed of the data path's per-CPU generators (reproducible runs).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// tcx (Linux 6.6+), netlink (clsact filter), or auto.
+    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+    pub attach_mode: AttachMode,
+    /// Refresh period of the live counters, in milliseconds.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub interval_ms: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    pub iface: String,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DetachArgs {
+    pub iface: String,
+}
+
+pub fn run() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Attach(a) => attach(a),
+        Command::Stats(a) => stats(a),
+        Command::Status(a) => status(a),
+        Command::Detach(a) => detach(a),
+        Command::Demo(a) => crate::demo::run(&a),
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP all mean "detach and exit".
+pub fn stop_flag() -> Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+        signal_hook::flag::register(sig, Arc::clone(&flag))?;
+    }
+    Ok(flag)
+}
+
+fn rules_from(a: &AttachArgs) -> Result<(Vec<RuleSpec>, String)> {
+    if let Some(name) = &a.profile {
+        let p = profiles::find(name)?;
+        let mut rules = (p.rules)();
+        if a.matcher.given() {
+            for r in &mut rules {
+                r.matcher = a.matcher.spec();
+            }
+        }
+        return Ok((rules, format!("profile {name}")));
+    }
+    let Some(loss) = a.loss else {
+        return Err(usage!("nothing to do: give an impairment (--loss PERCENT) or --profile NAME").into());
+    };
+    let rule = RuleSpec { matcher: a.matcher.spec(), loss: Some(loss) };
+    Ok((vec![rule], format!("loss {}", crate::rules::fmt_percent(loss))))
+}
+
+fn attach(a: AttachArgs) -> Result<()> {
+    let (rules, label) = rules_from(&a)?;
+    let stop = stop_flag()?;
+    let engine = Engine::attach(AttachOptions {
+        iface: a.iface.clone(),
+        mode: a.attach_mode,
+        rules,
+        seed: a.seed,
+        label: label.clone(),
+    })?;
+    println!(
+        "impair: attached to {} egress ({:?}, {label}, seed {}); Ctrl-C detaches",
+        engine.iface(),
+        engine.mode(),
+        engine.seed()
+    );
+    let tty = std::io::stdout().is_terminal();
+    let interval = Duration::from_millis(a.interval_ms.max(50));
+    let mut drawn = 0usize;
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if Instant::now() >= next {
+            next += interval;
+            let lines = Snapshot::read(&engine.maps(), engine.iface())?.render();
+            let mut out = std::io::stdout().lock();
+            if tty && drawn > 0 {
+                // Move up over the previous block and clear it: the view updates in place.
+                write!(out, "\x1b[{drawn}F\x1b[J")?;
+            }
+            for l in &lines {
+                writeln!(out, "{l}")?;
+            }
+            out.flush()?;
+            drawn = lines.len();
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let iface = engine.iface().to_owned();
+    engine.detach()?;
+    println!("impair: detached from {iface}; interface restored");
+    Ok(())
+}
+
+fn stats(a: StatsArgs) -> Result<()> {
+    let ifindex = sys::ifindex(&a.iface)?;
+    let Some(inst) = discover::on_interface(ifindex)? else {
+        return Err(usage!("{} is not impaired: no impair instance is attached to it in this network namespace", a.iface).into());
+    };
+    let snap = Snapshot::read(&inst.maps, &a.iface)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&snap)?);
+    } else {
+        for l in snap.render() {
+            println!("{l}");
+        }
+    }
+    Ok(())
+}
+
+fn status(a: StatusArgs) -> Result<()> {
+    let here = sys::netns_ino()?;
+    let mut rows = Vec::new();
+    for inst in discover::instances()? {
+        let iface = if inst.owner.netns_ino == here {
+            sys::ifname(inst.owner.ifindex).unwrap_or_else(|| format!("ifindex {}", inst.owner.ifindex))
+        } else {
+            format!("ifindex {} (netns {})", inst.owner.ifindex, inst.owner.netns_ino)
+        };
+        let snap = Snapshot::read(&inst.maps, &iface)?;
+        rows.push(snap);
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no impair instances");
+    }
+    for s in rows {
+        println!(
+            "{} {}  {}  pid {}{}  {}",
+            s.interface,
+            s.hook,
+            s.owner.attach_mode,
+            s.owner.pid,
+            if s.owner.alive { "" } else { " (dead: leftover, traffic passes; `impair detach` removes it)" },
+            s.owner.label
+        );
+    }
+    Ok(())
+}
+
+fn detach(a: DetachArgs) -> Result<()> {
+    let ifindex = sys::ifindex(&a.iface)?;
+    let Some(inst) = discover::on_interface(ifindex)? else {
+        return Err(usage!("{} is not impaired: nothing to detach", a.iface).into());
+    };
+    if inst.alive && !inst.pinned() {
+        let pid = inst.owner.pid;
+        // SAFETY: kill(2) with a pid we verified (pid + start time) is our controller.
+        if unsafe { libc::kill(pid as i32, libc::SIGTERM) } != 0 {
+            return Err(anyhow::anyhow!("signalling impair pid {pid}: {}", std::io::Error::last_os_error()));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sys::process_alive(pid, inst.owner.pid_start_ticks) {
+            if Instant::now() > deadline {
+                return Err(anyhow::anyhow!("impair pid {pid} did not exit within 10 s of SIGTERM"));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        println!("impair: stopped pid {pid}; {} restored", a.iface);
+        return Ok(());
+    }
+    crate::engine::remove_leftover(&a.iface, &inst)?;
+    println!("impair: removed the leftover of pid {} from {}", inst.owner.pid, a.iface);
+    Ok(())
+}

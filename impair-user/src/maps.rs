@@ -1,0 +1,152 @@
+//! Typed handles on one instance's maps, taken from a freshly loaded object or
+//! found again by id through the attached program (another process).
+use anyhow::{anyhow, Context as _, Result};
+use aya::{
+    maps::{Array, Map, MapData, MapInfo, PerCpuArray, PerCpuValues},
+    programs::ProgramInfo,
+    Ebpf,
+};
+use impair_common::{
+    map_names, GlobalCounters, Owner, Rule, RuleCounters, RuleSetHeader, CONTROL_ACTIVE_SLOT,
+    CONTROL_LEASE_DEADLINE_NS, MAX_RULES,
+};
+
+pub struct Maps {
+    pub control: Array<MapData, u64>,
+    pub rulesets: Array<MapData, RuleSetHeader>,
+    pub rules: Array<MapData, Rule>,
+    pub rule_counters: PerCpuArray<MapData, RuleCounters>,
+    pub global: PerCpuArray<MapData, GlobalCounters>,
+    pub rng: PerCpuArray<MapData, u64>,
+    pub owner: Array<MapData, Owner>,
+}
+
+fn typed<T: TryFrom<Map>>(map: Option<Map>, name: &str) -> Result<T>
+where
+    T::Error: std::error::Error + Send + Sync + 'static,
+{
+    let map = map.ok_or_else(|| anyhow!("the eBPF object has no map {name}"))?;
+    T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+}
+
+impl Maps {
+    /// Takes the maps out of a just-loaded object (the programs keep using them).
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
+        Ok(Self {
+            control: typed(ebpf.take_map(map_names::CONTROL), map_names::CONTROL)?,
+            rulesets: typed(ebpf.take_map(map_names::RULESETS), map_names::RULESETS)?,
+            rules: typed(ebpf.take_map(map_names::RULES), map_names::RULES)?,
+            rule_counters: typed(ebpf.take_map(map_names::RULE_COUNTERS), map_names::RULE_COUNTERS)?,
+            global: typed(ebpf.take_map(map_names::GLOBAL_COUNTERS), map_names::GLOBAL_COUNTERS)?,
+            rng: typed(ebpf.take_map(map_names::RNG), map_names::RNG)?,
+            owner: typed(ebpf.take_map(map_names::OWNER), map_names::OWNER)?,
+        })
+    }
+
+    /// Opens the maps a loaded program uses, by id (for `impair stats` and
+    /// friends in a process other than the controller).
+    pub fn of_program(info: &ProgramInfo) -> Result<Self> {
+        let ids = info.map_ids().context("listing the program's maps")?.unwrap_or_default();
+        let mut found: Vec<(String, Map)> = Vec::new();
+        for id in ids {
+            let name = MapInfo::from_id(id)
+                .ok()
+                .and_then(|i| i.name_as_str().map(str::to_owned))
+                .unwrap_or_default();
+            if name.starts_with("IMPAIR_") {
+                let data = MapData::from_id(id).with_context(|| format!("opening map {name} (id {id})"))?;
+                found.push((name, Map::from_map_data(data)?));
+            }
+        }
+        let mut take = |name: &str| {
+            found.iter().position(|(n, _)| n == name).map(|i| found.swap_remove(i).1)
+        };
+        Ok(Self {
+            control: typed(take(map_names::CONTROL), map_names::CONTROL)?,
+            rulesets: typed(take(map_names::RULESETS), map_names::RULESETS)?,
+            rules: typed(take(map_names::RULES), map_names::RULES)?,
+            rule_counters: typed(take(map_names::RULE_COUNTERS), map_names::RULE_COUNTERS)?,
+            global: typed(take(map_names::GLOBAL_COUNTERS), map_names::GLOBAL_COUNTERS)?,
+            rng: typed(take(map_names::RNG), map_names::RNG)?,
+            owner: typed(take(map_names::OWNER), map_names::OWNER)?,
+        })
+    }
+
+    pub fn owner(&self) -> Result<Owner> {
+        Ok(self.owner.get(&0, 0)?)
+    }
+
+    pub fn active_slot(&self) -> Result<u32> {
+        Ok((self.control.get(&CONTROL_ACTIVE_SLOT, 0)? & 1) as u32)
+    }
+
+    pub fn lease_deadline_ns(&self) -> Result<u64> {
+        Ok(self.control.get(&CONTROL_LEASE_DEADLINE_NS, 0)?)
+    }
+
+    pub fn set_lease_deadline_ns(&mut self, deadline_ns: u64) -> Result<()> {
+        Ok(self.control.set(CONTROL_LEASE_DEADLINE_NS, deadline_ns, 0)?)
+    }
+
+    /// The active slot's header and rules.
+    pub fn active_rules(&self) -> Result<(u32, RuleSetHeader, Vec<Rule>)> {
+        let slot = self.active_slot()?;
+        let header = self.rulesets.get(&slot, 0)?;
+        let n = header.rule_count.min(MAX_RULES);
+        let rules = (0..n).map(|i| self.rules.get(&(slot * MAX_RULES + i), 0)).collect::<Result<_, _>>()?;
+        Ok((slot, header, rules))
+    }
+
+    /// Counters of rule `i` of `slot`, summed over CPUs.
+    pub fn rule_counters(&self, slot: u32, i: u32) -> Result<RuleCounters> {
+        let per_cpu = self.rule_counters.get(&(slot * MAX_RULES + i), 0)?;
+        Ok(per_cpu.iter().fold(RuleCounters::default(), |mut acc, c| {
+            acc.packets += c.packets;
+            acc.bytes += c.bytes;
+            acc.passed += c.passed;
+            acc.dropped_loss += c.dropped_loss;
+            acc
+        }))
+    }
+
+    pub fn global_counters(&self) -> Result<GlobalCounters> {
+        let per_cpu = self.global.get(&0, 0)?;
+        Ok(per_cpu.iter().fold(GlobalCounters::default(), |mut acc, c| {
+            acc.packets += c.packets;
+            acc.unmatched += c.unmatched;
+            acc.lease_expired += c.lease_expired;
+            acc.errors += c.errors;
+            acc
+        }))
+    }
+
+    /// Writes `rules` into the inactive slot (counters zeroed first) and makes
+    /// it active with one map write. The caller guarantees no packet still runs
+    /// on the inactive slot (see `Engine::update`).
+    pub fn write_and_activate(&mut self, slot: u32, rules: &[Rule], generation: u64) -> Result<()> {
+        let cpus = nr_cpus()?;
+        for i in 0..MAX_RULES {
+            let zero = PerCpuValues::try_from(vec![RuleCounters::default(); cpus])?;
+            self.rule_counters.set(slot * MAX_RULES + i, zero, 0)?;
+        }
+        for (i, r) in rules.iter().enumerate() {
+            self.rules.set(slot * MAX_RULES + i as u32, r, 0)?;
+        }
+        let header = RuleSetHeader { rule_count: rules.len() as u32, _reserved: 0, generation };
+        self.rulesets.set(slot, header, 0)?;
+        self.control.set(CONTROL_ACTIVE_SLOT, u64::from(slot), 0)?;
+        Ok(())
+    }
+
+    /// Seeds every CPU's generator from one seed (see `impair_common::rng`).
+    pub fn seed_rng(&mut self, seed: u64) -> Result<()> {
+        let states: Vec<u64> = (0..nr_cpus()?).map(|cpu| impair_common::rng::cpu_state(seed, cpu as u32)).collect();
+        self.rng.set(0, PerCpuValues::try_from(states)?, 0)?;
+        Ok(())
+    }
+}
+
+/// Possible CPUs, the length of every per-CPU map value.
+pub fn nr_cpus() -> Result<usize> {
+    aya::util::nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))
+}

@@ -1,0 +1,163 @@
+//! Counters read from the maps, with configured vs measured loss.
+use anyhow::Result;
+use impair_common::{owner_flags, Owner};
+use serde::Serialize;
+
+use crate::{maps::Maps, rules::RuleView, sys};
+
+/// z for a two-sided 95% interval.
+const Z95: f64 = 1.959_963_984_540_054;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleStats {
+    pub index: u32,
+    #[serde(flatten)]
+    pub rule: RuleView,
+    pub packets: u64,
+    pub bytes: u64,
+    pub passed: u64,
+    pub dropped_loss: u64,
+    /// dropped_loss / packets.
+    pub measured_loss: Option<f64>,
+    /// 95% Wilson score interval of the measured loss.
+    pub measured_loss_ci95: Option<(f64, f64)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OwnerView {
+    pub pid: u32,
+    pub alive: bool,
+    pub pinned: bool,
+    pub attach_mode: &'static str,
+    pub label: String,
+    pub seed: u64,
+    pub attached_unix_ns: u64,
+}
+
+impl OwnerView {
+    pub fn new(o: &Owner) -> Self {
+        Self {
+            pid: o.pid,
+            alive: o.flags & owner_flags::PINNED != 0 || sys::process_alive(o.pid, o.pid_start_ticks),
+            pinned: o.flags & owner_flags::PINNED != 0,
+            attach_mode: if o.flags & owner_flags::NETLINK != 0 { "netlink" } else { "tcx" },
+            label: o.label_str().to_owned(),
+            seed: o.seed,
+            attached_unix_ns: o.attached_unix_ns,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub interface: String,
+    pub hook: &'static str,
+    pub owner: OwnerView,
+    /// Rule-set generation (1 for the first, +1 per live update).
+    pub generation: u64,
+    /// Whether the lease is current (false: the data path passes everything).
+    pub lease_valid: bool,
+    pub packets: u64,
+    pub unmatched: u64,
+    pub lease_expired: u64,
+    pub errors: u64,
+    pub rules: Vec<RuleStats>,
+}
+
+impl Snapshot {
+    pub fn read(maps: &Maps, interface: &str) -> Result<Self> {
+        let owner = maps.owner()?;
+        let (slot, header, rules) = maps.active_rules()?;
+        let g = maps.global_counters()?;
+        let mut out = Vec::with_capacity(rules.len());
+        for (i, r) in rules.iter().enumerate() {
+            let c = maps.rule_counters(slot, i as u32)?;
+            let measured = (c.packets > 0).then(|| c.dropped_loss as f64 / c.packets as f64);
+            out.push(RuleStats {
+                index: i as u32,
+                rule: RuleView::from_rule(r),
+                packets: c.packets,
+                bytes: c.bytes,
+                passed: c.passed,
+                dropped_loss: c.dropped_loss,
+                measured_loss: measured,
+                measured_loss_ci95: (c.packets > 0).then(|| wilson_interval(c.dropped_loss, c.packets, Z95)),
+            });
+        }
+        Ok(Self {
+            interface: interface.to_owned(),
+            hook: "tc-egress",
+            owner: OwnerView::new(&owner),
+            generation: header.generation,
+            lease_valid: maps.lease_deadline_ns()? >= sys::monotonic_ns(),
+            packets: g.packets,
+            unmatched: g.unmatched,
+            lease_expired: g.lease_expired,
+            errors: g.errors,
+            rules: out,
+        })
+    }
+
+    /// A few lines for people; the live view redraws them in place.
+    pub fn render(&self) -> Vec<String> {
+        let mut lines = vec![format!(
+            "{} {}  mode {}  pid {}  seed {}  packets {}  unmatched {}  errors {}{}",
+            self.interface,
+            self.hook,
+            self.owner.attach_mode,
+            self.owner.pid,
+            self.owner.seed,
+            self.packets,
+            self.unmatched,
+            self.errors,
+            if self.lease_valid { "" } else { "  LEASE EXPIRED: passing all traffic" }
+        )];
+        for r in &self.rules {
+            let measured = match (r.measured_loss, r.measured_loss_ci95) {
+                (Some(m), Some((lo, hi))) => format!(
+                    "measured {} (95% {}..{})",
+                    crate::rules::fmt_percent(m),
+                    crate::rules::fmt_percent(lo),
+                    crate::rules::fmt_percent(hi)
+                ),
+                _ => "measured -".into(),
+            };
+            lines.push(format!(
+                "  rule {} [{}] {}  packets {}  bytes {}  dropped {}  {}",
+                r.index, r.rule.matches, r.rule.impairments, r.packets, r.bytes, r.dropped_loss, measured
+            ));
+        }
+        lines
+    }
+}
+
+/// Wilson score interval for a binomial proportion: `successes` of `n` at
+/// normal quantile `z`. Unlike the normal approximation it stays inside [0, 1]
+/// and is honest near 0% and 100%, where impairment rates often are.
+pub fn wilson_interval(successes: u64, n: u64, z: f64) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let n_f = n as f64;
+    let p = successes as f64 / n_f;
+    let z2 = z * z;
+    let denom = 1.0 + z2 / n_f;
+    let centre = (p + z2 / (2.0 * n_f)) / denom;
+    let half = z * ((p * (1.0 - p) / n_f) + z2 / (4.0 * n_f * n_f)).sqrt() / denom;
+    ((centre - half).max(0.0), (centre + half).min(1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wilson_matches_published_values() {
+        // 10 of 100 at 95%: 0.0552 .. 0.1744 (Newcombe 1998, method 3).
+        let (lo, hi) = wilson_interval(10, 100, Z95);
+        assert!((lo - 0.0552).abs() < 1e-4 && (hi - 0.1744).abs() < 1e-4, "{lo} {hi}");
+        assert_eq!(wilson_interval(0, 0, Z95), (0.0, 1.0));
+        let (lo, _) = wilson_interval(0, 50, Z95);
+        assert_eq!(lo, 0.0);
+    }
+}

@@ -1,0 +1,118 @@
+//! Small wrappers over the system calls and /proc files the controller needs.
+use std::{ffi::CString, fs, time::SystemTime};
+
+use anyhow::{Context as _, Result};
+
+use crate::input::{usage, UsageError};
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Wall-clock nanoseconds since the Unix epoch.
+pub fn unix_ns() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+/// The index of interface `name` in this thread's network namespace.
+pub fn ifindex(name: &str) -> Result<u32, UsageError> {
+    let bad = || usage!("unknown interface '{name}': no such device in this network namespace (see `ip link`)");
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('/') {
+        return Err(usage!("invalid interface name '{name}': 1-15 characters, no '/'"));
+    }
+    let c = CString::new(name).map_err(|_| bad())?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(bad());
+    }
+    Ok(idx)
+}
+
+/// The name of interface `index` in this thread's network namespace.
+pub fn ifname(index: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IFNAMSIZ];
+    // SAFETY: `buf` has the IFNAMSIZ bytes if_indextoname may write.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated name.
+    let s = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(s.to_string_lossy().into_owned())
+}
+
+/// Inode of this thread's network namespace.
+pub fn netns_ino() -> Result<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    Ok(fs::metadata("/proc/thread-self/ns/net").context("reading /proc/thread-self/ns/net")?.ino())
+}
+
+/// A process's start time in clock ticks since boot (field 22 of /proc/PID/stat).
+pub fn process_start_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the process that recorded (`pid`, `start_ticks`) still runs.
+pub fn process_alive(pid: u32, start_ticks: u64) -> bool {
+    pid != 0 && process_start_ticks(pid) == Some(start_ticks)
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_alive_and_start_ticks_mismatch_is_not() {
+        let pid = std::process::id();
+        let t = process_start_ticks(pid).unwrap();
+        assert!(process_alive(pid, t));
+        assert!(!process_alive(pid, t + 1));
+        assert!(!process_alive(0, 0));
+    }
+
+    #[test]
+    fn loopback_resolves_and_garbage_is_a_usage_error() {
+        assert_eq!(ifname(ifindex("lo").unwrap()).as_deref(), Some("lo"));
+        let e = ifindex("nope0").unwrap_err().0;
+        assert!(e.contains("'nope0'") && e.contains("ip link"), "{e}");
+        assert!(ifindex("a/b").is_err());
+        assert!(ifindex("0123456789abcdefg").is_err());
+    }
+}
+
+/// BPF_PROG_BIND_MAP (Linux 5.8): adds `map_fd` to the program's used maps
+/// without the program referencing it, the way libbpf keeps metadata maps
+/// alive. impair binds its owner map so another process finds it by program.
+pub fn bpf_prog_bind_map(prog_fd: std::os::fd::BorrowedFd<'_>, map_fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    #[repr(C)]
+    struct BindAttr {
+        prog_fd: u32,
+        map_fd: u32,
+        flags: u32,
+    }
+    const BPF_PROG_BIND_MAP: libc::c_long = 35;
+    let attr = BindAttr { prog_fd: prog_fd.as_raw_fd() as u32, map_fd: map_fd.as_raw_fd() as u32, flags: 0 };
+    // SAFETY: `attr` is a valid bpf_attr prefix for BPF_PROG_BIND_MAP of the size
+    // passed; both descriptors are borrowed and stay open for the call.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_PROG_BIND_MAP, &attr as *const BindAttr, std::mem::size_of::<BindAttr>())
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
