@@ -61,6 +61,43 @@ pub struct AttachOptions {
     pub label: String,
 }
 
+/// The object loaded and its programs verified, maps initialised, nothing
+/// attached: the start of an attach, and what BPF_PROG_TEST_RUN tests and
+/// micro-benchmarks run.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    pub maps: Maps,
+}
+
+impl Loaded {
+    /// Loads the embedded object with `rules` active in slot 0, generators
+    /// seeded from `seed`, and a lease that never expires (callers that attach
+    /// set a real one before attaching).
+    pub fn new(rules: &[impair_common::Rule], seed: u64) -> Result<Self> {
+        ensure_real_object()?;
+        let mut ebpf = EbpfLoader::new().load(crate::ebpf::object()).context("loading the eBPF object").map_err(permission_hint)?;
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(prog_names::TC_EGRESS)
+            .ok_or_else(|| anyhow!("the eBPF object has no program {}", prog_names::TC_EGRESS))?
+            .try_into()?;
+        prog.load().context("loading the tc egress program into the kernel (verifier)").map_err(permission_hint)?;
+        bind_owner_map(&mut ebpf)?;
+        let mut maps = Maps::take(&mut ebpf)?;
+        maps.seed_rng(seed)?;
+        maps.set_lease_deadline_ns(impair_common::LEASE_FOREVER)?;
+        maps.write_and_activate(0, rules, 1)?;
+        Ok(Self { ebpf, maps })
+    }
+
+    pub fn tc_egress(&mut self) -> Result<&mut SchedClassifier> {
+        Ok(self
+            .ebpf
+            .program_mut(prog_names::TC_EGRESS)
+            .ok_or_else(|| anyhow!("the eBPF object has no program {}", prog_names::TC_EGRESS))?
+            .try_into()?)
+    }
+}
+
 /// A running, attached instance. Dropping it detaches and restores the
 /// interface as it was (also when unwinding from a panic).
 pub struct Engine {
@@ -135,19 +172,9 @@ impl Engine {
             remove_leftover(&opts.iface, &existing)?;
         }
 
-        let mut ebpf = EbpfLoader::new().load(crate::ebpf::object()).context("loading the eBPF object").map_err(permission_hint)?;
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(prog_names::TC_EGRESS)
-            .ok_or_else(|| anyhow!("the eBPF object has no program {}", prog_names::TC_EGRESS))?
-            .try_into()?;
-        prog.load().context("loading the tc egress program into the kernel (verifier)").map_err(permission_hint)?;
-        bind_owner_map(&mut ebpf)?;
-
-        let mut maps = Maps::take(&mut ebpf)?;
         let seed = opts.seed.unwrap_or_else(rand::random);
-        maps.seed_rng(seed)?;
+        let Loaded { mut ebpf, mut maps } = Loaded::new(&rules, seed)?;
         maps.set_lease_deadline_ns(sys::monotonic_ns() + LEASE.as_nanos() as u64)?;
-        maps.write_and_activate(0, &rules, 1)?;
         let prog: &mut SchedClassifier = ebpf
             .program_mut(prog_names::TC_EGRESS)
             .ok_or_else(|| anyhow!("the eBPF object has no program {}", prog_names::TC_EGRESS))?

@@ -1,1 +1,54 @@
-//! Shared helpers for the privileged test tiers.
+//! Shared helpers for impair's privileged test tiers (BPF_PROG_TEST_RUN and
+//! network-namespace tests). These tests need root, the real eBPF object and
+//! the `impair` binary; when any is missing they fail with the reason rather
+//! than pass silently.
+use std::{net::Ipv4Addr, net::Ipv6Addr, path::PathBuf};
+
+pub mod packet;
+
+/// Fails the test loudly unless we can do privileged BPF and netns work.
+pub fn require_privileges() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(
+        root,
+        "this test needs root (BPF programs, network namespaces); run it as root, e.g. `sudo cargo xtask test`"
+    );
+    assert!(
+        !impair::ebpf::is_stub(),
+        "impair was built without its eBPF object (no BPF toolchain found at build time): run `cargo xtask setup` \
+         and test through `cargo xtask test` (it builds with IMPAIR_EBPF=require)"
+    );
+}
+
+/// The `impair` binary of this build (target/<profile>/impair), which the
+/// namespace tests run as users do.
+pub fn impair_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test-binary>
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join("impair");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first with `cargo build --bin impair` (`cargo xtask test` does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Pins the calling thread to CPU 0, so BPF_PROG_TEST_RUN always uses the
+/// same per-CPU generator state and seeded runs are exactly reproducible.
+pub fn pin_to_cpu0() {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it and
+    // sched_setaffinity reads it for the calling thread only.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0);
+    }
+}
+
+pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+pub const SERVER_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
+pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 1);
+pub const SERVER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 2, 0, 0, 0, 1);
