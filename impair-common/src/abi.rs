@@ -119,9 +119,17 @@ pub struct PacketKey {
     pub l4_proto: u8,
     /// 1 when `sport`/`dport` were read (first fragment of TCP/UDP/SCTP).
     pub has_ports: u8,
-    pub _pad: u8,
+    /// The two ECN bits of the IPv4 TOS or IPv6 traffic class.
+    pub ecn: u8,
     pub sport: u16,
     pub dport: u16,
+    /// Offset of the IP header from the start of the frame (0: not IP).
+    pub l3_offset: u16,
+    /// Offset of the L4 header (0: none found, e.g. a non-first fragment).
+    pub l4_offset: u16,
+    /// Offset of the L4 payload (after the TCP/UDP/ICMP header; 0: unknown).
+    pub payload_offset: u16,
+    pub _pad: u16,
     /// Addresses as network-order words; IPv4 in word 0, the rest 0.
     pub src: [u32; 4],
     pub dst: [u32; 4],
@@ -193,12 +201,34 @@ pub struct Loss {
     pub _pad: u32,
 }
 
+/// `Rule::flags` bits.
+pub mod rule_flags {
+    /// Drop every matching packet (a partition); counted as `dropped_loss`.
+    pub const BLACKHOLE: u32 = 1 << 0;
+    /// When the loss process fires on an ECN-capable packet (ECT(0), ECT(1) or
+    /// CE), set CE and send it instead of dropping it (`ecn_marked`).
+    pub const ECN: u32 = 1 << 1;
+    /// Corrupt silently: fix the L4 checksum after flipping the bit, so the
+    /// corruption reaches the application. Without it corruption is made
+    /// detectable by the receiver's checksum (docs/impairments.md).
+    pub const CORRUPT_SILENT: u32 = 1 << 2;
+}
+
 /// One rule: what it matches and what it does to matching packets.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Rule {
     pub matcher: FlowMatch,
     pub loss: Loss,
+    /// [`rule_flags`] bits.
+    pub flags: u32,
+    /// Drop packets whose IP packet (L3 header and payload) is longer than this
+    /// (an MTU blackhole: broken path-MTU discovery); 0 disables.
+    pub mtu_bytes: u32,
+    /// Probability of flipping one random bit of the L4 payload.
+    pub corrupt_u32: u32,
+    /// Probability of sending one clean extra copy (never of a copy).
+    pub duplicate_u32: u32,
 }
 
 /// Per-rule, per-CPU counters (`RULE_COUNTERS[slot * MAX_RULES + rule]`).
@@ -212,8 +242,30 @@ pub struct RuleCounters {
     pub bytes: u64,
     /// Matching packets that went on (possibly modified or delayed).
     pub passed: u64,
-    /// Dropped by the loss process.
+    /// Dropped by the loss process or a blackhole.
     pub dropped_loss: u64,
+    /// Dropped because the IP packet exceeded the rule's MTU.
+    pub dropped_mtu: u64,
+    /// CE-marked instead of dropped (ECN).
+    pub ecn_marked: u64,
+    /// Payload bit flipped.
+    pub corrupted: u64,
+    /// Extra copies sent.
+    pub duplicated: u64,
+}
+
+impl RuleCounters {
+    /// Adds another CPU's counters (the controller sums per-CPU values).
+    pub fn add(&mut self, o: &Self) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.passed += o.passed;
+        self.dropped_loss += o.dropped_loss;
+        self.dropped_mtu += o.dropped_mtu;
+        self.ecn_marked += o.ecn_marked;
+        self.corrupted += o.corrupted;
+        self.duplicated += o.duplicated;
+    }
 }
 
 /// Per-CPU counters not tied to a rule (`GLOBAL_COUNTERS[0]`).
@@ -228,6 +280,16 @@ pub struct GlobalCounters {
     pub lease_expired: u64,
     /// Data-path errors: the packet was passed untouched and counted here.
     pub errors: u64,
+}
+
+impl GlobalCounters {
+    /// Adds another CPU's counters.
+    pub fn add(&mut self, o: &Self) {
+        self.packets += o.packets;
+        self.unmatched += o.unmatched;
+        self.lease_expired += o.lease_expired;
+        self.errors += o.errors;
+    }
 }
 
 /// `Owner::flags` bits.
@@ -270,10 +332,10 @@ const _: () = {
     assert!(core::mem::size_of::<RuleSetHeader>() == 16);
     assert!(core::mem::size_of::<Prefix>() == 32);
     assert!(core::mem::size_of::<FlowMatch>() == 80);
-    assert!(core::mem::size_of::<PacketKey>() == 40);
+    assert!(core::mem::size_of::<PacketKey>() == 48);
     assert!(core::mem::size_of::<Loss>() == 32);
-    assert!(core::mem::size_of::<Rule>() == 112);
-    assert!(core::mem::size_of::<RuleCounters>() == 32);
+    assert!(core::mem::size_of::<Rule>() == 128);
+    assert!(core::mem::size_of::<RuleCounters>() == 64);
     assert!(core::mem::size_of::<GlobalCounters>() == 32);
     assert!(core::mem::size_of::<Owner>() == 112);
 };

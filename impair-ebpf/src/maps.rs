@@ -4,7 +4,7 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray},
 };
 use impair_common::{
-    GlobalCounters, Owner, Rule, RuleCounters, RuleSetHeader, CONTROL_ENTRIES, RULE_ENTRIES,
+    GlobalCounters, Owner, PacketKey, Rule, RuleCounters, RuleSetHeader, CONTROL_ENTRIES, RULE_ENTRIES,
     SLOTS,
 };
 
@@ -31,6 +31,20 @@ pub static RNG: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// that another `impair` process finds the owner through the attached program.
 #[map(name = "IMPAIR_OWNER")]
 pub static OWNER: Array<Owner> = Array::with_max_entries(1, 0);
+
+/// Set while `bpf_clone_redirect` sends a duplicate, so the nested run of the
+/// program on the clone (same CPU, synchronous) lets it pass untouched.
+#[map(name = "IMPAIR_DUP")]
+pub static DUPLICATING: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Scratch: the parsed headers of the current packet (see `rules::try_decide`).
+#[map(name = "IMPAIR_KEY")]
+pub static KEY: PerCpuArray<PacketKey> = PerCpuArray::with_max_entries(1, 0);
+
+/// Scratch: the index of the rule that matched the current packet (see
+/// `rules::try_decide` for why it goes through a map).
+#[map(name = "IMPAIR_MATCHED")]
+pub static MATCHED: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 /// The next 64 bits of this CPU's generator; 0 if the map is unreadable.
 #[inline(always)]

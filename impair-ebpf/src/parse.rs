@@ -21,12 +21,14 @@ const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88A8;
 
 const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_ROUTING: u8 = 43;
 const IPPROTO_FRAGMENT: u8 = 44;
 const IPPROTO_AH: u8 = 51;
 const IPPROTO_DSTOPTS: u8 = 60;
+const IPPROTO_ICMPV6: u8 = 58;
 const IPPROTO_SCTP: u8 = 132;
 const IPPROTO_UDPLITE: u8 = 136;
 
@@ -35,6 +37,7 @@ const MAX_EXT_HEADERS: u32 = 6;
 
 /// Linear packet data `[pos, end)`; every read is checked against `end`.
 pub struct Cursor {
+    start: usize,
     pos: usize,
     end: usize,
 }
@@ -42,7 +45,13 @@ pub struct Cursor {
 impl Cursor {
     #[inline(always)]
     pub fn new(data: usize, end: usize) -> Self {
-        Self { pos: data, end }
+        Self { start: data, pos: data, end }
+    }
+
+    /// Offset of the cursor from the start of the frame.
+    #[inline(always)]
+    fn offset(&self) -> u16 {
+        (self.pos - self.start) as u16
     }
 
     /// A pointer to a `T` at the cursor, if it lies inside the packet.
@@ -109,6 +118,8 @@ fn parse_ipv4(mut c: Cursor, key: &mut PacketKey) {
         return;
     }
     key.ip_version = 4;
+    key.l3_offset = c.offset();
+    key.ecn = ip.tos & 3;
     key.l4_proto = ip.proto;
     key.src = words4(&ip.src_addr);
     key.dst = words4(&ip.dst_addr);
@@ -122,6 +133,7 @@ fn parse_ipv4(mut c: Cursor, key: &mut PacketKey) {
 
 #[inline(always)]
 fn parse_ipv6(mut c: Cursor, key: &mut PacketKey) {
+    let l3_offset = c.offset();
     let Some(ip) = c.take::<Ipv6Hdr>() else { return };
     // SAFETY: bounds checked by `take`.
     let ip = unsafe { &*ip };
@@ -129,6 +141,8 @@ fn parse_ipv6(mut c: Cursor, key: &mut PacketKey) {
         return;
     }
     key.ip_version = 6;
+    key.l3_offset = l3_offset;
+    key.ecn = (ip.vcf[1] >> 4) & 3;
     key.src = words16(&ip.src_addr);
     key.dst = words16(&ip.dst_addr);
     let mut next = ip.next_hdr;
@@ -167,8 +181,21 @@ fn parse_ipv6(mut c: Cursor, key: &mut PacketKey) {
     key.l4_proto = next;
 }
 
+/// Records where L4 starts and, for TCP/UDP/SCTP, the ports and where the
+/// payload starts (used to corrupt payload bytes, never headers).
 #[inline(always)]
 fn read_ports(c: &Cursor, proto: u8, key: &mut PacketKey) {
+    key.l4_offset = c.offset();
+    let hdr_len: u16 = match proto {
+        IPPROTO_UDP | IPPROTO_UDPLITE | IPPROTO_ICMP | IPPROTO_ICMPV6 | IPPROTO_SCTP => 8,
+        IPPROTO_TCP => {
+            let Some(t) = c.peek::<[u8; 13]>() else { return };
+            // SAFETY: bounds checked by `peek`.
+            u16::from(unsafe { (*t)[12] } >> 4) * 4
+        }
+        _ => 0,
+    };
+    key.payload_offset = key.l4_offset + hdr_len;
     if !matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE) {
         return;
     }

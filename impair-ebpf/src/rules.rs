@@ -1,12 +1,12 @@
 //! Per-packet decision: lease check, rule lookup (first match wins), impairments.
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
 use impair_common::{
-    loss_model, prob, GlobalCounters, PacketKey, Rule, CONTROL_ACTIVE_SLOT,
+    loss_model, prob, rule_flags, GlobalCounters, PacketKey, Rule, CONTROL_ACTIVE_SLOT,
     CONTROL_LEASE_DEADLINE_NS, LEASE_FOREVER, MAX_RULES,
 };
 
 use crate::{
-    maps::{random_u64, CONTROL, GLOBAL_COUNTERS, RULES, RULESETS, RULE_COUNTERS},
+    maps::{random_u64, CONTROL, DUPLICATING, KEY, MATCHED, GLOBAL_COUNTERS, RULES, RULESETS, RULE_COUNTERS},
     parse::{parse_eth, Cursor},
 };
 
@@ -28,6 +28,9 @@ fn global() -> Option<*mut GlobalCounters> {
 /// and are counted in `GlobalCounters::errors`.
 #[inline(always)]
 pub fn decide(ctx: &TcContext) -> Verdict {
+    if is_duplicate() {
+        return Verdict::Pass;
+    }
     let Some(g) = global() else { return Verdict::Pass };
     // SAFETY: this CPU's per-CPU value; programs do not migrate while running.
     let g = unsafe { &mut *g };
@@ -62,37 +65,197 @@ fn try_decide(ctx: &TcContext, g: &mut GlobalCounters) -> Result<Verdict, ()> {
         // Headers may sit in paged data; a failed pull only means less to parse.
         let _ = ctx.pull_data(len.min(PARSE_BYTES));
     }
-    let mut key = PacketKey::default();
-    parse_eth(Cursor::new(ctx.data(), ctx.data_end()), &mut key);
+    // The key lives in a per-CPU scratch map, not on the stack: the verifier
+    // then forgets the per-path constants the parser wrote (IPv4 vs IPv6,
+    // protocol, offsets), and the rule loop below is verified once instead of
+    // once per way through the parser.
+    let key = KEY.get_ptr_mut(0).ok_or(())?;
+    // SAFETY: this CPU's per-CPU value; programs do not migrate while running,
+    // and a nested run (a duplicate) returns before touching it.
+    let key = unsafe { &mut *key };
+    *key = PacketKey::default();
+    parse_eth(Cursor::new(ctx.data(), ctx.data_end()), key);
 
+    // Find the first matching rule, then apply it once after the loop. The
+    // index travels through a per-CPU scratch slot: read back from a map it is
+    // an unknown scalar to the verifier, so the 64 ways out of the loop merge
+    // into one state and the (large) impairment code is verified once, not
+    // once per rule position.
     let base = slot * MAX_RULES;
+    let scratch = MATCHED.get_ptr_mut(0).ok_or(())?;
+    // SAFETY: this CPU's per-CPU value; programs do not migrate while running.
+    unsafe { *scratch = MAX_RULES };
     for i in 0..MAX_RULES {
         if i >= count {
             break;
         }
-        let idx = base + i;
-        let rule = RULES.get(idx).ok_or(())?;
-        if rule.matcher.matches(&key) {
-            return apply(rule, idx, len);
+        let rule = RULES.get(base + i).ok_or(())?;
+        if rule.matcher.matches(key) {
+            // SAFETY: as above.
+            unsafe { *scratch = i };
+            break;
         }
     }
-    g.unmatched += 1;
-    Ok(Verdict::Pass)
+    // SAFETY: as above.
+    let hit = unsafe { core::ptr::read_volatile(scratch) };
+    if hit >= MAX_RULES {
+        g.unmatched += 1;
+        return Ok(Verdict::Pass);
+    }
+    let idx = base + hit;
+    let rule = RULES.get(idx).ok_or(())?;
+    apply(ctx, key, rule, idx, len)
 }
 
+/// What one rule does to a packet, in netem's order: MTU, blackhole, the
+/// duplicate decision, loss (or an ECN mark), then the clean duplicate is
+/// sent, then corruption of the original.
 #[inline(always)]
-fn apply(rule: &Rule, idx: u32, len: u32) -> Result<Verdict, ()> {
+fn apply(ctx: &TcContext, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -> Result<Verdict, ()> {
     let c = RULE_COUNTERS.get_ptr_mut(idx).ok_or(())?;
     // SAFETY: this CPU's per-CPU value; programs do not migrate while running.
     let c = unsafe { &mut *c };
     c.packets += 1;
     c.bytes += u64::from(len);
-    if rule.loss.model == loss_model::BERNOULLI
-        && prob::fires(rule.loss.p[0], random_u64() as u32)
-    {
+
+    if rule.mtu_bytes != 0 && key.ip_version != 0 && len - u32::from(key.l3_offset) > rule.mtu_bytes {
+        c.dropped_mtu += 1;
+        return Ok(Verdict::Drop);
+    }
+    if rule.flags & rule_flags::BLACKHOLE != 0 {
         c.dropped_loss += 1;
         return Ok(Verdict::Drop);
     }
+    let r = random_u64();
+    let duplicate = prob::fires(rule.duplicate_u32, (r >> 32) as u32);
+    if rule.loss.model == loss_model::BERNOULLI && prob::fires(rule.loss.p[0], r as u32) {
+        if rule.flags & rule_flags::ECN != 0 && key.ecn != 0 {
+            mark_ce(ctx, key)?;
+            c.ecn_marked += 1;
+        } else if duplicate {
+            // netem: when both fire, one copy goes out: this one, as the duplicate.
+            c.dropped_loss += 1;
+            c.duplicated += 1;
+            return Ok(Verdict::Pass);
+        } else {
+            c.dropped_loss += 1;
+            return Ok(Verdict::Drop);
+        }
+    }
+    if duplicate {
+        send_duplicate(ctx)?;
+        c.duplicated += 1;
+    }
+    if prob::fires(rule.corrupt_u32, random_u64() as u32) && corrupt(ctx, key, len, rule.flags)? {
+        c.corrupted += 1;
+    }
     c.passed += 1;
     Ok(Verdict::Pass)
+}
+
+/// Sets CE in the IP header (the caller checked the packet is ECN-capable).
+#[inline(always)]
+fn mark_ce(ctx: &TcContext, key: &PacketKey) -> Result<(), ()> {
+    let l3 = usize::from(key.l3_offset);
+    if key.ip_version == 4 {
+        // The first 16-bit word holds version/IHL and TOS; the checksum covers it.
+        let old: [u8; 2] = ctx.load(l3).map_err(|_| ())?;
+        let new = [old[0], old[1] | 3];
+        ctx.l3_csum_replace(l3 + 10, u64::from(u16::from_ne_bytes(old)), u64::from(u16::from_ne_bytes(new)), 2)
+            .map_err(|_| ())?;
+        ctx.store(l3, &new, 0).map_err(|_| ())?;
+    } else {
+        // IPv6: ECN is bits 4-5 of the second byte; there is no header checksum.
+        let old: u8 = ctx.load(l3 + 1).map_err(|_| ())?;
+        ctx.store(l3 + 1, &(old | 0x30), 0).map_err(|_| ())?;
+    }
+    Ok(())
+}
+
+/// Sends a clone of the packet out of the same device. The clone passes
+/// through this program again, synchronously and on this CPU; the per-CPU
+/// flag tells that run to let it go untouched (a duplicate is never
+/// duplicated, dropped or corrupted again).
+#[inline(always)]
+fn send_duplicate(ctx: &TcContext) -> Result<(), ()> {
+    let flag = DUPLICATING.get_ptr_mut(0).ok_or(())?;
+    // SAFETY: this CPU's per-CPU value; the nested run reads it on this CPU.
+    unsafe { *flag = 1 };
+    // SAFETY: reading a field of the context the kernel passed us.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let r = ctx.clone_redirect(ifindex, 0);
+    // SAFETY: as above.
+    unsafe { *flag = 0 };
+    r.map(|_| ()).map_err(|_| ())
+}
+
+/// Whether this run is the clone `send_duplicate` just sent.
+#[inline(always)]
+pub fn is_duplicate() -> bool {
+    match DUPLICATING.get_ptr_mut(0) {
+        // SAFETY: this CPU's per-CPU value.
+        Some(flag) => unsafe {
+            let dup = *flag != 0;
+            *flag = 0;
+            dup
+        },
+        None => false,
+    }
+}
+
+/// L4 checksum field offset from the L4 header, for protocols that have one.
+#[inline(always)]
+fn l4_csum_offset(proto: u8) -> Option<usize> {
+    match proto {
+        6 => Some(16),
+        17 | 136 => Some(6),
+        1 | 58 => Some(2),
+        _ => None,
+    }
+}
+
+/// Flips one random bit of the L4 payload. Detectable (default): the L4
+/// checksum is left inconsistent; a second bit is also flipped in the checksum
+/// field itself, at a different position within the 16-bit word, so the
+/// corruption stays detectable even when the checksum is completed after us
+/// (checksum offload) and can never cancel out. Silent: the checksum is
+/// updated to match, so the corrupted payload reaches the application.
+/// Returns false when the packet has no payload to corrupt.
+#[inline(always)]
+fn corrupt(ctx: &TcContext, key: &PacketKey, len: u32, flags: u32) -> Result<bool, ()> {
+    let start = u32::from(key.payload_offset);
+    if key.ip_version == 0 || key.l4_offset == 0 || start == 0 || start >= len {
+        return Ok(false);
+    }
+    let r = random_u64();
+    let off = start + ((r & 0xffff_ffff) % u64::from(len - start)) as u32;
+    let bit = ((r >> 32) & 7) as u32;
+    // Position of the flipped bit inside its 16-bit word of the L4 segment
+    // (even offsets are the high byte in network order).
+    let rel = off - u32::from(key.l4_offset);
+    let word_bit = if rel & 1 == 0 { bit + 8 } else { bit };
+    let word_off = (off & !1) as usize;
+    let old_word: [u8; 2] = ctx.load(word_off).map_err(|_| ())?;
+    let old: u8 = ctx.load(off as usize).map_err(|_| ())?;
+    ctx.store(off as usize, &(old ^ (1u8 << bit)), 0).map_err(|_| ())?;
+    let Some(csum_rel) = l4_csum_offset(key.l4_proto) else { return Ok(true) };
+    let csum_off = usize::from(key.l4_offset) + csum_rel;
+    if flags & rule_flags::CORRUPT_SILENT != 0 {
+        let new_word: [u8; 2] = ctx.load(word_off).map_err(|_| ())?;
+        // BPF_F_MARK_MANGLED_0: keep a UDP checksum of 0 meaning "none".
+        const BPF_F_MARK_MANGLED_0: u64 = 1 << 5;
+        ctx.l4_csum_replace(
+            csum_off,
+            u64::from(u16::from_ne_bytes(old_word)),
+            u64::from(u16::from_ne_bytes(new_word)),
+            2 | BPF_F_MARK_MANGLED_0,
+        )
+        .map_err(|_| ())?;
+    } else {
+        let csum: [u8; 2] = ctx.load(csum_off).map_err(|_| ())?;
+        let flip = 1u16 << ((word_bit + 8) % 16);
+        let new = (u16::from_be_bytes(csum) ^ flip).to_be_bytes();
+        ctx.store(csum_off, &new, 0).map_err(|_| ())?;
+    }
+    Ok(true)
 }

@@ -101,10 +101,7 @@ impl Maps {
     pub fn rule_counters(&self, slot: u32, i: u32) -> Result<RuleCounters> {
         let per_cpu = self.rule_counters.get(&(slot * MAX_RULES + i), 0)?;
         Ok(per_cpu.iter().fold(RuleCounters::default(), |mut acc, c| {
-            acc.packets += c.packets;
-            acc.bytes += c.bytes;
-            acc.passed += c.passed;
-            acc.dropped_loss += c.dropped_loss;
+            acc.add(c);
             acc
         }))
     }
@@ -112,10 +109,7 @@ impl Maps {
     pub fn global_counters(&self) -> Result<GlobalCounters> {
         let per_cpu = self.global.get(&0, 0)?;
         Ok(per_cpu.iter().fold(GlobalCounters::default(), |mut acc, c| {
-            acc.packets += c.packets;
-            acc.unmatched += c.unmatched;
-            acc.lease_expired += c.lease_expired;
-            acc.errors += c.errors;
+            acc.add(c);
             acc
         }))
     }

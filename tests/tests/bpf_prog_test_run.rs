@@ -230,3 +230,14 @@ fn seeded_runs_are_reproducible() {
     assert_eq!(drops[0], drops[1], "same seed, same decisions");
     assert_ne!(drops[0], drops[2], "another seed, other decisions");
 }
+
+/// The verifier's work on the program stays far from its 1M-instruction
+/// limit, so added impairments cannot silently push it over on some kernel.
+#[test]
+fn verifier_complexity_has_headroom() {
+    let mut l = load(&[RuleSpec::default()]);
+    let info = l.tc_egress().unwrap().info().unwrap();
+    let processed = info.verified_instruction_count().expect("kernel reports verified_insns");
+    eprintln!("verifier processed {processed} instructions");
+    assert!(processed < 150_000, "verifier processed {processed} instructions (limit 1,000,000)");
+}
