@@ -19,7 +19,7 @@ use crate::{
     engine::{AttachMode, AttachOptions, Engine},
     input::{self, usage, Proto},
     profiles,
-    rules::{MatchSpec, RuleSpec},
+    rules::{CorruptMode, MatchSpec, RuleSpec},
     stats::Snapshot,
     sys,
 };
@@ -28,13 +28,15 @@ const EXAMPLES: &str = "\
 Examples:
   impair attach eth1 --loss 10%                 drop 10% of everything leaving eth1
   impair attach eth1 --loss 1% --dst 198.18.2.0/24 --proto udp --dport 5000-5010
+  impair attach eth1 --corrupt 0.1% --corrupt-mode silent --duplicate 1%
+  impair attach eth1 --mtu 1280 --proto tcp     an MTU blackhole for TCP
   impair attach eth1 --profile lossy
   impair stats eth1 --json                      counters of the running instance
   impair status                                 what is attached where
   impair demo                                   a 3-namespace lab, end to end";
 
 #[derive(Parser, Debug)]
-#[command(name = "impair", version, about = "Line-rate network impairment in eBPF: loss, per flow, with exact counters", after_help = EXAMPLES)]
+#[command(name = "impair", version, about = "Line-rate network impairment in eBPF: loss, corruption, duplication, ECN, MTU blackholes, per flow, with exact counters", after_help = EXAMPLES)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -96,16 +98,64 @@ impl MatchArgs {
     }
 }
 
+fn mtu(s: &str) -> Result<u32, String> {
+    s.trim().parse::<u32>().map_err(|_| format!("invalid MTU '{s}': expected a size in bytes such as 1280"))
+}
+
+/// Impairment flags, shared by the commands that set a rule.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ImpairArgs {
+    /// Independent loss probability, e.g. 10% or 0.5%.
+    #[arg(long, value_parser = percent, value_name = "PERCENT")]
+    pub loss: Option<f64>,
+    /// CE-mark ECN-capable packets instead of dropping them (needs --loss).
+    #[arg(long)]
+    pub ecn: bool,
+    /// Drop everything matched: a network partition.
+    #[arg(long)]
+    pub blackhole: bool,
+    /// Drop IP packets longer than BYTES (broken path-MTU discovery).
+    #[arg(long, value_parser = mtu, value_name = "BYTES")]
+    pub mtu: Option<u32>,
+    /// Probability of flipping one random payload bit.
+    #[arg(long, value_parser = percent, value_name = "PERCENT")]
+    pub corrupt: Option<f64>,
+    /// detectable: the receiver's checksum drops it; silent: it reaches the application.
+    #[arg(long, value_enum, default_value_t = CorruptMode::Detectable)]
+    pub corrupt_mode: CorruptMode,
+    /// Probability of sending one extra, clean copy.
+    #[arg(long, value_parser = percent, value_name = "PERCENT")]
+    pub duplicate: Option<f64>,
+}
+
+impl ImpairArgs {
+    pub fn rule(&self, matcher: MatchSpec) -> RuleSpec {
+        RuleSpec {
+            matcher,
+            loss: self.loss,
+            ecn: self.ecn,
+            blackhole: self.blackhole,
+            mtu_bytes: self.mtu,
+            corrupt: self.corrupt,
+            corrupt_mode: self.corrupt_mode,
+            duplicate: self.duplicate,
+        }
+    }
+
+    fn given(&self) -> bool {
+        self.rule(MatchSpec::default()).impairs() || self.ecn
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct AttachArgs {
     /// Interface whose outgoing traffic is impaired.
     pub iface: String,
     /// A built-in profile (see docs/profiles.md).
-    #[arg(long, value_name = "NAME", conflicts_with = "loss")]
+    #[arg(long, value_name = "NAME")]
     pub profile: Option<String>,
-    /// Independent loss probability, e.g. 10% or 0.5%.
-    #[arg(long, value_parser = percent, value_name = "PERCENT")]
-    pub loss: Option<f64>,
+    #[command(flatten)]
+    pub impair: ImpairArgs,
     #[command(flatten)]
     pub matcher: MatchArgs,
     /// Seed of the data path's per-CPU generators (reproducible runs).
@@ -160,6 +210,9 @@ pub fn stop_flag() -> Result<Arc<AtomicBool>> {
 
 fn rules_from(a: &AttachArgs) -> Result<(Vec<RuleSpec>, String)> {
     if let Some(name) = &a.profile {
+        if a.impair.given() {
+            return Err(usage!("--profile {name} sets the impairments itself: drop the impairment flags, or drop --profile").into());
+        }
         let p = profiles::find(name)?;
         let mut rules = (p.rules)();
         if a.matcher.given() {
@@ -169,11 +222,15 @@ fn rules_from(a: &AttachArgs) -> Result<(Vec<RuleSpec>, String)> {
         }
         return Ok((rules, format!("profile {name}")));
     }
-    let Some(loss) = a.loss else {
-        return Err(usage!("nothing to do: give an impairment (--loss PERCENT) or --profile NAME").into());
-    };
-    let rule = RuleSpec { matcher: a.matcher.spec(), loss: Some(loss) };
-    Ok((vec![rule], format!("loss {}", crate::rules::fmt_percent(loss))))
+    if !a.impair.given() {
+        return Err(usage!(
+            "nothing to do: give an impairment (--loss, --corrupt, --duplicate, --mtu, --blackhole) or --profile NAME"
+        )
+        .into());
+    }
+    let rule = a.impair.rule(a.matcher.spec());
+    let label = crate::rules::RuleView::from_rule(&rule.compile()?).impairments;
+    Ok((vec![rule], label))
 }
 
 fn attach(a: AttachArgs) -> Result<()> {

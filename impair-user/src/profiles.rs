@@ -14,7 +14,7 @@ pub struct Profile {
 pub const PROFILES: &[Profile] = &[Profile {
     name: "lossy",
     summary: "10% independent loss on every packet: a badly lossy link (the demo's default)",
-    rules: || vec![RuleSpec { matcher: MatchSpec::default(), loss: Some(0.10) }],
+    rules: || vec![RuleSpec { matcher: MatchSpec::default(), loss: Some(0.10), ..Default::default() }],
 }];
 
 pub fn find(name: &str) -> Result<&'static Profile, UsageError> {

@@ -2,7 +2,7 @@
 //! from a running instance for display (so `impair stats` needs no side files).
 use std::net::IpAddr;
 
-use impair_common::{loss_model, match_flags, prob, FlowMatch, Loss, Prefix, Rule, MAX_RULES};
+use impair_common::{loss_model, match_flags, prob, rule_flags, FlowMatch, Loss, Prefix, Rule, MAX_RULES};
 use ipnet::IpNet;
 use serde::Serialize;
 
@@ -18,13 +18,38 @@ pub struct MatchSpec {
     pub dport: Option<(u16, u16)>,
 }
 
+/// How corruption treats the L4 checksum.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CorruptMode {
+    /// The receiver's checksum catches it and drops the packet (like netem).
+    #[default]
+    Detectable,
+    /// The checksum is fixed up: the corrupted payload reaches the application.
+    Silent,
+}
+
 /// One rule: a match and its impairments.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RuleSpec {
     pub matcher: MatchSpec,
     /// Independent (Bernoulli) loss probability in [0, 1].
     pub loss: Option<f64>,
+    /// CE-mark ECN-capable packets instead of dropping them.
+    pub ecn: bool,
+    /// Drop everything the rule matches.
+    pub blackhole: bool,
+    /// Drop IP packets longer than this many bytes.
+    pub mtu_bytes: Option<u32>,
+    /// Probability of flipping one payload bit.
+    pub corrupt: Option<f64>,
+    pub corrupt_mode: CorruptMode,
+    /// Probability of one extra, clean copy.
+    pub duplicate: Option<f64>,
 }
+
+/// The smallest MTU accepted (IPv4's minimum datagram a host must accept).
+pub const MIN_MTU_BYTES: u32 = 68;
 
 fn prefix(net: &IpNet) -> Prefix {
     let mut p = Prefix::default();
@@ -94,13 +119,42 @@ impl MatchSpec {
 impl RuleSpec {
     pub fn compile(&self) -> Result<Rule, UsageError> {
         let mut r = Rule { matcher: self.matcher.compile()?, ..Default::default() };
-        if let Some(p) = self.loss {
-            if !(0.0..=1.0).contains(&p) {
-                return Err(usage!("invalid loss {}%: must be between 0% and 100%", p * 100.0));
+        let fraction = |what: &str, p: Option<f64>| -> Result<u32, UsageError> {
+            match p {
+                None => Ok(0),
+                Some(p) if (0.0..=1.0).contains(&p) => Ok(prob::from_fraction(p)),
+                Some(p) => Err(usage!("invalid {what} {}%: must be between 0% and 100%", p * 100.0)),
             }
-            r.loss = Loss { model: loss_model::BERNOULLI, p: [prob::from_fraction(p), 0, 0, 0, 0], ..Default::default() };
+        };
+        if let Some(p) = self.loss {
+            r.loss = Loss { model: loss_model::BERNOULLI, p: [fraction("loss", Some(p))?, 0, 0, 0, 0], ..Default::default() };
         }
+        if self.ecn {
+            if self.loss.is_none() {
+                return Err(usage!("--ecn marks packets instead of dropping them: it needs a loss (--loss PERCENT)"));
+            }
+            r.flags |= rule_flags::ECN;
+        }
+        if self.blackhole {
+            r.flags |= rule_flags::BLACKHOLE;
+        }
+        if let Some(mtu) = self.mtu_bytes {
+            if !(MIN_MTU_BYTES..=65535).contains(&mtu) {
+                return Err(usage!("invalid MTU {mtu}: must be between {MIN_MTU_BYTES} and 65535 bytes"));
+            }
+            r.mtu_bytes = mtu;
+        }
+        r.corrupt_u32 = fraction("corruption", self.corrupt)?;
+        if self.corrupt_mode == CorruptMode::Silent {
+            r.flags |= rule_flags::CORRUPT_SILENT;
+        }
+        r.duplicate_u32 = fraction("duplication", self.duplicate)?;
         Ok(r)
+    }
+
+    /// Whether the rule does anything to the packets it matches.
+    pub fn impairs(&self) -> bool {
+        self.loss.is_some() || self.blackhole || self.mtu_bytes.is_some() || self.corrupt.is_some() || self.duplicate.is_some()
     }
 }
 
@@ -136,6 +190,12 @@ pub struct RuleView {
     pub impairments: String,
     /// Configured loss probability (fraction), if the rule has Bernoulli loss.
     pub loss: Option<f64>,
+    pub ecn: bool,
+    pub blackhole: bool,
+    pub mtu_bytes: Option<u32>,
+    pub corrupt: Option<f64>,
+    pub corrupt_mode: CorruptMode,
+    pub duplicate: Option<f64>,
 }
 
 impl RuleView {
@@ -164,11 +224,41 @@ impl RuleView {
             parts.push(format!("dport {}", range(m.dport_min, m.dport_max)));
         }
         let loss = (r.loss.model == loss_model::BERNOULLI).then(|| prob::to_fraction(r.loss.p[0]));
-        let impairments = match loss {
-            Some(p) => format!("loss {}", fmt_percent(p)),
-            None => "none".into(),
-        };
-        Self { matches: if parts.is_empty() { "all".into() } else { parts.join(" ") }, impairments, loss }
+        let ecn = r.flags & rule_flags::ECN != 0;
+        let blackhole = r.flags & rule_flags::BLACKHOLE != 0;
+        let mtu_bytes = (r.mtu_bytes != 0).then_some(r.mtu_bytes);
+        let corrupt = (r.corrupt_u32 != 0).then(|| prob::to_fraction(r.corrupt_u32));
+        let corrupt_mode =
+            if r.flags & rule_flags::CORRUPT_SILENT != 0 { CorruptMode::Silent } else { CorruptMode::Detectable };
+        let duplicate = (r.duplicate_u32 != 0).then(|| prob::to_fraction(r.duplicate_u32));
+        let mut imp = Vec::new();
+        if blackhole {
+            imp.push("blackhole".to_string());
+        }
+        if let Some(m) = mtu_bytes {
+            imp.push(format!("mtu {m}"));
+        }
+        if let Some(p) = loss {
+            imp.push(format!("loss {}{}", fmt_percent(p), if ecn { " ecn" } else { "" }));
+        }
+        if let Some(p) = corrupt {
+            let mode = if corrupt_mode == CorruptMode::Silent { " silent" } else { "" };
+            imp.push(format!("corrupt {}{mode}", fmt_percent(p)));
+        }
+        if let Some(p) = duplicate {
+            imp.push(format!("duplicate {}", fmt_percent(p)));
+        }
+        Self {
+            matches: if parts.is_empty() { "all".into() } else { parts.join(" ") },
+            impairments: if imp.is_empty() { "none".into() } else { imp.join(" ") },
+            loss,
+            ecn,
+            blackhole,
+            mtu_bytes,
+            corrupt,
+            corrupt_mode,
+            duplicate,
+        }
     }
 }
 
@@ -195,6 +285,7 @@ mod tests {
                 ..Default::default()
             },
             loss: Some(0.1),
+            ..Default::default()
         };
         let r = spec.compile().unwrap();
         let v = RuleView::from_rule(&r);
@@ -213,6 +304,33 @@ mod tests {
         assert!(m.compile().unwrap_err().0.contains("different IP versions"));
         let m = MatchSpec { proto: parse_proto("icmp").unwrap(), dport: Some((1, 2)), ..Default::default() };
         assert!(m.compile().unwrap_err().0.contains("icmp"));
+    }
+
+    #[test]
+    fn every_impairment_round_trips_through_the_map_value() {
+        let spec = RuleSpec {
+            loss: Some(0.02),
+            ecn: true,
+            mtu_bytes: Some(1280),
+            corrupt: Some(0.001),
+            corrupt_mode: CorruptMode::Silent,
+            duplicate: Some(0.05),
+            ..Default::default()
+        };
+        let v = RuleView::from_rule(&spec.compile().unwrap());
+        assert_eq!(v.impairments, "mtu 1280 loss 2% ecn corrupt 0.1% silent duplicate 5%");
+        assert_eq!(v.mtu_bytes, Some(1280));
+        assert_eq!(v.corrupt_mode, CorruptMode::Silent);
+    }
+
+    #[test]
+    fn invalid_impairments_name_the_value() {
+        let e = RuleSpec { mtu_bytes: Some(20), ..Default::default() }.compile().unwrap_err().0;
+        assert!(e.contains("MTU 20") && e.contains("68"), "{e}");
+        let e = RuleSpec { ecn: true, ..Default::default() }.compile().unwrap_err().0;
+        assert!(e.contains("--ecn"), "{e}");
+        let e = RuleSpec { duplicate: Some(1.5), ..Default::default() }.compile().unwrap_err().0;
+        assert!(e.contains("150%"), "{e}");
     }
 
     #[test]

@@ -17,6 +17,10 @@ pub struct RuleStats {
     pub bytes: u64,
     pub passed: u64,
     pub dropped_loss: u64,
+    pub dropped_mtu: u64,
+    pub ecn_marked: u64,
+    pub corrupted: u64,
+    pub duplicated: u64,
     /// dropped_loss / packets.
     pub measured_loss: Option<f64>,
     /// 95% Wilson score interval of the measured loss.
@@ -72,6 +76,8 @@ impl Snapshot {
         let mut out = Vec::with_capacity(rules.len());
         for (i, r) in rules.iter().enumerate() {
             let c = maps.rule_counters(slot, i as u32)?;
+            // Loss as the receiver sees it: dropped by the loss process (ECN
+            // marks are not losses).
             let measured = (c.packets > 0).then(|| c.dropped_loss as f64 / c.packets as f64);
             out.push(RuleStats {
                 index: i as u32,
@@ -80,6 +86,10 @@ impl Snapshot {
                 bytes: c.bytes,
                 passed: c.passed,
                 dropped_loss: c.dropped_loss,
+                dropped_mtu: c.dropped_mtu,
+                ecn_marked: c.ecn_marked,
+                corrupted: c.corrupted,
+                duplicated: c.duplicated,
                 measured_loss: measured,
                 measured_loss_ci95: (c.packets > 0).then(|| wilson_interval(c.dropped_loss, c.packets, Z95)),
             });
@@ -113,6 +123,12 @@ impl Snapshot {
             if self.lease_valid { "" } else { "  LEASE EXPIRED: passing all traffic" }
         )];
         for r in &self.rules {
+            let mut extra = String::new();
+            for (name, v) in [("mtu-dropped", r.dropped_mtu), ("ecn-marked", r.ecn_marked), ("corrupted", r.corrupted), ("duplicated", r.duplicated)] {
+                if v > 0 {
+                    extra.push_str(&format!("  {name} {v}"));
+                }
+            }
             let measured = match (r.measured_loss, r.measured_loss_ci95) {
                 (Some(m), Some((lo, hi))) => format!(
                     "measured {} (95% {}..{})",
@@ -123,7 +139,7 @@ impl Snapshot {
                 _ => "measured -".into(),
             };
             lines.push(format!(
-                "  rule {} [{}] {}  packets {}  bytes {}  dropped {}  {}",
+                "  rule {} [{}] {}  packets {}  bytes {}  dropped {}{extra}  {}",
                 r.index, r.rule.matches, r.rule.impairments, r.packets, r.bytes, r.dropped_loss, measured
             ));
         }

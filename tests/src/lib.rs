@@ -52,3 +52,20 @@ pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 pub const SERVER_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
 pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 1);
 pub const SERVER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 2, 0, 0, 0, 1);
+
+/// Brings up `lo` in the calling thread's network namespace (SIOCSIFFLAGS),
+/// for tests that unshare a private namespace.
+pub fn set_loopback_up() {
+    // SAFETY: plain socket/ioctl calls on a zeroed ifreq with a NUL-terminated
+    // name; the socket is closed before returning.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        assert!(fd >= 0);
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        ifr.ifr_name[..3].copy_from_slice(&[b'l' as libc::c_char, b'o' as libc::c_char, 0]);
+        assert_eq!(libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr), 0);
+        ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        assert_eq!(libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr), 0);
+        libc::close(fd);
+    }
+}

@@ -105,3 +105,50 @@ pub fn udp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
 pub fn udp6(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16) -> Vec<u8> {
     eth(&[], ETH_P_IPV6, &ipv6(src, dst, &[], 17, &udp(sport, dport, &[0xab; 32])))
 }
+
+/// Ones'-complement sum of `data` folded to 16 bits (not complemented).
+fn sum16(data: &[u8], mut sum: u32) -> u32 {
+    for c in data.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum
+}
+
+fn pseudo4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> u32 {
+    let mut p = Vec::new();
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(&[0, proto]);
+    p.extend_from_slice(&(len as u16).to_be_bytes());
+    sum16(&p, 0)
+}
+
+/// IPv4/UDP frame with correct IP and UDP checksums, and an ECN field.
+pub fn udp4_csum(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, ecn: u8, payload: &[u8]) -> Vec<u8> {
+    let mut u = udp(sport, dport, payload);
+    let c = !(sum16(&u, pseudo4(src, dst, 17, u.len())) as u16);
+    u[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+    let mut ip = ipv4(src, dst, 17, 0, &u);
+    ip[1] = ecn & 3;
+    ip[10..12].copy_from_slice(&[0, 0]);
+    let hc = csum(&ip[..20]);
+    ip[10..12].copy_from_slice(&hc.to_be_bytes());
+    eth(&[], ETH_P_IP, &ip)
+}
+
+/// Whether the IPv4 header checksum of an untagged frame verifies.
+pub fn ipv4_header_ok(frame: &[u8]) -> bool {
+    sum16(&frame[14..34], 0) == 0xffff
+}
+
+/// Whether the UDP checksum of an untagged IPv4 frame verifies.
+pub fn udp4_csum_ok(frame: &[u8]) -> bool {
+    let ip = &frame[14..];
+    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let u = &ip[20..];
+    sum16(u, pseudo4(src, dst, 17, u.len())) == 0xffff
+}

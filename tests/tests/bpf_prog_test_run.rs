@@ -6,7 +6,7 @@ use aya::programs::{TestRun as _, TestRunOptions};
 use impair::{
     engine::Loaded,
     input::{parse_cidr, parse_proto},
-    rules::{compile_all, MatchSpec, RuleSpec},
+    rules::{compile_all, CorruptMode, MatchSpec, RuleSpec},
 };
 use impair_common::{RuleCounters, MAX_RULES};
 use impair_tests::{packet::*, pin_to_cpu0, require_privileges, CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6};
@@ -30,7 +30,7 @@ fn counters(l: &Loaded, rule: u32) -> RuleCounters {
 }
 
 fn drop_all(m: MatchSpec) -> RuleSpec {
-    RuleSpec { matcher: m, loss: Some(1.0) }
+    RuleSpec { matcher: m, loss: Some(1.0), ..Default::default() }
 }
 
 fn dst(s: &str) -> MatchSpec {
@@ -74,7 +74,7 @@ fn no_impairment_passes_and_counts() {
 fn first_match_wins() {
     let pass_udp = RuleSpec {
         matcher: MatchSpec { proto: parse_proto("udp").unwrap(), ..Default::default() },
-        loss: None,
+        ..Default::default()
     };
     let mut l = load(&[pass_udp, drop_all(MatchSpec::default())]);
     assert_eq!(run(&mut l, &udp4(CLIENT_V4, SERVER_V4, 1, 2), 1), TC_ACT_OK);
@@ -202,7 +202,7 @@ fn rule_set_swap_is_atomic_and_resets_counters() {
 #[test]
 fn bernoulli_loss_rate_in_kernel_is_inside_99_percent_interval() {
     pin_to_cpu0();
-    let mut l = load(&[RuleSpec { matcher: MatchSpec::default(), loss: Some(0.10) }]);
+    let mut l = load(&[RuleSpec { loss: Some(0.10), ..Default::default() }]);
     let n = 200_000u32;
     run(&mut l, &udp4(CLIENT_V4, SERVER_V4, 1, 2), n);
     let c = counters(&l, 0);
@@ -216,7 +216,7 @@ fn bernoulli_loss_rate_in_kernel_is_inside_99_percent_interval() {
 #[test]
 fn seeded_runs_are_reproducible() {
     pin_to_cpu0();
-    let rules = [RuleSpec { matcher: MatchSpec::default(), loss: Some(0.3) }];
+    let rules = [RuleSpec { loss: Some(0.3), ..Default::default() }];
     let mut drops = Vec::new();
     for seed in [7u64, 7, 8] {
         require_privileges();
@@ -240,4 +240,125 @@ fn verifier_complexity_has_headroom() {
     let processed = info.verified_instruction_count().expect("kernel reports verified_insns");
     eprintln!("verifier processed {processed} instructions");
     assert!(processed < 150_000, "verifier processed {processed} instructions (limit 1,000,000)");
+}
+
+fn run_out(l: &mut Loaded, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 256];
+    let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..Default::default() };
+    let r = l.tc_egress().unwrap().test_run(opts).unwrap();
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out)
+}
+
+#[test]
+fn ecn_marks_capable_packets_with_a_valid_checksum_and_drops_the_rest() {
+    let rule = RuleSpec { loss: Some(1.0), ecn: true, ..Default::default() };
+    let mut l = load(&[rule]);
+    let ect0 = udp4_csum(CLIENT_V4, SERVER_V4, 1, 2, 0b10, &[7; 40]);
+    let (v, out) = run_out(&mut l, &ect0);
+    assert_eq!(v, TC_ACT_OK);
+    assert_eq!(out[15] & 3, 3, "CE set");
+    assert!(ipv4_header_ok(&out), "IPv4 header checksum updated");
+    let unchanged = |f: &[u8]| [&f[16..24], &f[26..]].concat();
+    assert_eq!(unchanged(&out), unchanged(&ect0), "nothing but TOS and checksum changed");
+    let not_ect = udp4_csum(CLIENT_V4, SERVER_V4, 1, 2, 0, &[7; 40]);
+    assert_eq!(run_out(&mut l, &not_ect).0, TC_ACT_SHOT);
+    // IPv6: ECN lives in bits 4-5 of the second byte.
+    let mut v6 = udp6(CLIENT_V6, SERVER_V6, 1, 2);
+    v6[15] |= 0x10; // ECT(1)
+    let (v, out) = run_out(&mut l, &v6);
+    assert_eq!(v, TC_ACT_OK);
+    assert_eq!((out[15] >> 4) & 3, 3);
+    let c = counters(&l, 0);
+    assert_eq!((c.ecn_marked, c.dropped_loss, c.passed), (2, 1, 2));
+}
+
+#[test]
+fn mtu_blackhole_drops_only_larger_ip_packets() {
+    let mut l = load(&[RuleSpec { mtu_bytes: Some(100), ..Default::default() }]);
+    // IP length = 20 + 8 + payload.
+    assert_eq!(run_out(&mut l, &udp4_csum(CLIENT_V4, SERVER_V4, 1, 2, 0, &[0; 72])).0, TC_ACT_OK);
+    assert_eq!(run_out(&mut l, &udp4_csum(CLIENT_V4, SERVER_V4, 1, 2, 0, &[0; 73])).0, TC_ACT_SHOT);
+    let c = counters(&l, 0);
+    assert_eq!((c.dropped_mtu, c.passed), (1, 1));
+}
+
+#[test]
+fn blackhole_drops_everything_matched() {
+    let mut l = load(&[RuleSpec { blackhole: true, matcher: dst("198.18.2.0/24"), ..Default::default() }]);
+    assert_eq!(run(&mut l, &udp4(CLIENT_V4, SERVER_V4, 1, 2), 100), TC_ACT_SHOT);
+    assert_eq!(counters(&l, 0).dropped_loss, 100);
+    assert_eq!(run(&mut l, &udp4(CLIENT_V4, "198.18.3.1".parse().unwrap(), 1, 2), 1), TC_ACT_OK);
+}
+
+fn bit_differences(a: &[u8], b: &[u8]) -> Vec<(usize, u32)> {
+    a.iter().zip(b).enumerate().filter(|(_, (x, y))| x != y).map(|(i, (x, y))| (i, (x ^ y).count_ones())).collect()
+}
+
+#[test]
+fn detectable_corruption_breaks_the_checksum() {
+    let mut l = load(&[RuleSpec { corrupt: Some(1.0), ..Default::default() }]);
+    let payload_start = 14 + 20 + 8;
+    for i in 0..200u8 {
+        let f = udp4_csum(CLIENT_V4, SERVER_V4, 1000 + u16::from(i), 2, 0, &[i; 64]);
+        let (v, out) = run_out(&mut l, &f);
+        assert_eq!(v, TC_ACT_OK);
+        let diffs = bit_differences(&f, &out);
+        let in_payload: Vec<_> = diffs.iter().filter(|(i, _)| *i >= payload_start).collect();
+        assert_eq!(in_payload.len(), 1, "one payload byte changed: {diffs:?}");
+        assert_eq!(in_payload[0].1, 1, "by one bit");
+        assert!(diffs.iter().all(|(i, _)| *i >= payload_start || *i == 14 + 26 || *i == 14 + 27), "only payload and UDP checksum: {diffs:?}");
+        assert!(!udp4_csum_ok(&out), "the receiver's checksum must catch it (iteration {i})");
+        assert!(ipv4_header_ok(&out));
+    }
+    assert_eq!(counters(&l, 0).corrupted, 200);
+}
+
+#[test]
+fn silent_corruption_keeps_the_checksum_valid() {
+    let rule = RuleSpec { corrupt: Some(1.0), corrupt_mode: CorruptMode::Silent, ..Default::default() };
+    let mut l = load(&[rule]);
+    for i in 0..200u8 {
+        let f = udp4_csum(CLIENT_V4, SERVER_V4, 1000 + u16::from(i), 2, 0, &[i; 64]);
+        let (_, out) = run_out(&mut l, &f);
+        let payload_diffs = bit_differences(&f[42..], &out[42..]);
+        assert_eq!(payload_diffs.len(), 1);
+        assert_eq!(payload_diffs[0].1, 1);
+        assert!(udp4_csum_ok(&out), "silent corruption must verify (iteration {i})");
+    }
+}
+
+#[test]
+fn corruption_skips_packets_without_payload() {
+    let mut l = load(&[RuleSpec { corrupt: Some(1.0), ..Default::default() }]);
+    let f = udp4_csum(CLIENT_V4, SERVER_V4, 1, 2, 0, &[]);
+    let (v, out) = run_out(&mut l, &f);
+    assert_eq!((v, out), (TC_ACT_OK, f));
+    assert_eq!(counters(&l, 0).corrupted, 0);
+}
+
+/// Duplicates are sent with bpf_clone_redirect out of the test skb's device
+/// (loopback): run in a private network namespace so nothing leaves it.
+#[test]
+fn duplicate_sends_a_clone_and_counts_it() {
+    require_privileges();
+    std::thread::spawn(|| {
+        // SAFETY: unshare affects only this thread's network namespace.
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+        // Loopback is down in a new namespace: the clone cannot be sent, and
+        // that must fail open (packet passes, error counted).
+        let mut l = load(&[RuleSpec { duplicate: Some(1.0), ..Default::default() }]);
+        assert_eq!(run(&mut l, &udp4(CLIENT_V4, SERVER_V4, 1, 2), 1), TC_ACT_OK);
+        assert_eq!(l.maps.global_counters().unwrap().errors, 1);
+        impair_tests::set_loopback_up();
+        let mut l = load(&[RuleSpec { duplicate: Some(1.0), ..Default::default() }]);
+        assert_eq!(run(&mut l, &udp4(CLIENT_V4, SERVER_V4, 1, 2), 10), TC_ACT_OK);
+        let c = counters(&l, 0);
+        assert_eq!((c.packets, c.passed, c.duplicated), (10, 10, 10));
+        // The flag that marks a clone in flight is cleared: a normal packet is processed.
+        let mut l2 = load(&[drop_all(MatchSpec::default())]);
+        assert_eq!(run(&mut l2, &udp4(CLIENT_V4, SERVER_V4, 1, 2), 1), TC_ACT_SHOT);
+    })
+    .join()
+    .unwrap();
 }
