@@ -7,6 +7,8 @@
 #![no_std]
 
 pub mod abi;
+pub mod dist;
+pub mod loss;
 pub mod prob;
 pub mod rng;
 

@@ -114,6 +114,9 @@ pub struct Engine {
     generation: u64,
     last_flip: Instant,
     seed: u64,
+    /// The network namespace attached in: netlink detach and `tc` must run
+    /// there, whichever thread drops the engine.
+    netns: std::fs::File,
 }
 
 /// Refuses with a clear message when this binary carries no data path.
@@ -237,6 +240,7 @@ impl Engine {
             generation: 1,
             last_flip: Instant::now(),
             seed,
+            netns: std::fs::File::open("/proc/thread-self/ns/net").context("opening this thread's network namespace")?,
         })
     }
 
@@ -283,7 +287,24 @@ impl Engine {
         self.teardown()
     }
 
+    /// Runs `teardown_here` in the namespace the engine attached in (on a
+    /// helper thread when the caller's thread is elsewhere).
     fn teardown(&mut self) -> Result<()> {
+        if sys::netns_ino().ok() == std::os::unix::fs::MetadataExt::ino(&self.netns.metadata()?).into() {
+            return self.teardown_here();
+        }
+        let netns = self.netns.try_clone()?;
+        thread::scope(|s| {
+            s.spawn(|| {
+                crate::sys::setns_net(&netns)?;
+                self.teardown_here()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(anyhow!("detach thread panicked")))
+        })
+    }
+
+    fn teardown_here(&mut self) -> Result<()> {
         self.lease_stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.lease_thread.take() {
             let _ = t.join();

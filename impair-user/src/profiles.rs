@@ -4,6 +4,7 @@ use crate::{
     rules::{MatchSpec, RuleSpec},
 };
 
+#[derive(Debug)]
 pub struct Profile {
     pub name: &'static str,
     pub summary: &'static str,

@@ -155,12 +155,15 @@ pub fn wilson_interval(successes: u64, n: u64, z: f64) -> (f64, f64) {
         return (0.0, 1.0);
     }
     let n_f = n as f64;
-    let p = successes as f64 / n_f;
+    let p = successes.min(n) as f64 / n_f;
     let z2 = z * z;
     let denom = 1.0 + z2 / n_f;
     let centre = (p + z2 / (2.0 * n_f)) / denom;
     let half = z * ((p * (1.0 - p) / n_f) + z2 / (4.0 * n_f * n_f)).sqrt() / denom;
-    ((centre - half).max(0.0), (centre + half).min(1.0))
+    // At p = 0 (p = 1) the bound is exactly 0 (1); rounding could leave ±1e-17.
+    let lo = if successes == 0 { 0.0 } else { (centre - half).max(0.0) };
+    let hi = if successes >= n { 1.0 } else { (centre + half).min(1.0) };
+    (lo, hi)
 }
 
 #[cfg(test)]

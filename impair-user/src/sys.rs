@@ -116,3 +116,14 @@ pub fn bpf_prog_bind_map(prog_fd: std::os::fd::BorrowedFd<'_>, map_fd: std::os::
     }
     Ok(())
 }
+
+/// Moves the calling thread into the network namespace `ns` (an open
+/// /proc/.../ns/net or /run/netns file). Only this thread changes namespace.
+pub fn setns_net(ns: &std::fs::File) -> Result<()> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: setns on a valid namespace descriptor affects only this thread.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("setns(CLONE_NEWNET)");
+    }
+    Ok(())
+}

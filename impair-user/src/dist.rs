@@ -1,0 +1,1175 @@
+//! Delay distributions: the quantile tables the data path samples jitter from.
+//!
+//! The data path ([`impair_common::dist`]) picks a uniform position in a table
+//! of [`TABLE_SIZE`] knots and interpolates linearly between two neighbours, so
+//! a table is a piecewise-linear quantile function. This module builds those
+//! tables: the built-in distributions of tc netem, netem's own `.dist` files,
+//! and empirical distributions from a list of samples.
+//!
+//! # The grid
+//! Knot `j` (0 ≤ j < N = [`TABLE_SIZE`]) holds the quantile at probability
+//! `p_j = j / (N − 1)`. The data path gives each of the N − 1 intervals
+//! probability 1/(N − 1), so the sampled CDF passes exactly through
+//! `(Q(p_j), p_j)` at every knot and is linear in between (the density is
+//! constant within an interval, equal to its average over it). A grid at
+//! (i + 0.5)/N, as netem's discrete lookup effectively uses, would put the
+//! knots of an interpolated table off by half an interval.
+//!
+//! The end knots p = 0 and p = 1 are infinite for unbounded distributions. The
+//! outermost intervals (probability 1/4095 each) then become uniform between
+//! the last finite quantile `a` and an end value `L` chosen so the interval's
+//! second moment equals the true tail's, E[Y² | tail] = m2:
+//! (a² + aL + L²)/3 = m2, i.e. `L = (−a ± √(12·m2 − 3a²))/2`. This keeps the
+//! variance where matching the tail's mean instead would lose ~5% of pareto's
+//! variance; m2 is integrated numerically.
+//!
+//! The knots are standardized with the distribution's exact mean and
+//! standard deviation, so the sampled CDF matches the standardized target at
+//! every knot. The table itself (linear between knots) then has a standard
+//! deviation slightly above 1 where the quantile function is convex, from the
+//! chords, and the end interval that matches a Pareto(3) tail's second moment
+//! cannot also match its mean: pareto's table has mean +0.0010 σ and standard
+//! deviation 1.0015 σ, paretonormal's +0.0008 σ and 1.0011 σ, normal's 0 and
+//! 1.00003 σ. Re-standardizing with those moments would make them exact but
+//! shift the CDF by up to 6·10⁻⁴ (visible to a KS test of 10⁶ delays), while
+//! 0.15% of σ is below what a measurement of the delay's σ can resolve (its
+//! standard error for pareto is ~0.9% at 10⁶ packets). Sample-based tables
+//! have no exact target and are standardized with the table's own moments.
+//!
+//! # Scale: what `--jitter` means
+//! Normal, pareto and paretonormal are standardized to mean 0 and standard
+//! deviation 1, so the jitter is one standard deviation of the added delay.
+//! Uniform keeps netem's meaning: the delay is uniform over
+//! [delay − jitter, delay + jitter) (standard deviation jitter/√3); the data
+//! path draws it with `uniform_delay_ns` and needs no table, but
+//! [`Distribution::table`] returns the matching table (knots from −1 to 1).
+//!
+//! netem's tables come from iproute2's `netem/normal.c`, `pareto.c` and
+//! `paretonormal.c` (NISTnet code) with `NETEM_DIST_SCALE` = 8192 per unit,
+//! 4096 16-bit entries drawn by `table[rand % size]`:
+//! - normal: Φ⁻¹ at p = k/4096; one unit is one σ.
+//! - pareto: α = 3, x_m = 1, stored as (4/3)·(x − 1.5), so one unit is
+//!   (4/3)·√0.75 ≈ 1.155 σ, and entries are clamped at 32767 (x = 4.5,
+//!   1.1% of the mass): the shipped pareto.dist has mean −0.033 and standard
+//!   deviation 0.82 units.
+//! - paretonormal: despite its comment (".25*normal + .75*pareto") it is not a
+//!   mixture but a blend of quantile functions at the same probability:
+//!   `(normvalue + 3·parvalue)/4`, i.e. Q(p) = ¼·Φ⁻¹(p) + ¾·(4/3)(x_p − 1.5)
+//!   = ¼·Φ⁻¹(p) + (1 − p)^(−1/3) − 1.5, with standard deviation ≈ 1.0518
+//!   units in theory and 0.83 in the clamped paretonormal.dist.
+//!
+//! impair uses the same shapes (pareto α = 3, the same paretonormal blend),
+//! standardized exactly, with i32 entries scaled by 2^16
+//! ([`TABLE_SCALE`]), range ±32768 σ: nothing is clamped in practice (the
+//! largest standardized pareto knot is ≈ 42.4 σ). Values that would not fit an
+//! i32 are clamped to ±(2^31 − 1), which only a custom table can reach.
+//! A `.dist` file keeps netem's meaning (value/8192 units of jitter, not
+//! re-standardized), so a netem user's own table behaves as it did in netem,
+//! except that delays are interpolated between entries.
+
+use std::{fmt, path::Path, str::FromStr};
+
+use impair_common::dist::{TABLE_SCALE, TABLE_SIZE};
+
+/// iproute2's `NETEM_DIST_SCALE`: `.dist` values are units × 8192.
+pub const NETEM_DIST_SCALE: f64 = 8192.0;
+
+/// The Pareto shape netem uses (iproute2 `netem/pareto.c`: `a = 3.0`).
+pub const PARETO_ALPHA: f64 = 3.0;
+
+/// Knots per table, as a usize.
+const N: usize = TABLE_SIZE as usize;
+
+/// Probability held by each of the N − 1 intervals.
+const SLICE: f64 = 1.0 / (N - 1) as f64;
+
+/// A delay distribution that can be turned into a data-path table.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Distribution {
+    /// netem's uniform: delay ± jitter (half-width, not σ).
+    Uniform,
+    /// Standard normal.
+    Normal,
+    /// Pareto with α = 3, standardized.
+    Pareto,
+    /// netem's paretonormal quantile blend, standardized.
+    ParetoNormal,
+    /// Quantile knots in units of the jitter at equally spaced probabilities
+    /// 0, 1/(n−1), …, 1 (any n ≥ 1, non-decreasing); built by
+    /// [`Distribution::from_file`] and [`Distribution::from_samples`], and
+    /// resampled to [`TABLE_SIZE`] knots by [`Distribution::table`].
+    Custom(Vec<f64>),
+}
+
+/// Why a distribution could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum DistError {
+    #[error(
+        "unknown distribution {0:?}: expected one of uniform, normal, pareto, paretonormal (or a table file)"
+    )]
+    UnknownName(String),
+    /// The OS error is the `source` (shown by `{:#}` error chains).
+    #[error("cannot read distribution file {path}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {reason}: {token:?}")]
+    BadToken {
+        path: String,
+        line: usize,
+        token: String,
+        reason: String,
+    },
+    #[error("{path}: {reason}")]
+    BadTable { path: String, reason: String },
+}
+
+impl FromStr for Distribution {
+    type Err = DistError;
+
+    /// The built-in names (ASCII case-insensitive). A file is loaded with
+    /// [`Distribution::from_file`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "uniform" => Ok(Self::Uniform),
+            "normal" => Ok(Self::Normal),
+            "pareto" => Ok(Self::Pareto),
+            "paretonormal" => Ok(Self::ParetoNormal),
+            _ => Err(DistError::UnknownName(s.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for Distribution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Uniform => "uniform",
+            Self::Normal => "normal",
+            Self::Pareto => "pareto",
+            Self::ParetoNormal => "paretonormal",
+            Self::Custom(_) => "custom",
+        })
+    }
+}
+
+impl Distribution {
+    /// Loads a table file. A name ending in `.dist` is read as iproute2's
+    /// format (whitespace-separated integers, value/8192 units of jitter,
+    /// lines starting with `#` ignored; not re-standardized, see the module
+    /// docs); anything else as samples, one number per line (`#` lines and
+    /// blank lines ignored), turned into a standardized empirical table.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, DistError> {
+        let path = path.as_ref();
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| DistError::Io {
+            path: name.clone(),
+            source,
+        })?;
+        if path.extension().is_some_and(|e| e == "dist") {
+            Self::parse_netem_dist(&text, &name)
+        } else {
+            Self::parse_samples(&text, &name)
+        }
+    }
+
+    /// Parses iproute2's `.dist` text; `source` names it in errors.
+    pub fn parse_netem_dist(text: &str, source: &str) -> Result<Self, DistError> {
+        let mut values = Vec::new();
+        for (idx, line) in text.lines().enumerate() {
+            let t = line.trim();
+            if t.is_empty() || t.starts_with('#') {
+                continue;
+            }
+            for token in t.split_whitespace() {
+                let v: i64 = token.parse().map_err(|_| DistError::BadToken {
+                    path: source.to_string(),
+                    line: idx + 1,
+                    token: token.to_string(),
+                    reason: "expected an integer (value × 8192)".into(),
+                })?;
+                if i32::try_from(v).is_err() {
+                    return Err(DistError::BadToken {
+                        path: source.to_string(),
+                        line: idx + 1,
+                        token: token.to_string(),
+                        reason: "value out of range".into(),
+                    });
+                }
+                values.push(v as f64 / NETEM_DIST_SCALE);
+            }
+        }
+        if values.is_empty() {
+            return Err(DistError::BadTable {
+                path: source.to_string(),
+                reason: "no values".into(),
+            });
+        }
+        values.sort_by(f64::total_cmp);
+        Ok(Self::Custom(empirical_knots(&values)))
+    }
+
+    /// Parses a list of samples, one per line; `source` names it in errors.
+    pub fn parse_samples(text: &str, source: &str) -> Result<Self, DistError> {
+        let mut samples = Vec::new();
+        for (idx, line) in text.lines().enumerate() {
+            let t = line.trim();
+            if t.is_empty() || t.starts_with('#') {
+                continue;
+            }
+            let bad = |token: &str, reason: &str| DistError::BadToken {
+                path: source.to_string(),
+                line: idx + 1,
+                token: token.to_string(),
+                reason: reason.to_string(),
+            };
+            let mut tokens = t.split_whitespace();
+            let token = tokens.next().unwrap_or(t);
+            if let Some(extra) = tokens.next() {
+                return Err(bad(
+                    extra,
+                    "expected one sample per line (name an iproute2 table *.dist)",
+                ));
+            }
+            let v: f64 = token.parse().map_err(|_| bad(token, "expected a number"))?;
+            if !v.is_finite() {
+                return Err(bad(token, "sample is not finite"));
+            }
+            samples.push(v);
+        }
+        Self::from_samples(&samples).map_err(|reason| DistError::BadTable {
+            path: source.to_string(),
+            reason,
+        })
+    }
+
+    /// The standardized empirical distribution of `samples`.
+    ///
+    /// The knots are the sample quantiles at p_j = j/(N − 1), interpolated
+    /// between order statistics (Hyndman–Fan type 7: h = p·(n − 1)), so the
+    /// table runs from the smallest to the largest sample. They are then
+    /// shifted and scaled by the interpolated table's own exact mean and
+    /// standard deviation, so the delays actually drawn have mean `delay` and
+    /// standard deviation `jitter`.
+    pub fn from_samples(samples: &[f64]) -> Result<Self, String> {
+        if samples.len() < 2 {
+            return Err(format!("need at least 2 samples, got {}", samples.len()));
+        }
+        if samples.iter().any(|v| !v.is_finite()) {
+            return Err("samples must be finite".into());
+        }
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let knots = empirical_knots(&sorted);
+        let m = knot_moments(&knots);
+        if m.sd.is_nan() || m.sd <= 1e-12 * m.mean.abs().max(1.0) {
+            return Err("samples have no spread (all equal)".into());
+        }
+        Ok(Self::Custom(standardize(&knots)))
+    }
+
+    /// The quantile knots in units of the jitter, before scaling to integers.
+    pub fn knots(&self) -> Vec<f64> {
+        match self {
+            Self::Uniform => (0..N).map(|j| -1.0 + 2.0 * j as f64 * SLICE).collect(),
+            Self::Normal => Shape::Normal.knots(),
+            Self::Pareto => Shape::Pareto.knots(),
+            Self::ParetoNormal => Shape::ParetoNormal.knots(),
+            Self::Custom(k) => resample(k),
+        }
+    }
+
+    /// The data-path table: [`TABLE_SIZE`] knots × [`TABLE_SCALE`], rounded,
+    /// clamped to ±(2^31 − 1) so |q| < 2^31 as `jittered_delay_ns` requires.
+    pub fn table(&self) -> Vec<i32> {
+        let max = f64::from(i32::MAX);
+        self.knots()
+            .iter()
+            .map(|k| (k * TABLE_SCALE as f64).round().clamp(-max, max) as i32)
+            .collect()
+    }
+}
+
+/// Type-7 sample quantiles of sorted `values` at the N grid probabilities.
+fn empirical_knots(sorted: &[f64]) -> Vec<f64> {
+    resample(sorted)
+}
+
+/// Linear interpolation of knots at equally spaced probabilities 0..=1 onto
+/// the N-knot grid (the identity when `knots.len() == N`).
+fn resample(knots: &[f64]) -> Vec<f64> {
+    match knots.len() {
+        0 => vec![0.0; N],
+        1 => vec![knots[0]; N],
+        n if n == N => knots.to_vec(),
+        n => (0..N)
+            .map(|j| {
+                // h = p_j·(n − 1) with p_j = j/(N − 1): one exact integer
+                // product and one rounding.
+                let h = (j * (n - 1)) as f64 / (N - 1) as f64;
+                let lo = (h.floor() as usize).min(n - 2);
+                let f = h - lo as f64;
+                knots[lo] + f * (knots[lo + 1] - knots[lo])
+            })
+            .collect(),
+    }
+}
+
+/// The exact moments of the piecewise-linear quantile distribution a table
+/// describes (each interval uniform between its knots, probability 1/(n−1)).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TableMoments {
+    pub mean: f64,
+    pub sd: f64,
+    /// Fourth central moment (for the sampling error of a variance estimate).
+    pub mu4: f64,
+}
+
+/// [`TableMoments`] of a data-path table, in units of the jitter.
+pub fn table_moments(table: &[i32]) -> TableMoments {
+    let knots: Vec<f64> = table
+        .iter()
+        .map(|&v| f64::from(v) / TABLE_SCALE as f64)
+        .collect();
+    knot_moments(&knots)
+}
+
+fn knot_moments(knots: &[f64]) -> TableMoments {
+    if knots.len() < 2 {
+        let mean = knots.first().copied().unwrap_or(0.0);
+        return TableMoments {
+            mean,
+            sd: 0.0,
+            mu4: 0.0,
+        };
+    }
+    let w = 1.0 / (knots.len() - 1) as f64;
+    let mean: f64 = knots.windows(2).map(|s| 0.5 * (s[0] + s[1])).sum::<f64>() * w;
+    let (mut m2, mut m4) = (0.0, 0.0);
+    for s in knots.windows(2) {
+        // For U uniform on [a, b]: E[U²] = (a² + ab + b²)/3 and
+        // E[U⁴] = (a⁴ + a³b + a²b² + ab³ + b⁴)/5, about the overall mean.
+        let (a, b) = (s[0] - mean, s[1] - mean);
+        m2 += (a * a + a * b + b * b) / 3.0;
+        m4 += (a.powi(4) + a.powi(3) * b + a * a * b * b + a * b.powi(3) + b.powi(4)) / 5.0;
+    }
+    TableMoments {
+        mean,
+        sd: (m2 * w).max(0.0).sqrt(),
+        mu4: m4 * w,
+    }
+}
+
+/// Knots shifted and scaled so the table they describe has exactly mean 0
+/// and standard deviation 1 (callers guarantee a non-zero spread).
+fn standardize(knots: &[f64]) -> Vec<f64> {
+    let m = knot_moments(knots);
+    knots.iter().map(|k| (k - m.mean) / m.sd).collect()
+}
+
+/// The built-in shapes with an unbounded tail, in their natural units.
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    Normal,
+    Pareto,
+    ParetoNormal,
+}
+
+impl Shape {
+    /// The quantile at probability p, given both p and t = 1 − p so that
+    /// either tail is computed without cancellation.
+    fn quantile(self, p: f64, t: f64) -> f64 {
+        match self {
+            Self::Normal => normal_quantile_pq(p, t),
+            Self::Pareto => t.powf(-1.0 / PARETO_ALPHA),
+            Self::ParetoNormal => {
+                0.25 * normal_quantile_pq(p, t) + t.powf(-1.0 / PARETO_ALPHA) - 1.5
+            }
+        }
+    }
+
+    /// Mean and standard deviation in natural units. Pareto(α, x_m = 1) has
+    /// mean α/(α−1) = 1.5 and variance α/((α−1)²(α−2)) = 0.75. The
+    /// paretonormal blend has mean ¼·0 + 1.5 − 1.5 = 0; its variance involves
+    /// E[Φ⁻¹(U)·(1−U)^(−1/3)] and is integrated numerically (≈ 1.1062354).
+    fn mean_sd(self) -> (f64, f64) {
+        match self {
+            Self::Normal => (0.0, 1.0),
+            Self::Pareto => (1.5, 0.75f64.sqrt()),
+            Self::ParetoNormal => {
+                let sq = |p: f64, t: f64| self.quantile(p, t).powi(2);
+                let var = integrate_tail(|u| sq(u, 1.0 - u), 0.5)
+                    + integrate_tail(|t| sq(1.0 - t, t), 0.5);
+                (0.0, var.sqrt())
+            }
+        }
+    }
+
+    fn lower_bounded(self) -> bool {
+        matches!(self, Self::Pareto)
+    }
+
+    /// Standardized knots on the N-point grid (see the module docs).
+    fn knots(self) -> Vec<f64> {
+        let (mean, sd) = self.mean_sd();
+        let y = |p: f64, t: f64| (self.quantile(p, t) - mean) / sd;
+        let last = (N - 1) as f64;
+        let mut k: Vec<f64> = (0..N)
+            .map(|j| y(j as f64 / last, (N - 1 - j) as f64 / last))
+            .collect();
+        // Upper end: every shape here is unbounded above.
+        let m2_upper = integrate_tail(|t| y(1.0 - t, t).powi(2), SLICE) / SLICE;
+        k[N - 1] = tail_end(k[N - 2], m2_upper, 1.0);
+        k[0] = if self.lower_bounded() {
+            y(0.0, 1.0)
+        } else {
+            let m2_lower = integrate_tail(|u| y(u, 1.0 - u).powi(2), SLICE) / SLICE;
+            tail_end(k[1], m2_lower, -1.0)
+        };
+        k
+    }
+}
+
+/// The end knot L of an outermost interval whose inner knot is `a`, such that
+/// U uniform between a and L has E[U²] = m2: (a² + aL + L²)/3 = m2, so
+/// L = (−a + side·√(12·m2 − 3a²))/2 with side = +1 above, −1 below. Falls
+/// back to `a` if no such L lies beyond `a` (cannot happen for a true tail,
+/// where m2 ≥ a²).
+fn tail_end(a: f64, m2: f64, side: f64) -> f64 {
+    let disc = 12.0 * m2 - 3.0 * a * a;
+    if disc.is_nan() || disc < 0.0 {
+        return a;
+    }
+    let l = 0.5 * (-a + side * disc.sqrt());
+    if (l - a) * side >= 0.0 {
+        l
+    } else {
+        a
+    }
+}
+
+/// ∫₀^mass f(t) dt for an f that may be singular (but integrable) at 0, by
+/// substituting t = mass·e^s: ∫_{−∞}^0 f(mass·e^s)·mass·e^s ds, truncated at
+/// s = −150 and integrated with Simpson's rule, step 0.01. The integrands
+/// here grow at most like t^(−2/3) near 0, so the truncated part is below
+/// e^(−150/3) ≈ 2e−22 of the total, and the substituted integrand is smooth.
+fn integrate_tail(f: impl Fn(f64) -> f64, mass: f64) -> f64 {
+    const S_MIN: f64 = -150.0;
+    const STEPS: usize = 15_000; // even, step 0.01
+    let h = -S_MIN / STEPS as f64;
+    let g = |s: f64| {
+        let t = mass * s.exp();
+        f(t) * t
+    };
+    let mut sum = g(S_MIN) + g(0.0);
+    for i in 1..STEPS {
+        let s = S_MIN + i as f64 * h;
+        sum += if i % 2 == 1 { 4.0 } else { 2.0 } * g(s);
+    }
+    sum * h / 3.0
+}
+
+/// Wichura's AS 241 (PPND16) coefficients: numerator and denominator of the
+/// central region (A, B), the intermediate tails (C, D) and the far tails
+/// (E, F); each denominator's constant term is the leading 1.0. They keep
+/// all the published digits (more than an f64 holds) so the transcription can
+/// be checked against the paper and its hash sums.
+#[allow(clippy::excessive_precision)]
+mod as241 {
+    pub(super) const A: [f64; 8] = [
+        3.387_132_872_796_366_608,
+        1.331_416_678_917_843_774_5e2,
+        1.971_590_950_306_551_442_7e3,
+        1.373_169_376_550_946_112_5e4,
+        4.592_195_393_154_987_145_7e4,
+        6.726_577_092_700_870_085_3e4,
+        3.343_057_558_358_812_810_5e4,
+        2.509_080_928_730_122_672_7e3,
+    ];
+    pub(super) const B: [f64; 8] = [
+        1.0,
+        4.231_333_070_160_091_125_2e1,
+        6.871_870_074_920_579_083e2,
+        5.394_196_021_424_751_107_7e3,
+        2.121_379_430_158_659_586_7e4,
+        3.930_789_580_009_271_061e4,
+        2.872_908_573_572_194_267_4e4,
+        5.226_495_278_852_854_561e3,
+    ];
+    pub(super) const C: [f64; 8] = [
+        1.423_437_110_749_683_577_34,
+        4.630_337_846_156_545_295_9,
+        5.769_497_221_460_691_405_5,
+        3.647_848_324_763_204_605_04,
+        1.270_458_252_452_368_382_58,
+        2.417_807_251_774_506_117_7e-1,
+        2.272_384_498_926_918_458_33e-2,
+        7.745_450_142_783_414_076_4e-4,
+    ];
+    pub(super) const D: [f64; 8] = [
+        1.0,
+        2.053_191_626_637_758_821_87,
+        1.676_384_830_183_803_849_4,
+        6.897_673_349_851_000_045_5e-1,
+        1.481_039_764_274_800_745_9e-1,
+        1.519_866_656_361_645_719_66e-2,
+        5.475_938_084_995_344_946e-4,
+        1.050_750_071_644_416_843_24e-9,
+    ];
+    pub(super) const E: [f64; 8] = [
+        6.657_904_643_501_103_777_2,
+        5.463_784_911_164_114_369_9,
+        1.784_826_539_917_291_335_8,
+        2.965_605_718_285_048_912_3e-1,
+        2.653_218_952_657_612_309_3e-2,
+        1.242_660_947_388_078_438_6e-3,
+        2.711_555_568_743_487_578_15e-5,
+        2.010_334_399_292_288_132_65e-7,
+    ];
+    pub(super) const F: [f64; 8] = [
+        1.0,
+        5.998_322_065_558_879_376_9e-1,
+        1.369_298_809_227_358_053_1e-1,
+        1.487_536_129_085_061_485_25e-2,
+        7.868_691_311_456_132_591e-4,
+        1.846_318_317_510_054_681_8e-5,
+        1.421_511_758_316_445_888_7e-7,
+        2.044_263_103_389_939_785_64e-15,
+    ];
+}
+
+/// The standard normal quantile Φ⁻¹(p): −∞ at 0, +∞ at 1, NaN outside [0, 1].
+///
+/// Wichura's algorithm AS 241, PPND16 (M. J. Wichura, "The Percentage Points
+/// of the Normal Distribution", Applied Statistics 37(3), 477–484, 1988):
+/// rational approximations in three regions, accurate to about 1 part in 10^16.
+pub fn normal_quantile(p: f64) -> f64 {
+    if !(0.0..=1.0).contains(&p) {
+        return f64::NAN;
+    }
+    normal_quantile_pq(p, 1.0 - p)
+}
+
+/// AS 241 with both tail areas given (p + t = 1), so that upper-tail quantiles
+/// keep full precision when t is tiny.
+fn normal_quantile_pq(p: f64, t: f64) -> f64 {
+    fn poly(c: &[f64; 8], x: f64) -> f64 {
+        c.iter().rev().fold(0.0, |acc, &k| acc * x + k)
+    }
+    if p.is_nan() || t.is_nan() {
+        return f64::NAN;
+    }
+    // q = p − 1/2, from whichever tail area is smaller (exact either way).
+    let q = if p <= 0.5 { p - 0.5 } else { 0.5 - t };
+    if q.abs() <= 0.425 {
+        let r = 0.180_625 - q * q;
+        return q * poly(&as241::A, r) / poly(&as241::B, r);
+    }
+    let tail = if q < 0.0 { p } else { t };
+    if tail <= 0.0 {
+        return if q < 0.0 {
+            f64::NEG_INFINITY
+        } else {
+            f64::INFINITY
+        };
+    }
+    let r = (-tail.ln()).sqrt();
+    let z = if r <= 5.0 {
+        let r = r - 1.6;
+        poly(&as241::C, r) / poly(&as241::D, r)
+    } else {
+        let r = r - 5.0;
+        poly(&as241::E, r) / poly(&as241::F, r)
+    };
+    if q < 0.0 {
+        -z
+    } else {
+        z
+    }
+}
+
+/// The standard normal CDF Φ(x), absolute error below 1e-15.
+///
+/// Marsaglia's series (G. Marsaglia, "Evaluating the Normal Distribution",
+/// Journal of Statistical Software 11(4), 2004): Φ(x) = ½ + φ(x)·(x + x³/3 +
+/// x⁵/(3·5) + …), all terms of one sign so nothing cancels inside the sum.
+/// Beyond |x| = 9 the result is within 1.2e−19 of 0 or 1 and returned as such.
+pub fn normal_cdf(x: f64) -> f64 {
+    if x.is_nan() {
+        return f64::NAN;
+    }
+    if x <= -9.0 {
+        return 0.0;
+    }
+    if x >= 9.0 {
+        return 1.0;
+    }
+    let q = x * x;
+    let (mut sum, mut term, mut i) = (x, x, 1.0);
+    loop {
+        i += 2.0;
+        term *= q / i;
+        let next = sum + term;
+        if next == sum {
+            break;
+        }
+        sum = next;
+    }
+    // ln √(2π) = 0.918938533204672741780
+    0.5 + sum * (-0.5 * q - 0.918_938_533_204_672_7).exp()
+}
+
+/// The one-sample Kolmogorov–Smirnov statistic D = sup |F_n(x) − F(x)| of
+/// `samples` against `cdf`. Sorts `samples` in place.
+pub fn ks_statistic(samples: &mut [f64], cdf: impl Fn(f64) -> f64) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    let n = samples.len() as f64;
+    samples.iter().enumerate().fold(0.0, |d, (i, &x)| {
+        let f = cdf(x);
+        let below = f - i as f64 / n;
+        let above = (i + 1) as f64 / n - f;
+        d.max(below).max(above)
+    })
+}
+
+/// The two-sample Kolmogorov–Smirnov statistic sup |F_a(x) − F_b(x)|.
+/// Sorts both slices in place.
+pub fn ks_two_sample(a: &mut [f64], b: &mut [f64]) -> f64 {
+    a.sort_by(f64::total_cmp);
+    b.sort_by(f64::total_cmp);
+    let (na, nb) = (a.len() as f64, b.len() as f64);
+    let (mut i, mut j, mut d) = (0usize, 0usize, 0.0f64);
+    while i < a.len() && j < b.len() {
+        let x = a[i].min(b[j]);
+        while i < a.len() && a[i] <= x {
+            i += 1;
+        }
+        while j < b.len() && b[j] <= x {
+            j += 1;
+        }
+        d = d.max((i as f64 / na - j as f64 / nb).abs());
+    }
+    d
+}
+
+/// The 99% critical value of the one-sample KS statistic for n samples.
+///
+/// The Kolmogorov distribution's 0.99 quantile is 1.6276, so D_crit ≈
+/// 1.628/√n for large n; Stephens' correction (M. A. Stephens, JASA 69,
+/// 1974) 1.628/(√n + 0.12 + 0.11/√n) keeps it accurate down to n ≈ 5.
+pub fn ks_critical_99(n: usize) -> f64 {
+    let s = (n.max(1) as f64).sqrt();
+    1.628 / (s + 0.12 + 0.11 / s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use impair_common::{dist as kdist, rng};
+
+    /// Draws `n` values (in units of the jitter) through the data-path code:
+    /// `sample_index_frac` and `interpolate` on SplitMix64 output.
+    fn draw(table: &[i32], n: usize, seed: u64) -> Vec<f64> {
+        assert_eq!(table.len(), N);
+        let mut s = rng::cpu_state(seed, 0);
+        (0..n)
+            .map(|_| {
+                let (i, f) = kdist::sample_index_frac(rng::next_u64(&mut s));
+                let q = kdist::interpolate(table[i as usize], table[i as usize + 1], f);
+                q as f64 / TABLE_SCALE as f64
+            })
+            .collect()
+    }
+
+    const SAMPLES: usize = 100_000;
+
+    /// Per-check z for the two moment checks of a distribution test, at
+    /// two-sided α = 0.001 each: with the KS check at 1%, a correct table fails
+    /// its test with probability ≤ 1.2%.
+    const Z_MOMENT: f64 = 3.29;
+
+    /// The sample mean and standard deviation of draws from `table` against
+    /// the table's exact moments: the mean's standard error is sd/√n and the
+    /// variance's √((μ4 − σ⁴)/n) (so the sd's is that over 2σ); μ4 is finite
+    /// for every table (bounded support), including pareto's.
+    fn check_moments(name: &str, table: &[i32], xs: &[f64]) {
+        let m = table_moments(table);
+        let n = xs.len() as f64;
+        let mean = xs.iter().sum::<f64>() / n;
+        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        let se_mean = m.sd / n.sqrt();
+        let se_sd = ((m.mu4 - m.sd.powi(4)) / n).sqrt() / (2.0 * m.sd);
+        assert!(
+            (mean - m.mean).abs() < Z_MOMENT * se_mean,
+            "{name}: sample mean {mean} vs table mean {} (± {})",
+            m.mean,
+            Z_MOMENT * se_mean
+        );
+        assert!(
+            (var.sqrt() - m.sd).abs() < Z_MOMENT * se_sd,
+            "{name}: sample sd {} vs table sd {} (± {})",
+            var.sqrt(),
+            m.sd,
+            Z_MOMENT * se_sd
+        );
+    }
+
+    /// The standardized Pareto(3) CDF: X = 1.5 + y·√0.75, F = 1 − X^−3.
+    fn pareto_cdf(y: f64) -> f64 {
+        let x = 1.5 + y * 0.75f64.sqrt();
+        if x <= 1.0 {
+            0.0
+        } else {
+            1.0 - x.powi(-3)
+        }
+    }
+
+    /// The standardized paretonormal CDF, by bisection on its strictly
+    /// increasing quantile function (60 halvings: below 1e-15 in p).
+    fn paretonormal_cdf(y: f64, sd: f64) -> f64 {
+        let target = y * sd;
+        let (mut lo, mut hi) = (0.0f64, 1.0f64);
+        for _ in 0..60 {
+            let mid = 0.5 * (lo + hi);
+            if Shape::ParetoNormal.quantile(mid, 1.0 - mid) < target {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        0.5 * (lo + hi)
+    }
+
+    #[test]
+    fn normal_quantile_known_values() {
+        // References computed with mpmath at 400 digits: √2·erfinv(2p − 1).
+        let cases = [
+            (0.975, 1.959_963_984_540_054),
+            (0.5, 0.0),
+            (0.9, 1.281_551_565_544_600_5),
+            (0.3, -0.524_400_512_708_040_8),
+            (0.02425, -1.972_961_051_311_885),
+            (1e-10, -6.361_340_902_404_056),
+            (1e-12, -7.034_483_825_301_132),
+            (1e-300, -37.047_096_299_361_2),
+        ];
+        for (p, want) in cases {
+            let got = normal_quantile(p);
+            assert!(
+                (got - want).abs() <= 1e-14 * want.abs().max(1.0),
+                "Φ⁻¹({p}) = {got}, want {want}"
+            );
+        }
+        // The upper tail from its own tail area keeps full precision.
+        assert!((normal_quantile_pq(1.0 - 1e-12, 1e-12) - 7.034_483_825_301_132).abs() < 1e-13);
+        assert_eq!(normal_quantile(0.0), f64::NEG_INFINITY);
+        assert_eq!(normal_quantile(1.0), f64::INFINITY);
+        assert!(normal_quantile(1.5).is_nan() && normal_quantile(-0.1).is_nan());
+        // Symmetry.
+        for p in [1e-5, 0.01, 0.2, 0.4] {
+            // 1 − p is rounded to a double (error ≤ 1.1e-16), which moves
+            // Φ⁻¹ by ≤ 1.1e-16/φ(Φ⁻¹(p)): 2.5e-12 at p = 1e-5.
+            assert!((normal_quantile(p) + normal_quantile(1.0 - p)).abs() < 1e-11);
+        }
+    }
+
+    #[test]
+    fn as241_coefficients_match_the_published_hash_sums() {
+        // AS 241 publishes, for each pair of coefficient sets, the sum of the
+        // coefficients' decimal mantissas (the constant 1 of each denominator
+        // excluded) so a transcription can be checked: 55.8831928806149014439,
+        // 49.33206503301610289036 and 47.52583317549289671629 (here cut to
+        // what an f64 holds).
+        fn mantissa(x: f64) -> f64 {
+            x / 10f64.powi(x.abs().log10().floor() as i32)
+        }
+        for (num, den, want) in [
+            (&as241::A, &as241::B, 55.883_192_880_614_9),
+            (&as241::C, &as241::D, 49.332_065_033_016_1),
+            (&as241::E, &as241::F, 47.525_833_175_492_9),
+        ] {
+            assert_eq!(den[0], 1.0);
+            let sum: f64 = num.iter().chain(&den[1..]).map(|&x| mantissa(x)).sum();
+            assert!((sum - want).abs() < 1e-12, "hash {sum}, want {want}");
+        }
+    }
+
+    #[test]
+    fn normal_cdf_known_values_and_round_trip() {
+        let cases = [
+            (1.0, 0.841_344_746_068_542_9),
+            (-3.0, 0.001_349_898_031_630_094_5),
+            (1.959_963_984_540_054, 0.975),
+            (-8.0, 6.220_960_574_271_784e-16),
+            (5.0, 0.999_999_713_348_428_1),
+            (0.0, 0.5),
+        ];
+        for (x, want) in cases {
+            let got = normal_cdf(x);
+            assert!((got - want).abs() < 1e-15, "Φ({x}) = {got}, want {want}");
+        }
+        for i in 1..1000 {
+            let p = i as f64 / 1000.0;
+            assert!((normal_cdf(normal_quantile(p)) - p).abs() < 1e-14);
+        }
+    }
+
+    #[test]
+    fn names_parse_and_errors_list_the_choices() {
+        assert_eq!(
+            "normal".parse::<Distribution>().unwrap(),
+            Distribution::Normal
+        );
+        assert_eq!(
+            "Pareto".parse::<Distribution>().unwrap(),
+            Distribution::Pareto
+        );
+        assert_eq!(
+            "paretonormal".parse::<Distribution>().unwrap(),
+            Distribution::ParetoNormal
+        );
+        assert_eq!(
+            "uniform".parse::<Distribution>().unwrap(),
+            Distribution::Uniform
+        );
+        let e = "gaussian".parse::<Distribution>().unwrap_err().to_string();
+        assert!(e.contains("\"gaussian\""), "{e}");
+        for name in ["uniform", "normal", "pareto", "paretonormal"] {
+            assert!(e.contains(name), "{e}");
+        }
+        assert_eq!(Distribution::ParetoNormal.to_string(), "paretonormal");
+    }
+
+    #[test]
+    fn tables_have_the_right_shape_and_are_monotone() {
+        for d in [
+            Distribution::Uniform,
+            Distribution::Normal,
+            Distribution::Pareto,
+            Distribution::ParetoNormal,
+        ] {
+            let t = d.table();
+            assert_eq!(t.len(), N, "{d}");
+            assert!(t.windows(2).all(|w| w[0] <= w[1]), "{d} not monotone");
+            // Far inside i32: nothing is clamped.
+            assert!(t.iter().all(|&v| v.unsigned_abs() < 50 << 16), "{d}");
+        }
+        let u = Distribution::Uniform.table();
+        assert_eq!((u[0], u[N - 1]), (-(1 << 16), 1 << 16));
+        // Interior knots are the exact standardized quantiles at j/4095.
+        let k = Distribution::Normal.knots();
+        for j in [1, 100, 2047, 4000, N - 2] {
+            let p = j as f64 * SLICE;
+            assert!((k[j] - normal_quantile(p)).abs() < 1e-12, "knot {j}");
+        }
+        assert!((k[N / 2 - 1] + k[N / 2]).abs() < 1e-12, "symmetric");
+        // The tail end knots extend past the last interior quantile:
+        // Φ⁻¹(1/4095) = −3.487, end −4.001.
+        assert!(k[0] < k[1] - 0.5 && k[N - 1] > k[N - 2] + 0.5);
+        // Pareto: exact quantiles (the lower end is the minimum x = 1), end
+        // knot ≈ 42 σ.
+        let k = Distribution::Pareto.knots();
+        for j in [0, 1, 1000, 2047, 4000, N - 2] {
+            let t = (N - 1 - j) as f64 * SLICE;
+            let want = (t.powf(-1.0 / 3.0) - 1.5) / 0.75f64.sqrt();
+            assert!(
+                (k[j] - want).abs() < 1e-12 * want.abs().max(1.0),
+                "pareto knot {j}: {} vs {want}",
+                k[j]
+            );
+        }
+        assert!((40.0..45.0).contains(&k[N - 1]), "pareto end {}", k[N - 1]);
+    }
+
+    #[test]
+    fn tail_integrals_match_closed_forms() {
+        // Normal lower tail below a = Φ⁻¹(m): E[Z² | Z < a] = 1 − a·φ(a)/m.
+        let a = normal_quantile(SLICE);
+        let phi = (-0.5 * a * a).exp() / (2.0 * std::f64::consts::PI).sqrt();
+        let want = 1.0 - a * phi / SLICE;
+        let got = integrate_tail(|u| normal_quantile_pq(u, 1.0 - u).powi(2), SLICE) / SLICE;
+        assert!(
+            (got - want).abs() < 1e-9 * want,
+            "normal tail m2 {got} vs {want}"
+        );
+        // Pareto(3) above x_q = m^(−1/3): E[X² | X > x_q] = 3·x_q².
+        let xq = SLICE.powf(-1.0 / 3.0);
+        let got = integrate_tail(|t| t.powf(-2.0 / 3.0), SLICE) / SLICE;
+        assert!(
+            (got - 3.0 * xq * xq).abs() < 1e-9 * got,
+            "pareto tail m2 {got}"
+        );
+        // Paretonormal variance against mpmath's quadrature (30 digits).
+        let (_, sd) = Shape::ParetoNormal.mean_sd();
+        assert!(
+            (sd * sd - 1.106_235_374_238_103_7).abs() < 1e-9,
+            "paretonormal var {}",
+            sd * sd
+        );
+        let mean = integrate_tail(|u| Shape::ParetoNormal.quantile(u, 1.0 - u), 0.5)
+            + integrate_tail(|t| Shape::ParetoNormal.quantile(1.0 - t, t), 0.5);
+        assert!(mean.abs() < 1e-9, "paretonormal mean {mean}");
+    }
+
+    #[test]
+    fn built_in_tables_are_standardized() {
+        // The realized (interpolated) tables: mean and sd as the module docs
+        // state (chord excess and the pareto-tail end interval), within
+        // 0.15% of σ; the second-moment-matched ends keep the variance, where
+        // clamping at the last finite quantile would lose 2.8% of pareto's σ.
+        for (d, max_mean, max_sd_excess) in [
+            (Distribution::Normal, 1e-5, 5e-5),
+            (Distribution::Pareto, 1.2e-3, 2e-3),
+            (Distribution::ParetoNormal, 1e-3, 1.5e-3),
+        ] {
+            let m = table_moments(&d.table());
+            assert!(m.mean.abs() < max_mean, "{d}: mean {}", m.mean);
+            assert!(
+                m.sd >= 1.0 && m.sd - 1.0 < max_sd_excess,
+                "{d}: sd {}",
+                m.sd
+            );
+        }
+        let m = table_moments(&Distribution::Uniform.table());
+        assert!(m.mean.abs() < 1e-9 && (m.sd - 1.0 / 3f64.sqrt()).abs() < 1e-5);
+    }
+
+    fn ks_check(name: &str, xs: &mut [f64], cdf: impl Fn(f64) -> f64) {
+        let d = ks_statistic(xs, cdf);
+        let crit = ks_critical_99(xs.len());
+        assert!(d < crit, "{name}: KS D = {d} ≥ {crit}");
+    }
+
+    #[test]
+    fn normal_samples_pass_ks_and_moments() {
+        let t = Distribution::Normal.table();
+        let mut xs = draw(&t, SAMPLES, 11);
+        check_moments("normal", &t, &xs);
+        ks_check("normal", &mut xs, normal_cdf);
+    }
+
+    #[test]
+    fn pareto_samples_pass_ks_and_moments() {
+        let t = Distribution::Pareto.table();
+        let mut xs = draw(&t, SAMPLES, 12);
+        check_moments("pareto", &t, &xs);
+        ks_check("pareto", &mut xs, pareto_cdf);
+    }
+
+    #[test]
+    fn paretonormal_samples_pass_ks_and_moments() {
+        let t = Distribution::ParetoNormal.table();
+        let mut xs = draw(&t, SAMPLES, 13);
+        check_moments("paretonormal", &t, &xs);
+        let (_, sd) = Shape::ParetoNormal.mean_sd();
+        ks_check("paretonormal", &mut xs, |y| paretonormal_cdf(y, sd));
+    }
+
+    #[test]
+    fn paretonormal_table_matches_direct_monte_carlo() {
+        // Independent of the bisection CDF: a direct sample of the blend
+        // ¼·Z + (1 − U)^(−1/3) − 1.5 (Z = Φ⁻¹(U), same U) standardized by the
+        // mpmath variance, against table draws, two-sample KS at 99%:
+        // critical value 1.628·√((n + m)/(n·m)).
+        let sd = 1.106_235_374_238_103_7f64.sqrt();
+        let mut s = rng::cpu_state(99, 0);
+        let mut direct: Vec<f64> = (0..SAMPLES)
+            .map(|_| {
+                // 53 random bits, offset by half a step: U in (0, 1).
+                let u = ((rng::next_u64(&mut s) >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+                (0.25 * normal_quantile(u) + (1.0 - u).powf(-1.0 / 3.0) - 1.5) / sd
+            })
+            .collect();
+        let mut table = draw(&Distribution::ParetoNormal.table(), SAMPLES, 14);
+        let d = ks_two_sample(&mut direct, &mut table);
+        let n = SAMPLES as f64;
+        let crit = 1.628 * ((n + n) / (n * n)).sqrt();
+        assert!(d < crit, "two-sample D = {d} ≥ {crit}");
+    }
+
+    #[test]
+    fn uniform_table_is_uniform_on_minus_one_to_one() {
+        let t = Distribution::Uniform.table();
+        let mut xs = draw(&t, SAMPLES, 15);
+        check_moments("uniform", &t, &xs);
+        ks_check("uniform", &mut xs, |x| ((x + 1.0) / 2.0).clamp(0.0, 1.0));
+    }
+
+    #[test]
+    fn a_wrong_scale_is_detected() {
+        // The KS test has power: the normal table read as 5% too wide fails.
+        let t: Vec<i32> = Distribution::Normal
+            .table()
+            .iter()
+            .map(|&v| (f64::from(v) * 1.05) as i32)
+            .collect();
+        let mut xs = draw(&t, SAMPLES, 16);
+        let d = ks_statistic(&mut xs, normal_cdf);
+        assert!(d > 2.0 * ks_critical_99(SAMPLES), "D = {d}");
+    }
+
+    #[test]
+    fn custom_samples_are_standardized_empirical_quantiles() {
+        // A stratified exponential sample: x_i = −ln(1 − (i + ½)/n). The table
+        // must reproduce the standardized exponential, F(y) = 1 − e^−(y+1).
+        let n = 20_000;
+        let text: String = std::iter::once("# exponential, stratified\n".to_string())
+            .chain((0..n).map(|i| format!("{}\n", -(1.0 - (i as f64 + 0.5) / n as f64).ln())))
+            .collect();
+        let d = Distribution::parse_samples(&text, "exp.txt").unwrap();
+        let t = d.table();
+        let m = table_moments(&t);
+        assert!(m.mean.abs() < 1e-6 && (m.sd - 1.0).abs() < 1e-6, "{m:?}");
+        let mut xs = draw(&t, SAMPLES, 17);
+        check_moments("custom exponential", &t, &xs);
+        ks_check("custom exponential", &mut xs, |y| {
+            if y <= -1.0 {
+                0.0
+            } else {
+                1.0 - (-(y + 1.0)).exp()
+            }
+        });
+        // Samples in any order, with blank lines and CRLF endings.
+        let d2 = Distribution::parse_samples("3\r\n\r\n1\n2\n", "x").unwrap();
+        let k = d2.knots();
+        assert!(k.windows(2).all(|w| w[0] <= w[1]));
+        assert!(
+            (k[0] + k[N - 1]).abs() < 1e-12,
+            "symmetric samples give a symmetric table"
+        );
+    }
+
+    #[test]
+    fn sample_file_errors_name_file_line_and_token() {
+        let e = Distribution::parse_samples("# c\n1.5\n2.5\nx7\n", "delays.txt")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("delays.txt:4") && e.contains("\"x7\""), "{e}");
+        let e = Distribution::parse_samples("1 2\n", "d.txt")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("d.txt:1") && e.contains("\"2\"") && e.contains("one sample per line"),
+            "{e}"
+        );
+        let e = Distribution::parse_samples("1\ninf\n", "d.txt")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("d.txt:2") && e.contains("\"inf\""), "{e}");
+        let e = Distribution::parse_samples("5\n5\n5\n", "same.txt")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("same.txt") && e.contains("no spread"), "{e}");
+        let e = Distribution::parse_samples("# only\n1\n", "one.txt")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("one.txt") && e.contains("at least 2"), "{e}");
+        let e = Distribution::from_file("/nonexistent/impair/x.dist")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/impair/x.dist"), "{e}");
+        let e = Distribution::parse_netem_dist("# h\n1 2 3\n4 five 6\n", "t.dist")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.dist:3") && e.contains("\"five\""), "{e}");
+        let e = Distribution::parse_netem_dist("# nothing\n", "t.dist")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.dist") && e.contains("no values"), "{e}");
+    }
+
+    /// A unique path in the system temporary directory.
+    fn temp_path(name: &str) -> std::path::PathBuf {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::env::temp_dir().join(format!("impair-dist-{}-{n}-{name}", std::process::id()))
+    }
+
+    #[test]
+    fn netem_dist_files_keep_netem_units() {
+        // A 4096-entry table written the way iproute2's maketable does (8 per
+        // line, a comment header), from our normal knots × 8192: read back,
+        // its knots are the entries / 8192 exactly (one knot per entry).
+        let entries: Vec<i32> = Distribution::Normal
+            .knots()
+            .iter()
+            .map(|k| (k * NETEM_DIST_SCALE).round().clamp(-32768.0, 32767.0) as i32)
+            .collect();
+        let mut text =
+            String::from("# This is the distribution table for the normal distribution.\n");
+        for line in entries.chunks(8) {
+            text += &line.iter().map(|v| format!(" {v}")).collect::<String>();
+            text += "\n";
+        }
+        let path = temp_path("normal.dist");
+        std::fs::write(&path, &text).unwrap();
+        let d = Distribution::from_file(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let k = d.knots();
+        for (j, &e) in entries.iter().enumerate() {
+            assert_eq!(k[j], f64::from(e) / NETEM_DIST_SCALE, "entry {j}");
+        }
+        // A table of another size is resampled; unsorted entries are sorted
+        // (netem draws entries uniformly, so order carries no meaning).
+        let d = Distribution::parse_netem_dist("8192 -8192\n0\n", "three.dist").unwrap();
+        let k = d.knots();
+        assert_eq!((k[0], k[N - 1]), (-1.0, 1.0));
+        assert!(
+            k[(N - 1) / 2].abs() < 1e-3,
+            "the middle entry 0 sits mid-table"
+        );
+        // A non-.dist name is read as samples and standardized.
+        let path = temp_path("samples.txt");
+        std::fs::write(&path, "1\n2\n3\n4\n").unwrap();
+        let d = Distribution::from_file(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let m = table_moments(&d.table());
+        assert!(m.mean.abs() < 1e-4 && (m.sd - 1.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn iproute2_normal_dist_if_installed() {
+        // iproute2 installs its tables in TC_LIB_DIR: /usr/lib/tc upstream,
+        // /usr/lib/<multiarch>/tc on Debian, /usr/share/tc on some builds.
+        let dirs = [
+            "/usr/lib/tc",
+            "/usr/lib/x86_64-linux-gnu/tc",
+            "/usr/lib/aarch64-linux-gnu/tc",
+            "/usr/lib64/tc",
+            "/usr/share/tc",
+        ];
+        let Some(path) = dirs
+            .iter()
+            .map(|d| Path::new(d).join("normal.dist"))
+            .find(|p| p.exists())
+        else {
+            eprintln!("no iproute2 normal.dist installed: skipped");
+            return;
+        };
+        let d = Distribution::from_file(&path).unwrap();
+        let t = d.table();
+        let m = table_moments(&t);
+        // netem's normal table: Φ⁻¹ at k/4096 in 16 bits, first entry clamped.
+        assert!(m.mean.abs() < 2e-3 && (m.sd - 1.0).abs() < 2e-3, "{m:?}");
+        let mut xs = draw(&t, SAMPLES, 18);
+        ks_check("iproute2 normal.dist", &mut xs, normal_cdf);
+    }
+
+    #[test]
+    fn ks_helpers() {
+        assert!((ks_critical_99(100_000) - 1.628 / 100_000f64.sqrt()).abs() < 1e-5);
+        assert!(
+            (ks_critical_99(10) - 0.4889).abs() < 3e-3,
+            "{}",
+            ks_critical_99(10)
+        );
+        // Uniform grid points against the uniform CDF: D = 1/n exactly.
+        let mut xs: Vec<f64> = (0..10).map(|i| i as f64 / 10.0).collect();
+        assert!((ks_statistic(&mut xs, |x| x) - 0.1).abs() < 1e-15);
+        let (mut a, mut b) = (vec![1.0, 2.0, 3.0], vec![1.5, 2.5, 3.5]);
+        assert!((ks_two_sample(&mut a, &mut b) - 1.0 / 3.0).abs() < 1e-15);
+        let (mut a, mut b) = (vec![1.0, 2.0], vec![3.0, 4.0]);
+        assert_eq!(ks_two_sample(&mut a, &mut b), 1.0);
+    }
+}
