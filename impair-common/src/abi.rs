@@ -35,6 +35,7 @@ pub mod map_names {
     pub const RULE_COUNTERS: &str = "IMPAIR_RULE_CNT";
     pub const GLOBAL_COUNTERS: &str = "IMPAIR_GLOBAL";
     pub const RNG: &str = "IMPAIR_RNG";
+    pub const LOSS_STATE: &str = "IMPAIR_LOSS_ST";
     pub const OWNER: &str = "IMPAIR_OWNER";
 }
 
@@ -187,6 +188,10 @@ pub mod loss_model {
     pub const NONE: u32 = 0;
     /// Independent loss: `p[0]` is the loss probability (u32 threshold).
     pub const BERNOULLI: u32 = 1;
+    /// Gilbert-Elliott: `p = [p, r, 1-h, 1-k, 0]` (see `crate::loss`).
+    pub const GILBERT_ELLIOTT: u32 = 2;
+    /// 4-state Markov: `p = [p13, p31, p32, p23, p14]` (see `crate::loss`).
+    pub const FOUR_STATE: u32 = 3;
 }
 
 /// A rule's loss process. Probabilities are u32 thresholds (see [`crate::prob`]).

@@ -32,6 +32,12 @@ pub static RNG: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "IMPAIR_OWNER")]
 pub static OWNER: Array<Owner> = Array::with_max_entries(1, 0);
 
+/// Loss-model state per rule (Gilbert-Elliott or 4-state), one chain per CPU
+/// so a flow (which stays on one CPU) sees the model's bursts; zeroed by the
+/// controller when it writes a rule set.
+#[map(name = "IMPAIR_LOSS_ST")]
+pub static LOSS_STATE: PerCpuArray<u32> = PerCpuArray::with_max_entries(RULE_ENTRIES, 0);
+
 /// Set while `bpf_clone_redirect` sends a duplicate, so the nested run of the
 /// program on the clone (same CPU, synchronous) lets it pass untouched.
 #[map(name = "IMPAIR_DUP")]

@@ -1,12 +1,12 @@
 //! Per-packet decision: lease check, rule lookup (first match wins), impairments.
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
 use impair_common::{
-    loss_model, prob, rule_flags, GlobalCounters, PacketKey, Rule, CONTROL_ACTIVE_SLOT,
+    loss, loss_model, prob, rule_flags, GlobalCounters, PacketKey, Rule, CONTROL_ACTIVE_SLOT,
     CONTROL_LEASE_DEADLINE_NS, LEASE_FOREVER, MAX_RULES,
 };
 
 use crate::{
-    maps::{random_u64, CONTROL, DUPLICATING, KEY, MATCHED, GLOBAL_COUNTERS, RULES, RULESETS, RULE_COUNTERS},
+    maps::{random_u64, CONTROL, DUPLICATING, KEY, LOSS_STATE, MATCHED, GLOBAL_COUNTERS, RULES, RULESETS, RULE_COUNTERS},
     parse::{parse_eth, Cursor},
 };
 
@@ -128,7 +128,7 @@ fn apply(ctx: &TcContext, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -> R
     }
     let r = random_u64();
     let duplicate = prob::fires(rule.duplicate_u32, (r >> 32) as u32);
-    if rule.loss.model == loss_model::BERNOULLI && prob::fires(rule.loss.p[0], r as u32) {
+    if lost(rule, idx, r)? {
         if rule.flags & rule_flags::ECN != 0 && key.ecn != 0 {
             mark_ce(ctx, key)?;
             c.ecn_marked += 1;
@@ -151,6 +151,25 @@ fn apply(ctx: &TcContext, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -> R
     }
     c.passed += 1;
     Ok(Verdict::Pass)
+}
+
+/// Whether the rule's loss process drops this packet.
+#[inline(always)]
+fn lost(rule: &Rule, idx: u32, r: u64) -> Result<bool, ()> {
+    Ok(match rule.loss.model {
+        loss_model::BERNOULLI => prob::fires(rule.loss.p[0], r as u32),
+        loss_model::GILBERT_ELLIOTT => {
+            let st = LOSS_STATE.get_ptr_mut(idx).ok_or(())?;
+            // SAFETY: this CPU's per-CPU value; programs do not migrate.
+            loss::gilbert_elliott(&rule.loss.p, unsafe { &mut *st }, random_u64())
+        }
+        loss_model::FOUR_STATE => {
+            let st = LOSS_STATE.get_ptr_mut(idx).ok_or(())?;
+            // SAFETY: as above.
+            loss::four_state(&rule.loss.p, unsafe { &mut *st }, random_u64())
+        }
+        _ => false,
+    })
 }
 
 /// Sets CE in the IP header (the caller checked the packet is ECN-capable).

@@ -17,7 +17,7 @@ use ipnet::IpNet;
 use crate::{
     discover,
     engine::{AttachMode, AttachOptions, Engine},
-    input::{self, usage, Proto},
+    input::{self, usage, LossModelSpec, Proto},
     profiles,
     rules::{CorruptMode, MatchSpec, RuleSpec},
     stats::Snapshot,
@@ -30,6 +30,7 @@ Examples:
   impair attach eth1 --loss 1% --dst 198.18.2.0/24 --proto udp --dport 5000-5010
   impair attach eth1 --corrupt 0.1% --corrupt-mode silent --duplicate 1%
   impair attach eth1 --mtu 1280 --proto tcp     an MTU blackhole for TCP
+  impair attach eth1 --loss-model ge:1%,30%      Gilbert-Elliott bursts (mean 3.2% loss)
   impair attach eth1 --profile lossy
   impair stats eth1 --json                      counters of the running instance
   impair status                                 what is attached where
@@ -45,10 +46,11 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Impair traffic leaving IFACE until Ctrl-C/SIGTERM/SIGHUP, then restore it.
-    Attach(AttachArgs),
+    Attach(Box<AttachArgs>),
     /// Print the counters of the instance on IFACE (from any shell).
     Stats(StatsArgs),
-    /// List instances: interface, owner, mode, and leftovers of dead controllers.
+    /// List instances in this network namespace (--all-namespaces: everywhere):
+    /// interface, owner, mode, and leftovers of dead controllers.
     Status(StatusArgs),
     /// Stop the instance on IFACE (signals its controller) or remove a leftover.
     Detach(DetachArgs),
@@ -59,11 +61,18 @@ pub enum Command {
 fn percent(s: &str) -> Result<f64, String> {
     input::parse_percent("percentage", s).map_err(|e| e.0)
 }
+fn loss_model(s: &str) -> Result<LossModelSpec, String> {
+    input::parse_loss_model(s).map_err(|e| e.0)
+}
 fn cidr(s: &str) -> Result<IpNet, String> {
     input::parse_cidr("prefix", s).map_err(|e| e.0)
 }
-fn proto(s: &str) -> Result<Option<Proto>, String> {
-    input::parse_proto(s).map_err(|e| e.0)
+/// `--proto` as parsed: `any` is `ProtoArg(None)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProtoArg(pub Option<Proto>);
+
+fn proto(s: &str) -> Result<ProtoArg, String> {
+    input::parse_proto(s).map(ProtoArg).map_err(|e| e.0)
 }
 fn ports(s: &str) -> Result<(u16, u16), String> {
     input::parse_port_range("port", s).map_err(|e| e.0)
@@ -79,7 +88,7 @@ pub struct MatchArgs {
     pub dst: Option<IpNet>,
     /// Only this L4 protocol: tcp, udp, icmp, icmpv6, sctp, any, or a number.
     #[arg(long, value_parser = proto, value_name = "PROTO")]
-    pub proto: Option<Option<Proto>>,
+    pub proto: Option<ProtoArg>,
     /// Only these source ports: N or A-B.
     #[arg(long, value_parser = ports, value_name = "PORTS")]
     pub sport: Option<(u16, u16)>,
@@ -90,7 +99,7 @@ pub struct MatchArgs {
 
 impl MatchArgs {
     pub fn spec(&self) -> MatchSpec {
-        MatchSpec { src: self.src, dst: self.dst, proto: self.proto.flatten(), sport: self.sport, dport: self.dport }
+        MatchSpec { src: self.src, dst: self.dst, proto: self.proto.and_then(|p| p.0), sport: self.sport, dport: self.dport }
     }
 
     fn given(&self) -> bool {
@@ -106,9 +115,14 @@ fn mtu(s: &str) -> Result<u32, String> {
 #[derive(Args, Debug, Clone, Default)]
 pub struct ImpairArgs {
     /// Independent loss probability, e.g. 10% or 0.5%.
-    #[arg(long, value_parser = percent, value_name = "PERCENT")]
+    #[arg(long, value_parser = percent, value_name = "PERCENT", allow_hyphen_values = true)]
     pub loss: Option<f64>,
-    /// CE-mark ECN-capable packets instead of dropping them (needs --loss).
+    /// Burst loss: ge:P[,R[,1-H[,1-K]]] (Gilbert-Elliott) or
+    /// state:P13[,P31[,P32[,P23[,P14]]]] (4-state Markov), as tc netem's
+    /// gemodel and state.
+    #[arg(long, value_parser = loss_model, value_name = "MODEL", conflicts_with = "loss", allow_hyphen_values = true)]
+    pub loss_model: Option<LossModelSpec>,
+    /// CE-mark ECN-capable packets instead of dropping them (needs a loss).
     #[arg(long)]
     pub ecn: bool,
     /// Drop everything matched: a network partition.
@@ -118,13 +132,13 @@ pub struct ImpairArgs {
     #[arg(long, value_parser = mtu, value_name = "BYTES")]
     pub mtu: Option<u32>,
     /// Probability of flipping one random payload bit.
-    #[arg(long, value_parser = percent, value_name = "PERCENT")]
+    #[arg(long, value_parser = percent, value_name = "PERCENT", allow_hyphen_values = true)]
     pub corrupt: Option<f64>,
     /// detectable: the receiver's checksum drops it; silent: it reaches the application.
     #[arg(long, value_enum, default_value_t = CorruptMode::Detectable)]
     pub corrupt_mode: CorruptMode,
     /// Probability of sending one extra, clean copy.
-    #[arg(long, value_parser = percent, value_name = "PERCENT")]
+    #[arg(long, value_parser = percent, value_name = "PERCENT", allow_hyphen_values = true)]
     pub duplicate: Option<f64>,
 }
 
@@ -133,6 +147,7 @@ impl ImpairArgs {
         RuleSpec {
             matcher,
             loss: self.loss,
+            loss_model: self.loss_model,
             ecn: self.ecn,
             blackhole: self.blackhole,
             mtu_bytes: self.mtu,
@@ -181,6 +196,9 @@ pub struct StatsArgs {
 pub struct StatusArgs {
     #[arg(long)]
     pub json: bool,
+    /// Also list instances in other network namespaces.
+    #[arg(long)]
+    pub all_namespaces: bool,
 }
 
 #[derive(Args, Debug)]
@@ -191,7 +209,7 @@ pub struct DetachArgs {
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Attach(a) => attach(a),
+        Command::Attach(a) => attach(*a),
         Command::Stats(a) => stats(a),
         Command::Status(a) => status(a),
         Command::Detach(a) => detach(a),
@@ -224,7 +242,7 @@ fn rules_from(a: &AttachArgs) -> Result<(Vec<RuleSpec>, String)> {
     }
     if !a.impair.given() {
         return Err(usage!(
-            "nothing to do: give an impairment (--loss, --corrupt, --duplicate, --mtu, --blackhole) or --profile NAME"
+            "nothing to do: give an impairment (--loss, --loss-model, --corrupt, --duplicate, --mtu, --blackhole) or --profile NAME"
         )
         .into());
     }
@@ -296,6 +314,9 @@ fn status(a: StatusArgs) -> Result<()> {
     let here = sys::netns_ino()?;
     let mut rows = Vec::new();
     for inst in discover::instances()? {
+        if inst.owner.netns_ino != here && !a.all_namespaces {
+            continue;
+        }
         let iface = if inst.owner.netns_ino == here {
             sys::ifname(inst.owner.ifindex).unwrap_or_else(|| format!("ifindex {}", inst.owner.ifindex))
         } else {

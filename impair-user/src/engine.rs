@@ -191,7 +191,9 @@ impl Engine {
             AttachMode::Netlink => {
                 match tc::qdisc_add_clsact(&opts.iface) {
                     Ok(()) => created_clsact = true,
+                    // Someone's clsact is already there: use it, never remove it.
                     Err(tc::TcError::AlreadyAttached) => {}
+                    Err(e) if error_chain_has_errno(&e, libc::EEXIST) => {}
                     Err(e) => return Err(anyhow!(e).context(format!("adding a clsact qdisc to {}", opts.iface))),
                 }
                 match prog.attach_with_options(&opts.iface, TcAttachType::Egress, TcAttachOptions::Netlink(NlOptions::default())) {
@@ -334,6 +336,23 @@ impl Drop for Engine {
             eprintln!("impair: detaching from {}: {e:#}", self.iface);
         }
     }
+}
+
+/// Whether any error in `e`'s source chain is the OS error `errno`.
+fn error_chain_has_errno(e: &(dyn std::error::Error + 'static), errno: i32) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.raw_os_error() == Some(errno) {
+                return true;
+            }
+        }
+        if format!("{err}").contains(&format!("(os error {errno})")) {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// Binds the owner map (which the programs never read) to the tc program, so

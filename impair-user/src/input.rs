@@ -35,6 +35,57 @@ pub fn parse_percent(what: &str, s: &str) -> Result<f64, UsageError> {
     Ok(v / 100.0)
 }
 
+/// A burst-loss model, as tc netem's `gemodel` and `state` take it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LossModelSpec {
+    /// Gilbert-Elliott: GOOD→BAD with `p`, BAD→GOOD with `r`; loss `1-h` in
+    /// BAD and `1-k` in GOOD.
+    GilbertElliott { p: f64, r: f64, one_minus_h: f64, one_minus_k: f64 },
+    /// 4-state Markov (gap-received 1, burst-received 2, lost-in-burst 3,
+    /// isolated-loss 4).
+    FourState { p13: f64, p31: f64, p32: f64, p23: f64, p14: f64 },
+}
+
+/// `ge:P[,R[,1-H[,1-K]]]` or `state:P13[,P31[,P32[,P23[,P14]]]]`, percentages.
+/// Omitted values take netem's defaults: `r = 1-p`, `1-h = 100%`, `1-k = 0%`;
+/// `p31 = 1-p13`, `p32 = 0%`, `p23 = 100%`, `p14 = 0%`.
+pub fn parse_loss_model(s: &str) -> Result<LossModelSpec, UsageError> {
+    let form = "expected ge:P[,R[,1-H[,1-K]]] or state:P13[,P31[,P32[,P23[,P14]]]] with percentages, e.g. ge:1%,30%";
+    let (kind, rest) = s.trim().split_once(':').ok_or_else(|| usage!("invalid loss model '{s}': {form}"))?;
+    let vals: Vec<f64> = rest
+        .split(',')
+        .map(|v| parse_percent("loss-model parameter", v))
+        .collect::<Result<_, _>>()
+        .map_err(|e| usage!("invalid loss model '{s}': {}", e.0))?;
+    let at = |i: usize, default: f64| vals.get(i).copied().unwrap_or(default);
+    match kind.trim().to_ascii_lowercase().as_str() {
+        "ge" | "gemodel" | "gilbert-elliott" if (1..=4).contains(&vals.len()) => {
+            let p = vals[0];
+            Ok(LossModelSpec::GilbertElliott { p, r: at(1, 1.0 - p), one_minus_h: at(2, 1.0), one_minus_k: at(3, 0.0) })
+        }
+        "state" | "4state" if (1..=5).contains(&vals.len()) => {
+            let p13 = vals[0];
+            let m = LossModelSpec::FourState {
+                p13,
+                p31: at(1, 1.0 - p13),
+                p32: at(2, 0.0),
+                p23: at(3, 1.0),
+                p14: at(4, 0.0),
+            };
+            if let LossModelSpec::FourState { p13, p31, p32, p14, .. } = m {
+                if p13 + p14 > 1.0 + 1e-12 {
+                    return Err(usage!("invalid loss model '{s}': p13 + p14 must not exceed 100%"));
+                }
+                if p31 + p32 > 1.0 + 1e-12 {
+                    return Err(usage!("invalid loss model '{s}': p31 + p32 must not exceed 100%"));
+                }
+            }
+            Ok(m)
+        }
+        _ => Err(usage!("invalid loss model '{s}': {form}")),
+    }
+}
+
 /// An address prefix; a bare address is a host prefix (/32 or /128).
 pub fn parse_cidr(what: &str, s: &str) -> Result<IpNet, UsageError> {
     let t = s.trim();
@@ -128,6 +179,26 @@ mod tests {
         assert_eq!(parse_cidr("dst", "2001:2::1/48").unwrap().to_string(), "2001:2::/48");
         for bad in ["198.18.0.0/33", "2001:2::/129", "nope", "1.2.3/8"] {
             assert!(parse_cidr("dst", bad).unwrap_err().0.contains(bad));
+        }
+    }
+
+    #[test]
+    fn loss_models_with_netem_defaults() {
+        assert_eq!(
+            parse_loss_model("ge:1%"),
+            Ok(LossModelSpec::GilbertElliott { p: 0.01, r: 0.99, one_minus_h: 1.0, one_minus_k: 0.0 })
+        );
+        assert_eq!(
+            parse_loss_model("ge:1%,30%,80%,0.1%"),
+            Ok(LossModelSpec::GilbertElliott { p: 0.01, r: 0.3, one_minus_h: 0.8, one_minus_k: 0.001 })
+        );
+        assert_eq!(
+            parse_loss_model("state:5%"),
+            Ok(LossModelSpec::FourState { p13: 0.05, p31: 0.95, p32: 0.0, p23: 1.0, p14: 0.0 })
+        );
+        for bad in ["ge", "ge:", "ge:150%", "mm:1%", "ge:1,2,3,4,5", "state:60%,50%,60%", "state:60%,1%,1%,1%,50%"] {
+            let e = parse_loss_model(bad).unwrap_err().0;
+            assert!(e.contains(&format!("'{bad}'")), "{e}");
         }
     }
 

@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod demo;
 pub mod discover;
+pub mod dist;
 pub mod ebpf;
 pub mod engine;
 pub mod input;
@@ -11,3 +12,6 @@ pub mod profiles;
 pub mod rules;
 pub mod stats;
 pub mod sys;
+pub mod netns;
+pub mod lab;
+pub mod probe;

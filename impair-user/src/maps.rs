@@ -18,6 +18,7 @@ pub struct Maps {
     pub rule_counters: PerCpuArray<MapData, RuleCounters>,
     pub global: PerCpuArray<MapData, GlobalCounters>,
     pub rng: PerCpuArray<MapData, u64>,
+    pub loss_state: PerCpuArray<MapData, u32>,
     pub owner: Array<MapData, Owner>,
 }
 
@@ -39,6 +40,7 @@ impl Maps {
             rule_counters: typed(ebpf.take_map(map_names::RULE_COUNTERS), map_names::RULE_COUNTERS)?,
             global: typed(ebpf.take_map(map_names::GLOBAL_COUNTERS), map_names::GLOBAL_COUNTERS)?,
             rng: typed(ebpf.take_map(map_names::RNG), map_names::RNG)?,
+            loss_state: typed(ebpf.take_map(map_names::LOSS_STATE), map_names::LOSS_STATE)?,
             owner: typed(ebpf.take_map(map_names::OWNER), map_names::OWNER)?,
         })
     }
@@ -68,6 +70,7 @@ impl Maps {
             rule_counters: typed(take(map_names::RULE_COUNTERS), map_names::RULE_COUNTERS)?,
             global: typed(take(map_names::GLOBAL_COUNTERS), map_names::GLOBAL_COUNTERS)?,
             rng: typed(take(map_names::RNG), map_names::RNG)?,
+            loss_state: typed(take(map_names::LOSS_STATE), map_names::LOSS_STATE)?,
             owner: typed(take(map_names::OWNER), map_names::OWNER)?,
         })
     }
@@ -122,6 +125,8 @@ impl Maps {
         for i in 0..MAX_RULES {
             let zero = PerCpuValues::try_from(vec![RuleCounters::default(); cpus])?;
             self.rule_counters.set(slot * MAX_RULES + i, zero, 0)?;
+            let fresh = PerCpuValues::try_from(vec![0u32; cpus])?;
+            self.loss_state.set(slot * MAX_RULES + i, fresh, 0)?;
         }
         for (i, r) in rules.iter().enumerate() {
             self.rules.set(slot * MAX_RULES + i as u32, r, 0)?;

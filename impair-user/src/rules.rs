@@ -2,11 +2,11 @@
 //! from a running instance for display (so `impair stats` needs no side files).
 use std::net::IpAddr;
 
-use impair_common::{loss_model, match_flags, prob, rule_flags, FlowMatch, Loss, Prefix, Rule, MAX_RULES};
+use impair_common::{loss, loss_model, match_flags, prob, rule_flags, FlowMatch, Loss, Prefix, Rule, MAX_RULES};
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::input::{usage, Proto, UsageError};
+use crate::input::{usage, LossModelSpec, Proto, UsageError};
 
 /// What a rule matches; every field `None` matches every packet (like netem).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -35,6 +35,8 @@ pub struct RuleSpec {
     pub matcher: MatchSpec,
     /// Independent (Bernoulli) loss probability in [0, 1].
     pub loss: Option<f64>,
+    /// A burst-loss model instead of independent loss.
+    pub loss_model: Option<LossModelSpec>,
     /// CE-mark ECN-capable packets instead of dropping them.
     pub ecn: bool,
     /// Drop everything the rule matches.
@@ -126,11 +128,31 @@ impl RuleSpec {
                 Some(p) => Err(usage!("invalid {what} {}%: must be between 0% and 100%", p * 100.0)),
             }
         };
-        if let Some(p) = self.loss {
-            r.loss = Loss { model: loss_model::BERNOULLI, p: [fraction("loss", Some(p))?, 0, 0, 0, 0], ..Default::default() };
+        match (self.loss, self.loss_model) {
+            (Some(_), Some(_)) => {
+                return Err(usage!("give either --loss (independent) or --loss-model (bursts), not both"))
+            }
+            (Some(p), None) => {
+                r.loss = Loss { model: loss_model::BERNOULLI, p: [fraction("loss", Some(p))?, 0, 0, 0, 0], ..Default::default() };
+            }
+            (None, Some(LossModelSpec::GilbertElliott { p, r: rr, one_minus_h, one_minus_k })) => {
+                r.loss = Loss {
+                    model: loss_model::GILBERT_ELLIOTT,
+                    p: loss::gilbert_elliott_params(p, rr, one_minus_h, one_minus_k),
+                    ..Default::default()
+                };
+            }
+            (None, Some(LossModelSpec::FourState { p13, p31, p32, p23, p14 })) => {
+                r.loss = Loss {
+                    model: loss_model::FOUR_STATE,
+                    p: loss::four_state_params(p13, p31, p32, p23, p14),
+                    ..Default::default()
+                };
+            }
+            (None, None) => {}
         }
         if self.ecn {
-            if self.loss.is_none() {
+            if self.loss.is_none() && self.loss_model.is_none() {
                 return Err(usage!("--ecn marks packets instead of dropping them: it needs a loss (--loss PERCENT)"));
             }
             r.flags |= rule_flags::ECN;
@@ -154,7 +176,7 @@ impl RuleSpec {
 
     /// Whether the rule does anything to the packets it matches.
     pub fn impairs(&self) -> bool {
-        self.loss.is_some() || self.blackhole || self.mtu_bytes.is_some() || self.corrupt.is_some() || self.duplicate.is_some()
+        self.loss.is_some() || self.loss_model.is_some() || self.blackhole || self.mtu_bytes.is_some() || self.corrupt.is_some() || self.duplicate.is_some()
     }
 }
 
@@ -188,7 +210,8 @@ pub struct RuleView {
     pub matches: String,
     /// Configured impairments, e.g. `loss 10%`.
     pub impairments: String,
-    /// Configured loss probability (fraction), if the rule has Bernoulli loss.
+    /// Configured loss rate (fraction): the probability for Bernoulli loss,
+    /// the model's stationary loss rate for Gilbert-Elliott and 4-state.
     pub loss: Option<f64>,
     pub ecn: bool,
     pub blackhole: bool,
@@ -223,7 +246,23 @@ impl RuleView {
         if m.flags & match_flags::DPORT != 0 {
             parts.push(format!("dport {}", range(m.dport_min, m.dport_max)));
         }
-        let loss = (r.loss.model == loss_model::BERNOULLI).then(|| prob::to_fraction(r.loss.p[0]));
+        let p = &r.loss.p;
+        let pc = |i: usize| fmt_percent(prob::to_fraction(p[i]));
+        let (loss, loss_text) = match r.loss.model {
+            loss_model::BERNOULLI => {
+                let l = prob::to_fraction(p[0]);
+                (Some(l), format!("loss {}", fmt_percent(l)))
+            }
+            loss_model::GILBERT_ELLIOTT => {
+                let l = loss::gilbert_elliott_expectation(p).loss_rate;
+                (Some(l), format!("loss ge:{},{},{},{} (mean {})", pc(0), pc(1), pc(2), pc(3), fmt_percent(l)))
+            }
+            loss_model::FOUR_STATE => {
+                let l = loss::four_state_expectation(p).loss_rate;
+                (Some(l), format!("loss state:{},{},{},{},{} (mean {})", pc(0), pc(1), pc(2), pc(3), pc(4), fmt_percent(l)))
+            }
+            _ => (None, String::new()),
+        };
         let ecn = r.flags & rule_flags::ECN != 0;
         let blackhole = r.flags & rule_flags::BLACKHOLE != 0;
         let mtu_bytes = (r.mtu_bytes != 0).then_some(r.mtu_bytes);
@@ -238,8 +277,8 @@ impl RuleView {
         if let Some(m) = mtu_bytes {
             imp.push(format!("mtu {m}"));
         }
-        if let Some(p) = loss {
-            imp.push(format!("loss {}{}", fmt_percent(p), if ecn { " ecn" } else { "" }));
+        if loss.is_some() {
+            imp.push(format!("{loss_text}{}", if ecn { " ecn" } else { "" }));
         }
         if let Some(p) = corrupt {
             let mode = if corrupt_mode == CorruptMode::Silent { " silent" } else { "" };
@@ -321,6 +360,20 @@ mod tests {
         assert_eq!(v.impairments, "mtu 1280 loss 2% ecn corrupt 0.1% silent duplicate 5%");
         assert_eq!(v.mtu_bytes, Some(1280));
         assert_eq!(v.corrupt_mode, CorruptMode::Silent);
+    }
+
+    #[test]
+    fn burst_models_report_their_mean_loss() {
+        let spec = RuleSpec {
+            loss_model: Some(crate::input::parse_loss_model("ge:1%,30%").unwrap()),
+            ..Default::default()
+        };
+        let v = RuleView::from_rule(&spec.compile().unwrap());
+        // Simple Gilbert: p / (p + r) = 0.01 / 0.31.
+        assert!((v.loss.unwrap() - 0.01 / 0.31).abs() < 1e-6, "{v:?}");
+        assert!(v.impairments.starts_with("loss ge:1%,30%,100%,0%"), "{}", v.impairments);
+        let both = RuleSpec { loss: Some(0.1), ..spec };
+        assert!(both.compile().unwrap_err().0.contains("not both"));
     }
 
     #[test]

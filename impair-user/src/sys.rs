@@ -60,9 +60,15 @@ pub fn process_start_ticks(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Whether the process that recorded (`pid`, `start_ticks`) still runs.
+/// Whether the process that recorded (`pid`, `start_ticks`) still runs. A
+/// zombie (exited, not yet reaped by its parent) is not running.
 pub fn process_alive(pid: u32, start_ticks: u64) -> bool {
-    pid != 0 && process_start_ticks(pid) == Some(start_ticks)
+    if pid == 0 || process_start_ticks(pid) != Some(start_ticks) {
+        return false;
+    }
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next());
+    !matches!(state, Some("Z" | "X"))
 }
 
 pub fn is_root() -> bool {
@@ -70,28 +76,6 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn own_process_is_alive_and_start_ticks_mismatch_is_not() {
-        let pid = std::process::id();
-        let t = process_start_ticks(pid).unwrap();
-        assert!(process_alive(pid, t));
-        assert!(!process_alive(pid, t + 1));
-        assert!(!process_alive(0, 0));
-    }
-
-    #[test]
-    fn loopback_resolves_and_garbage_is_a_usage_error() {
-        assert_eq!(ifname(ifindex("lo").unwrap()).as_deref(), Some("lo"));
-        let e = ifindex("nope0").unwrap_err().0;
-        assert!(e.contains("'nope0'") && e.contains("ip link"), "{e}");
-        assert!(ifindex("a/b").is_err());
-        assert!(ifindex("0123456789abcdefg").is_err());
-    }
-}
 
 /// BPF_PROG_BIND_MAP (Linux 5.8): adds `map_fd` to the program's used maps
 /// without the program referencing it, the way libbpf keeps metadata maps
@@ -126,4 +110,27 @@ pub fn setns_net(ns: &std::fs::File) -> Result<()> {
         return Err(std::io::Error::last_os_error()).context("setns(CLONE_NEWNET)");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_alive_and_start_ticks_mismatch_is_not() {
+        let pid = std::process::id();
+        let t = process_start_ticks(pid).unwrap();
+        assert!(process_alive(pid, t));
+        assert!(!process_alive(pid, t + 1));
+        assert!(!process_alive(0, 0));
+    }
+
+    #[test]
+    fn loopback_resolves_and_garbage_is_a_usage_error() {
+        assert_eq!(ifname(ifindex("lo").unwrap()).as_deref(), Some("lo"));
+        let e = ifindex("nope0").unwrap_err().0;
+        assert!(e.contains("'nope0'") && e.contains("ip link"), "{e}");
+        assert!(ifindex("a/b").is_err());
+        assert!(ifindex("0123456789abcdefg").is_err());
+    }
 }

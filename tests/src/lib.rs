@@ -4,6 +4,7 @@
 //! than pass silently.
 use std::{net::Ipv4Addr, net::Ipv6Addr, path::PathBuf};
 
+pub mod ns;
 pub mod packet;
 
 /// Fails the test loudly unless we can do privileged BPF and netns work.

@@ -1,1 +1,86 @@
-fn main() {}
+//! Project tasks: `cargo xtask <command>` (alias in .cargo/config.toml).
+//!
+//! - `setup`: install/check the eBPF toolchain, test tools and VM kernels;
+//! - `build`: the `impair` binary with its eBPF object (never the stub);
+//! - `test`: the whole test suite, or one tier of it;
+//! - `clippy`: the workspace, warnings denied;
+//! - `demo`: build and run `impair demo`.
+//!
+//! See docs/toolchain.md for the two toolchain routes.
+mod kernels;
+mod setup;
+mod tasks;
+mod util;
+// Later: `mod vm;` (the test tiers inside qemu on the kernels in target/vm-kernels),
+// `mod bench;` and `mod accuracy;`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "impair's build, setup and test tasks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Install what is missing (apt packages, bpf-linker) and fetch the VM
+    /// kernels; fast when everything is present.
+    Setup {
+        /// Skip downloading the VM tier's kernel images.
+        #[arg(long)]
+        no_kernels: bool,
+    },
+    /// Build the `impair` binary with its eBPF programs (IMPAIR_EBPF=require).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run the test suite: setup, build target/debug/impair, then cargo test.
+    Test {
+        /// Which tests: unit (unprivileged), bpf and netns (root), or all.
+        #[arg(long, value_enum, default_value = "all")]
+        tier: tasks::Tier,
+        /// Passed to `cargo test` as is (filters; `-- --nocapture` for the test binaries).
+        #[arg(last = true)]
+        extra: Vec<String>,
+    },
+    /// cargo clippy on the workspace, all targets, -D warnings.
+    Clippy,
+    /// The main job: set up, build, and run `impair demo` (a self-made
+    /// namespace lab, impaired, measured and removed). Needs root.
+    Demo {
+        /// Passed to `impair demo` as is (e.g. `-- --seed 1 --json`).
+        #[arg(last = true)]
+        extra: Vec<String>,
+    },
+    // Later: `Vm` (test tiers under qemu on the 6.1/6.12 kernels), `Bench`
+    // (throughput/latency cost of the data path) and `Accuracy` (measured loss,
+    // delay and rate against the configured ones).
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    util::ensure_cargo_bin_on_path();
+    let result = match cli.command {
+        Cmd::Setup { no_kernels } => setup::setup(&setup::Options { kernels: !no_kernels }),
+        Cmd::Build { release } => tasks::build(release).map(|bin| println!("{}", bin.display())),
+        Cmd::Test { tier, extra } => tasks::test(tier, &extra),
+        Cmd::Clippy => tasks::clippy(),
+        Cmd::Demo { extra } => tasks::demo(&extra),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\nxtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Helpers for namespace tests: run the real `impair` binary inside the lab's
+//! router namespace, send probe traffic, and snapshot the router's tc state.
+use std::{
+    io::{BufRead as _, BufReader},
+    net::{IpAddr, SocketAddr, UdpSocket},
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use impair::{
+    lab::{self, Lab},
+    netns,
+    probe::{self, ProbeConfig, ProbeReport},
+};
+
+use crate::impair_bin;
+
+/// `impair ARGS` run in namespace `ns`, to completion.
+pub fn impair_in(ns: &str, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(impair_bin())
+        .args(args)
+        .output()
+        .expect("running impair")
+}
+
+/// A foreground `impair attach` running in the router namespace.
+pub struct Controller {
+    pub child: Child,
+    pub first_line: String,
+}
+
+impl Controller {
+    /// Starts `impair attach r1 ARGS` and waits until it says it is attached.
+    pub fn start(lab: &Lab, args: &[&str]) -> Controller {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &lab.router])
+            .arg(impair_bin())
+            .args(["attach", lab::ROUTER_EGRESS, "--interval-ms", "200"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning impair attach");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = tx.send(first);
+            }
+            for _ in lines {} // keep draining so the controller never blocks on stdout
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(first) if first.contains("attached") => Controller { child, first_line: first },
+            other => {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "impair attach did not come up: {other:?}\nstderr: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends `sig` and waits for the process; returns its exit status.
+    pub fn signal_and_wait(mut self, sig: i32) -> std::process::ExitStatus {
+        // `ip netns exec` execs impair, so the child pid is impair itself.
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.pid(), sig) };
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child; errors (already gone) are fine.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `count` probe datagrams client → server (IPv4 or IPv6) to `port`
+/// (0 = any free port) and reports what the server received.
+pub fn probe(lab: &Lab, v6: bool, port: u16, count: u64, payload_len: usize) -> ProbeReport {
+    let (src, dst): (IpAddr, IpAddr) = if v6 {
+        (lab.client_v6().into(), lab.server_v6().into())
+    } else {
+        (lab.client_v4().into(), lab.server_v4().into())
+    };
+    let rx = netns::run_in(&lab.server, move || UdpSocket::bind(SocketAddr::new(dst, port))).unwrap().unwrap();
+    let tx = netns::run_in(&lab.client, move || UdpSocket::bind(SocketAddr::new(src, 0))).unwrap().unwrap();
+    let to = rx.local_addr().unwrap();
+    let cfg = ProbeConfig { count, rate_pps: 20_000, payload_len, ..Default::default() };
+    probe::run_pair(tx, rx, to, &cfg).unwrap()
+}
+
+/// `impair stats r1 --json` from another process, parsed.
+pub fn stats_json(lab: &Lab) -> serde_json::Value {
+    let out = impair_in(&lab.router, &["stats", lab::ROUTER_EGRESS, "--json"]);
+    assert!(out.status.success(), "impair stats failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Everything tc shows about the router's impaired interface, plus impair's
+/// own view: equal before attach and after detach means nothing was left.
+pub fn router_state(lab: &Lab) -> String {
+    let iface = lab::ROUTER_EGRESS;
+    let mut s = String::new();
+    for args in [
+        vec!["tc", "qdisc", "show", "dev", iface],
+        vec!["tc", "filter", "show", "dev", iface, "egress"],
+        vec!["tc", "filter", "show", "dev", iface, "ingress"],
+    ] {
+        s += &lab.exec(&lab.router, &args).unwrap();
+    }
+    let status = impair_in(&lab.router, &["status"]);
+    s += &String::from_utf8_lossy(&status.stdout);
+    s
+}

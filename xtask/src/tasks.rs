@@ -1,0 +1,141 @@
+//! `build`, `test` and `clippy`: cargo with the eBPF object required.
+use std::{path::PathBuf, process::Command, time::Instant};
+
+use anyhow::{bail, Context as _, Result};
+use clap::ValueEnum;
+
+use crate::{
+    setup::{self, Options},
+    util::{cargo, run_timed, section, workspace_root},
+};
+
+/// Never build, test or lint against the empty stub object: a missing
+/// toolchain must be an error here (impair-user/build.rs).
+fn cargo_require() -> Command {
+    let mut cmd = cargo();
+    cmd.env("IMPAIR_EBPF", "require").current_dir(workspace_root());
+    cmd
+}
+
+/// `--workspace` selects every member, default-members or not; the eBPF crate
+/// only builds for bpfel-unknown-none (through impair-user's build script).
+const EXCLUDE_EBPF: [&str; 2] = ["--exclude", "impair-ebpf"];
+
+pub fn build(release: bool) -> Result<PathBuf> {
+    setup::setup(&Options { kernels: false })?;
+    section(&format!("build: impair ({})", if release { "release" } else { "debug" }));
+    let mut cmd = cargo_require();
+    cmd.args(["build", "--bin", "impair"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run_timed(&mut cmd)?;
+    let bin = target_dir().join(if release { "release" } else { "debug" }).join("impair");
+    if !bin.is_file() {
+        bail!("cargo build succeeded but {} does not exist", bin.display());
+    }
+    Ok(bin)
+}
+
+/// Builds the binary and runs `impair demo` with `extra` arguments.
+pub fn demo(extra: &[String]) -> Result<()> {
+    let bin = build(false)?;
+    section("impair demo");
+    let status = Command::new(&bin).arg("demo").args(extra).status().with_context(|| format!("running {}", bin.display()))?;
+    if !status.success() {
+        bail!("impair demo failed ({status})");
+    }
+    Ok(())
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| if p.is_absolute() { p } else { workspace_root().join(p) })
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Tier {
+    /// Unit tests of every crate but impair-tests (no privileges).
+    Unit,
+    /// BPF_PROG_TEST_RUN: the programs run in the kernel on crafted frames (root).
+    Bpf,
+    /// Network-namespace tests: veth pairs, real traffic (root).
+    Netns,
+    /// Everything above.
+    All,
+    // Later: `Vm` (the same checks inside qemu on the 6.1 and 6.12 kernels that
+    // `cargo xtask setup` unpacks); then setup runs with kernels for that tier.
+}
+
+impl Tier {
+    fn name(self) -> &'static str {
+        match self {
+            Tier::Unit => "unit",
+            Tier::Bpf => "bpf",
+            Tier::Netns => "netns",
+            Tier::All => "all",
+        }
+    }
+
+    fn privileged(self) -> bool {
+        !matches!(self, Tier::Unit)
+    }
+
+    fn cargo_args(self) -> Vec<&'static str> {
+        // Run every test binary even after a failure, so one run shows them all.
+        let mut args = vec!["test", "--no-fail-fast"];
+        match self {
+            Tier::Unit => {
+                args.extend(["--workspace", "--exclude", "impair-tests"]);
+                args.extend(EXCLUDE_EBPF);
+            }
+            Tier::Bpf => args.extend(["-p", "impair-tests", "--test", "bpf_prog_test_run"]),
+            Tier::Netns => args.extend(["-p", "impair-tests", "--test", "netns"]),
+            Tier::All => {
+                args.push("--workspace");
+                args.extend(EXCLUDE_EBPF);
+            }
+        }
+        args
+    }
+}
+
+pub fn test(tier: Tier, extra: &[String]) -> Result<()> {
+    let start = Instant::now();
+    if tier.privileged() && !crate::util::is_root() {
+        bail!(
+            "the {} tier loads eBPF programs and creates network namespaces: it needs \
+             root. Run it as root (e.g. `sudo -E env \"PATH=$PATH\" cargo xtask test`), or run \
+             `cargo xtask test --tier unit` for the unprivileged tests only",
+            tier.name()
+        );
+    }
+    // No tier needs the VM kernels yet; a `vm` tier will set kernels: true.
+    setup::setup(&Options { kernels: false })?;
+
+    section("test: build the impair binary (the tests run target/debug/impair)");
+    run_timed(cargo_require().args(["build", "--bin", "impair"]))?;
+
+    section(&format!("test: tier {}", tier.name()));
+    run_timed(cargo_require().args(tier.cargo_args()).args(extra))?;
+    eprintln!(
+        "\nxtask test --tier {}: passed in {:.1} s",
+        tier.name(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+pub fn clippy() -> Result<()> {
+    setup::setup(&Options { kernels: false })?;
+    section("clippy: workspace (host crates), all targets, -D warnings");
+    // The eBPF crate itself is not linted here (it would need the bpf target).
+    run_timed(cargo_require().args(["clippy", "--workspace"]).args(EXCLUDE_EBPF).args([
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
