@@ -36,6 +36,10 @@ pub mod map_names {
     pub const GLOBAL_COUNTERS: &str = "IMPAIR_GLOBAL";
     pub const RNG: &str = "IMPAIR_RNG";
     pub const LOSS_STATE: &str = "IMPAIR_LOSS_ST";
+    pub const TABLES: &str = "IMPAIR_TABLES";
+    pub const RATE_STATE: &str = "IMPAIR_RATE_ST";
+    pub const DELAY_STATE: &str = "IMPAIR_DELAY_ST";
+    pub const FLOWS: &str = "IMPAIR_FLOWS";
     pub const OWNER: &str = "IMPAIR_OWNER";
 }
 
@@ -217,6 +221,20 @@ pub mod rule_flags {
     /// corruption reaches the application. Without it corruption is made
     /// detectable by the receiver's checksum (docs/impairments.md).
     pub const CORRUPT_SILENT: u32 = 1 << 2;
+    /// Keep each flow's departure times non-decreasing, so jitter delays
+    /// packets without reordering them.
+    pub const IN_ORDER: u32 = 1 << 3;
+}
+
+/// `Rule::delay_dist` values: how the jitter is drawn.
+pub mod delay_dist {
+    /// Constant delay (no jitter).
+    pub const NONE: u32 = 0;
+    /// Uniform over `[delay - jitter, delay + jitter)`, like netem without a table.
+    pub const UNIFORM: u32 = 1;
+    /// `delay + jitter * q` with `q` drawn from the rule's quantile table
+    /// (`IMPAIR_TABLES`), standardized so jitter is one standard deviation.
+    pub const TABLE: u32 = 2;
 }
 
 /// One rule: what it matches and what it does to matching packets.
@@ -234,6 +252,30 @@ pub struct Rule {
     pub corrupt_u32: u32,
     /// Probability of sending one clean extra copy (never of a copy).
     pub duplicate_u32: u32,
+    /// Probability that a packet skips the delay (netem's `reorder`): it
+    /// leaves at once, ahead of delayed packets of its flow.
+    pub reorder_u32: u32,
+    /// One of [`delay_dist`].
+    pub delay_dist: u32,
+    /// Base delay added to every packet, nanoseconds.
+    pub delay_ns: u64,
+    /// Jitter: half-width (uniform) or one standard deviation (tables), ns.
+    pub jitter_ns: u64,
+    /// Delay correlation: with this probability a packet reuses the previous
+    /// packet's jitter draw (per CPU), so successive delays have lag-k
+    /// correlation rho^k and the delay distribution is unchanged.
+    pub delay_corr_u32: u32,
+    /// Cell size for rate accounting (ATM/DSL framing), bytes; 0: none.
+    pub cell_bytes: u32,
+    /// Bytes added to every packet for rate accounting (may be negative).
+    pub overhead_bytes: i32,
+    /// Bytes added to every cell.
+    pub cell_overhead_bytes: i32,
+    /// Rate as picoseconds per byte on the wire (8e12 / rate_bps); 0: no rate.
+    pub rate_ps_per_byte: u64,
+    /// Drop instead of queueing a packet behind more than this much rate
+    /// backlog, nanoseconds; 0: no limit (fq's horizon still applies).
+    pub queue_limit_ns: u64,
 }
 
 /// Per-rule, per-CPU counters (`RULE_COUNTERS[slot * MAX_RULES + rule]`).
@@ -257,6 +299,13 @@ pub struct RuleCounters {
     pub corrupted: u64,
     /// Extra copies sent.
     pub duplicated: u64,
+    /// Dropped because the rate queue was over its limit.
+    pub dropped_queue: u64,
+    /// Sent at once, skipping the delay (reorder).
+    pub reordered: u64,
+    /// Given a departure time in the future.
+    pub delayed: u64,
+    pub _reserved: u64,
 }
 
 impl RuleCounters {
@@ -270,6 +319,9 @@ impl RuleCounters {
         self.ecn_marked += o.ecn_marked;
         self.corrupted += o.corrupted;
         self.duplicated += o.duplicated;
+        self.dropped_queue += o.dropped_queue;
+        self.reordered += o.reordered;
+        self.delayed += o.delayed;
     }
 }
 
@@ -307,6 +359,17 @@ pub mod owner_flags {
     pub const CREATED_CLSACT: u32 = 1 << 2;
 }
 
+/// A rule's quantile table (`IMPAIR_TABLES[slot * MAX_RULES + rule]`).
+pub type DelayTable = [i32; crate::dist::TABLE_SIZE as usize];
+
+/// Key of `IMPAIR_FLOWS` (in-order delay): the skb's flow hash and the rule.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowKey {
+    pub hash: u32,
+    pub rule: u32,
+}
+
 /// Who attached this instance (`OWNER[0]`), so another `impair` process can
 /// name the owner of an interface and tell a live controller from a dead one.
 #[repr(C)]
@@ -339,10 +402,11 @@ const _: () = {
     assert!(core::mem::size_of::<FlowMatch>() == 80);
     assert!(core::mem::size_of::<PacketKey>() == 48);
     assert!(core::mem::size_of::<Loss>() == 32);
-    assert!(core::mem::size_of::<Rule>() == 128);
-    assert!(core::mem::size_of::<RuleCounters>() == 64);
+    assert!(core::mem::size_of::<Rule>() == 184);
+    assert!(core::mem::size_of::<RuleCounters>() == 96);
     assert!(core::mem::size_of::<GlobalCounters>() == 32);
     assert!(core::mem::size_of::<Owner>() == 112);
+    assert!(core::mem::size_of::<FlowKey>() == 8);
 };
 
 #[cfg(feature = "user")]
@@ -359,6 +423,8 @@ mod pod {
     unsafe impl aya::Pod for super::GlobalCounters {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Owner {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowKey {}
 }
 
 impl Default for Owner {

@@ -8,6 +8,7 @@
 
 pub mod abi;
 pub mod dist;
+pub mod edt;
 pub mod loss;
 pub mod prob;
 pub mod rng;

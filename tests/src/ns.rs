@@ -127,3 +127,20 @@ pub fn router_state(lab: &Lab) -> String {
     s += &String::from_utf8_lossy(&status.stdout);
     s
 }
+
+/// Asserts the router is back to `before`. The kernel frees a detached
+/// program after an RCU grace period, so its disappearance from the loaded
+/// list can trail the controller's exit by a few milliseconds: poll briefly.
+pub fn assert_restored(lab: &Lab, before: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let now = router_state(lab);
+        if now == before {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            assert_eq!(now, before, "the router was not restored exactly");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

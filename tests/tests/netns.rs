@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use impair::lab::{Lab, LabOptions};
 use impair_tests::{
-    ns::{impair_in, probe, router_state, stats_json, Controller},
+    ns::{assert_restored, impair_in, probe, router_state, stats_json, Controller},
     require_privileges,
 };
 
@@ -42,7 +42,7 @@ fn loss_end_to_end(tag: &str, mode: &str) {
 
     let status = ctl.signal_and_wait(libc::SIGTERM);
     assert!(status.success(), "SIGTERM exits cleanly: {status:?}");
-    assert_eq!(router_state(&lab), before, "detach restores the interface exactly");
+    assert_restored(&lab, &before);
     assert_eq!(probe(&lab, false, 0, 2_000, 200).lost, 0, "traffic is unimpaired after detach");
 }
 
@@ -63,7 +63,7 @@ fn netlink_detach_keeps_a_clsact_qdisc_it_did_not_create() {
     let before = router_state(&lab);
     let ctl = Controller::start(&lab, &["--loss", "50%", "--attach-mode", "netlink"]);
     assert!(ctl.signal_and_wait(libc::SIGINT).success());
-    assert_eq!(router_state(&lab), before);
+    assert_restored(&lab, &before);
     assert!(before.contains("clsact"));
 }
 
@@ -87,7 +87,7 @@ fn sigkill_leaves_traffic_unimpaired(tag: &str, mode: &str) {
         let out = impair_in(&lab.router, &["detach", "r1"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
-    assert_eq!(router_state(&lab), before, "nothing left behind");
+    assert_restored(&lab, &before);
 }
 
 #[test]
@@ -113,7 +113,7 @@ fn second_attach_is_refused_naming_the_owner_and_detach_stops_it() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut ctl = ctl;
     assert!(ctl.child.wait().unwrap().success(), "the controller exits cleanly on detach");
-    assert_eq!(router_state(&lab), before);
+    assert_restored(&lab, &before);
 }
 
 #[test]
