@@ -359,8 +359,10 @@ pub mod owner_flags {
     pub const CREATED_CLSACT: u32 = 1 << 2;
 }
 
-/// A rule's quantile table (`IMPAIR_TABLES[slot * MAX_RULES + rule]`).
-pub type DelayTable = [i32; crate::dist::TABLE_SIZE as usize];
+/// A rule's quantile table (`IMPAIR_TABLES[slot * MAX_RULES + rule]`): the
+/// `TABLE_SIZE` knots plus the last one repeated, so the data path reads
+/// entries `i` and `i + 1` for any masked `i` without a second bounds check.
+pub type DelayTable = [i32; crate::dist::TABLE_SIZE as usize + 1];
 
 /// Key of `IMPAIR_FLOWS` (in-order delay): the skb's flow hash and the rule.
 #[repr(C)]

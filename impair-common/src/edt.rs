@@ -33,11 +33,7 @@ pub fn tx_time_ns(bytes: u64, ps_per_byte: u64) -> u64 {
 
 /// Picoseconds per byte for a rate in bits per second (the controller's side).
 pub fn ps_per_byte(rate_bps: u64) -> u64 {
-    if rate_bps == 0 {
-        0
-    } else {
-        (8_000_000_000_000 / rate_bps).max(1)
-    }
+    8_000_000_000_000u64.checked_div(rate_bps).map_or(0, |ps| ps.max(1))
 }
 
 /// The departure time of a packet ready at `ready_ns` on a link whose last
@@ -92,12 +88,9 @@ mod tests {
         let mut last = 0;
         let mut sent = 0;
         for _ in 0..5 {
-            match rate_departure(0, last, 1_000_000, 2_500_000) {
-                Some(d) => {
-                    last = d;
-                    sent += 1;
-                }
-                None => {}
+            if let Some(d) = rate_departure(0, last, 1_000_000, 2_500_000) {
+                last = d;
+                sent += 1;
             }
         }
         assert_eq!(sent, 2);

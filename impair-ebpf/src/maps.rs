@@ -1,11 +1,11 @@
 //! The maps, named as in `impair_common::map_names` (docs/map-abi.md).
 use aya_ebpf::{
     macros::map,
-    maps::{Array, PerCpuArray},
+    maps::{Array, LruHashMap, PerCpuArray},
 };
 use impair_common::{
-    GlobalCounters, Owner, PacketKey, Rule, RuleCounters, RuleSetHeader, CONTROL_ENTRIES, RULE_ENTRIES,
-    SLOTS,
+    DelayTable, FlowKey, GlobalCounters, Owner, PacketKey, Rule, RuleCounters, RuleSetHeader,
+    CONTROL_ENTRIES, RULE_ENTRIES, SLOTS,
 };
 
 #[map(name = "IMPAIR_CONTROL")]
@@ -37,6 +37,24 @@ pub static OWNER: Array<Owner> = Array::with_max_entries(1, 0);
 /// controller when it writes a rule set.
 #[map(name = "IMPAIR_LOSS_ST")]
 pub static LOSS_STATE: PerCpuArray<u32> = PerCpuArray::with_max_entries(RULE_ENTRIES, 0);
+
+/// Per-rule quantile tables for jitter, written with the rule set.
+#[map(name = "IMPAIR_TABLES")]
+pub static TABLES: Array<DelayTable> = Array::with_max_entries(RULE_ENTRIES, 0);
+
+/// Per-rule departure time of the last packet through the emulated link
+/// (rate), shared by all CPUs like Cilium's EDT state: concurrent updates race
+/// benignly (a lost update lets one packet through one serialization early).
+#[map(name = "IMPAIR_RATE_ST")]
+pub static RATE_STATE: Array<u64> = Array::with_max_entries(RULE_ENTRIES, 0);
+
+/// Per-rule, per-CPU random word of the last jitter draw (delay correlation).
+#[map(name = "IMPAIR_DELAY_ST")]
+pub static DELAY_STATE: PerCpuArray<u64> = PerCpuArray::with_max_entries(RULE_ENTRIES, 0);
+
+/// Per-flow last departure time for in-order jitter.
+#[map(name = "IMPAIR_FLOWS")]
+pub static FLOWS: LruHashMap<FlowKey, u64> = LruHashMap::with_max_entries(65_536, 0);
 
 /// Set while `bpf_clone_redirect` sends a duplicate, so the nested run of the
 /// program on the clone (same CPU, synchronous) lets it pass untouched.

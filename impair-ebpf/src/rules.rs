@@ -1,12 +1,15 @@
 //! Per-packet decision: lease check, rule lookup (first match wins), impairments.
-use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
+use aya_ebpf::{
+    helpers::{bpf_get_hash_recalc, bpf_ktime_get_ns, bpf_skb_set_tstamp},
+    programs::TcContext,
+};
 use impair_common::{
-    loss, loss_model, prob, rule_flags, GlobalCounters, PacketKey, Rule, CONTROL_ACTIVE_SLOT,
+    delay_dist, dist, edt, loss, loss_model, prob, rule_flags, FlowKey, GlobalCounters, PacketKey, Rule, CONTROL_ACTIVE_SLOT,
     CONTROL_LEASE_DEADLINE_NS, LEASE_FOREVER, MAX_RULES,
 };
 
 use crate::{
-    maps::{random_u64, CONTROL, DUPLICATING, KEY, LOSS_STATE, MATCHED, GLOBAL_COUNTERS, RULES, RULESETS, RULE_COUNTERS},
+    maps::{random_u64, CONTROL, DUPLICATING, FLOWS, KEY, LOSS_STATE, MATCHED, RATE_STATE, DELAY_STATE, TABLES, GLOBAL_COUNTERS, RULES, RULESETS, RULE_COUNTERS},
     parse::{parse_eth, Cursor},
 };
 
@@ -14,6 +17,11 @@ pub enum Verdict {
     Pass,
     Drop,
 }
+
+/// `BPF_SKB_TSTAMP_DELIVERY_MONO` (an anonymous enum in the bindings): the
+/// timestamp is a CLOCK_MONOTONIC delivery time, which fq honours, also for
+/// forwarded packets that arrived with a receive timestamp.
+const BPF_SKB_TSTAMP_DELIVERY_MONO: u32 = 1;
 
 /// Headers the parser may need in linear data: Ethernet, two VLAN tags, IPv6
 /// with a few extension headers, and the L4 ports.
@@ -142,6 +150,29 @@ fn apply(ctx: &TcContext, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -> R
             return Ok(Verdict::Drop);
         }
     }
+    if rule.delay_ns | rule.jitter_ns | rule.rate_ps_per_byte != 0 {
+        // SAFETY: bpf_ktime_get_ns has no preconditions.
+        let now = unsafe { bpf_ktime_get_ns() };
+        match schedule(ctx, rule, idx, len, now)? {
+            Schedule::Drop => {
+                c.dropped_queue += 1;
+                return Ok(Verdict::Drop);
+            }
+            Schedule::Now => c.reordered += 1,
+            Schedule::At(t) => {
+                // SAFETY: the helper only writes the context's skb.
+                let rc = unsafe { bpf_skb_set_tstamp(ctx.skb.skb, t, BPF_SKB_TSTAMP_DELIVERY_MONO) };
+                if rc != 0 {
+                    return Err(());
+                }
+                if t > now {
+                    c.delayed += 1;
+                }
+            }
+        }
+    }
+    // The duplicate is cloned after the departure time is set, so it leaves
+    // with the original.
     if duplicate {
         send_duplicate(ctx)?;
         c.duplicated += 1;
@@ -151,6 +182,93 @@ fn apply(ctx: &TcContext, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -> R
     }
     c.passed += 1;
     Ok(Verdict::Pass)
+}
+
+enum Schedule {
+    /// Over the rate queue's limit.
+    Drop,
+    /// Skip the delay (reorder): leave at once.
+    Now,
+    /// Leave at this CLOCK_MONOTONIC time.
+    At(u64),
+}
+
+/// When the packet may leave: netem's order — reorder (skip the delay), delay
+/// plus jitter (optionally correlated, optionally kept in order per flow),
+/// then the rate's serialization and queue limit.
+#[inline(always)]
+fn schedule(ctx: &TcContext, rule: &Rule, idx: u32, len: u32, now: u64) -> Result<Schedule, ()> {
+    if rule.reorder_u32 != 0 && prob::fires(rule.reorder_u32, random_u64() as u32) {
+        return Ok(Schedule::Now);
+    }
+    let delay = match rule.delay_dist {
+        delay_dist::UNIFORM => dist::uniform_delay_ns(rule.delay_ns, rule.jitter_ns, jitter_random(rule, idx)?),
+        delay_dist::TABLE => {
+            let (i, frac) = dist::sample_index_frac(jitter_random(rule, idx)?);
+            let table = TABLES.get(idx).ok_or(())?;
+            // sample_index_frac keeps i < TABLE_SIZE - 1; the mask only shows
+            // the verifier that i and i + 1 are inside the (TABLE_SIZE + 1) table.
+            let i = (i as usize) & (dist::TABLE_SIZE as usize - 1);
+            let q = dist::interpolate(table[i], table[i + 1], frac);
+            dist::jittered_delay_ns(rule.delay_ns, rule.jitter_ns, q)
+        }
+        _ => rule.delay_ns,
+    };
+    let mut t = now + delay;
+    if rule.flags & rule_flags::IN_ORDER != 0 {
+        // SAFETY: the helper only reads (and may compute) the skb's hash.
+        let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
+        let key = FlowKey { hash, rule: idx };
+        match FLOWS.get_ptr_mut(&key) {
+            Some(last) => {
+                // SAFETY: a valid map value; a racing CPU can only make it later.
+                unsafe {
+                    if *last > t {
+                        t = *last;
+                    }
+                    *last = t;
+                }
+            }
+            None => {
+                let _ = FLOWS.insert(&key, &t, 0);
+            }
+        }
+    }
+    if rule.rate_ps_per_byte != 0 {
+        let st = RATE_STATE.get_ptr_mut(idx).ok_or(())?;
+        let bytes = edt::wire_bytes(len, rule.overhead_bytes, rule.cell_bytes, rule.cell_overhead_bytes);
+        let tx = edt::tx_time_ns(bytes, rule.rate_ps_per_byte);
+        // SAFETY: a valid map value shared by CPUs; see RATE_STATE.
+        let last = unsafe { core::ptr::read_volatile(st) };
+        match edt::rate_departure(t, last, tx, rule.queue_limit_ns) {
+            None => return Ok(Schedule::Drop),
+            Some(d) => {
+                // SAFETY: as above.
+                unsafe { core::ptr::write_volatile(st, d) };
+                t = d;
+            }
+        }
+    }
+    Ok(Schedule::At(t))
+}
+
+/// The random word for this packet's jitter: with the rule's correlation
+/// probability, the previous packet's word again (so the draw, and the delay,
+/// repeats), else a fresh one.
+#[inline(always)]
+fn jitter_random(rule: &Rule, idx: u32) -> Result<u64, ()> {
+    if rule.delay_corr_u32 == 0 {
+        return Ok(random_u64());
+    }
+    let st = DELAY_STATE.get_ptr_mut(idx).ok_or(())?;
+    // SAFETY: this CPU's per-CPU value; programs do not migrate.
+    let st = unsafe { &mut *st };
+    if *st != 0 && prob::fires(rule.delay_corr_u32, random_u64() as u32) {
+        return Ok(*st);
+    }
+    let r = random_u64() | 1;
+    *st = r;
+    Ok(r)
 }
 
 /// Whether the rule's loss process drops this packet.

@@ -17,9 +17,10 @@ use ipnet::IpNet;
 use crate::{
     discover,
     engine::{AttachMode, AttachOptions, Engine},
-    input::{self, usage, LossModelSpec, Proto},
+    dist::Distribution,
+    input::{self, usage, LossModelSpec, Proto, QueueLimit},
     profiles,
-    rules::{CorruptMode, MatchSpec, RuleSpec},
+    rules::{CorruptMode, DelaySpec, MatchSpec, RateSpec, RuleSpec},
     stats::Snapshot,
     sys,
 };
@@ -31,6 +32,8 @@ Examples:
   impair attach eth1 --corrupt 0.1% --corrupt-mode silent --duplicate 1%
   impair attach eth1 --mtu 1280 --proto tcp     an MTU blackhole for TCP
   impair attach eth1 --loss-model ge:1%,30%      Gilbert-Elliott bursts (mean 3.2% loss)
+  impair attach eth1 --delay 100ms --jitter 10ms --distribution normal --in-order
+  impair attach eth1 --rate 10mbit --queue 50ms  EDT pacing with a 50 ms queue
   impair attach eth1 --profile lossy
   impair stats eth1 --json                      counters of the running instance
   impair status                                 what is attached where
@@ -60,6 +63,33 @@ pub enum Command {
 
 fn percent(s: &str) -> Result<f64, String> {
     input::parse_percent("percentage", s).map_err(|e| e.0)
+}
+fn delay(s: &str) -> Result<u64, String> {
+    input::parse_duration_ns("time", s).map_err(|e| e.0)
+}
+fn rate(s: &str) -> Result<u64, String> {
+    input::parse_rate_bps(s).map_err(|e| e.0)
+}
+fn queue(s: &str) -> Result<QueueLimit, String> {
+    input::parse_queue(s).map_err(|e| e.0)
+}
+fn cell(s: &str) -> Result<(u32, i32), String> {
+    let bad = || format!("invalid cell '{s}': expected SIZE or SIZE/OVERHEAD in bytes, e.g. 48/5 for ATM");
+    let (size, over) = match s.split_once('/') {
+        Some((a, b)) => (a.trim().parse::<u32>().map_err(|_| bad())?, b.trim().parse::<i32>().map_err(|_| bad())?),
+        None => (s.trim().parse::<u32>().map_err(|_| bad())?, 0),
+    };
+    if size == 0 {
+        return Err(bad());
+    }
+    Ok((size, over))
+}
+fn distribution(s: &str) -> Result<Distribution, String> {
+    match s.parse::<Distribution>() {
+        Ok(d) => Ok(d),
+        Err(_) if std::path::Path::new(s).exists() => Distribution::from_file(s).map_err(|e| format!("{e:#}")),
+        Err(e) => Err(format!("{e}")),
+    }
 }
 fn loss_model(s: &str) -> Result<LossModelSpec, String> {
     input::parse_loss_model(s).map_err(|e| e.0)
@@ -140,6 +170,38 @@ pub struct ImpairArgs {
     /// Probability of sending one extra, clean copy.
     #[arg(long, value_parser = percent, value_name = "PERCENT", allow_hyphen_values = true)]
     pub duplicate: Option<f64>,
+    /// Delay every packet, e.g. 100ms (needs the fq qdisc; impair installs it).
+    #[arg(long, value_parser = delay, value_name = "TIME", allow_hyphen_values = true)]
+    pub delay: Option<u64>,
+    /// Jitter: half-width for uniform, one standard deviation for tables.
+    #[arg(long, value_parser = delay, value_name = "TIME", allow_hyphen_values = true)]
+    pub jitter: Option<u64>,
+    /// Jitter distribution: uniform, normal, pareto, paretonormal, or a table
+    /// file (iproute2 .dist, or one sample per line).
+    #[arg(long, value_parser = distribution, value_name = "NAME|FILE")]
+    pub distribution: Option<Distribution>,
+    /// Delay correlation: the chance a packet repeats the previous jitter draw.
+    #[arg(long, value_parser = percent, value_name = "PERCENT", allow_hyphen_values = true)]
+    pub delay_corr: Option<f64>,
+    /// Keep each flow in order despite jitter (departure times never decrease).
+    #[arg(long)]
+    pub in_order: bool,
+    /// Probability that a packet skips the delay and overtakes (needs --delay).
+    #[arg(long, value_parser = percent, value_name = "PERCENT", allow_hyphen_values = true)]
+    pub reorder: Option<f64>,
+    /// Rate limit: bit, kbit, mbit, gbit (or bps, kbps, mbps for bytes/s).
+    #[arg(long, value_parser = rate, value_name = "RATE")]
+    pub rate: Option<u64>,
+    /// Bytes added to each packet for the rate (framing), may be negative.
+    #[arg(long, value_name = "BYTES", allow_hyphen_values = true, requires = "rate")]
+    pub overhead: Option<i32>,
+    /// Cell size for the rate, and per-cell overhead: SIZE[/OVERHEAD] (ATM: 48/5).
+    #[arg(long, value_parser = cell, value_name = "SIZE[/OVERHEAD]", requires = "rate")]
+    pub cell: Option<(u32, i32)>,
+    /// Rate queue limit: a time (50ms), bytes (64kb) or packets (100p);
+    /// beyond it packets are dropped and counted.
+    #[arg(long, value_parser = queue, value_name = "LIMIT", requires = "rate")]
+    pub queue: Option<QueueLimit>,
 }
 
 impl ImpairArgs {
@@ -154,11 +216,27 @@ impl ImpairArgs {
             corrupt: self.corrupt,
             corrupt_mode: self.corrupt_mode,
             duplicate: self.duplicate,
+            delay: (self.delay.is_some() || self.jitter.is_some() || self.distribution.is_some() || self.in_order)
+                .then(|| DelaySpec {
+                    delay_ns: self.delay.unwrap_or(0),
+                    jitter_ns: self.jitter.unwrap_or(0),
+                    distribution: self.distribution.clone(),
+                    correlation: self.delay_corr,
+                    in_order: self.in_order,
+                }),
+            reorder: self.reorder,
+            rate: self.rate.map(|rate_bps| RateSpec {
+                rate_bps,
+                overhead_bytes: self.overhead.unwrap_or(0),
+                cell_bytes: self.cell.map_or(0, |c| c.0),
+                cell_overhead_bytes: self.cell.map_or(0, |c| c.1),
+                queue: self.queue,
+            }),
         }
     }
 
     fn given(&self) -> bool {
-        self.rule(MatchSpec::default()).impairs() || self.ecn
+        self.rule(MatchSpec::default()).impairs() || self.ecn || self.reorder.is_some()
     }
 }
 
@@ -242,7 +320,7 @@ fn rules_from(a: &AttachArgs) -> Result<(Vec<RuleSpec>, String)> {
     }
     if !a.impair.given() {
         return Err(usage!(
-            "nothing to do: give an impairment (--loss, --loss-model, --corrupt, --duplicate, --mtu, --blackhole) or --profile NAME"
+            "nothing to do: give an impairment (--loss, --loss-model, --delay, --rate, --corrupt, --duplicate, --mtu, --blackhole) or --profile NAME"
         )
         .into());
     }

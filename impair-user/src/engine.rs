@@ -24,7 +24,8 @@ use crate::{
     discover,
     input::{usage, UsageError},
     maps::Maps,
-    rules::{compile_all, RuleSpec},
+    qdisc,
+    rules::{compile_all, RuleSet, RuleSpec},
     sys,
 };
 
@@ -73,7 +74,7 @@ impl Loaded {
     /// Loads the embedded object with `rules` active in slot 0, generators
     /// seeded from `seed`, and a lease that never expires (callers that attach
     /// set a real one before attaching).
-    pub fn new(rules: &[impair_common::Rule], seed: u64) -> Result<Self> {
+    pub fn new(rules: &RuleSet, seed: u64) -> Result<Self> {
         ensure_real_object()?;
         let mut ebpf = EbpfLoader::new().load(crate::ebpf::object()).context("loading the eBPF object").map_err(permission_hint)?;
         let prog: &mut SchedClassifier = ebpf
@@ -117,6 +118,25 @@ pub struct Engine {
     /// The network namespace attached in: netlink detach and `tc` must run
     /// there, whichever thread drops the engine.
     netns: std::fs::File,
+    /// The fq root impair installed or uses (rules with delay or rate).
+    fq: Option<qdisc::FqState>,
+    /// The longest a packet can be held (how long detach lets fq drain).
+    max_hold: Duration,
+}
+
+/// Removes an fq root installed during an attach that then failed.
+struct FqGuard {
+    iface: String,
+    state: Option<qdisc::FqState>,
+    armed: bool,
+}
+
+impl Drop for FqGuard {
+    fn drop(&mut self) {
+        if let (true, Some(state)) = (self.armed, &self.state) {
+            let _ = qdisc::restore(&self.iface, state, Duration::ZERO);
+        }
+    }
 }
 
 /// Refuses with a clear message when this binary carries no data path.
@@ -175,6 +195,9 @@ impl Engine {
             remove_leftover(&opts.iface, &existing)?;
         }
 
+        // fq first: if the kernel lacks it, refuse before anything changed.
+        let fq = if rules.needs_fq() { Some(qdisc::ensure_fq(&opts.iface, rules.max_hold_ns())?) } else { None };
+        let fq_guard = FqGuard { iface: opts.iface.clone(), state: fq.clone(), armed: true };
         let seed = opts.seed.unwrap_or_else(rand::random);
         let Loaded { mut ebpf, mut maps } = Loaded::new(&rules, seed)?;
         maps.set_lease_deadline_ns(sys::monotonic_ns() + LEASE.as_nanos() as u64)?;
@@ -222,6 +245,8 @@ impl Engine {
         owner.set_label(&opts.label);
         maps.owner.set(0, owner, 0)?;
 
+        let mut fq_guard = fq_guard;
+        fq_guard.armed = false;
         let maps = Arc::new(Mutex::new(maps));
         let lease_stop = Arc::new(AtomicBool::new(false));
         let lease_thread = {
@@ -243,6 +268,8 @@ impl Engine {
             last_flip: Instant::now(),
             seed,
             netns: std::fs::File::open("/proc/thread-self/ns/net").context("opening this thread's network namespace")?,
+            fq,
+            max_hold: Duration::from_nanos(rules.max_hold_ns()),
         })
     }
 
@@ -270,6 +297,10 @@ impl Engine {
     /// Replaces the whole rule set atomically while traffic flows.
     pub fn update(&mut self, rules: &[RuleSpec]) -> Result<()> {
         let rules = compile_all(rules)?;
+        if rules.needs_fq() && self.fq.is_none() {
+            self.fq = Some(qdisc::ensure_fq(&self.iface, rules.max_hold_ns())?);
+        }
+        self.max_hold = self.max_hold.max(Duration::from_nanos(rules.max_hold_ns()));
         let since = self.last_flip.elapsed();
         if since < SLOT_REUSE_GRACE {
             thread::sleep(SLOT_REUSE_GRACE - since);
@@ -323,6 +354,13 @@ impl Engine {
         if self.created_clsact {
             self.created_clsact = false;
             if let Err(e) = delete_clsact_if_empty(&self.iface) {
+                result = result.and(Err(e));
+            }
+        }
+        if let Some(fq) = self.fq.take() {
+            // Packets already scheduled leave on time; then the default qdisc returns.
+            let drain = self.max_hold + Duration::from_millis(200);
+            if let Err(e) = qdisc::restore(&self.iface, &fq, drain) {
                 result = result.and(Err(e));
             }
         }

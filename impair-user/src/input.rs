@@ -35,6 +35,101 @@ pub fn parse_percent(what: &str, s: &str) -> Result<f64, UsageError> {
     Ok(v / 100.0)
 }
 
+/// Splits `12.5ms` into (12.5, "ms").
+fn number_and_unit(s: &str) -> Option<(f64, String)> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num.parse().ok()?;
+    v.is_finite().then(|| (v, unit.trim().to_ascii_lowercase()))
+}
+
+/// A time as tc writes it: `100ms`, `1.5s`, `250us`, `20ns` (also `usec`,
+/// `msec`, `sec`). A unit is required except for 0. Returns nanoseconds.
+pub fn parse_duration_ns(what: &str, s: &str) -> Result<u64, UsageError> {
+    let bad = || usage!("invalid {what} '{s}': expected a time such as 100ms, 1.5s, 250us or 0");
+    let (v, unit) = number_and_unit(s).ok_or_else(bad)?;
+    let scale = match unit.as_str() {
+        "" if v == 0.0 => 1.0,
+        "ns" | "nsec" => 1.0,
+        "us" | "usec" | "µs" => 1e3,
+        "ms" | "msec" => 1e6,
+        "s" | "sec" | "secs" => 1e9,
+        "m" | "min" => 60e9,
+        _ => return Err(bad()),
+    };
+    let ns = v * scale;
+    if ns > 3600e9 {
+        return Err(usage!("invalid {what} '{s}': at most 1 hour"));
+    }
+    Ok(ns.round() as u64)
+}
+
+/// A rate as tc writes it: `bit`, `kbit`, `mbit`, `gbit`, `tbit` (powers of
+/// 1000), `kibit`… (powers of 1024), or bytes per second with `bps`, `kbps`,
+/// `mbps`, `gbps`, `tbps` (and `kibps`…); a bare number is bits per second.
+/// Returns bits per second.
+pub fn parse_rate_bps(s: &str) -> Result<u64, UsageError> {
+    let bad = || {
+        usage!("invalid rate '{s}': expected a number with a unit: bit, kbit, mbit, gbit (bits/s) or bps, kbps, mbps, gbps (bytes/s), e.g. 10mbit")
+    };
+    let (v, unit) = number_and_unit(s).ok_or_else(bad)?;
+    let (prefix, bytes) = if let Some(p) = unit.strip_suffix("bit") {
+        (p.to_owned(), false)
+    } else if let Some(p) = unit.strip_suffix("bps") {
+        (p.to_owned(), true)
+    } else if unit.is_empty() {
+        (String::new(), false)
+    } else {
+        return Err(bad());
+    };
+    let mult = match prefix.as_str() {
+        "" => 1.0,
+        "k" => 1e3,
+        "m" => 1e6,
+        "g" => 1e9,
+        "t" => 1e12,
+        "ki" => 1024.0,
+        "mi" => 1024.0 * 1024.0,
+        "gi" => 1024.0 * 1024.0 * 1024.0,
+        "ti" => 1024.0f64.powi(4),
+        _ => return Err(bad()),
+    };
+    let bps = v * mult * if bytes { 8.0 } else { 1.0 };
+    if !(1.0..=1e13).contains(&bps) {
+        return Err(usage!("invalid rate '{s}': must be between 1bit and 10tbit"));
+    }
+    Ok(bps.round() as u64)
+}
+
+/// A queue limit for a rate: a time (`50ms`), bytes (`64kb`, `1500b`, `1mb`)
+/// or packets (`100p`, counted as 1514-byte frames).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum QueueLimit {
+    Time { ns: u64 },
+    Bytes { bytes: u64 },
+    Packets { packets: u64 },
+}
+
+/// The frame size a packet-count queue limit assumes (Ethernet MTU + header).
+pub const QUEUE_PACKET_BYTES: u64 = 1514;
+
+pub fn parse_queue(s: &str) -> Result<QueueLimit, UsageError> {
+    let bad = || usage!("invalid queue '{s}': expected a time (50ms), bytes (64kb, 1500b) or packets (100p)");
+    let (v, unit) = number_and_unit(s).ok_or_else(bad)?;
+    let q = match unit.as_str() {
+        "b" => QueueLimit::Bytes { bytes: v as u64 },
+        "k" | "kb" => QueueLimit::Bytes { bytes: (v * 1024.0) as u64 },
+        "m" | "mb" => QueueLimit::Bytes { bytes: (v * 1024.0 * 1024.0) as u64 },
+        "p" | "pkt" | "pkts" | "packets" => QueueLimit::Packets { packets: v as u64 },
+        _ => QueueLimit::Time { ns: parse_duration_ns("queue", s)? },
+    };
+    if matches!(q, QueueLimit::Time { ns: 0 } | QueueLimit::Bytes { bytes: 0 } | QueueLimit::Packets { packets: 0 }) {
+        return Err(usage!("invalid queue '{s}': must be greater than zero"));
+    }
+    Ok(q)
+}
+
 /// A burst-loss model, as tc netem's `gemodel` and `state` take it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LossModelSpec {
@@ -200,6 +295,30 @@ mod tests {
             let e = parse_loss_model(bad).unwrap_err().0;
             assert!(e.contains(&format!("'{bad}'")), "{e}");
         }
+    }
+
+    #[test]
+    fn durations_rates_and_queues_in_tc_units() {
+        assert_eq!(parse_duration_ns("delay", "100ms"), Ok(100_000_000));
+        assert_eq!(parse_duration_ns("delay", "1.5s"), Ok(1_500_000_000));
+        assert_eq!(parse_duration_ns("delay", "250us"), Ok(250_000));
+        assert_eq!(parse_duration_ns("delay", "0"), Ok(0));
+        for bad in ["100", "10parsecs", "-5ms", "2h", "ms"] {
+            assert!(parse_duration_ns("delay", bad).unwrap_err().0.contains(&format!("'{bad}'")), "{bad}");
+        }
+        assert_eq!(parse_rate_bps("10mbit"), Ok(10_000_000));
+        assert_eq!(parse_rate_bps("1gbit"), Ok(1_000_000_000));
+        assert_eq!(parse_rate_bps("1kibit"), Ok(1024));
+        assert_eq!(parse_rate_bps("2mbps"), Ok(16_000_000));
+        assert_eq!(parse_rate_bps("56000"), Ok(56_000));
+        for bad in ["10mb", "fast", "0bit", "99tbit"] {
+            assert!(parse_rate_bps(bad).unwrap_err().0.contains(&format!("'{bad}'")), "{bad}");
+        }
+        assert_eq!(parse_queue("50ms"), Ok(QueueLimit::Time { ns: 50_000_000 }));
+        assert_eq!(parse_queue("64kb"), Ok(QueueLimit::Bytes { bytes: 65_536 }));
+        assert_eq!(parse_queue("100p"), Ok(QueueLimit::Packets { packets: 100 }));
+        assert!(parse_queue("0ms").is_err());
+        assert!(parse_queue("lots").unwrap_err().0.contains("'lots'"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod input;
 pub mod maps;
 pub mod profiles;
+pub mod qdisc;
 pub mod rules;
 pub mod stats;
 pub mod sys;

@@ -1,13 +1,14 @@
 //! Typed handles on one instance's maps, taken from a freshly loaded object or
 //! found again by id through the attached program (another process).
 use anyhow::{anyhow, Context as _, Result};
+use crate::rules::RuleSet;
 use aya::{
     maps::{Array, Map, MapData, MapInfo, PerCpuArray, PerCpuValues},
     programs::ProgramInfo,
     Ebpf,
 };
 use impair_common::{
-    map_names, GlobalCounters, Owner, Rule, RuleCounters, RuleSetHeader, CONTROL_ACTIVE_SLOT,
+    map_names, DelayTable, GlobalCounters, Owner, Rule, RuleCounters, RuleSetHeader, CONTROL_ACTIVE_SLOT,
     CONTROL_LEASE_DEADLINE_NS, MAX_RULES,
 };
 
@@ -19,6 +20,9 @@ pub struct Maps {
     pub global: PerCpuArray<MapData, GlobalCounters>,
     pub rng: PerCpuArray<MapData, u64>,
     pub loss_state: PerCpuArray<MapData, u32>,
+    pub tables: Array<MapData, DelayTable>,
+    pub rate_state: Array<MapData, u64>,
+    pub delay_state: PerCpuArray<MapData, u64>,
     pub owner: Array<MapData, Owner>,
 }
 
@@ -41,6 +45,9 @@ impl Maps {
             global: typed(ebpf.take_map(map_names::GLOBAL_COUNTERS), map_names::GLOBAL_COUNTERS)?,
             rng: typed(ebpf.take_map(map_names::RNG), map_names::RNG)?,
             loss_state: typed(ebpf.take_map(map_names::LOSS_STATE), map_names::LOSS_STATE)?,
+            tables: typed(ebpf.take_map(map_names::TABLES), map_names::TABLES)?,
+            rate_state: typed(ebpf.take_map(map_names::RATE_STATE), map_names::RATE_STATE)?,
+            delay_state: typed(ebpf.take_map(map_names::DELAY_STATE), map_names::DELAY_STATE)?,
             owner: typed(ebpf.take_map(map_names::OWNER), map_names::OWNER)?,
         })
     }
@@ -71,6 +78,9 @@ impl Maps {
             global: typed(take(map_names::GLOBAL_COUNTERS), map_names::GLOBAL_COUNTERS)?,
             rng: typed(take(map_names::RNG), map_names::RNG)?,
             loss_state: typed(take(map_names::LOSS_STATE), map_names::LOSS_STATE)?,
+            tables: typed(take(map_names::TABLES), map_names::TABLES)?,
+            rate_state: typed(take(map_names::RATE_STATE), map_names::RATE_STATE)?,
+            delay_state: typed(take(map_names::DELAY_STATE), map_names::DELAY_STATE)?,
             owner: typed(take(map_names::OWNER), map_names::OWNER)?,
         })
     }
@@ -120,18 +130,23 @@ impl Maps {
     /// Writes `rules` into the inactive slot (counters zeroed first) and makes
     /// it active with one map write. The caller guarantees no packet still runs
     /// on the inactive slot (see `Engine::update`).
-    pub fn write_and_activate(&mut self, slot: u32, rules: &[Rule], generation: u64) -> Result<()> {
+    pub fn write_and_activate(&mut self, slot: u32, set: &RuleSet, generation: u64) -> Result<()> {
         let cpus = nr_cpus()?;
         for i in 0..MAX_RULES {
-            let zero = PerCpuValues::try_from(vec![RuleCounters::default(); cpus])?;
-            self.rule_counters.set(slot * MAX_RULES + i, zero, 0)?;
-            let fresh = PerCpuValues::try_from(vec![0u32; cpus])?;
-            self.loss_state.set(slot * MAX_RULES + i, fresh, 0)?;
+            let idx = slot * MAX_RULES + i;
+            self.rule_counters.set(idx, PerCpuValues::try_from(vec![RuleCounters::default(); cpus])?, 0)?;
+            self.loss_state.set(idx, PerCpuValues::try_from(vec![0u32; cpus])?, 0)?;
+            self.delay_state.set(idx, PerCpuValues::try_from(vec![0u64; cpus])?, 0)?;
+            self.rate_state.set(idx, 0, 0)?;
         }
-        for (i, r) in rules.iter().enumerate() {
-            self.rules.set(slot * MAX_RULES + i as u32, r, 0)?;
+        for (i, r) in set.rules.iter().enumerate() {
+            let idx = slot * MAX_RULES + i as u32;
+            if let Some(Some(t)) = set.tables.get(i) {
+                self.tables.set(idx, **t, 0)?;
+            }
+            self.rules.set(idx, r, 0)?;
         }
-        let header = RuleSetHeader { rule_count: rules.len() as u32, _reserved: 0, generation };
+        let header = RuleSetHeader { rule_count: set.rules.len() as u32, _reserved: 0, generation };
         self.rulesets.set(slot, header, 0)?;
         self.control.set(CONTROL_ACTIVE_SLOT, u64::from(slot), 0)?;
         Ok(())

@@ -2,11 +2,16 @@
 //! from a running instance for display (so `impair stats` needs no side files).
 use std::net::IpAddr;
 
-use impair_common::{loss, loss_model, match_flags, prob, rule_flags, FlowMatch, Loss, Prefix, Rule, MAX_RULES};
+use impair_common::{
+    delay_dist, edt, loss, loss_model, match_flags, prob, rule_flags, DelayTable, FlowMatch, Loss, Prefix, Rule, MAX_RULES,
+};
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::input::{usage, LossModelSpec, Proto, UsageError};
+use crate::{
+    dist::Distribution,
+    input::{usage, LossModelSpec, Proto, QueueLimit, UsageError, QUEUE_PACKET_BYTES},
+};
 
 /// What a rule matches; every field `None` matches every packet (like netem).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,6 +53,64 @@ pub struct RuleSpec {
     pub corrupt_mode: CorruptMode,
     /// Probability of one extra, clean copy.
     pub duplicate: Option<f64>,
+    /// Delay and jitter; see [`DelaySpec`].
+    pub delay: Option<DelaySpec>,
+    /// Probability that a packet skips the delay (needs a delay).
+    pub reorder: Option<f64>,
+    /// Rate limit (EDT pacing); see [`RateSpec`].
+    pub rate: Option<RateSpec>,
+}
+
+/// Delay added to every matching packet.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DelaySpec {
+    pub delay_ns: u64,
+    pub jitter_ns: u64,
+    /// How jitter is drawn; `None` with jitter means uniform (like netem).
+    pub distribution: Option<Distribution>,
+    /// Delay correlation in [0, 1] (see `Rule::delay_corr_u32`).
+    pub correlation: Option<f64>,
+    /// Keep each flow's packets in order despite jitter.
+    pub in_order: bool,
+}
+
+/// A rate limit, paced with departure times.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RateSpec {
+    pub rate_bps: u64,
+    pub overhead_bytes: i32,
+    pub cell_bytes: u32,
+    pub cell_overhead_bytes: i32,
+    /// Drop beyond this backlog instead of queueing without bound.
+    pub queue: Option<QueueLimit>,
+}
+
+/// A compiled rule set: map values, and the quantile tables of rules that
+/// draw jitter from one.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    pub rules: Vec<Rule>,
+    pub tables: Vec<Option<Box<DelayTable>>>,
+}
+
+impl RuleSet {
+    /// Whether any rule sets departure times (needs fq on the interface).
+    pub fn needs_fq(&self) -> bool {
+        self.rules.iter().any(|r| r.delay_ns | r.jitter_ns | r.rate_ps_per_byte != 0)
+    }
+
+    /// The longest time a packet may be held: delay + the jitter's reach +
+    /// the queue limit (for sizing fq's horizon and limits).
+    pub fn max_hold_ns(&self) -> u64 {
+        self.rules
+            .iter()
+            .map(|r| {
+                let jitter_reach = if r.delay_dist == delay_dist::TABLE { r.jitter_ns.saturating_mul(48) } else { r.jitter_ns };
+                r.delay_ns.saturating_add(jitter_reach).saturating_add(r.queue_limit_ns)
+            })
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// The smallest MTU accepted (IPv4's minimum datagram a host must accept).
@@ -171,21 +234,87 @@ impl RuleSpec {
             r.flags |= rule_flags::CORRUPT_SILENT;
         }
         r.duplicate_u32 = fraction("duplication", self.duplicate)?;
+        if let Some(d) = &self.delay {
+            if d.jitter_ns > impair_common::dist::MAX_JITTER_NS {
+                return Err(usage!("invalid jitter {} ns: at most {} ns (about 18 minutes)", d.jitter_ns, impair_common::dist::MAX_JITTER_NS));
+            }
+            r.delay_ns = d.delay_ns;
+            r.jitter_ns = d.jitter_ns;
+            r.delay_dist = match (&d.distribution, d.jitter_ns) {
+                (_, 0) => delay_dist::NONE,
+                (None | Some(Distribution::Uniform), _) => delay_dist::UNIFORM,
+                (Some(_), _) => delay_dist::TABLE,
+            };
+            if d.distribution.is_some() && d.jitter_ns == 0 {
+                return Err(usage!("--distribution shapes the jitter: it needs --jitter"));
+            }
+            if let Some(c) = d.correlation {
+                if d.jitter_ns == 0 {
+                    return Err(usage!("delay correlation needs jitter (--jitter)"));
+                }
+                r.delay_corr_u32 = fraction("delay correlation", Some(c))?;
+            }
+            if d.in_order {
+                r.flags |= rule_flags::IN_ORDER;
+            }
+        }
+        if let Some(p) = self.reorder {
+            if self.delay.as_ref().is_none_or(|d| d.delay_ns == 0 && d.jitter_ns == 0) {
+                return Err(usage!("--reorder makes packets skip the delay: it needs --delay (as in netem)"));
+            }
+            r.reorder_u32 = fraction("reorder", Some(p))?;
+        }
+        if let Some(rate) = &self.rate {
+            r.rate_ps_per_byte = edt::ps_per_byte(rate.rate_bps);
+            r.overhead_bytes = rate.overhead_bytes;
+            r.cell_bytes = rate.cell_bytes;
+            r.cell_overhead_bytes = rate.cell_overhead_bytes;
+            r.queue_limit_ns = match rate.queue {
+                None => 0,
+                Some(QueueLimit::Time { ns }) => ns,
+                Some(QueueLimit::Bytes { bytes }) => edt::tx_time_ns(bytes, r.rate_ps_per_byte).max(1),
+                Some(QueueLimit::Packets { packets }) => {
+                    edt::tx_time_ns(packets.saturating_mul(QUEUE_PACKET_BYTES), r.rate_ps_per_byte).max(1)
+                }
+            };
+        }
         Ok(r)
+    }
+
+    /// The rule's quantile table, when its jitter is drawn from one.
+    pub fn table(&self) -> Option<Box<DelayTable>> {
+        let d = self.delay.as_ref()?;
+        match &d.distribution {
+            Some(dist) if *dist != Distribution::Uniform && d.jitter_ns > 0 => {
+                let knots = dist.table();
+                let mut t: Box<DelayTable> = Box::new([0; impair_common::dist::TABLE_SIZE as usize + 1]);
+                t[..knots.len()].copy_from_slice(&knots);
+                t[knots.len()] = knots[knots.len() - 1];
+                Some(t)
+            }
+            _ => None,
+        }
     }
 
     /// Whether the rule does anything to the packets it matches.
     pub fn impairs(&self) -> bool {
-        self.loss.is_some() || self.loss_model.is_some() || self.blackhole || self.mtu_bytes.is_some() || self.corrupt.is_some() || self.duplicate.is_some()
+        self.loss.is_some()
+            || self.loss_model.is_some()
+            || self.delay.is_some()
+            || self.rate.is_some()
+            || self.blackhole || self.mtu_bytes.is_some() || self.corrupt.is_some() || self.duplicate.is_some()
     }
 }
 
 /// Compiles a rule list, checking the rule-count limit.
-pub fn compile_all(rules: &[RuleSpec]) -> Result<Vec<Rule>, UsageError> {
+pub fn compile_all(rules: &[RuleSpec]) -> Result<RuleSet, UsageError> {
     if rules.len() > MAX_RULES as usize {
         return Err(usage!("{} rules given; at most {MAX_RULES} are allowed", rules.len()));
     }
-    rules.iter().map(RuleSpec::compile).collect()
+    Ok(RuleSet {
+        rules: rules.iter().map(RuleSpec::compile).collect::<Result<_, _>>()?,
+        tables: rules.iter().map(RuleSpec::table).collect(),
+    })
 }
 
 fn prefix_to_net(p: &Prefix, v6: bool) -> Option<IpNet> {
@@ -219,6 +348,40 @@ pub struct RuleView {
     pub corrupt: Option<f64>,
     pub corrupt_mode: CorruptMode,
     pub duplicate: Option<f64>,
+    pub delay_ns: u64,
+    pub jitter_ns: u64,
+    pub rate_bps: Option<u64>,
+    pub reorder: Option<f64>,
+}
+
+/// Formats nanoseconds in the largest unit that keeps it readable.
+pub fn fmt_duration_ns(ns: u64) -> String {
+    if ns == 0 {
+        "0".into()
+    } else if ns.is_multiple_of(1_000_000_000) {
+        format!("{}s", ns / 1_000_000_000)
+    } else if ns >= 1_000_000 {
+        format!("{}ms", trim_float(ns as f64 / 1e6))
+    } else if ns >= 1_000 {
+        format!("{}us", trim_float(ns as f64 / 1e3))
+    } else {
+        format!("{ns}ns")
+    }
+}
+
+/// Formats a rate in bits per second with tc's units.
+pub fn fmt_rate_bps(bps: u64) -> String {
+    for (unit, scale) in [("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3)] {
+        if bps as f64 >= scale {
+            return format!("{}{unit}", trim_float(bps as f64 / scale));
+        }
+    }
+    format!("{bps}bit")
+}
+
+fn trim_float(v: f64) -> String {
+    let s = format!("{v:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 impl RuleView {
@@ -287,6 +450,38 @@ impl RuleView {
         if let Some(p) = duplicate {
             imp.push(format!("duplicate {}", fmt_percent(p)));
         }
+        if r.delay_ns | r.jitter_ns != 0 {
+            let mut d = format!("delay {}", fmt_duration_ns(r.delay_ns));
+            if r.jitter_ns != 0 {
+                let dist = if r.delay_dist == delay_dist::TABLE { " table" } else { " uniform" };
+                d += &format!(" jitter {}{dist}", fmt_duration_ns(r.jitter_ns));
+            }
+            if r.delay_corr_u32 != 0 {
+                d += &format!(" corr {}", fmt_percent(prob::to_fraction(r.delay_corr_u32)));
+            }
+            if r.flags & rule_flags::IN_ORDER != 0 {
+                d += " in-order";
+            }
+            imp.push(d);
+        }
+        let reorder = (r.reorder_u32 != 0).then(|| prob::to_fraction(r.reorder_u32));
+        if let Some(p) = reorder {
+            imp.push(format!("reorder {}", fmt_percent(p)));
+        }
+        let rate_bps = (r.rate_ps_per_byte != 0).then(|| (8e12 / r.rate_ps_per_byte as f64).round() as u64);
+        if let Some(bps) = rate_bps {
+            let mut t = format!("rate {}", fmt_rate_bps(bps));
+            if r.overhead_bytes != 0 {
+                t += &format!(" overhead {}", r.overhead_bytes);
+            }
+            if r.cell_bytes != 0 {
+                t += &format!(" cell {}/{}", r.cell_bytes, r.cell_overhead_bytes);
+            }
+            if r.queue_limit_ns != 0 {
+                t += &format!(" queue {}", fmt_duration_ns(r.queue_limit_ns));
+            }
+            imp.push(t);
+        }
         Self {
             matches: if parts.is_empty() { "all".into() } else { parts.join(" ") },
             impairments: if imp.is_empty() { "none".into() } else { imp.join(" ") },
@@ -297,6 +492,10 @@ impl RuleView {
             corrupt,
             corrupt_mode,
             duplicate,
+            delay_ns: r.delay_ns,
+            jitter_ns: r.jitter_ns,
+            rate_bps,
+            reorder,
         }
     }
 }
@@ -384,6 +583,33 @@ mod tests {
         assert!(e.contains("--ecn"), "{e}");
         let e = RuleSpec { duplicate: Some(1.5), ..Default::default() }.compile().unwrap_err().0;
         assert!(e.contains("150%"), "{e}");
+    }
+
+    #[test]
+    fn delay_and_rate_compile_and_read_back() {
+        let spec = RuleSpec {
+            delay: Some(DelaySpec {
+                delay_ns: 100_000_000,
+                jitter_ns: 20_000_000,
+                distribution: Some(Distribution::Normal),
+                correlation: Some(0.25),
+                in_order: true,
+            }),
+            rate: Some(RateSpec { rate_bps: 10_000_000, queue: Some(QueueLimit::Bytes { bytes: 12_500 }), ..Default::default() }),
+            ..Default::default()
+        };
+        let set = compile_all(std::slice::from_ref(&spec)).unwrap();
+        assert!(set.needs_fq());
+        let t = set.tables[0].as_ref().expect("a normal table");
+        assert_eq!(t[4095], t[4096], "last knot repeated");
+        assert!(t[0] < 0 && t[4095] > 0);
+        let r = &set.rules[0];
+        assert_eq!(r.queue_limit_ns, 10_000_000, "12500 bytes drain in 10 ms at 10 Mbit/s");
+        let v = RuleView::from_rule(r);
+        assert_eq!(v.impairments, "delay 100ms jitter 20ms table corr 25% in-order rate 10mbit queue 10ms");
+        assert_eq!(v.rate_bps, Some(10_000_000));
+        let no_delay = RuleSpec { reorder: Some(0.1), ..Default::default() };
+        assert!(no_delay.compile().unwrap_err().0.contains("--delay"));
     }
 
     #[test]

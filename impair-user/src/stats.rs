@@ -21,6 +21,9 @@ pub struct RuleStats {
     pub ecn_marked: u64,
     pub corrupted: u64,
     pub duplicated: u64,
+    pub dropped_queue: u64,
+    pub reordered: u64,
+    pub delayed: u64,
     /// dropped_loss / packets.
     pub measured_loss: Option<f64>,
     /// 95% Wilson score interval of the measured loss.
@@ -90,6 +93,9 @@ impl Snapshot {
                 ecn_marked: c.ecn_marked,
                 corrupted: c.corrupted,
                 duplicated: c.duplicated,
+                dropped_queue: c.dropped_queue,
+                reordered: c.reordered,
+                delayed: c.delayed,
                 measured_loss: measured,
                 measured_loss_ci95: (c.packets > 0).then(|| wilson_interval(c.dropped_loss, c.packets, Z95)),
             });
@@ -124,7 +130,7 @@ impl Snapshot {
         )];
         for r in &self.rules {
             let mut extra = String::new();
-            for (name, v) in [("mtu-dropped", r.dropped_mtu), ("ecn-marked", r.ecn_marked), ("corrupted", r.corrupted), ("duplicated", r.duplicated)] {
+            for (name, v) in [("mtu-dropped", r.dropped_mtu), ("ecn-marked", r.ecn_marked), ("corrupted", r.corrupted), ("duplicated", r.duplicated), ("queue-dropped", r.dropped_queue), ("reordered", r.reordered), ("delayed", r.delayed)] {
                 if v > 0 {
                     extra.push_str(&format!("  {name} {v}"));
                 }
