@@ -742,6 +742,17 @@ impl Receiver {
 /// [`crate::netns::run_in`]). Sending starts only once the receiver thread is
 /// reading, so the first datagrams' delays do not include thread start-up.
 pub fn run_pair(tx: UdpSocket, rx: UdpSocket, dst: SocketAddr, cfg: &ProbeConfig) -> Result<ProbeReport> {
+    run_pair_with_log(tx, rx, dst, cfg).map(|(report, _)| report)
+}
+
+/// [`run_pair`], also returning every reception (arrival times, for rate and
+/// delay-distribution measurements).
+pub fn run_pair_with_log(
+    tx: UdpSocket,
+    rx: UdpSocket,
+    dst: SocketAddr,
+    cfg: &ProbeConfig,
+) -> Result<(ProbeReport, ReceiveLog)> {
     cfg.validate()?;
     let receiver = Receiver::new(rx, cfg)?;
     // 0 while sending; afterwards the time the receiver may stop.
@@ -774,7 +785,8 @@ pub fn run_pair(tx: UdpSocket, rx: UdpSocket, dst: SocketAddr, cfg: &ProbeConfig
         }
     };
     let sent = sent?;
-    Ok(log.accounting().report(cfg, &sent))
+    let report = log.accounting().report(cfg, &sent);
+    Ok((report, log))
 }
 
 #[cfg(test)]

@@ -1,0 +1,326 @@
+//! Fidelity tier: delay, jitter, reordering and rate as the receiver sees them,
+//! side by side with netem (and tbf for rate) on the same lab, kernel and run.
+//!
+//! These need sch_fq and sch_netem, which the project's host kernel lacks, so
+//! every test here is `#[ignore]`d with that reason and runs in the kernel-VM
+//! tier (`cargo xtask vm`, which passes `--include-ignored`). Each scenario
+//! prints one `IMPAIR-FIDELITY {json}` line; `cargo xtask accuracy` collects
+//! them into docs/accuracy.md.
+use std::{
+    net::{IpAddr, SocketAddr, UdpSocket},
+    time::Duration,
+};
+
+use impair::{
+    dist::{ks_critical_99, ks_statistic, Distribution},
+    lab::{Lab, LabOptions},
+    netns,
+    probe::{run_pair_with_log, ProbeConfig, ProbeReport, Verdict},
+    stats::wilson_interval,
+};
+use impair_tests::{
+    ns::{assert_restored, router_state, stats_json, Controller},
+    require_privileges,
+};
+use serde_json::json;
+
+const NEEDS: &str = "needs sch_fq and sch_netem: runs in the VM tier (cargo xtask vm)";
+const Z99: f64 = 2.575_829_303_548_901;
+
+fn lab(tag: &str) -> Lab {
+    require_privileges();
+    let lab = Lab::create_with(tag, LabOptions { offloads: false }).unwrap();
+    for q in ["fq", "netem"] {
+        let ok = lab.exec(&lab.router, &["tc", "qdisc", "add", "dev", "r0", "root", q]).is_ok();
+        assert!(ok, "this kernel cannot run sch_{q}: the fidelity tier needs it (run it with cargo xtask vm)");
+        lab.exec(&lab.router, &["tc", "qdisc", "del", "dev", "r0", "root"]).unwrap();
+    }
+    lab
+}
+
+/// One measured run client → server.
+struct Run {
+    report: ProbeReport,
+    /// One-way delays of intact packets, ns, in arrival order.
+    delays_ns: Vec<u64>,
+    /// Arrival times of intact packets, ns.
+    arrivals_ns: Vec<u64>,
+}
+
+fn measure(lab: &Lab, count: u64, rate_pps: u64, payload_len: usize, linger: Duration) -> Run {
+    let (src, dst): (IpAddr, IpAddr) = (lab.client_v4().into(), lab.server_v4().into());
+    let rx = netns::run_in(&lab.server, move || UdpSocket::bind(SocketAddr::new(dst, 0))).unwrap().unwrap();
+    let tx = netns::run_in(&lab.client, move || UdpSocket::bind(SocketAddr::new(src, 0))).unwrap().unwrap();
+    let to = rx.local_addr().unwrap();
+    let cfg = ProbeConfig { count, rate_pps, payload_len, linger, ..Default::default() };
+    let (report, log) = run_pair_with_log(tx, rx, to, &cfg).unwrap();
+    let mut delays_ns = Vec::new();
+    let mut arrivals_ns = Vec::new();
+    for r in &log.receptions {
+        if let Verdict::Valid { send_ns, .. } = r.verdict {
+            delays_ns.push(r.recv_ns.saturating_sub(send_ns));
+            arrivals_ns.push(r.recv_ns);
+        }
+    }
+    Run { report, delays_ns, arrivals_ns }
+}
+
+fn quantile(sorted: &[u64], q: f64) -> u64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn summary(delays: &[u64]) -> serde_json::Value {
+    let mut s = delays.to_vec();
+    s.sort_unstable();
+    if s.is_empty() {
+        return json!(null);
+    }
+    json!({
+        "samples": s.len(),
+        "min_ms": s[0] as f64 / 1e6,
+        "p10_ms": quantile(&s, 0.10) as f64 / 1e6,
+        "p50_ms": quantile(&s, 0.50) as f64 / 1e6,
+        "p90_ms": quantile(&s, 0.90) as f64 / 1e6,
+        "p99_ms": quantile(&s, 0.99) as f64 / 1e6,
+        "max_ms": s[s.len() - 1] as f64 / 1e6,
+    })
+}
+
+fn report(scenario: &str, configured: &str, impair: serde_json::Value, netem: serde_json::Value) {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let line = json!({
+        "scenario": scenario, "kernel": kernel.trim(), "configured": configured,
+        "impair": impair, "netem": netem,
+    });
+    println!("IMPAIR-FIDELITY {line}");
+}
+
+/// The unimpaired path's median one-way delay (TCG makes it far from zero).
+fn base_latency_ns(lab: &Lab) -> u64 {
+    let mut d = measure(lab, 300, 300, 200, Duration::from_millis(300)).delays_ns;
+    d.sort_unstable();
+    quantile(&d, 0.5)
+}
+
+/// Runs `f` with netem configured on the router's egress, then removes it.
+fn with_netem<T>(lab: &Lab, netem_args: &[&str], f: impl FnOnce() -> T) -> T {
+    let mut args = vec!["tc", "qdisc", "add", "dev", "r1", "root", "netem"];
+    args.extend(netem_args);
+    lab.exec(&lab.router, &args).unwrap();
+    let out = f();
+    lab.exec(&lab.router, &["tc", "qdisc", "del", "dev", "r1", "root"]).unwrap();
+    out
+}
+
+#[test]
+#[ignore = "needs sch_fq and sch_netem: runs in the VM tier (cargo xtask vm)"]
+fn constant_delay() {
+    let _ = NEEDS;
+    let lab = lab("fconst");
+    let before = router_state(&lab);
+    let base = base_latency_ns(&lab);
+    let ctl = Controller::start(&lab, &["--delay", "20ms"]);
+    let run = measure(&lab, 1000, 500, 200, Duration::from_millis(300));
+    drop(ctl);
+    assert_restored(&lab, &before);
+    let netem = with_netem(&lab, &["delay", "20ms", "limit", "100000"], || measure(&lab, 1000, 500, 200, Duration::from_millis(300)));
+    report("constant delay", "delay 20ms", summary(&run.delays_ns), summary(&netem.delays_ns));
+    assert_eq!(run.report.lost, 0);
+    let min = *run.delays_ns.iter().min().unwrap();
+    assert!(min >= 20_000_000, "a packet arrived before its delay: {min} ns");
+    let mut s = run.delays_ns.clone();
+    s.sort_unstable();
+    let excess = quantile(&s, 0.5).saturating_sub(20_000_000 + base);
+    assert!(excess < 2_000_000, "median delay exceeds 20 ms + base ({base} ns) by {excess} ns");
+}
+
+/// The CDF of the interpolated quantile table impair samples from, in units
+/// of the jitter: the exact target of the data path.
+fn table_cdf(dist: &Distribution) -> impl Fn(f64) -> f64 {
+    let knots: Vec<f64> = dist.table().iter().map(|&q| f64::from(q) / 65_536.0).collect();
+    move |x: f64| {
+        let n = knots.len();
+        if x <= knots[0] {
+            return 0.0;
+        }
+        if x >= knots[n - 1] {
+            return 1.0;
+        }
+        let i = knots.partition_point(|&k| k <= x) - 1;
+        let (lo, hi) = (knots[i], knots[i + 1]);
+        let frac = if hi > lo { (x - lo) / (hi - lo) } else { 0.0 };
+        (i as f64 + frac) / (n - 1) as f64
+    }
+}
+
+#[test]
+#[ignore = "needs sch_fq and sch_netem: runs in the VM tier (cargo xtask vm)"]
+fn jitter_distributions_pass_ks_at_the_receiver() {
+    let lab = lab("fjit");
+    let base = base_latency_ns(&lab);
+    for name in ["uniform", "normal", "pareto", "paretonormal"] {
+        let dist: Distribution = name.parse().unwrap();
+        let ctl = Controller::start(&lab, &["--delay", "300ms", "--jitter", "50ms", "--distribution", name, "--seed", "5"]);
+        let run = measure(&lab, 2000, 500, 200, Duration::from_millis(1500));
+        drop(ctl);
+        let mut z: Vec<f64> = run.delays_ns.iter().map(|&d| (d as f64 - 300e6 - base as f64) / 50e6).collect();
+        let cdf: Box<dyn Fn(f64) -> f64> =
+            if name == "uniform" { Box::new(|x: f64| ((x + 1.0) / 2.0).clamp(0.0, 1.0)) } else { Box::new(table_cdf(&dist)) };
+        let d = ks_statistic(&mut z, cdf);
+        let crit = ks_critical_99(z.len());
+        let netem_dist: Vec<&str> = if name == "uniform" { vec![] } else { vec!["distribution", name] };
+        let mut args = vec!["delay", "300ms", "50ms"];
+        args.extend(&netem_dist);
+        args.extend(["limit", "100000"]);
+        let netem = with_netem(&lab, &args, || measure(&lab, 2000, 500, 200, Duration::from_millis(1500)));
+        let mut imp = summary(&run.delays_ns);
+        imp["ks_d"] = json!(d);
+        imp["ks_crit_99"] = json!(crit);
+        imp["reordered"] = json!(run.report.reordered);
+        let mut net = summary(&netem.delays_ns);
+        net["reordered"] = json!(netem.report.reordered);
+        report(&format!("jitter {name}"), &format!("delay 300ms jitter 50ms {name}"), imp, net);
+        assert_eq!(run.report.lost, 0, "{name}");
+        assert!(d < crit, "{name}: KS D = {d} ≥ {crit} (99%)");
+    }
+}
+
+#[test]
+#[ignore = "needs sch_fq and sch_netem: runs in the VM tier (cargo xtask vm)"]
+fn in_order_jitter_never_reorders() {
+    let lab = lab("forder");
+    let ctl = Controller::start(&lab, &["--delay", "100ms", "--jitter", "30ms", "--distribution", "normal", "--in-order"]);
+    let ordered = measure(&lab, 2000, 1000, 200, Duration::from_millis(800));
+    drop(ctl);
+    let ctl = Controller::start(&lab, &["--delay", "100ms", "--jitter", "30ms", "--distribution", "normal"]);
+    let plain = measure(&lab, 2000, 1000, 200, Duration::from_millis(800));
+    drop(ctl);
+    let netem = with_netem(&lab, &["delay", "100ms", "30ms", "distribution", "normal", "limit", "100000"], || {
+        measure(&lab, 2000, 1000, 200, Duration::from_millis(800))
+    });
+    report(
+        "in-order jitter",
+        "delay 100ms jitter 30ms normal in-order",
+        json!({"reordered_in_order": ordered.report.reordered, "reordered_without": plain.report.reordered}),
+        json!({"reordered": netem.report.reordered}),
+    );
+    assert_eq!(ordered.report.lost, 0);
+    assert_eq!(ordered.report.reordered, 0, "in-order mode must not reorder");
+    assert!(plain.report.reordered > 0, "without it, this much jitter reorders");
+}
+
+#[test]
+#[ignore = "needs sch_fq and sch_netem: runs in the VM tier (cargo xtask vm)"]
+fn reorder_fraction_skips_the_delay() {
+    let lab = lab("freord");
+    let ctl = Controller::start(&lab, &["--delay", "50ms", "--reorder", "10%", "--seed", "11"]);
+    let run = measure(&lab, 4000, 1000, 200, Duration::from_millis(500));
+    let engine = stats_json(&lab)["rules"][0]["reordered"].as_u64().unwrap();
+    drop(ctl);
+    let early = run.delays_ns.iter().filter(|&&d| d < 25_000_000).count() as u64;
+    let netem = with_netem(&lab, &["delay", "50ms", "reorder", "10%", "limit", "100000"], || {
+        measure(&lab, 4000, 1000, 200, Duration::from_millis(500))
+    });
+    let netem_early = netem.delays_ns.iter().filter(|&&d| d < 25_000_000).count();
+    report(
+        "reorder",
+        "delay 50ms reorder 10%",
+        json!({"early": early, "sent": run.report.sent, "engine_reordered": engine, "rfc4737_reordered": run.report.reordered}),
+        json!({"early": netem_early, "sent": netem.report.sent, "rfc4737_reordered": netem.report.reordered}),
+    );
+    assert_eq!(early, engine, "every packet that skipped the delay arrived early, and only those");
+    let (lo, hi) = wilson_interval(early, run.report.sent, Z99);
+    assert!(lo <= 0.10 && 0.10 <= hi, "{early} of {} early: 99% interval {lo}..{hi}", run.report.sent);
+}
+
+/// Frame bytes per second in each full 1 s window of arrivals.
+fn window_rates_bps(arrivals_ns: &[u64], frame_bytes: u64) -> Vec<f64> {
+    let Some(&first) = arrivals_ns.first() else { return vec![] };
+    let last = *arrivals_ns.last().unwrap();
+    let windows = ((last - first) / 1_000_000_000) as usize;
+    let mut counts = vec![0u64; windows];
+    for &t in arrivals_ns {
+        let w = ((t - first) / 1_000_000_000) as usize;
+        if w < windows {
+            counts[w] += 1;
+        }
+    }
+    counts.iter().map(|&c| (c * frame_bytes * 8) as f64).collect()
+}
+
+fn rate_scenario(lab: &Lab, rate: &str, rate_bps: f64) {
+    let payload = 1000usize;
+    let frame = payload as u64 + 42; // Ethernet + IPv4 + UDP headers: what the rate counts
+    let pps = (rate_bps * 1.5 / 8.0 / frame as f64) as u64; // offer 1.5× the rate
+    let count = pps * 4;
+    let ctl = Controller::start(lab, &["--rate", rate, "--queue", "100ms"]);
+    let run = measure(lab, count, pps, payload, Duration::from_millis(500));
+    let stats = stats_json(lab);
+    drop(ctl);
+    let rates = window_rates_bps(&run.arrivals_ns, frame);
+    let netem = with_netem(lab, &["rate", rate, "limit", "100000"], || measure(lab, count, pps, payload, Duration::from_secs(4)));
+    let netem_rates = window_rates_bps(&netem.arrivals_ns, frame);
+    lab.exec(&lab.router, &["tc", "qdisc", "add", "dev", "r1", "root", "tbf", "rate", rate, "burst", "10kb", "latency", "100ms"]).unwrap();
+    let tbf = measure(lab, count, pps, payload, Duration::from_millis(500));
+    lab.exec(&lab.router, &["tc", "qdisc", "del", "dev", "r1", "root"]).unwrap();
+    let tbf_rates = window_rates_bps(&tbf.arrivals_ns, frame);
+    report(
+        &format!("rate {rate}"),
+        &format!("rate {rate} queue 100ms, offered 1.5x"),
+        json!({"window_bps": rates, "dropped_queue": stats["rules"][0]["dropped_queue"], "lost": run.report.lost}),
+        json!({"netem_window_bps": netem_rates, "tbf_window_bps": tbf_rates}),
+    );
+    assert!(rates.len() >= 2, "at least two full 1 s windows: {rates:?}");
+    for r in &rates {
+        assert!((r - rate_bps).abs() / rate_bps < 0.01, "window rate {r} vs configured {rate_bps} (±1%): {rates:?}");
+    }
+    assert_eq!(stats["rules"][0]["dropped_queue"].as_u64().unwrap(), run.report.lost, "queue drops are the receiver's losses");
+}
+
+#[test]
+#[ignore = "needs sch_fq and sch_netem: runs in the VM tier (cargo xtask vm)"]
+fn rate_1mbit_and_10mbit_per_1s_window() {
+    let lab = lab("frate");
+    let before = router_state(&lab);
+    rate_scenario(&lab, "1mbit", 1e6);
+    rate_scenario(&lab, "10mbit", 1e7);
+    assert_restored(&lab, &before);
+}
+
+#[test]
+#[ignore = "needs sch_fq and sch_netem: runs in the VM tier (cargo xtask vm)"]
+fn rate_and_delay_together() {
+    let lab = lab("fratedelay");
+    let ctl = Controller::start(&lab, &["--rate", "5mbit", "--delay", "30ms"]);
+    let run = measure(&lab, 1000, 200, 500, Duration::from_millis(500));
+    drop(ctl);
+    let netem = with_netem(&lab, &["delay", "30ms", "rate", "5mbit", "limit", "100000"], || {
+        measure(&lab, 1000, 200, 500, Duration::from_millis(500))
+    });
+    report("rate and delay", "rate 5mbit delay 30ms (offered 0.8 Mbit/s)", summary(&run.delays_ns), summary(&netem.delays_ns));
+    assert_eq!(run.report.lost, 0);
+    // 542-byte frames at 5 Mbit/s serialize in 0.87 ms.
+    let min = *run.delays_ns.iter().min().unwrap();
+    assert!(min >= 30_867_200, "delay plus serialization: {min} ns");
+}
+
+#[test]
+#[ignore = "needs sch_fq and sch_netem: runs in the VM tier (cargo xtask vm)"]
+fn queue_limit_drops_are_counted_and_bound_the_delay() {
+    let lab = lab("fqueue");
+    let ctl = Controller::start(&lab, &["--rate", "1mbit", "--queue", "20ms"]);
+    // 3× the rate: the queue fills and stays at its limit.
+    let run = measure(&lab, 1500, 375, 1000, Duration::from_millis(300));
+    let dropped = stats_json(&lab)["rules"][0]["dropped_queue"].as_u64().unwrap();
+    drop(ctl);
+    report(
+        "queue limit",
+        "rate 1mbit queue 20ms, offered 3x",
+        json!({"dropped_queue": dropped, "lost": run.report.lost, "delay": summary(&run.delays_ns)}),
+        json!(null),
+    );
+    assert!(dropped > 0);
+    assert_eq!(dropped, run.report.lost, "every queue drop, and only those, is lost");
+    let max = *run.delays_ns.iter().max().unwrap();
+    assert!(max < 20_000_000 + 10_000_000, "queueing delay bounded by the limit (+ slack for TCG): {max} ns");
+}
