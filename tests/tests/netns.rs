@@ -244,3 +244,88 @@ fn delay_at_the_receiver_or_a_clear_refusal_without_sch_fq() {
     assert!(ctl.signal_and_wait(libc::SIGTERM).success());
     assert_restored(&lab, &before);
 }
+
+/// Sends `count` probe datagrams with the given IPv4 TOS byte (ECN bits in
+/// the low two) and returns the report and the intact sequence numbers seen.
+fn probe_tos(lab: &Lab, tos: u8, count: u64) -> (impair::probe::ProbeReport, Vec<u64>) {
+    use std::{
+        net::{SocketAddr, UdpSocket},
+        os::fd::AsRawFd as _,
+    };
+    let (src, dst) = (lab.client_v4(), lab.server_v4());
+    let rx = impair::netns::run_in(&lab.server, move || UdpSocket::bind(SocketAddr::from((dst, 0)))).unwrap().unwrap();
+    let tx = impair::netns::run_in(&lab.client, move || UdpSocket::bind(SocketAddr::from((src, 0)))).unwrap().unwrap();
+    let v = libc::c_int::from(tos);
+    // SAFETY: setsockopt on an open socket with a valid int option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            tx.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_TOS,
+            &v as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    let to = rx.local_addr().unwrap();
+    let cfg = impair::probe::ProbeConfig { count, rate_pps: 20_000, ..Default::default() };
+    let (report, log) = impair::probe::run_pair_with_log(tx, rx, to, &cfg).unwrap();
+    let seqs = log
+        .receptions
+        .iter()
+        .filter_map(|r| match r.verdict {
+            impair::probe::Verdict::Valid { seq, .. } => Some(seq),
+            _ => None,
+        })
+        .collect();
+    (report, seqs)
+}
+
+/// With --ecn, ECN-capable packets the loss process picks are delivered
+/// (CE-marked; the mark itself is checked byte for byte in the BPF tier) and
+/// counted as marks, while packets that are not ECN-capable are dropped.
+#[test]
+fn ecn_marks_capable_traffic_instead_of_dropping_it() {
+    let lab = lab("ecn");
+    let _ctl = Controller::start(&lab, &["--loss", "100%", "--ecn"]);
+    let (ect, _) = probe_tos(&lab, 0b10, 1_000);
+    assert_eq!(ect.lost, 0, "ECT(0) packets are marked, not dropped");
+    let (not_ect, _) = probe_tos(&lab, 0, 1_000);
+    assert_eq!(not_ect.received, 0, "Not-ECT packets are dropped");
+    let stats = stats_json(&lab);
+    assert_eq!(stats["rules"][0]["ecn_marked"], 1_000);
+    assert_eq!(stats["rules"][0]["dropped_loss"], 1_000);
+}
+
+/// Gilbert-Elliott bursts as the receiver sees them: loss runs are geometric
+/// with mean 1/r. The bound is the 99% normal interval of the mean of the
+/// observed runs (geometric sd = sqrt(1-r)/r), and the engine's drop count
+/// equals the receiver's losses exactly.
+#[test]
+fn gilbert_elliott_bursts_at_the_receiver() {
+    let lab = lab("ge");
+    let _ctl = Controller::start(&lab, &["--loss-model", "ge:5%,30%", "--seed", "21"]);
+    let (report, seqs) = probe_tos(&lab, 0, 20_000);
+    let mut got = vec![false; report.sent as usize];
+    for s in seqs {
+        got[s as usize] = true;
+    }
+    let mut runs = Vec::new();
+    let mut cur = 0u64;
+    for &g in &got {
+        if g {
+            if cur > 0 {
+                runs.push(cur);
+            }
+            cur = 0;
+        } else {
+            cur += 1;
+        }
+    }
+    let n = runs.len() as f64;
+    let mean = runs.iter().sum::<u64>() as f64 / n;
+    let r = 0.30f64;
+    let half = 2.576 * ((1.0 - r).sqrt() / r) / n.sqrt();
+    assert!((mean - 1.0 / r).abs() < half, "mean loss run {mean} vs 1/r = {} ± {half} over {n} runs", 1.0 / r);
+    assert_eq!(stats_json(&lab)["rules"][0]["dropped_loss"], report.lost);
+}
