@@ -161,7 +161,7 @@ fn jitter_distributions_pass_ks_at_the_receiver() {
     for name in ["uniform", "normal", "pareto", "paretonormal"] {
         let dist: Distribution = name.parse().unwrap();
         let ctl = Controller::start(&lab, &["--delay", "300ms", "--jitter", "50ms", "--distribution", name, "--seed", "5"]);
-        let run = measure(&lab, 2000, 500, 200, Duration::from_millis(1500));
+        let run = measure(&lab, 2000, 500, 200, Duration::from_secs(3));
         drop(ctl);
         let mut z: Vec<f64> = run.delays_ns.iter().map(|&d| (d as f64 - 300e6 - base as f64) / 50e6).collect();
         let cdf: Box<dyn Fn(f64) -> f64> =
@@ -172,7 +172,7 @@ fn jitter_distributions_pass_ks_at_the_receiver() {
         let mut args = vec!["delay", "300ms", "50ms"];
         args.extend(&netem_dist);
         args.extend(["limit", "100000"]);
-        let netem = with_netem(&lab, &args, || measure(&lab, 2000, 500, 200, Duration::from_millis(1500)));
+        let netem = with_netem(&lab, &args, || measure(&lab, 2000, 500, 200, Duration::from_secs(3)));
         let mut imp = summary(&run.delays_ns);
         imp["ks_d"] = json!(d);
         imp["ks_crit_99"] = json!(crit);

@@ -4,15 +4,17 @@
 //! - `build`: the `impair` binary with its eBPF object (never the stub);
 //! - `test`: the whole test suite, or one tier of it;
 //! - `clippy`: the workspace, warnings denied;
-//! - `demo`: build and run `impair demo`.
+//! - `demo`: build and run `impair demo`;
+//! - `vm`: the privileged test tiers inside qemu on the kernels in
+//!   target/vm-kernels (docs/vm.md).
 //!
 //! See docs/toolchain.md for the two toolchain routes.
 mod kernels;
 mod setup;
 mod tasks;
 mod util;
-// Later: `mod vm;` (the test tiers inside qemu on the kernels in target/vm-kernels),
-// `mod bench;` and `mod accuracy;`.
+mod vm;
+// Later: `mod bench;` and `mod accuracy;`.
 
 use std::process::ExitCode;
 
@@ -61,9 +63,31 @@ enum Cmd {
         #[arg(last = true)]
         extra: Vec<String>,
     },
-    // Later: `Vm` (test tiers under qemu on the 6.1/6.12 kernels), `Bench`
-    // (throughput/latency cost of the data path) and `Accuracy` (measured loss,
-    // delay and rate against the configured ones).
+    /// The bpf, netns and fidelity test tiers inside qemu (TCG) on the Debian
+    /// cloud kernels that setup unpacks (6.1: clsact fallback; 6.12: tcx).
+    /// No root needed. See docs/vm.md.
+    Vm {
+        /// A kernel release (as in target/vm-kernels), a series (6.1, 6.12), or all.
+        #[arg(long, default_value = "all")]
+        kernel: String,
+        /// Which test binaries run in the guest.
+        #[arg(long, value_enum, default_value = "all")]
+        tier: vm::VmTier,
+        /// Per kernel, from qemu start to power-off; qemu is killed after it (TIMEOUT).
+        #[arg(long, default_value_t = 1200)]
+        timeout_secs: u64,
+        /// Build and test the release profile.
+        #[arg(long)]
+        release: bool,
+        /// Also run the tests that need tcx on kernels before 6.6 (they fail there).
+        #[arg(long)]
+        no_skip: bool,
+        /// Passed to every test binary in the guest (filters, `--nocapture`, ...).
+        #[arg(last = true)]
+        extra: Vec<String>,
+    },
+    // Later: `Bench` (throughput/latency cost of the data path) and `Accuracy`
+    // (measured loss, delay and rate against the configured ones).
 }
 
 fn main() -> ExitCode {
@@ -75,6 +99,9 @@ fn main() -> ExitCode {
         Cmd::Test { tier, extra } => tasks::test(tier, &extra),
         Cmd::Clippy => tasks::clippy(),
         Cmd::Demo { extra } => tasks::demo(&extra),
+        Cmd::Vm { kernel, tier, timeout_secs, release, no_skip, extra } => {
+            vm::vm(&vm::Options { kernel, tier, timeout_secs, release, no_skip, extra })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -139,3 +139,9 @@ pub fn clippy() -> Result<()> {
         "warnings",
     ]))
 }
+
+/// cargo with `IMPAIR_EBPF=require`, in the workspace root, for other tasks
+/// (the VM tier builds its test binaries with it).
+pub fn cargo_ebpf_required() -> Command {
+    cargo_require()
+}
