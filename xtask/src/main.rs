@@ -9,12 +9,13 @@
 //!   target/vm-kernels (docs/vm.md).
 //!
 //! See docs/toolchain.md for the two toolchain routes.
+mod accuracy;
 mod kernels;
 mod setup;
 mod tasks;
 mod util;
 mod vm;
-// Later: `mod bench;` and `mod accuracy;`.
+// Later: `mod bench;`.
 
 use std::process::ExitCode;
 
@@ -50,12 +51,21 @@ enum Cmd {
         /// Which tests: unit (unprivileged), bpf and netns (root), or all.
         #[arg(long, value_enum, default_value = "all")]
         tier: tasks::Tier,
+        /// Kernels for the VM tier (part of `all`): all, a series (6.1, 6.12) or a release.
+        #[arg(long, default_value = "all")]
+        vm_kernel: String,
         /// Passed to `cargo test` as is (filters; `-- --nocapture` for the test binaries).
         #[arg(last = true)]
         extra: Vec<String>,
     },
     /// cargo clippy on the workspace, all targets, -D warnings.
     Clippy,
+    /// Run the fidelity tier in the VM and regenerate docs/accuracy.md.
+    Accuracy {
+        /// A kernel release, a series (6.1, 6.12), or all.
+        #[arg(long, default_value = "all")]
+        kernel: String,
+    },
     /// The main job: set up, build, and run `impair demo` (a self-made
     /// namespace lab, impaired, measured and removed). Needs root.
     Demo {
@@ -86,8 +96,7 @@ enum Cmd {
         #[arg(last = true)]
         extra: Vec<String>,
     },
-    // Later: `Bench` (throughput/latency cost of the data path) and `Accuracy`
-    // (measured loss, delay and rate against the configured ones).
+    // Later: `Bench` (throughput/latency cost of the data path).
 }
 
 fn main() -> ExitCode {
@@ -96,9 +105,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Setup { no_kernels } => setup::setup(&setup::Options { kernels: !no_kernels }),
         Cmd::Build { release } => tasks::build(release).map(|bin| println!("{}", bin.display())),
-        Cmd::Test { tier, extra } => tasks::test(tier, &extra),
+        Cmd::Test { tier, vm_kernel, extra } => tasks::test(tier, &vm_kernel, &extra),
         Cmd::Clippy => tasks::clippy(),
         Cmd::Demo { extra } => tasks::demo(&extra),
+        Cmd::Accuracy { kernel } => accuracy::accuracy(&kernel),
         Cmd::Vm { kernel, tier, timeout_secs, release, no_skip, extra } => {
             vm::vm(&vm::Options { kernel, tier, timeout_secs, release, no_skip, extra })
         }

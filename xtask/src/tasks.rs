@@ -37,6 +37,18 @@ pub fn build(release: bool) -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// The VM tier: every guest tier on `kernel` ("all", a series or a release).
+fn run_vm(kernel: &str, extra: &[String]) -> Result<()> {
+    crate::vm::vm(&crate::vm::Options {
+        kernel: kernel.to_owned(),
+        tier: crate::vm::VmTier::All,
+        timeout_secs: 1200,
+        release: false,
+        no_skip: false,
+        extra: extra.to_vec(),
+    })
+}
+
 /// Builds the binary and runs `impair demo` with `extra` arguments.
 pub fn demo(extra: &[String]) -> Result<()> {
     let bin = build(false)?;
@@ -63,10 +75,11 @@ pub enum Tier {
     Bpf,
     /// Network-namespace tests: veth pairs, real traffic (root).
     Netns,
+    /// The bpf, netns and fidelity tiers inside qemu on the Debian 6.1 and
+    /// 6.12 kernels (`cargo xtask vm`): tcx and clsact, sch_fq, sch_netem.
+    Vm,
     /// Everything above.
     All,
-    // Later: `Vm` (the same checks inside qemu on the 6.1 and 6.12 kernels that
-    // `cargo xtask setup` unpacks); then setup runs with kernels for that tier.
 }
 
 impl Tier {
@@ -76,6 +89,7 @@ impl Tier {
             Tier::Bpf => "bpf",
             Tier::Netns => "netns",
             Tier::All => "all",
+            Tier::Vm => "vm",
         }
     }
 
@@ -93,7 +107,7 @@ impl Tier {
             }
             Tier::Bpf => args.extend(["-p", "impair-tests", "--test", "bpf_prog_test_run"]),
             Tier::Netns => args.extend(["-p", "impair-tests", "--test", "netns"]),
-            Tier::All => {
+            Tier::All | Tier::Vm => {
                 args.push("--workspace");
                 args.extend(EXCLUDE_EBPF);
             }
@@ -102,7 +116,10 @@ impl Tier {
     }
 }
 
-pub fn test(tier: Tier, extra: &[String]) -> Result<()> {
+pub fn test(tier: Tier, vm_kernel: &str, extra: &[String]) -> Result<()> {
+    if tier == Tier::Vm {
+        return run_vm(vm_kernel, extra);
+    }
     let start = Instant::now();
     if tier.privileged() && !crate::util::is_root() {
         bail!(
@@ -120,6 +137,9 @@ pub fn test(tier: Tier, extra: &[String]) -> Result<()> {
 
     section(&format!("test: tier {}", tier.name()));
     run_timed(cargo_require().args(tier.cargo_args()).args(extra))?;
+    if tier == Tier::All {
+        run_vm(vm_kernel, &[])?;
+    }
     eprintln!(
         "\nxtask test --tier {}: passed in {:.1} s",
         tier.name(),
