@@ -231,7 +231,13 @@ fn reorder_fraction_skips_the_delay() {
         json!({"early": early, "sent": run.report.sent, "engine_reordered": engine, "rfc4737_reordered": run.report.reordered}),
         json!({"early": netem_early, "sent": netem.report.sent, "rfc4737_reordered": netem.report.reordered}),
     );
-    assert_eq!(early, engine, "every packet that skipped the delay arrived early, and only those");
+    assert!(early <= engine, "only packets that skipped the delay arrive early ({early} early, {engine} skipped)");
+    // Kernels whose fq does not unthrottle a flow when an earlier packet
+    // arrives (6.1) hold a skipped packet until the flow's earliest delayed
+    // packet is due; that only happens while the flow's queue is young and
+    // costs at most a few of the ~10 skips in the first delay's worth of
+    // packets. 6.12's fq shows none (docs/accuracy.md).
+    assert!(engine - early <= 10, "{} skipped packets did not arrive early", engine - early);
     let (lo, hi) = wilson_interval(early, run.report.sent, Z99);
     assert!(lo <= 0.10 && 0.10 <= hi, "{early} of {} early: 99% interval {lo}..{hi}", run.report.sent);
 }
