@@ -61,8 +61,9 @@ fn main() -> Result<()> {
             // aya-build runs `rustup run <toolchain> cargo` whenever it finds rustup;
             // hide rustup so it uses /usr/bin/cargo and /usr/bin/rustc directly.
             let path = env::var_os("PATH").unwrap_or_default();
-            let kept: Vec<PathBuf> =
-                env::split_paths(&path).filter(|d| !d.join("rustup").exists()).collect();
+            let kept: Vec<PathBuf> = env::split_paths(&path)
+                .filter(|d| !d.join("rustup").exists())
+                .collect();
             let mut dirs = vec![PathBuf::from("/usr/bin")];
             dirs.extend(kept);
             // SAFETY: build scripts are single-threaded at this point; the values
@@ -77,15 +78,27 @@ fn main() -> Result<()> {
             aya_build::Toolchain::Nightly
         }
     };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(PACKAGE);
-    let root = root.canonicalize().with_context(|| format!("{}", root.display()))?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(PACKAGE);
+    let root = root
+        .canonicalize()
+        .with_context(|| format!("{}", root.display()))?;
     let root = root.to_str().context("non-UTF-8 path")?;
     aya_build::build_ebpf(
-        [aya_build::Package { name: PACKAGE, root_dir: root, ..Default::default() }],
+        [aya_build::Package {
+            name: PACKAGE,
+            root_dir: root,
+            ..Default::default()
+        }],
         toolchain,
     )
     .context("building the eBPF programs (crate impair-ebpf)")?;
-    if fs::metadata(out_dir.join(PACKAGE)).map(|m| m.len()).unwrap_or(0) == 0 {
+    if fs::metadata(out_dir.join(PACKAGE))
+        .map(|m| m.len())
+        .unwrap_or(0)
+        == 0
+    {
         bail!("the eBPF build produced no object");
     }
     Ok(())
@@ -100,23 +113,28 @@ fn bpf_linker() -> Option<PathBuf> {
     if let Some(home) = env::var_os("HOME") {
         dirs.push(PathBuf::from(home).join(".cargo/bin"));
     }
-    dirs.into_iter().map(|d| d.join("bpf-linker")).find(|p| p.is_file())
+    dirs.into_iter()
+        .map(|d| d.join("bpf-linker"))
+        .find(|p| p.is_file())
 }
 
 fn has_core_source(sysroot: &Path) -> bool {
-    sysroot.join("lib/rustlib/src/rust/library/core/Cargo.toml").is_file()
+    sysroot
+        .join("lib/rustlib/src/rust/library/core/Cargo.toml")
+        .is_file()
 }
 
 fn sysroot_of(cmd: &mut Command) -> Option<PathBuf> {
     let out = cmd.output().ok()?;
-    out.status.success().then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    out.status
+        .success()
+        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
 fn detect() -> Option<Route> {
     let linker = bpf_linker()?;
-    let upstream = sysroot_of(
-        Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]),
-    );
+    let upstream =
+        sysroot_of(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]));
     if upstream.as_deref().is_some_and(has_core_source) && on_path("bpf-linker") {
         return Some(Route::Upstream);
     }

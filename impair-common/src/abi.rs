@@ -43,10 +43,26 @@ pub mod map_names {
     pub const OWNER: &str = "IMPAIR_OWNER";
 }
 
-/// Program names (the kernel keeps the first 15 bytes).
+/// Program names (the kernel keeps the first 15 bytes). All three live in one
+/// object and share its maps; the controller loads one object per attachment
+/// and loads and attaches only the programs that attachment uses.
 pub mod prog_names {
+    /// tc egress: every impairment.
     pub const TC_EGRESS: &str = "impair_egress";
+    /// tc ingress: loss, ECN, corruption, MTU, blackhole, rate policing.
+    pub const TC_INGRESS: &str = "impair_ingress";
+    /// XDP: the same impairments as tc ingress.
+    pub const XDP: &str = "impair_xdp";
+    /// Every program `impair stats/status/detach` look for.
+    pub const ALL: [&str; 3] = [TC_EGRESS, TC_INGRESS, XDP];
 }
+
+/// Burst tolerance of the rate on the receive side (tc ingress, XDP) when the
+/// rule sets no queue limit: there is no queue to hold packets, so the rate
+/// is a policer, and a policer needs a burst. 10 ms is the latency budget of
+/// a shallow router buffer; at 10 Mbit/s it is about eight 1500-byte frames.
+/// The data path also never uses less than one packet's serialization time.
+pub const POLICE_BURST_DEFAULT_NS: u64 = 10_000_000;
 
 /// Header of one rule-set slot (`RULESETS[slot]`).
 #[repr(C)]
@@ -155,8 +171,7 @@ impl FlowMatch {
         if f & match_flags::IPV6 != 0 && k.ip_version != 6 {
             return false;
         }
-        if f & (match_flags::SRC | match_flags::DST | match_flags::PROTO) != 0
-            && k.ip_version == 0
+        if f & (match_flags::SRC | match_flags::DST | match_flags::PROTO) != 0 && k.ip_version == 0
         {
             return false;
         }
@@ -357,6 +372,20 @@ pub mod owner_flags {
     pub const NETLINK: u32 = 1 << 1;
     /// The controller created the clsact qdisc and removes it on detach.
     pub const CREATED_CLSACT: u32 = 1 << 2;
+    /// `impair_egress` is attached at tc egress. An owner with none of the
+    /// three hook bits is a tc egress attachment too (written before receive
+    /// hooks existed).
+    pub const HOOK_TC_EGRESS: u32 = 1 << 3;
+    /// `impair_ingress` is attached at tc ingress.
+    pub const HOOK_TC_INGRESS: u32 = 1 << 4;
+    /// `impair_xdp` is attached (receive side).
+    pub const HOOK_XDP: u32 = 1 << 5;
+    /// The XDP program was attached in generic (skb) mode on request.
+    pub const XDP_GENERIC: u32 = 1 << 6;
+    /// The XDP program was attached in native (driver) mode on request.
+    pub const XDP_NATIVE: u32 = 1 << 7;
+    /// All hook bits.
+    pub const HOOKS: u32 = HOOK_TC_EGRESS | HOOK_TC_INGRESS | HOOK_XDP;
 }
 
 /// A rule's quantile table (`IMPAIR_TABLES[slot * MAX_RULES + rule]`): the
@@ -448,10 +477,38 @@ impl Default for Owner {
 impl Owner {
     /// The label as a string, up to its first NUL.
     pub fn label_str(&self) -> &str {
-        let end = self.label.iter().position(|&b| b == 0).unwrap_or(self.label.len());
+        let end = self
+            .label
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.label.len());
         match core::str::from_utf8(&self.label[..end]) {
             Ok(s) => s,
             Err(e) => core::str::from_utf8(&self.label[..e.valid_up_to()]).unwrap_or(""),
+        }
+    }
+
+    /// The hooks this instance is attached at ([`owner_flags`] `HOOK_*` bits);
+    /// an owner that names none is a tc egress attachment.
+    pub fn hooks(&self) -> u32 {
+        match self.flags & owner_flags::HOOKS {
+            0 => owner_flags::HOOK_TC_EGRESS,
+            h => h,
+        }
+    }
+
+    /// The hooks as `impair status` shows them: `tc-egress`, `tc-ingress`,
+    /// `xdp`, or two of them joined by `+` (one instance serving both
+    /// directions).
+    pub fn hook_name(&self) -> &'static str {
+        use owner_flags::{HOOK_TC_EGRESS as E, HOOK_TC_INGRESS as I, HOOK_XDP as X};
+        match self.hooks() {
+            E => "tc-egress",
+            I => "tc-ingress",
+            X => "xdp",
+            h if h == E | I => "tc-egress+tc-ingress",
+            h if h == E | X => "tc-egress+xdp",
+            _ => "unknown",
         }
     }
 
@@ -476,7 +533,10 @@ mod tests {
 
     fn prefix_v4(a: [u8; 4], len: u32) -> Prefix {
         let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) }.to_be();
-        Prefix { addr: [u32::from_ne_bytes(a) & mask, 0, 0, 0], mask: [mask, 0, 0, 0] }
+        Prefix {
+            addr: [u32::from_ne_bytes(a) & mask, 0, 0, 0],
+            mask: [mask, 0, 0, 0],
+        }
     }
 
     #[test]
@@ -516,10 +576,25 @@ mod tests {
         assert!(!m.matches(&k));
         k.l4_proto = 17;
         k.has_ports = 0;
-        assert!(!m.matches(&k), "a fragment without ports never matches a port rule");
+        assert!(
+            !m.matches(&k),
+            "a fragment without ports never matches a port rule"
+        );
         k.has_ports = 1;
         k.ip_version = 6;
         assert!(!m.matches(&k));
+    }
+
+    #[test]
+    fn hook_names_default_to_tc_egress() {
+        let mut o = Owner::default();
+        assert_eq!(o.hook_name(), "tc-egress");
+        o.flags = owner_flags::NETLINK | owner_flags::HOOK_TC_INGRESS;
+        assert_eq!(o.hook_name(), "tc-ingress");
+        o.flags = owner_flags::HOOK_XDP | owner_flags::XDP_GENERIC;
+        assert_eq!(o.hook_name(), "xdp");
+        o.flags = owner_flags::HOOK_TC_EGRESS | owner_flags::HOOK_XDP;
+        assert_eq!(o.hook_name(), "tc-egress+xdp");
     }
 
     #[test]

@@ -13,7 +13,11 @@
 #[inline(always)]
 pub fn wire_bytes(len: u32, overhead: i32, cell_bytes: u32, cell_overhead: i32) -> u64 {
     let with_overhead = i64::from(len) + i64::from(overhead);
-    let bytes = if with_overhead < 1 { 1 } else { with_overhead as u64 };
+    let bytes = if with_overhead < 1 {
+        1
+    } else {
+        with_overhead as u64
+    };
     if cell_bytes == 0 {
         return bytes;
     }
@@ -33,7 +37,9 @@ pub fn tx_time_ns(bytes: u64, ps_per_byte: u64) -> u64 {
 
 /// Picoseconds per byte for a rate in bits per second (the controller's side).
 pub fn ps_per_byte(rate_bps: u64) -> u64 {
-    8_000_000_000_000u64.checked_div(rate_bps).map_or(0, |ps| ps.max(1))
+    8_000_000_000_000u64
+        .checked_div(rate_bps)
+        .map_or(0, |ps| ps.max(1))
 }
 
 /// The departure time of a packet ready at `ready_ns` on a link whose last
@@ -41,8 +47,17 @@ pub fn ps_per_byte(rate_bps: u64) -> u64 {
 /// would see exceeds `queue_limit_ns` (0: no limit): the packet is dropped and
 /// the link state is left as it was.
 #[inline(always)]
-pub fn rate_departure(ready_ns: u64, last_departure_ns: u64, tx_ns: u64, queue_limit_ns: u64) -> Option<u64> {
-    let start = if last_departure_ns > ready_ns { last_departure_ns } else { ready_ns };
+pub fn rate_departure(
+    ready_ns: u64,
+    last_departure_ns: u64,
+    tx_ns: u64,
+    queue_limit_ns: u64,
+) -> Option<u64> {
+    let start = if last_departure_ns > ready_ns {
+        last_departure_ns
+    } else {
+        ready_ns
+    };
     let departure = start + tx_ns;
     if queue_limit_ns != 0 && departure - ready_ns > queue_limit_ns {
         return None;
@@ -101,6 +116,9 @@ mod tests {
     fn slowest_rate_cannot_overflow() {
         let ps = ps_per_byte(1);
         assert_eq!(ps, 8_000_000_000_000);
-        assert_eq!(tx_time_ns(wire_bytes(65_535, 4096, 0, 0), ps), 69_631 * 8_000_000_000);
+        assert_eq!(
+            tx_time_ns(wire_bytes(65_535, 4096, 0, 0), ps),
+            69_631 * 8_000_000_000
+        );
     }
 }

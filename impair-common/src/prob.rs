@@ -61,9 +61,14 @@ mod tests {
         let n = 200_000u32;
         let t = from_fraction(0.1);
         let mut s = crate::rng::cpu_state(42, 0);
-        let hits = (0..n).filter(|_| fires(t, crate::rng::next_u64(&mut s) as u32)).count();
+        let hits = (0..n)
+            .filter(|_| fires(t, crate::rng::next_u64(&mut s) as u32))
+            .count();
         let p_hat = hits as f64 / f64::from(n);
         let half = 2.576 * (0.1f64 * 0.9 / f64::from(n)).sqrt();
-        assert!((p_hat - 0.1).abs() < half, "p_hat = {p_hat}, allowed ± {half}");
+        assert!(
+            (p_hat - 0.1).abs() < half,
+            "p_hat = {p_hat}, allowed ± {half}"
+        );
     }
 }

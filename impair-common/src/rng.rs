@@ -34,7 +34,14 @@ mod tests {
         // Reference values of SplitMix64 seeded with 1234567 (Vigna's splitmix64.c).
         let mut s = 1234567u64;
         let got = [next_u64(&mut s), next_u64(&mut s), next_u64(&mut s)];
-        assert_eq!(got, [6457827717110365317, 3203168211198807973, 9817491932198370423]);
+        assert_eq!(
+            got,
+            [
+                6457827717110365317,
+                3203168211198807973,
+                9817491932198370423
+            ]
+        );
     }
 
     #[test]

@@ -61,7 +61,9 @@ pub static FLOWS: LruHashMap<FlowKey, u64> = LruHashMap::with_max_entries(65_536
 #[map(name = "IMPAIR_DUP")]
 pub static DUPLICATING: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
-/// Scratch: the parsed headers of the current packet (see `rules::try_decide`).
+/// Scratch: the parsed headers of the current packet (see `rules::try_decide`);
+/// shared by the three programs, which never run nested on one CPU except
+/// egress on its own duplicate, which returns before touching it.
 #[map(name = "IMPAIR_KEY")]
 pub static KEY: PerCpuArray<PacketKey> = PerCpuArray::with_max_entries(1, 0);
 

@@ -45,7 +45,11 @@ pub struct Cursor {
 impl Cursor {
     #[inline(always)]
     pub fn new(data: usize, end: usize) -> Self {
-        Self { start: data, pos: data, end }
+        Self {
+            start: data,
+            pos: data,
+            end,
+        }
     }
 
     /// Offset of the cursor from the start of the frame.
@@ -89,7 +93,9 @@ fn words16(a: &[u8; 16]) -> [u32; 4] {
 /// Parses from an Ethernet header at the cursor.
 #[inline(always)]
 pub fn parse_eth(mut c: Cursor, key: &mut PacketKey) {
-    let Some(eth) = c.take::<EthHdr>() else { return };
+    let Some(eth) = c.take::<EthHdr>() else {
+        return;
+    };
     // SAFETY: `take` checked that the header lies inside the packet.
     let mut proto = u16::from_be(unsafe { (*eth).ether_type });
     // Up to two tags (802.1ad outer, 802.1Q inner).
@@ -97,7 +103,9 @@ pub fn parse_eth(mut c: Cursor, key: &mut PacketKey) {
         if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
             break;
         }
-        let Some(vlan) = c.take::<VlanHdr>() else { return };
+        let Some(vlan) = c.take::<VlanHdr>() else {
+            return;
+        };
         // SAFETY: bounds checked by `take`.
         proto = u16::from_be(unsafe { (*vlan).ether_type });
     }
@@ -110,7 +118,9 @@ pub fn parse_eth(mut c: Cursor, key: &mut PacketKey) {
 
 #[inline(always)]
 fn parse_ipv4(mut c: Cursor, key: &mut PacketKey) {
-    let Some(ip) = c.peek::<Ipv4Hdr>() else { return };
+    let Some(ip) = c.peek::<Ipv4Hdr>() else {
+        return;
+    };
     // SAFETY: bounds checked by `peek`.
     let ip = unsafe { &*ip };
     let ihl = usize::from(ip.vihl & 0x0f) * 4;
@@ -134,7 +144,9 @@ fn parse_ipv4(mut c: Cursor, key: &mut PacketKey) {
 #[inline(always)]
 fn parse_ipv6(mut c: Cursor, key: &mut PacketKey) {
     let l3_offset = c.offset();
-    let Some(ip) = c.take::<Ipv6Hdr>() else { return };
+    let Some(ip) = c.take::<Ipv6Hdr>() else {
+        return;
+    };
     // SAFETY: bounds checked by `take`.
     let ip = unsafe { &*ip };
     if ip.vcf[0] >> 4 != 6 {
@@ -189,17 +201,24 @@ fn read_ports(c: &Cursor, proto: u8, key: &mut PacketKey) {
     let hdr_len: u16 = match proto {
         IPPROTO_UDP | IPPROTO_UDPLITE | IPPROTO_ICMP | IPPROTO_ICMPV6 | IPPROTO_SCTP => 8,
         IPPROTO_TCP => {
-            let Some(t) = c.peek::<[u8; 13]>() else { return };
+            let Some(t) = c.peek::<[u8; 13]>() else {
+                return;
+            };
             // SAFETY: bounds checked by `peek`.
             u16::from(unsafe { (*t)[12] } >> 4) * 4
         }
         _ => 0,
     };
     key.payload_offset = key.l4_offset + hdr_len;
-    if !matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE) {
+    if !matches!(
+        proto,
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE
+    ) {
         return;
     }
-    let Some(ports) = c.peek::<[u8; 4]>() else { return };
+    let Some(ports) = c.peek::<[u8; 4]>() else {
+        return;
+    };
     // SAFETY: bounds checked by `peek`.
     let ports = unsafe { &*ports };
     key.sport = u16::from_be_bytes([ports[0], ports[1]]);

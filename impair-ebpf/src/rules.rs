@@ -1,21 +1,90 @@
-//! Per-packet decision: lease check, rule lookup (first match wins), impairments.
+//! Per-packet decision: lease check, rule lookup (first match wins),
+//! impairments. One generic path serves every hook ([`Hook`]): tc egress
+//! does everything; tc ingress and XDP do loss, ECN, corruption, the MTU
+//! blackhole, blackholes and rate policing. Delay, jitter, reordering,
+//! duplication and rate pacing need a queue that releases packets later, and
+//! only tc egress has one (fq, a qdisc): received packets have no qdisc after
+//! the hook, so those impairments never happen there.
 use aya_ebpf::{
     helpers::{bpf_get_hash_recalc, bpf_ktime_get_ns, bpf_skb_set_tstamp},
-    programs::TcContext,
+    programs::{TcContext, XdpContext},
 };
 use impair_common::{
-    delay_dist, dist, edt, loss, loss_model, prob, rule_flags, FlowKey, GlobalCounters, PacketKey, Rule, CONTROL_ACTIVE_SLOT,
-    CONTROL_LEASE_DEADLINE_NS, LEASE_FOREVER, MAX_RULES,
+    delay_dist, dist, edt, loss, loss_model, prob, rule_flags, FlowKey, GlobalCounters, PacketKey,
+    Rule, CONTROL_ACTIVE_SLOT, CONTROL_LEASE_DEADLINE_NS, LEASE_FOREVER, MAX_RULES,
+    POLICE_BURST_DEFAULT_NS,
 };
 
 use crate::{
-    maps::{random_u64, CONTROL, DUPLICATING, FLOWS, KEY, LOSS_STATE, MATCHED, RATE_STATE, DELAY_STATE, TABLES, GLOBAL_COUNTERS, RULES, RULESETS, RULE_COUNTERS},
+    maps::{
+        random_u64, CONTROL, DELAY_STATE, DUPLICATING, FLOWS, GLOBAL_COUNTERS, KEY, LOSS_STATE,
+        MATCHED, RATE_STATE, RULES, RULESETS, RULE_COUNTERS, TABLES,
+    },
     parse::{parse_eth, Cursor},
+    pkt::Packet,
 };
 
 pub enum Verdict {
     Pass,
     Drop,
+}
+
+/// Where a program runs: how it reaches the packet, and whether a queue
+/// follows it (so packets can be held, paced and duplicated).
+pub trait Hook {
+    type Pkt: Packet;
+    /// tc egress: delay, jitter, reorder, EDT pacing and duplicates. Every
+    /// other hook polices the rate instead and never holds or copies packets.
+    const EGRESS: bool;
+    fn packet(&self) -> &Self::Pkt;
+    /// Only called when [`Hook::EGRESS`]: the skb the timing helpers work on.
+    fn skb(&self) -> Option<&TcContext>;
+}
+
+/// tc egress (tcx link or clsact filter).
+pub struct TcEgress<'a>(pub &'a TcContext);
+/// tc ingress (tcx link or clsact filter).
+pub struct TcIngress<'a>(pub &'a TcContext);
+/// XDP (native or generic).
+pub struct Xdp<'a>(pub &'a XdpContext);
+
+impl Hook for TcEgress<'_> {
+    type Pkt = TcContext;
+    const EGRESS: bool = true;
+    #[inline(always)]
+    fn packet(&self) -> &TcContext {
+        self.0
+    }
+    #[inline(always)]
+    fn skb(&self) -> Option<&TcContext> {
+        Some(self.0)
+    }
+}
+
+impl Hook for TcIngress<'_> {
+    type Pkt = TcContext;
+    const EGRESS: bool = false;
+    #[inline(always)]
+    fn packet(&self) -> &TcContext {
+        self.0
+    }
+    #[inline(always)]
+    fn skb(&self) -> Option<&TcContext> {
+        None
+    }
+}
+
+impl Hook for Xdp<'_> {
+    type Pkt = XdpContext;
+    const EGRESS: bool = false;
+    #[inline(always)]
+    fn packet(&self) -> &XdpContext {
+        self.0
+    }
+    #[inline(always)]
+    fn skb(&self) -> Option<&TcContext> {
+        None
+    }
 }
 
 /// `BPF_SKB_TSTAMP_DELIVERY_MONO` (an anonymous enum in the bindings): the
@@ -32,18 +101,21 @@ fn global() -> Option<*mut GlobalCounters> {
     GLOBAL_COUNTERS.get_ptr_mut(0)
 }
 
-/// Decides what happens to one packet at tc. Errors pass the packet (fail open)
+/// Decides what happens to one packet. Errors pass the packet (fail open)
 /// and are counted in `GlobalCounters::errors`.
 #[inline(always)]
-pub fn decide(ctx: &TcContext) -> Verdict {
-    if is_duplicate() {
+pub fn decide<H: Hook>(h: &H) -> Verdict {
+    // Only egress sends duplicates, and only its own nested run sees them.
+    if H::EGRESS && is_duplicate() {
         return Verdict::Pass;
     }
-    let Some(g) = global() else { return Verdict::Pass };
+    let Some(g) = global() else {
+        return Verdict::Pass;
+    };
     // SAFETY: this CPU's per-CPU value; programs do not migrate while running.
     let g = unsafe { &mut *g };
     g.packets += 1;
-    match try_decide(ctx, g) {
+    match try_decide(h, g) {
         Ok(v) => v,
         Err(()) => {
             g.errors += 1;
@@ -53,7 +125,7 @@ pub fn decide(ctx: &TcContext) -> Verdict {
 }
 
 #[inline(always)]
-fn try_decide(ctx: &TcContext, g: &mut GlobalCounters) -> Result<Verdict, ()> {
+fn try_decide<H: Hook>(h: &H, g: &mut GlobalCounters) -> Result<Verdict, ()> {
     let deadline = *CONTROL.get(CONTROL_LEASE_DEADLINE_NS).ok_or(())?;
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     if deadline != LEASE_FOREVER && unsafe { bpf_ktime_get_ns() } > deadline {
@@ -67,12 +139,9 @@ fn try_decide(ctx: &TcContext, g: &mut GlobalCounters) -> Result<Verdict, ()> {
         return Ok(Verdict::Pass);
     }
 
-    let len = ctx.len();
-    let linear = ctx.data_end() - ctx.data();
-    if (linear as u32) < PARSE_BYTES && len as usize > linear {
-        // Headers may sit in paged data; a failed pull only means less to parse.
-        let _ = ctx.pull_data(len.min(PARSE_BYTES));
-    }
+    let pkt = h.packet();
+    pkt.linearize(PARSE_BYTES);
+    let len = pkt.frame_len();
     // The key lives in a per-CPU scratch map, not on the stack: the verifier
     // then forgets the per-path constants the parser wrote (IPv4 vs IPv6,
     // protocol, offsets), and the rule loop below is verified once instead of
@@ -82,7 +151,7 @@ fn try_decide(ctx: &TcContext, g: &mut GlobalCounters) -> Result<Verdict, ()> {
     // and a nested run (a duplicate) returns before touching it.
     let key = unsafe { &mut *key };
     *key = PacketKey::default();
-    parse_eth(Cursor::new(ctx.data(), ctx.data_end()), key);
+    parse_eth(Cursor::new(pkt.data(), pkt.data_end()), key);
 
     // Find the first matching rule, then apply it once after the loop. The
     // index travels through a per-CPU scratch slot: read back from a map it is
@@ -112,21 +181,24 @@ fn try_decide(ctx: &TcContext, g: &mut GlobalCounters) -> Result<Verdict, ()> {
     }
     let idx = base + hit;
     let rule = RULES.get(idx).ok_or(())?;
-    apply(ctx, key, rule, idx, len)
+    apply(h, key, rule, idx, len)
 }
 
 /// What one rule does to a packet, in netem's order: MTU, blackhole, the
-/// duplicate decision, loss (or an ECN mark), then the clean duplicate is
-/// sent, then corruption of the original.
+/// duplicate decision, loss (or an ECN mark), then (egress) the departure
+/// time and the clean duplicate, or (receive) the rate policer, then
+/// corruption of the original.
 #[inline(always)]
-fn apply(ctx: &TcContext, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -> Result<Verdict, ()> {
+fn apply<H: Hook>(h: &H, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -> Result<Verdict, ()> {
     let c = RULE_COUNTERS.get_ptr_mut(idx).ok_or(())?;
     // SAFETY: this CPU's per-CPU value; programs do not migrate while running.
     let c = unsafe { &mut *c };
     c.packets += 1;
     c.bytes += u64::from(len);
+    let pkt = h.packet();
 
-    if rule.mtu_bytes != 0 && key.ip_version != 0 && len - u32::from(key.l3_offset) > rule.mtu_bytes {
+    if rule.mtu_bytes != 0 && key.ip_version != 0 && len - u32::from(key.l3_offset) > rule.mtu_bytes
+    {
         c.dropped_mtu += 1;
         return Ok(Verdict::Drop);
     }
@@ -135,10 +207,12 @@ fn apply(ctx: &TcContext, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -> R
         return Ok(Verdict::Drop);
     }
     let r = random_u64();
-    let duplicate = prob::fires(rule.duplicate_u32, (r >> 32) as u32);
+    // The duplicate decision draws from the same word at every hook, so a
+    // seed gives the same loss decisions wherever the rule runs.
+    let duplicate = H::EGRESS && prob::fires(rule.duplicate_u32, (r >> 32) as u32);
     if lost(rule, idx, r)? {
         if rule.flags & rule_flags::ECN != 0 && key.ecn != 0 {
-            mark_ce(ctx, key)?;
+            mark_ce(pkt, key)?;
             c.ecn_marked += 1;
         } else if duplicate {
             // netem: when both fire, one copy goes out: this one, as the duplicate.
@@ -150,38 +224,85 @@ fn apply(ctx: &TcContext, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -> R
             return Ok(Verdict::Drop);
         }
     }
-    if rule.delay_ns | rule.jitter_ns | rule.rate_ps_per_byte != 0 {
-        // SAFETY: bpf_ktime_get_ns has no preconditions.
-        let now = unsafe { bpf_ktime_get_ns() };
-        match schedule(ctx, rule, idx, len, now)? {
-            Schedule::Drop => {
-                c.dropped_queue += 1;
-                return Ok(Verdict::Drop);
-            }
-            Schedule::Now => c.reordered += 1,
-            Schedule::At(t) => {
-                // SAFETY: the helper only writes the context's skb.
-                let rc = unsafe { bpf_skb_set_tstamp(ctx.skb.skb, t, BPF_SKB_TSTAMP_DELIVERY_MONO) };
-                if rc != 0 {
-                    return Err(());
+    if H::EGRESS {
+        let ctx = h.skb().ok_or(())?;
+        if rule.delay_ns | rule.jitter_ns | rule.rate_ps_per_byte != 0 {
+            // SAFETY: bpf_ktime_get_ns has no preconditions.
+            let now = unsafe { bpf_ktime_get_ns() };
+            match schedule(ctx, rule, idx, len, now)? {
+                Schedule::Drop => {
+                    c.dropped_queue += 1;
+                    return Ok(Verdict::Drop);
                 }
-                if t > now {
-                    c.delayed += 1;
+                Schedule::Now => c.reordered += 1,
+                Schedule::At(t) => {
+                    // SAFETY: the helper only writes the context's skb.
+                    let rc =
+                        unsafe { bpf_skb_set_tstamp(ctx.skb.skb, t, BPF_SKB_TSTAMP_DELIVERY_MONO) };
+                    if rc != 0 {
+                        return Err(());
+                    }
+                    if t > now {
+                        c.delayed += 1;
+                    }
                 }
             }
         }
+        // The duplicate is cloned after the departure time is set, so it leaves
+        // with the original.
+        if duplicate {
+            send_duplicate(ctx)?;
+            c.duplicated += 1;
+        }
+    } else if rule.rate_ps_per_byte != 0 && !police(rule, idx, len)? {
+        c.dropped_queue += 1;
+        return Ok(Verdict::Drop);
     }
-    // The duplicate is cloned after the departure time is set, so it leaves
-    // with the original.
-    if duplicate {
-        send_duplicate(ctx)?;
-        c.duplicated += 1;
-    }
-    if prob::fires(rule.corrupt_u32, random_u64() as u32) && corrupt(ctx, key, len, rule.flags)? {
+    if prob::fires(rule.corrupt_u32, random_u64() as u32) && corrupt(pkt, key, len, rule.flags)? {
         c.corrupted += 1;
     }
     c.passed += 1;
     Ok(Verdict::Pass)
+}
+
+/// The rate on the receive side: a policer on the same emulated link as
+/// egress pacing (`edt::rate_departure`, `RATE_STATE`), but with nowhere to
+/// hold a packet. A packet that would wait more than the burst tolerance
+/// behind the link is dropped (`dropped_queue`) and leaves the link state
+/// alone; an accepted one passes at once and occupies the link for its
+/// serialization time. The tolerance is the rule's queue limit
+/// ([`POLICE_BURST_DEFAULT_NS`] when unset, so a policer always has a burst),
+/// and at least the packet's own serialization time: a tolerance smaller than
+/// one packet would otherwise drop every packet, as a token bucket smaller
+/// than the MTU does. Returns whether the packet is accepted.
+#[inline(always)]
+fn police(rule: &Rule, idx: u32, len: u32) -> Result<bool, ()> {
+    let st = RATE_STATE.get_ptr_mut(idx).ok_or(())?;
+    let bytes = edt::wire_bytes(
+        len,
+        rule.overhead_bytes,
+        rule.cell_bytes,
+        rule.cell_overhead_bytes,
+    );
+    let tx = edt::tx_time_ns(bytes, rule.rate_ps_per_byte);
+    let configured = if rule.queue_limit_ns == 0 {
+        POLICE_BURST_DEFAULT_NS
+    } else {
+        rule.queue_limit_ns
+    };
+    let burst = if configured < tx { tx } else { configured };
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: a valid map value shared by CPUs; see RATE_STATE.
+    let last = unsafe { core::ptr::read_volatile(st) };
+    match edt::rate_departure(now, last, tx, burst) {
+        None => Ok(false),
+        Some(d) => {
+            // SAFETY: as above.
+            unsafe { core::ptr::write_volatile(st, d) };
+            Ok(true)
+        }
+    }
 }
 
 enum Schedule {
@@ -202,7 +323,9 @@ fn schedule(ctx: &TcContext, rule: &Rule, idx: u32, len: u32, now: u64) -> Resul
         return Ok(Schedule::Now);
     }
     let delay = match rule.delay_dist {
-        delay_dist::UNIFORM => dist::uniform_delay_ns(rule.delay_ns, rule.jitter_ns, jitter_random(rule, idx)?),
+        delay_dist::UNIFORM => {
+            dist::uniform_delay_ns(rule.delay_ns, rule.jitter_ns, jitter_random(rule, idx)?)
+        }
         delay_dist::TABLE => {
             let (i, frac) = dist::sample_index_frac(jitter_random(rule, idx)?);
             let table = TABLES.get(idx).ok_or(())?;
@@ -236,7 +359,12 @@ fn schedule(ctx: &TcContext, rule: &Rule, idx: u32, len: u32, now: u64) -> Resul
     }
     if rule.rate_ps_per_byte != 0 {
         let st = RATE_STATE.get_ptr_mut(idx).ok_or(())?;
-        let bytes = edt::wire_bytes(len, rule.overhead_bytes, rule.cell_bytes, rule.cell_overhead_bytes);
+        let bytes = edt::wire_bytes(
+            len,
+            rule.overhead_bytes,
+            rule.cell_bytes,
+            rule.cell_overhead_bytes,
+        );
         let tx = edt::tx_time_ns(bytes, rule.rate_ps_per_byte);
         // SAFETY: a valid map value shared by CPUs; see RATE_STATE.
         let last = unsafe { core::ptr::read_volatile(st) };
@@ -292,19 +420,19 @@ fn lost(rule: &Rule, idx: u32, r: u64) -> Result<bool, ()> {
 
 /// Sets CE in the IP header (the caller checked the packet is ECN-capable).
 #[inline(always)]
-fn mark_ce(ctx: &TcContext, key: &PacketKey) -> Result<(), ()> {
-    let l3 = usize::from(key.l3_offset);
+fn mark_ce<P: Packet>(pkt: &P, key: &PacketKey) -> Result<(), ()> {
+    let l3 = u32::from(key.l3_offset);
     if key.ip_version == 4 {
         // The first 16-bit word holds version/IHL and TOS; the checksum covers it.
-        let old: [u8; 2] = ctx.load(l3).map_err(|_| ())?;
+        let old = pkt.load_u16(l3)?;
         let new = [old[0], old[1] | 3];
-        ctx.l3_csum_replace(l3 + 10, u64::from(u16::from_ne_bytes(old)), u64::from(u16::from_ne_bytes(new)), 2)
-            .map_err(|_| ())?;
-        ctx.store(l3, &new, 0).map_err(|_| ())?;
+        pkt.l3_csum_replace(l3 + 10, old, new)?;
+        pkt.store_u16(l3, new)?;
     } else {
-        // IPv6: ECN is bits 4-5 of the second byte; there is no header checksum.
-        let old: u8 = ctx.load(l3 + 1).map_err(|_| ())?;
-        ctx.store(l3 + 1, &(old | 0x30), 0).map_err(|_| ())?;
+        // IPv6: ECN is bits 4-5 of the second byte; there is no header
+        // checksum to compensate, so a received packet's sum must follow.
+        let old = pkt.load_u8(l3 + 1)?;
+        pkt.store_u8_update_sum(l3 + 1, old | 0x30)?;
     }
     Ok(())
 }
@@ -342,7 +470,7 @@ pub fn is_duplicate() -> bool {
 
 /// L4 checksum field offset from the L4 header, for protocols that have one.
 #[inline(always)]
-fn l4_csum_offset(proto: u8) -> Option<usize> {
+fn l4_csum_offset(proto: u8) -> Option<u32> {
     match proto {
         6 => Some(16),
         17 | 136 => Some(6),
@@ -359,7 +487,7 @@ fn l4_csum_offset(proto: u8) -> Option<usize> {
 /// updated to match, so the corrupted payload reaches the application.
 /// Returns false when the packet has no payload to corrupt.
 #[inline(always)]
-fn corrupt(ctx: &TcContext, key: &PacketKey, len: u32, flags: u32) -> Result<bool, ()> {
+fn corrupt<P: Packet>(pkt: &P, key: &PacketKey, len: u32, flags: u32) -> Result<bool, ()> {
     let start = u32::from(key.payload_offset);
     if key.ip_version == 0 || key.l4_offset == 0 || start == 0 || start >= len {
         return Ok(false);
@@ -368,31 +496,30 @@ fn corrupt(ctx: &TcContext, key: &PacketKey, len: u32, flags: u32) -> Result<boo
     let off = start + ((r & 0xffff_ffff) % u64::from(len - start)) as u32;
     let bit = ((r >> 32) & 7) as u32;
     // Position of the flipped bit inside its 16-bit word of the L4 segment
-    // (even offsets are the high byte in network order).
-    let rel = off - u32::from(key.l4_offset);
-    let word_bit = if rel & 1 == 0 { bit + 8 } else { bit };
-    let word_off = (off & !1) as usize;
-    let old_word: [u8; 2] = ctx.load(word_off).map_err(|_| ())?;
-    let old: u8 = ctx.load(off as usize).map_err(|_| ())?;
-    ctx.store(off as usize, &(old ^ (1u8 << bit)), 0).map_err(|_| ())?;
-    let Some(csum_rel) = l4_csum_offset(key.l4_proto) else { return Ok(true) };
-    let csum_off = usize::from(key.l4_offset) + csum_rel;
+    // (even offsets from the L4 header are the high byte in network order).
+    let high = (off - u32::from(key.l4_offset)) & 1 == 0;
+    let word_bit = if high { bit + 8 } else { bit };
+    let old = pkt.load_u8(off)?;
+    let new = old ^ (1u8 << bit);
+    pkt.store_u8(off, new)?;
+    let Some(csum_rel) = l4_csum_offset(key.l4_proto) else {
+        return Ok(true);
+    };
+    let csum_off = u32::from(key.l4_offset) + csum_rel;
     if flags & rule_flags::CORRUPT_SILENT != 0 {
-        let new_word: [u8; 2] = ctx.load(word_off).map_err(|_| ())?;
-        // BPF_F_MARK_MANGLED_0: keep a UDP checksum of 0 meaning "none".
-        const BPF_F_MARK_MANGLED_0: u64 = 1 << 5;
-        ctx.l4_csum_replace(
-            csum_off,
-            u64::from(u16::from_ne_bytes(old_word)),
-            u64::from(u16::from_ne_bytes(new_word)),
-            2 | BPF_F_MARK_MANGLED_0,
-        )
-        .map_err(|_| ())?;
+        // The checksum change depends only on the byte that changed, so the
+        // word's other byte is taken as 0 on both sides: no second read, and
+        // a last odd byte (padded with 0 by the checksum) needs no case.
+        let (old_word, new_word) = if high {
+            ([old, 0], [new, 0])
+        } else {
+            ([0, old], [0, new])
+        };
+        pkt.l4_csum_replace(csum_off, old_word, new_word)?;
     } else {
-        let csum: [u8; 2] = ctx.load(csum_off).map_err(|_| ())?;
+        let csum = pkt.load_u16(csum_off)?;
         let flip = 1u16 << ((word_bit + 8) % 16);
-        let new = (u16::from_be_bytes(csum) ^ flip).to_be_bytes();
-        ctx.store(csum_off, &new, 0).map_err(|_| ())?;
+        pkt.store_u16(csum_off, (u16::from_be_bytes(csum) ^ flip).to_be_bytes())?;
     }
     Ok(true)
 }

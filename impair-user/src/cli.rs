@@ -16,8 +16,8 @@ use ipnet::IpNet;
 
 use crate::{
     discover,
-    engine::{AttachMode, AttachOptions, Engine},
     dist::Distribution,
+    engine::{AttachMode, AttachOptions, Direction, Engine, HookOptions, IngressHook, XdpMode},
     input::{self, usage, LossModelSpec, Proto, QueueLimit},
     profiles,
     rules::{CorruptMode, DelaySpec, MatchSpec, RateSpec, RuleSpec},
@@ -35,6 +35,9 @@ Examples:
   impair attach eth1 --delay 100ms --jitter 10ms --distribution normal --in-order
   impair attach eth1 --rate 10mbit --queue 50ms  EDT pacing with a 50 ms queue
   impair attach eth1 --profile lossy
+  impair attach eth1 --direction ingress --loss 5%  traffic arriving on eth1
+  impair attach eth1 --direction ingress --hook xdp --rate 2mbit
+                                                an XDP policer with a 10 ms burst
   impair stats eth1 --json                      counters of the running instance
   impair status                                 what is attached where
   impair demo                                   a 3-namespace lab, end to end";
@@ -48,7 +51,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Impair traffic leaving IFACE until Ctrl-C/SIGTERM/SIGHUP, then restore it.
+    /// Impair traffic leaving (or, with --direction, arriving on) IFACE until
+    /// Ctrl-C/SIGTERM/SIGHUP, then restore it.
     Attach(Box<AttachArgs>),
     /// Print the counters of the instance on IFACE (from any shell).
     Stats(StatsArgs),
@@ -74,9 +78,14 @@ fn queue(s: &str) -> Result<QueueLimit, String> {
     input::parse_queue(s).map_err(|e| e.0)
 }
 fn cell(s: &str) -> Result<(u32, i32), String> {
-    let bad = || format!("invalid cell '{s}': expected SIZE or SIZE/OVERHEAD in bytes, e.g. 48/5 for ATM");
+    let bad = || {
+        format!("invalid cell '{s}': expected SIZE or SIZE/OVERHEAD in bytes, e.g. 48/5 for ATM")
+    };
     let (size, over) = match s.split_once('/') {
-        Some((a, b)) => (a.trim().parse::<u32>().map_err(|_| bad())?, b.trim().parse::<i32>().map_err(|_| bad())?),
+        Some((a, b)) => (
+            a.trim().parse::<u32>().map_err(|_| bad())?,
+            b.trim().parse::<i32>().map_err(|_| bad())?,
+        ),
         None => (s.trim().parse::<u32>().map_err(|_| bad())?, 0),
     };
     if size == 0 {
@@ -87,7 +96,9 @@ fn cell(s: &str) -> Result<(u32, i32), String> {
 fn distribution(s: &str) -> Result<Distribution, String> {
     match s.parse::<Distribution>() {
         Ok(d) => Ok(d),
-        Err(_) if std::path::Path::new(s).exists() => Distribution::from_file(s).map_err(|e| format!("{e:#}")),
+        Err(_) if std::path::Path::new(s).exists() => {
+            Distribution::from_file(s).map_err(|e| format!("{e:#}"))
+        }
         Err(e) => Err(format!("{e}")),
     }
 }
@@ -129,7 +140,13 @@ pub struct MatchArgs {
 
 impl MatchArgs {
     pub fn spec(&self) -> MatchSpec {
-        MatchSpec { src: self.src, dst: self.dst, proto: self.proto.and_then(|p| p.0), sport: self.sport, dport: self.dport }
+        MatchSpec {
+            src: self.src,
+            dst: self.dst,
+            proto: self.proto.and_then(|p| p.0),
+            sport: self.sport,
+            dport: self.dport,
+        }
     }
 
     fn given(&self) -> bool {
@@ -138,7 +155,9 @@ impl MatchArgs {
 }
 
 fn mtu(s: &str) -> Result<u32, String> {
-    s.trim().parse::<u32>().map_err(|_| format!("invalid MTU '{s}': expected a size in bytes such as 1280"))
+    s.trim()
+        .parse::<u32>()
+        .map_err(|_| format!("invalid MTU '{s}': expected a size in bytes such as 1280"))
 }
 
 /// Impairment flags, shared by the commands that set a rule.
@@ -193,7 +212,12 @@ pub struct ImpairArgs {
     #[arg(long, value_parser = rate, value_name = "RATE")]
     pub rate: Option<u64>,
     /// Bytes added to each packet for the rate (framing), may be negative.
-    #[arg(long, value_name = "BYTES", allow_hyphen_values = true, requires = "rate")]
+    #[arg(
+        long,
+        value_name = "BYTES",
+        allow_hyphen_values = true,
+        requires = "rate"
+    )]
     pub overhead: Option<i32>,
     /// Cell size for the rate, and per-cell overhead: SIZE[/OVERHEAD] (ATM: 48/5).
     #[arg(long, value_parser = cell, value_name = "SIZE[/OVERHEAD]", requires = "rate")]
@@ -216,7 +240,10 @@ impl ImpairArgs {
             corrupt: self.corrupt,
             corrupt_mode: self.corrupt_mode,
             duplicate: self.duplicate,
-            delay: (self.delay.is_some() || self.jitter.is_some() || self.distribution.is_some() || self.in_order)
+            delay: (self.delay.is_some()
+                || self.jitter.is_some()
+                || self.distribution.is_some()
+                || self.in_order)
                 .then(|| DelaySpec {
                     delay_ns: self.delay.unwrap_or(0),
                     jitter_ns: self.jitter.unwrap_or(0),
@@ -242,7 +269,7 @@ impl ImpairArgs {
 
 #[derive(Args, Debug)]
 pub struct AttachArgs {
-    /// Interface whose outgoing traffic is impaired.
+    /// Interface whose traffic is impaired (outgoing unless --direction says otherwise).
     pub iface: String,
     /// A built-in profile (see docs/profiles.md).
     #[arg(long, value_name = "NAME")]
@@ -254,17 +281,46 @@ pub struct AttachArgs {
     /// Seed of the data path's per-CPU generators (reproducible runs).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// tcx (Linux 6.6+), netlink (clsact filter), or auto.
+    /// tcx (Linux 6.6+), netlink (clsact filter), or auto; for the tc hooks.
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     pub attach_mode: AttachMode,
+    /// Which traffic to impair. egress: leaving IFACE, every impairment.
+    /// ingress: arriving on IFACE; loss, --ecn, --corrupt, --mtu, --blackhole
+    /// and --rate, which polices there: a packet that would wait more than
+    /// --queue behind the rate (default 10ms of burst) is dropped, the rest pass
+    /// at once. Delay, jitter, reorder and duplicate are refused at ingress:
+    /// received packets pass no qdisc that could hold them. both: one rule set
+    /// on both directions; its counters then count both directions together
+    /// (--rate is refused: the directions would share one link).
+    #[arg(long, value_enum, default_value_t = Direction::Egress)]
+    pub direction: Direction,
+    /// The receive-side hook for --direction ingress/both: tc (tc ingress) or
+    /// xdp (before the stack; same impairments).
+    #[arg(long, value_enum, default_value_t = IngressHook::Tc)]
+    pub hook: IngressHook,
+    /// XDP attach mode with --hook xdp: auto (native where the driver has it,
+    /// else generic), native, or generic.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub xdp_mode: Option<XdpMode>,
     /// Refresh period of the live counters, in milliseconds.
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     pub interval_ms: u64,
 }
 
+/// One direction of an interface, to pick an instance when an egress and an
+/// ingress instance both run on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Side {
+    Egress,
+    Ingress,
+}
+
 #[derive(Args, Debug)]
 pub struct StatsArgs {
     pub iface: String,
+    /// The instance impairing this direction (needed when both run on IFACE).
+    #[arg(long, value_enum)]
+    pub direction: Option<Side>,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -282,6 +338,9 @@ pub struct StatusArgs {
 #[derive(Args, Debug)]
 pub struct DetachArgs {
     pub iface: String,
+    /// Only the instance impairing this direction (default: every instance on IFACE).
+    #[arg(long, value_enum)]
+    pub direction: Option<Side>,
 }
 
 pub fn run() -> Result<()> {
@@ -298,7 +357,11 @@ pub fn run() -> Result<()> {
 /// SIGINT, SIGTERM and SIGHUP all mean "detach and exit".
 pub fn stop_flag() -> Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
         signal_hook::flag::register(sig, Arc::clone(&flag))?;
     }
     Ok(flag)
@@ -329,20 +392,54 @@ fn rules_from(a: &AttachArgs) -> Result<(Vec<RuleSpec>, String)> {
     Ok((vec![rule], label))
 }
 
+/// The hooks `a` asks for; refuses combinations that make no sense.
+fn hooks_from(a: &AttachArgs) -> Result<HookOptions> {
+    if a.hook == IngressHook::Xdp && !a.direction.ingress() {
+        return Err(usage!(
+            "--hook xdp chooses the receive-side hook: XDP sees only arriving traffic, so it needs --direction \
+             ingress or both"
+        )
+        .into());
+    }
+    if a.xdp_mode.is_some() && a.hook != IngressHook::Xdp {
+        return Err(usage!(
+            "--xdp-mode applies to the XDP hook: add --hook xdp (and --direction ingress or both)"
+        )
+        .into());
+    }
+    Ok(HookOptions {
+        direction: a.direction,
+        ingress_hook: a.hook,
+        xdp_mode: a.xdp_mode.unwrap_or_default(),
+    })
+}
+
 fn attach(a: AttachArgs) -> Result<()> {
+    let hooks = hooks_from(&a)?;
     let (rules, label) = rules_from(&a)?;
     let stop = stop_flag()?;
-    let engine = Engine::attach(AttachOptions {
-        iface: a.iface.clone(),
-        mode: a.attach_mode,
-        rules,
-        seed: a.seed,
-        label: label.clone(),
-    })?;
+    let engine = Engine::attach_with(
+        AttachOptions {
+            iface: a.iface.clone(),
+            mode: a.attach_mode,
+            rules,
+            seed: a.seed,
+            label: label.clone(),
+        },
+        hooks,
+    )?;
+    let how = if hooks.direction.ingress()
+        && hooks.ingress_hook == IngressHook::Xdp
+        && !hooks.direction.egress()
+    {
+        format!("XDP {:?}", hooks.xdp_mode)
+    } else {
+        format!("{:?}", engine.mode())
+    };
     println!(
-        "impair: attached to {} egress ({:?}, {label}, seed {}); Ctrl-C detaches",
+        "impair: attached to {} {} ({how}, {label}, seed {}); Ctrl-C detaches",
         engine.iface(),
-        engine.mode(),
+        engine.hook_name(),
         engine.seed()
     );
     let tty = std::io::stdout().is_terminal();
@@ -372,10 +469,53 @@ fn attach(a: AttachArgs) -> Result<()> {
     Ok(())
 }
 
+/// The instances on `iface` in direction `side` (every one when `None`).
+fn instances_on(iface: &str, side: Option<Side>) -> Result<Vec<discover::Instance>> {
+    let ifindex = sys::ifindex(iface)?;
+    Ok(discover::on_interface(ifindex)?
+        .into_iter()
+        .filter(|i| match side {
+            None => true,
+            Some(Side::Egress) => i.egress(),
+            Some(Side::Ingress) => i.ingress(),
+        })
+        .collect())
+}
+
+/// " at egress", " at ingress" or nothing, for messages.
+fn at_side(side: Option<Side>) -> &'static str {
+    match side {
+        None => "",
+        Some(Side::Egress) => " at egress",
+        Some(Side::Ingress) => " at ingress",
+    }
+}
+
 fn stats(a: StatsArgs) -> Result<()> {
-    let ifindex = sys::ifindex(&a.iface)?;
-    let Some(inst) = discover::on_interface(ifindex)? else {
-        return Err(usage!("{} is not impaired: no impair instance is attached to it in this network namespace", a.iface).into());
+    let mut found = instances_on(&a.iface, a.direction)?;
+    if found.is_empty() {
+        return Err(usage!(
+            "{} is not impaired{}: no impair instance is attached to it in this network namespace",
+            a.iface,
+            at_side(a.direction)
+        )
+        .into());
+    }
+    if found.len() > 1 {
+        let list: Vec<String> = found
+            .iter()
+            .map(|i| format!("{} (pid {})", i.owner.hook_name(), i.owner.pid))
+            .collect();
+        return Err(usage!(
+            "{} has {} impair instances ({}): choose one with --direction egress or --direction ingress",
+            a.iface,
+            found.len(),
+            list.join(", ")
+        )
+        .into());
+    }
+    let Some(inst) = found.pop() else {
+        return Err(usage!("{} is not impaired", a.iface).into());
     };
     let snap = Snapshot::read(&inst.maps, &a.iface)?;
     if a.json {
@@ -396,9 +536,13 @@ fn status(a: StatusArgs) -> Result<()> {
             continue;
         }
         let iface = if inst.owner.netns_ino == here {
-            sys::ifname(inst.owner.ifindex).unwrap_or_else(|| format!("ifindex {}", inst.owner.ifindex))
+            sys::ifname(inst.owner.ifindex)
+                .unwrap_or_else(|| format!("ifindex {}", inst.owner.ifindex))
         } else {
-            format!("ifindex {} (netns {})", inst.owner.ifindex, inst.owner.netns_ino)
+            format!(
+                "ifindex {} (netns {})",
+                inst.owner.ifindex, inst.owner.netns_ino
+            )
         };
         let snap = Snapshot::read(&inst.maps, &iface)?;
         rows.push(snap);
@@ -417,7 +561,11 @@ fn status(a: StatusArgs) -> Result<()> {
             s.hook,
             s.owner.attach_mode,
             s.owner.pid,
-            if s.owner.alive { "" } else { " (dead: leftover, traffic passes; `impair detach` removes it)" },
+            if s.owner.alive {
+                ""
+            } else {
+                " (dead: leftover, traffic passes; `impair detach` removes it)"
+            },
             s.owner.label
         );
     }
@@ -425,27 +573,50 @@ fn status(a: StatusArgs) -> Result<()> {
 }
 
 fn detach(a: DetachArgs) -> Result<()> {
-    let ifindex = sys::ifindex(&a.iface)?;
-    let Some(inst) = discover::on_interface(ifindex)? else {
-        return Err(usage!("{} is not impaired: nothing to detach", a.iface).into());
-    };
+    let found = instances_on(&a.iface, a.direction)?;
+    if found.is_empty() {
+        return Err(usage!(
+            "{} is not impaired{}: nothing to detach",
+            a.iface,
+            at_side(a.direction)
+        )
+        .into());
+    }
+    for inst in found {
+        detach_one(&a.iface, inst)?;
+    }
+    Ok(())
+}
+
+/// Stops the controller of `inst` (which restores the interface), or removes
+/// the leftover of a dead one.
+fn detach_one(iface: &str, inst: discover::Instance) -> Result<()> {
+    let hook = inst.owner.hook_name();
     if inst.alive && !inst.pinned() {
         let pid = inst.owner.pid;
         // SAFETY: kill(2) with a pid we verified (pid + start time) is our controller.
         if unsafe { libc::kill(pid as i32, libc::SIGTERM) } != 0 {
-            return Err(anyhow::anyhow!("signalling impair pid {pid}: {}", std::io::Error::last_os_error()));
+            return Err(anyhow::anyhow!(
+                "signalling impair pid {pid}: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while sys::process_alive(pid, inst.owner.pid_start_ticks) {
             if Instant::now() > deadline {
-                return Err(anyhow::anyhow!("impair pid {pid} did not exit within 10 s of SIGTERM"));
+                return Err(anyhow::anyhow!(
+                    "impair pid {pid} did not exit within 10 s of SIGTERM"
+                ));
             }
             thread::sleep(Duration::from_millis(50));
         }
-        println!("impair: stopped pid {pid}; {} restored", a.iface);
+        println!("impair: stopped pid {pid}; {iface} {hook} restored");
         return Ok(());
     }
-    crate::engine::remove_leftover(&a.iface, &inst)?;
-    println!("impair: removed the leftover of pid {} from {}", inst.owner.pid, a.iface);
+    crate::engine::remove_leftover(iface, &inst)?;
+    println!(
+        "impair: removed the leftover of pid {} from {iface} {hook}",
+        inst.owner.pid
+    );
     Ok(())
 }

@@ -62,7 +62,10 @@ pub struct DemoResult {
 pub fn run(a: &DemoArgs) -> Result<()> {
     ensure_real_object()?;
     if !sys::is_root() {
-        return Err(usage!("impair demo needs root: it creates network namespaces and loads BPF programs").into());
+        return Err(usage!(
+            "impair demo needs root: it creates network namespaces and loads BPF programs"
+        )
+        .into());
     }
     let profile = profiles::find(&a.profile)?;
     if a.count == 0 {
@@ -105,10 +108,12 @@ fn run_in_lab(
     stop: &std::sync::atomic::AtomicBool,
 ) -> Result<DemoResult> {
     let server = SocketAddr::from((lab.server_v4(), 0));
-    let rx = netns::run_in(&lab.server, move || UdpSocket::bind(server))?.context("binding the receiver")?;
+    let rx = netns::run_in(&lab.server, move || UdpSocket::bind(server))?
+        .context("binding the receiver")?;
     let dst = rx.local_addr()?;
     let client = SocketAddr::from((lab.client_v4(), 0));
-    let tx = netns::run_in(&lab.client, move || UdpSocket::bind(client))?.context("binding the sender")?;
+    let tx = netns::run_in(&lab.client, move || UdpSocket::bind(client))?
+        .context("binding the sender")?;
 
     let opts = AttachOptions {
         iface: lab::ROUTER_EGRESS.into(),
@@ -129,13 +134,24 @@ fn run_in_lab(
     if stop.load(Ordering::Relaxed) {
         bail!("interrupted");
     }
-    say(format!("impair demo: sending {} probe datagrams at {} pps client → server ...", a.count, a.rate_pps));
-    let cfg = ProbeConfig { count: a.count, rate_pps: a.rate_pps, ..Default::default() };
+    say(format!(
+        "impair demo: sending {} probe datagrams at {} pps client → server ...",
+        a.count, a.rate_pps
+    ));
+    let cfg = ProbeConfig {
+        count: a.count,
+        rate_pps: a.rate_pps,
+        ..Default::default()
+    };
     let report = probe::run_pair(tx, rx, dst, &cfg)?;
     let snap = Snapshot::read(&engine.maps(), lab::ROUTER_EGRESS)?;
     engine.detach()?;
 
-    let dropped: u64 = snap.rules.iter().map(|r| r.dropped_loss + r.dropped_mtu).sum();
+    let dropped: u64 = snap
+        .rules
+        .iter()
+        .map(|r| r.dropped_loss + r.dropped_mtu)
+        .sum();
     let agree = dropped == report.sent - report.received.min(report.sent) && report.corrupted == 0;
     let loss = report.loss_fraction();
     let ci = wilson_interval(report.lost, report.sent, Z99);
@@ -156,26 +172,58 @@ fn run_in_lab(
 fn print_table(r: &DemoResult) {
     let rep = &r.receiver;
     println!();
-    println!("  {:<28} {:>14} {:>14} {:>24}", "", "configured", "engine", "receiver (99% CI)");
+    println!(
+        "  {:<28} {:>14} {:>14} {:>24}",
+        "", "configured", "engine", "receiver (99% CI)"
+    );
     for rule in &r.engine.rules {
-        let configured = rule.rule.loss.map(fmt_percent).unwrap_or_else(|| "-".into());
-        let engine = rule.measured_loss.map(fmt_percent).unwrap_or_else(|| "-".into());
+        let configured = rule
+            .rule
+            .loss
+            .map(fmt_percent)
+            .unwrap_or_else(|| "-".into());
+        let engine = rule
+            .measured_loss
+            .map(fmt_percent)
+            .unwrap_or_else(|| "-".into());
         println!(
             "  {:<28} {:>14} {:>14} {:>24}",
             format!("loss [{}]", rule.rule.matches),
             configured,
             engine,
-            format!("{} ({}..{})", fmt_percent(r.receiver_loss), fmt_percent(r.receiver_loss_ci99.0), fmt_percent(r.receiver_loss_ci99.1))
+            format!(
+                "{} ({}..{})",
+                fmt_percent(r.receiver_loss),
+                fmt_percent(r.receiver_loss_ci99.0),
+                fmt_percent(r.receiver_loss_ci99.1)
+            )
         );
     }
-    let dropped: u64 = r.engine.rules.iter().map(|x| x.dropped_loss + x.dropped_mtu).sum();
+    let dropped: u64 = r
+        .engine
+        .rules
+        .iter()
+        .map(|x| x.dropped_loss + x.dropped_mtu)
+        .sum();
     let seen: u64 = r.engine.rules.iter().map(|x| x.packets).sum();
-    println!("  {:<28} {:>14} {:>14} {:>24}", "packets", "", seen, rep.sent);
-    println!("  {:<28} {:>14} {:>14} {:>24}", "dropped / lost", "", dropped, rep.lost);
-    println!("  {:<28} {:>14} {:>14} {:>24}", "received", "", "", rep.received);
     println!(
         "  {:<28} {:>14} {:>14} {:>24}",
-        "duplicated / reordered / corrupted", "", "", format!("{} / {} / {}", rep.duplicated, rep.reordered, rep.corrupted)
+        "packets", "", seen, rep.sent
+    );
+    println!(
+        "  {:<28} {:>14} {:>14} {:>24}",
+        "dropped / lost", "", dropped, rep.lost
+    );
+    println!(
+        "  {:<28} {:>14} {:>14} {:>24}",
+        "received", "", "", rep.received
+    );
+    println!(
+        "  {:<28} {:>14} {:>14} {:>24}",
+        "duplicated / reordered / corrupted",
+        "",
+        "",
+        format!("{} / {} / {}", rep.duplicated, rep.reordered, rep.corrupted)
     );
     if let Some(d) = &rep.delay {
         println!(
@@ -183,7 +231,11 @@ fn print_table(r: &DemoResult) {
             "one-way delay p50 / p99",
             "",
             "",
-            format!("{:.1} / {:.1} µs", d.p50_ns as f64 / 1e3, d.p99_ns as f64 / 1e3)
+            format!(
+                "{:.1} / {:.1} µs",
+                d.p50_ns as f64 / 1e3,
+                d.p99_ns as f64 / 1e3
+            )
         );
     }
     println!();

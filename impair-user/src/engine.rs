@@ -14,7 +14,8 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     programs::{
         tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions},
-        LinkOrder, SchedClassifier, TcAttachType,
+        xdp::XdpLinkId,
+        LinkOrder, SchedClassifier, TcAttachType, Xdp,
     },
     Ebpf, EbpfLoader,
 };
@@ -51,6 +52,191 @@ pub enum AttachMode {
     Netlink,
 }
 
+/// Which traffic of the interface is impaired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Leaving the interface (tc egress): every impairment.
+    #[default]
+    Egress,
+    /// Arriving on the interface (tc ingress or XDP): loss, ECN, corruption,
+    /// MTU, blackhole and rate policing; no delay, jitter, reordering or
+    /// duplication (nothing can hold a received packet back).
+    Ingress,
+    /// Both, with one rule set and one set of counters for the two directions.
+    Both,
+}
+
+impl Direction {
+    pub fn egress(self) -> bool {
+        matches!(self, Direction::Egress | Direction::Both)
+    }
+
+    pub fn ingress(self) -> bool {
+        matches!(self, Direction::Ingress | Direction::Both)
+    }
+}
+
+/// The hook that sees received traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IngressHook {
+    /// tc ingress (tcx or a clsact filter, as --attach-mode says).
+    #[default]
+    Tc,
+    /// XDP: before the kernel allocates an skb (native) or right after (generic).
+    Xdp,
+}
+
+/// How the XDP program is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Native where the driver supports it, generic otherwise (the kernel chooses).
+    #[default]
+    Auto,
+    /// In the driver (fails where the driver has no XDP support).
+    Native,
+    /// In the core stack, on the skb (works on every device; slower).
+    Generic,
+}
+
+impl XdpMode {
+    fn aya(self) -> aya::programs::XdpMode {
+        match self {
+            XdpMode::Auto => aya::programs::XdpMode::Default,
+            XdpMode::Native => aya::programs::XdpMode::Driver,
+            XdpMode::Generic => aya::programs::XdpMode::Skb,
+        }
+    }
+}
+
+/// Where an attachment hooks in; the default is tc egress, as before receive
+/// hooks existed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HookOptions {
+    pub direction: Direction,
+    /// The receive-side hook (with [`Direction::Ingress`] or [`Direction::Both`]).
+    pub ingress_hook: IngressHook,
+    pub xdp_mode: XdpMode,
+}
+
+impl HookOptions {
+    /// The programs this attachment loads and attaches.
+    pub fn programs(&self) -> Vec<Program> {
+        let mut p = Vec::with_capacity(2);
+        if self.direction.egress() {
+            p.push(Program::TcEgress);
+        }
+        if self.direction.ingress() {
+            p.push(match self.ingress_hook {
+                IngressHook::Tc => Program::TcIngress,
+                IngressHook::Xdp => Program::Xdp,
+            });
+        }
+        p
+    }
+
+    /// The owner-map hook bits of this attachment.
+    pub fn owner_hooks(&self) -> u32 {
+        self.programs()
+            .iter()
+            .fold(0, |acc, p| acc | p.owner_hook())
+    }
+
+    /// Checks that the rules can run at these hooks, before anything changes.
+    /// Delay, jitter, reordering and duplication need a queue that holds
+    /// packets (fq at egress); the receive path has none, in tc ingress and
+    /// XDP alike, so they are refused there with the way around it.
+    pub fn check_rules(&self, rules: &[RuleSpec]) -> Result<(), UsageError> {
+        if self.direction.ingress() {
+            for r in rules {
+                if let Some(flag) = egress_only_flag(r) {
+                    return Err(usage!(
+                        "{flag} is impossible at ingress (tc ingress or XDP): delay, jitter and reordering need \
+                         a queue that holds packets, and duplicates are sent through one, but received packets \
+                         pass no qdisc; to impair arriving traffic with it, redirect that traffic through an ifb \
+                         or veth device and attach impair at that device's egress, or attach at the sender's \
+                         egress. At ingress impair does loss, --ecn, --corrupt, --mtu, --blackhole and --rate \
+                         (as a policer)"
+                    ));
+                }
+            }
+        }
+        if self.direction == Direction::Both && rules.iter().any(|r| r.rate.is_some()) {
+            return Err(usage!(
+                "--rate with --direction both would make the two directions share one emulated link (egress \
+                 pacing and ingress policing on the same state): attach egress and ingress separately, one \
+                 `impair attach` each"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The first flag of `r` that only tc egress can do, as the user wrote it.
+fn egress_only_flag(r: &RuleSpec) -> Option<&'static str> {
+    if let Some(d) = &r.delay {
+        return Some(if d.delay_ns != 0 {
+            "--delay"
+        } else if d.jitter_ns != 0 {
+            "--jitter"
+        } else if d.distribution.is_some() {
+            "--distribution"
+        } else if d.correlation.is_some() {
+            "--delay-corr"
+        } else if d.in_order {
+            "--in-order"
+        } else {
+            "--delay"
+        });
+    }
+    if r.reorder.is_some() {
+        return Some("--reorder");
+    }
+    if r.duplicate.is_some() {
+        return Some("--duplicate");
+    }
+    None
+}
+
+/// The programs of the eBPF object (one object serves every hook).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    TcEgress,
+    TcIngress,
+    Xdp,
+}
+
+impl Program {
+    pub const ALL: [Program; 3] = [Program::TcEgress, Program::TcIngress, Program::Xdp];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Program::TcEgress => prog_names::TC_EGRESS,
+            Program::TcIngress => prog_names::TC_INGRESS,
+            Program::Xdp => prog_names::XDP,
+        }
+    }
+
+    fn owner_hook(self) -> u32 {
+        match self {
+            Program::TcEgress => owner_flags::HOOK_TC_EGRESS,
+            Program::TcIngress => owner_flags::HOOK_TC_INGRESS,
+            Program::Xdp => owner_flags::HOOK_XDP,
+        }
+    }
+
+    /// The hook as `impair status` names it.
+    pub fn hook_name(self) -> &'static str {
+        match self {
+            Program::TcEgress => "tc-egress",
+            Program::TcIngress => "tc-ingress",
+            Program::Xdp => "xdp",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct AttachOptions {
     pub iface: String,
@@ -71,18 +257,41 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// Loads the embedded object with `rules` active in slot 0, generators
+    /// Loads the embedded object with all three programs (tests and
+    /// benchmarks run any of them), `rules` active in slot 0, generators
     /// seeded from `seed`, and a lease that never expires (callers that attach
     /// set a real one before attaching).
     pub fn new(rules: &RuleSet, seed: u64) -> Result<Self> {
+        Self::with_programs(rules, seed, &Program::ALL)
+    }
+
+    /// [`Loaded::new`] with only `programs` loaded into the kernel (an attach
+    /// loads what it attaches, so no idle program lingers in the kernel).
+    pub fn with_programs(rules: &RuleSet, seed: u64, programs: &[Program]) -> Result<Self> {
         ensure_real_object()?;
-        let mut ebpf = EbpfLoader::new().load(crate::ebpf::object()).context("loading the eBPF object").map_err(permission_hint)?;
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(prog_names::TC_EGRESS)
-            .ok_or_else(|| anyhow!("the eBPF object has no program {}", prog_names::TC_EGRESS))?
-            .try_into()?;
-        prog.load().context("loading the tc egress program into the kernel (verifier)").map_err(permission_hint)?;
-        bind_owner_map(&mut ebpf)?;
+        let mut ebpf = EbpfLoader::new()
+            .load(crate::ebpf::object())
+            .context("loading the eBPF object")
+            .map_err(permission_hint)?;
+        for &p in programs {
+            let what = || {
+                format!(
+                    "loading the {} program into the kernel (verifier)",
+                    p.hook_name()
+                )
+            };
+            match p {
+                Program::TcEgress | Program::TcIngress => tc_program_mut(&mut ebpf, p)?
+                    .load()
+                    .with_context(what)
+                    .map_err(permission_hint)?,
+                Program::Xdp => xdp_program_mut(&mut ebpf)?
+                    .load()
+                    .with_context(what)
+                    .map_err(permission_hint)?,
+            }
+            bind_maps(&mut ebpf, p)?;
+        }
         let mut maps = Maps::take(&mut ebpf)?;
         maps.seed_rng(seed)?;
         maps.set_lease_deadline_ns(impair_common::LEASE_FOREVER)?;
@@ -91,20 +300,45 @@ impl Loaded {
     }
 
     pub fn tc_egress(&mut self) -> Result<&mut SchedClassifier> {
-        Ok(self
-            .ebpf
-            .program_mut(prog_names::TC_EGRESS)
-            .ok_or_else(|| anyhow!("the eBPF object has no program {}", prog_names::TC_EGRESS))?
-            .try_into()?)
+        tc_program_mut(&mut self.ebpf, Program::TcEgress)
     }
+
+    pub fn tc_ingress(&mut self) -> Result<&mut SchedClassifier> {
+        tc_program_mut(&mut self.ebpf, Program::TcIngress)
+    }
+
+    pub fn xdp(&mut self) -> Result<&mut Xdp> {
+        xdp_program_mut(&mut self.ebpf)
+    }
+}
+
+fn tc_program_mut(ebpf: &mut Ebpf, p: Program) -> Result<&mut SchedClassifier> {
+    Ok(ebpf
+        .program_mut(p.name())
+        .ok_or_else(|| anyhow!("the eBPF object has no program {}", p.name()))?
+        .try_into()?)
+}
+
+fn xdp_program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    Ok(ebpf
+        .program_mut(prog_names::XDP)
+        .ok_or_else(|| anyhow!("the eBPF object has no program {}", prog_names::XDP))?
+        .try_into()?)
+}
+
+/// One attachment made by an engine, detached on teardown.
+enum AttachedLink {
+    Tc(Program, SchedClassifierLinkId),
+    Xdp(XdpLinkId),
 }
 
 /// A running, attached instance. Dropping it detaches and restores the
 /// interface as it was (also when unwinding from a panic).
 pub struct Engine {
-    // Field order matters for drop: the link is detached explicitly first.
+    // Field order matters for drop: the links are detached explicitly first.
     ebpf: Ebpf,
-    link: Option<SchedClassifierLinkId>,
+    links: Vec<AttachedLink>,
+    hooks: HookOptions,
     iface: String,
     ifindex: u32,
     mode: AttachMode,
@@ -161,29 +395,56 @@ fn permission_hint(e: anyhow::Error) -> anyhow::Error {
 }
 
 impl Engine {
+    /// Attaches at tc egress (see [`Engine::attach_with`]).
     pub fn attach(opts: AttachOptions) -> Result<Self> {
+        Self::attach_with(opts, HookOptions::default())
+    }
+
+    /// Validates everything, then loads one object, attaches the programs
+    /// `hooks` names, and starts the lease. Refuses (changing nothing) when
+    /// an instance of a live controller already impairs the same interface
+    /// in the same direction; egress and ingress instances may coexist.
+    pub fn attach_with(opts: AttachOptions, hooks: HookOptions) -> Result<Self> {
         ensure_real_object()?;
+        hooks.check_rules(&opts.rules)?;
         let rules = compile_all(&opts.rules)?;
         let ifindex = sys::ifindex(&opts.iface)?;
         if !sys::is_root() {
-            return Err(usage!("permission denied: impair needs root (CAP_BPF and CAP_NET_ADMIN) to attach").into());
+            return Err(usage!(
+                "permission denied: impair needs root (CAP_BPF and CAP_NET_ADMIN) to attach"
+            )
+            .into());
         }
-        let tcx_supported = aya::util::KernelVersion::current().map(|v| v >= aya::util::KernelVersion::new(6, 6, 0)).unwrap_or(false);
+        let programs = hooks.programs();
+        let uses_tc = programs
+            .iter()
+            .any(|p| matches!(p, Program::TcEgress | Program::TcIngress));
+        let tcx_supported = aya::util::KernelVersion::current()
+            .map(|v| v >= aya::util::KernelVersion::new(6, 6, 0))
+            .unwrap_or(false);
         let mode = match opts.mode {
             AttachMode::Auto if tcx_supported => AttachMode::Tcx,
             AttachMode::Auto => AttachMode::Netlink,
-            AttachMode::Tcx if !tcx_supported => {
-                return Err(usage!("--attach-mode tcx needs Linux 6.6 or newer; use netlink (clsact) or auto").into())
+            AttachMode::Tcx if !tcx_supported && uses_tc => {
+                return Err(usage!(
+                    "--attach-mode tcx needs Linux 6.6 or newer; use netlink (clsact) or auto"
+                )
+                .into())
             }
             m => m,
         };
+        let wanted = hooks.owner_hooks();
 
-        if let Some(existing) = discover::on_interface(ifindex)? {
+        for existing in discover::on_interface(ifindex)? {
+            if !overlaps(existing.owner.hooks(), wanted) {
+                continue; // the other direction: both may run
+            }
             if existing.alive {
                 let o = &existing.owner;
                 return Err(usage!(
-                    "{} is already impaired by impair (pid {}{}, '{}'): stop it or run `impair detach {}` first",
+                    "{} is already impaired at {} by impair (pid {}{}, '{}'): stop it or run `impair detach {}` first",
                     opts.iface,
+                    o.hook_name(),
                     o.pid,
                     if existing.pinned() { ", pinned" } else { "" },
                     o.label_str(),
@@ -191,51 +452,71 @@ impl Engine {
                 )
                 .into());
             }
-            tracing::warn!(pid = existing.owner.pid, "removing a leftover from a controller that died");
+            tracing::warn!(
+                pid = existing.owner.pid,
+                "removing a leftover from a controller that died"
+            );
             remove_leftover(&opts.iface, &existing)?;
         }
 
         // fq first: if the kernel lacks it, refuse before anything changed.
-        let fq = if rules.needs_fq() { Some(qdisc::ensure_fq(&opts.iface, rules.max_hold_ns())?) } else { None };
-        let fq_guard = FqGuard { iface: opts.iface.clone(), state: fq.clone(), armed: true };
+        // Only egress holds packets; the receive side never needs it.
+        let fq = if hooks.direction.egress() && rules.needs_fq() {
+            Some(qdisc::ensure_fq(&opts.iface, rules.max_hold_ns())?)
+        } else {
+            None
+        };
+        let fq_guard = FqGuard {
+            iface: opts.iface.clone(),
+            state: fq.clone(),
+            armed: true,
+        };
         let seed = opts.seed.unwrap_or_else(rand::random);
-        let Loaded { mut ebpf, mut maps } = Loaded::new(&rules, seed)?;
+        let Loaded { mut ebpf, mut maps } = Loaded::with_programs(&rules, seed, &programs)?;
         maps.set_lease_deadline_ns(sys::monotonic_ns() + LEASE.as_nanos() as u64)?;
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(prog_names::TC_EGRESS)
-            .ok_or_else(|| anyhow!("the eBPF object has no program {}", prog_names::TC_EGRESS))?
-            .try_into()?;
 
         let mut created_clsact = false;
-        let link = match mode {
-            AttachMode::Tcx | AttachMode::Auto => prog
-                .attach_with_options(&opts.iface, TcAttachType::Egress, TcAttachOptions::TcxOrder(LinkOrder::default()))
-                .with_context(|| format!("attaching a tcx link at {} egress", opts.iface))?,
-            AttachMode::Netlink => {
-                match tc::qdisc_add_clsact(&opts.iface) {
-                    Ok(()) => created_clsact = true,
-                    // Someone's clsact is already there: use it, never remove it.
-                    Err(tc::TcError::AlreadyAttached) => {}
-                    Err(e) if error_chain_has_errno(&e, libc::EEXIST) => {}
-                    Err(e) => return Err(anyhow!(e).context(format!("adding a clsact qdisc to {}", opts.iface))),
-                }
-                match prog.attach_with_options(&opts.iface, TcAttachType::Egress, TcAttachOptions::Netlink(NlOptions::default())) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        if created_clsact {
-                            let _ = delete_clsact_if_empty(&opts.iface);
-                        }
-                        return Err(anyhow!(e).context(format!("attaching a clsact filter at {} egress", opts.iface)));
-                    }
-                }
+        let mut links = Vec::with_capacity(programs.len());
+        let attached = attach_all(
+            &mut ebpf,
+            &opts.iface,
+            mode,
+            &hooks,
+            &programs,
+            &mut created_clsact,
+            &mut links,
+        );
+        if let Err(e) = attached {
+            if let Err(d) = detach_links(&mut ebpf, &mut links) {
+                tracing::warn!("undoing a partial attach: {d:#}");
             }
-        };
+            if created_clsact {
+                let _ = delete_clsact_if_empty(&opts.iface);
+            }
+            return Err(e);
+        }
 
+        let xdp_mode_flag = match (
+            hooks.direction.ingress() && hooks.ingress_hook == IngressHook::Xdp,
+            hooks.xdp_mode,
+        ) {
+            (true, XdpMode::Generic) => owner_flags::XDP_GENERIC,
+            (true, XdpMode::Native) => owner_flags::XDP_NATIVE,
+            _ => 0,
+        };
         let mut owner = Owner {
             pid: std::process::id(),
             ifindex,
-            flags: if mode == AttachMode::Netlink { owner_flags::NETLINK } else { 0 }
-                | if created_clsact { owner_flags::CREATED_CLSACT } else { 0 },
+            flags: if mode == AttachMode::Netlink && uses_tc {
+                owner_flags::NETLINK
+            } else {
+                0
+            } | if created_clsact {
+                owner_flags::CREATED_CLSACT
+            } else {
+                0
+            } | wanted
+                | xdp_mode_flag,
             netns_ino: sys::netns_ino()?,
             pid_start_ticks: sys::process_start_ticks(std::process::id()).unwrap_or(0),
             attached_unix_ns: sys::unix_ns(),
@@ -252,11 +533,14 @@ impl Engine {
         let lease_thread = {
             let maps = Arc::clone(&maps);
             let stop = Arc::clone(&lease_stop);
-            thread::Builder::new().name("impair-lease".into()).spawn(move || renew_lease(&maps, &stop))?
+            thread::Builder::new()
+                .name("impair-lease".into())
+                .spawn(move || renew_lease(&maps, &stop))?
         };
         Ok(Self {
             ebpf,
-            link: Some(link),
+            links,
+            hooks,
             iface: opts.iface,
             ifindex,
             mode,
@@ -267,10 +551,25 @@ impl Engine {
             generation: 1,
             last_flip: Instant::now(),
             seed,
-            netns: std::fs::File::open("/proc/thread-self/ns/net").context("opening this thread's network namespace")?,
+            netns: std::fs::File::open("/proc/thread-self/ns/net")
+                .context("opening this thread's network namespace")?,
             fq,
             max_hold: Duration::from_nanos(rules.max_hold_ns()),
         })
+    }
+
+    /// Where this engine is attached.
+    pub fn hooks(&self) -> HookOptions {
+        self.hooks
+    }
+
+    /// The hooks as `impair status` names them (e.g. `tc-ingress`).
+    pub fn hook_name(&self) -> &'static str {
+        Owner {
+            flags: self.hooks.owner_hooks(),
+            ..Default::default()
+        }
+        .hook_name()
     }
 
     pub fn iface(&self) -> &str {
@@ -291,13 +590,16 @@ impl Engine {
 
     /// Shared access to the maps (counters, rules) for display.
     pub fn maps(&self) -> std::sync::MutexGuard<'_, Maps> {
-        self.maps.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.maps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Replaces the whole rule set atomically while traffic flows.
     pub fn update(&mut self, rules: &[RuleSpec]) -> Result<()> {
+        self.hooks.check_rules(rules)?;
         let rules = compile_all(rules)?;
-        if rules.needs_fq() && self.fq.is_none() {
+        if self.hooks.direction.egress() && rules.needs_fq() && self.fq.is_none() {
             self.fq = Some(qdisc::ensure_fq(&self.iface, rules.max_hold_ns())?);
         }
         self.max_hold = self.max_hold.max(Duration::from_nanos(rules.max_hold_ns()));
@@ -306,7 +608,10 @@ impl Engine {
             thread::sleep(SLOT_REUSE_GRACE - since);
         }
         let generation = self.generation + 1;
-        let mut maps = self.maps.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut maps = self
+            .maps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let next = 1 - maps.active_slot()?;
         maps.write_and_activate(next, &rules, generation)?;
         drop(maps);
@@ -323,7 +628,9 @@ impl Engine {
     /// Runs `teardown_here` in the namespace the engine attached in (on a
     /// helper thread when the caller's thread is elsewhere).
     fn teardown(&mut self) -> Result<()> {
-        if sys::netns_ino().ok() == std::os::unix::fs::MetadataExt::ino(&self.netns.metadata()?).into() {
+        if sys::netns_ino().ok()
+            == std::os::unix::fs::MetadataExt::ino(&self.netns.metadata()?).into()
+        {
             return self.teardown_here();
         }
         let netns = self.netns.try_clone()?;
@@ -343,17 +650,19 @@ impl Engine {
             let _ = t.join();
         }
         let mut result = Ok(());
-        if let Some(link) = self.link.take() {
-            let prog: Result<&mut SchedClassifier> = self
-                .ebpf
-                .program_mut(prog_names::TC_EGRESS)
-                .ok_or_else(|| anyhow!("program vanished"))
-                .and_then(|p| p.try_into().map_err(Into::into));
-            result = prog.and_then(|p| p.detach(link).with_context(|| format!("detaching from {}", self.iface)));
+        if !self.links.is_empty() {
+            if let Err(e) = detach_links(&mut self.ebpf, &mut self.links) {
+                result = Err(e.context(format!("detaching from {}", self.iface)));
+            }
         }
-        if self.created_clsact {
+        // Another impair instance on this interface may have handed us the
+        // clsact qdisc it created (see `release_clsact`).
+        let own = self.maps().owner().ok();
+        let created =
+            self.created_clsact || own.is_some_and(|o| o.flags & owner_flags::CREATED_CLSACT != 0);
+        if created {
             self.created_clsact = false;
-            if let Err(e) = delete_clsact_if_empty(&self.iface) {
+            if let Err(e) = release_clsact(&self.iface, self.ifindex, own.as_ref()) {
                 result = result.and(Err(e));
             }
         }
@@ -393,23 +702,149 @@ fn error_chain_has_errno(e: &(dyn std::error::Error + 'static), errno: i32) -> b
     false
 }
 
-/// Binds the owner map (which the programs never read) to the tc program, so
-/// `discover` finds it through the program's map ids.
-fn bind_owner_map(ebpf: &mut Ebpf) -> Result<()> {
+/// Binds every map of the object to program `p` (BPF_PROG_BIND_MAP; maps the
+/// program already uses are skipped by the kernel), so that `discover` finds
+/// all of an instance's maps through whichever of its programs is attached:
+/// the owner map, which no program reads, and the delay maps, which the
+/// receive-side programs never touch.
+fn bind_maps(ebpf: &mut Ebpf, p: Program) -> Result<()> {
+    use aya::maps::Map;
     use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd};
-    let prog_fd = {
-        let prog: &SchedClassifier = ebpf
-            .program(prog_names::TC_EGRESS)
-            .ok_or_else(|| anyhow!("the eBPF object has no program {}", prog_names::TC_EGRESS))?
-            .try_into()?;
-        prog.fd()?.as_fd().as_raw_fd()
-    };
-    let Some(aya::maps::Map::Array(owner)) = ebpf.map(impair_common::map_names::OWNER) else {
-        bail!("the eBPF object has no array map {}", impair_common::map_names::OWNER);
-    };
+    let prog_fd = ebpf
+        .program(p.name())
+        .ok_or_else(|| anyhow!("the eBPF object has no program {}", p.name()))?
+        .fd()?
+        .as_fd()
+        .as_raw_fd();
     // SAFETY: `prog_fd` belongs to a program owned by `ebpf`, which outlives this call.
     let prog_fd = unsafe { BorrowedFd::borrow_raw(prog_fd) };
-    sys::bpf_prog_bind_map(prog_fd, owner.fd().as_fd()).context("binding the owner map to the program")
+    for (name, map) in ebpf.maps() {
+        let data = match map {
+            Map::Array(d) | Map::PerCpuArray(d) | Map::LruHashMap(d) | Map::HashMap(d) => d,
+            _ => bail!("map {name} has a type impair does not use"),
+        };
+        sys::bpf_prog_bind_map(prog_fd, data.fd().as_fd())
+            .with_context(|| format!("binding map {name} to the {} program", p.hook_name()))?;
+    }
+    Ok(())
+}
+
+/// Whether two sets of owner hook bits impair the same direction.
+fn overlaps(a: u32, b: u32) -> bool {
+    let dirs = |h: u32| {
+        (if h & owner_flags::HOOK_TC_EGRESS != 0 {
+            1
+        } else {
+            0
+        }) | (if h & (owner_flags::HOOK_TC_INGRESS | owner_flags::HOOK_XDP) != 0 {
+            2
+        } else {
+            0
+        })
+    };
+    dirs(a) & dirs(b) != 0
+}
+
+/// Attaches `programs` to `iface`, pushing each link as it is made (so the
+/// caller can undo a partial attach). tc programs use tcx or a clsact filter
+/// (`mode`); one clsact qdisc serves both tc directions, created only if
+/// there is none and then recorded in `created_clsact`.
+fn attach_all(
+    ebpf: &mut Ebpf,
+    iface: &str,
+    mode: AttachMode,
+    hooks: &HookOptions,
+    programs: &[Program],
+    created_clsact: &mut bool,
+    links: &mut Vec<AttachedLink>,
+) -> Result<()> {
+    for &p in programs {
+        match p {
+            Program::TcEgress | Program::TcIngress => {
+                let (attach_type, dir) = if p == Program::TcEgress {
+                    (TcAttachType::Egress, "egress")
+                } else {
+                    (TcAttachType::Ingress, "ingress")
+                };
+                let prog = tc_program_mut(ebpf, p)?;
+                let link = match mode {
+                    AttachMode::Tcx | AttachMode::Auto => prog
+                        .attach_with_options(
+                            iface,
+                            attach_type,
+                            TcAttachOptions::TcxOrder(LinkOrder::default()),
+                        )
+                        .with_context(|| format!("attaching a tcx link at {iface} {dir}"))?,
+                    AttachMode::Netlink => {
+                        if !*created_clsact {
+                            match tc::qdisc_add_clsact(iface) {
+                                Ok(()) => *created_clsact = true,
+                                // Someone's clsact is already there: use it, never remove it.
+                                Err(tc::TcError::AlreadyAttached) => {}
+                                Err(e) if error_chain_has_errno(&e, libc::EEXIST) => {}
+                                Err(e) => {
+                                    return Err(anyhow!(e)
+                                        .context(format!("adding a clsact qdisc to {iface}")))
+                                }
+                            }
+                        }
+                        prog.attach_with_options(
+                            iface,
+                            attach_type,
+                            TcAttachOptions::Netlink(NlOptions::default()),
+                        )
+                        .with_context(|| format!("attaching a clsact filter at {iface} {dir}"))?
+                    }
+                };
+                links.push(AttachedLink::Tc(p, link));
+            }
+            Program::Xdp => {
+                let link = xdp_program_mut(ebpf)?.attach(iface, hooks.xdp_mode.aya()).map_err(|e| {
+                    let busy = error_chain_has_errno(&e, libc::EBUSY) || error_chain_has_errno(&e, libc::EEXIST);
+                    let unsupported = error_chain_has_errno(&e, libc::EOPNOTSUPP);
+                    let e = anyhow!(e);
+                    if busy {
+                        anyhow!(UsageError(format!(
+                            "{iface} already has an XDP program that is not this impair's: impair will not replace \
+                             it (remove it, or use --hook tc); nothing was changed"
+                        )))
+                    } else if unsupported && hooks.xdp_mode == XdpMode::Native {
+                        anyhow!(UsageError(format!(
+                            "the driver of {iface} has no native XDP support: use --xdp-mode generic or auto; \
+                             nothing was changed"
+                        )))
+                    } else {
+                        e.context(format!("attaching XDP to {iface}"))
+                    }
+                })?;
+                links.push(AttachedLink::Xdp(link));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Detaches every link in `links` (emptying it); keeps going after an error
+/// and returns the first.
+fn detach_links(ebpf: &mut Ebpf, links: &mut Vec<AttachedLink>) -> Result<()> {
+    let mut result = Ok(());
+    for link in links.drain(..) {
+        let r = match link {
+            AttachedLink::Tc(p, id) => tc_program_mut(ebpf, p).and_then(|prog| {
+                prog.detach(id)
+                    .with_context(|| format!("detaching {}", p.hook_name()))
+            }),
+            AttachedLink::Xdp(id) => {
+                xdp_program_mut(ebpf).and_then(|prog| prog.detach(id).context("detaching xdp"))
+            }
+        };
+        if let Err(e) = r {
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+    }
+    result
 }
 
 fn renew_lease(maps: &Mutex<Maps>, stop: &AtomicBool) {
@@ -417,7 +852,9 @@ fn renew_lease(maps: &Mutex<Maps>, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         if last.elapsed() >= LEASE_RENEW {
             let deadline = sys::monotonic_ns() + LEASE.as_nanos() as u64;
-            let mut m = maps.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut m = maps
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Err(e) = m.set_lease_deadline_ns(deadline) {
                 tracing::error!("renewing the lease: {e:#}");
             }
@@ -427,35 +864,106 @@ fn renew_lease(maps: &Mutex<Maps>, stop: &AtomicBool) {
     }
 }
 
-/// Removes what a controller that died left: its netlink filter, and the
-/// clsact qdisc if it had created it and nothing else uses it.
+/// Removes what a controller that died left: its netlink filters (egress
+/// and ingress), and the clsact qdisc if it had created it and nothing else
+/// uses it. tcx and XDP links die with their controller, so nothing of
+/// theirs remains.
 pub fn remove_leftover(iface: &str, inst: &discover::Instance) -> Result<()> {
     if inst.pinned() {
         bail!("refusing to remove the pinned instance on {iface} implicitly; use `impair detach {iface}`");
     }
     if inst.netlink() {
-        tc::qdisc_detach_program(iface, TcAttachType::Egress, prog_names::TC_EGRESS)
-            .with_context(|| format!("removing the leftover clsact filter from {iface}"))?;
-        if inst.owner.flags & owner_flags::CREATED_CLSACT != 0 {
-            delete_clsact_if_empty(iface)?;
+        let hooks = inst.owner.hooks();
+        for (bit, attach_type, name) in [
+            (
+                owner_flags::HOOK_TC_EGRESS,
+                TcAttachType::Egress,
+                prog_names::TC_EGRESS,
+            ),
+            (
+                owner_flags::HOOK_TC_INGRESS,
+                TcAttachType::Ingress,
+                prog_names::TC_INGRESS,
+            ),
+        ] {
+            if hooks & bit != 0 {
+                tc::qdisc_detach_program(iface, attach_type, name).with_context(|| {
+                    format!("removing the leftover clsact filter {name} from {iface}")
+                })?;
+            }
         }
+        if inst.owner.flags & owner_flags::CREATED_CLSACT != 0 {
+            release_clsact(iface, inst.owner.ifindex, Some(&inst.owner))?;
+        }
+    }
+    Ok(())
+}
+
+/// Gives up the clsact qdisc impair created on `iface` (`me` is the owner
+/// that created it): deleted when no filter uses it any more; when filters
+/// remain and another impair instance on the interface attached through
+/// netlink uses it (egress and ingress instances may share one clsact),
+/// that instance inherits the duty (its owner map gets `CREATED_CLSACT`),
+/// so the last impair instance to leave removes it. Filters of anyone else
+/// keep it in place for good: impair never removes what others use.
+fn release_clsact(iface: &str, ifindex: u32, me: Option<&Owner>) -> Result<()> {
+    if delete_clsact_if_empty(iface)? {
+        return Ok(());
+    }
+    let heir = discover::on_interface(ifindex)?.into_iter().find(|i| {
+        i.netlink()
+            && me.is_none_or(|m| {
+                (i.owner.pid, i.owner.attached_unix_ns) != (m.pid, m.attached_unix_ns)
+            })
+    });
+    if let Some(mut heir) = heir {
+        let mut o = heir.owner;
+        o.flags |= owner_flags::CREATED_CLSACT;
+        heir.maps
+            .owner
+            .set(0, o, 0)
+            .context("handing the clsact qdisc over to the other impair instance")?;
+        tracing::debug!(
+            iface,
+            pid = o.pid,
+            "the other impair instance on this interface will remove the clsact qdisc"
+        );
+    } else {
+        tracing::warn!(
+            iface,
+            "leaving the clsact qdisc in place: other filters use it"
+        );
     }
     Ok(())
 }
 
 /// Deletes the clsact qdisc from `iface` unless filters remain on it (someone
 /// else's, added after ours): never remove what impair did not create.
-fn delete_clsact_if_empty(iface: &str) -> Result<()> {
+/// Returns whether it was deleted.
+fn delete_clsact_if_empty(iface: &str) -> Result<bool> {
     for dir in ["ingress", "egress"] {
-        let out = Command::new("tc").args(["filter", "show", "dev", iface, dir]).output().context("running tc")?;
+        let out = Command::new("tc")
+            .args(["filter", "show", "dev", iface, dir])
+            .output()
+            .context("running tc")?;
         if !out.stdout.is_empty() {
-            tracing::warn!(iface, dir, "leaving the clsact qdisc in place: other filters use it");
-            return Ok(());
+            tracing::debug!(
+                iface,
+                dir,
+                "leaving the clsact qdisc in place: other filters use it"
+            );
+            return Ok(false);
         }
     }
-    let out = Command::new("tc").args(["qdisc", "del", "dev", iface, "clsact"]).output().context("running tc")?;
+    let out = Command::new("tc")
+        .args(["qdisc", "del", "dev", iface, "clsact"])
+        .output()
+        .context("running tc")?;
     if !out.status.success() {
-        bail!("tc qdisc del dev {iface} clsact: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "tc qdisc del dev {iface} clsact: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
-    Ok(())
+    Ok(true)
 }

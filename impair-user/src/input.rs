@@ -38,7 +38,9 @@ pub fn parse_percent(what: &str, s: &str) -> Result<f64, UsageError> {
 /// Splits `12.5ms` into (12.5, "ms").
 fn number_and_unit(s: &str) -> Option<(f64, String)> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let v: f64 = num.parse().ok()?;
     v.is_finite().then(|| (v, unit.trim().to_ascii_lowercase()))
@@ -97,7 +99,9 @@ pub fn parse_rate_bps(s: &str) -> Result<u64, UsageError> {
     };
     let bps = v * mult * if bytes { 8.0 } else { 1.0 };
     if !(1.0..=1e13).contains(&bps) {
-        return Err(usage!("invalid rate '{s}': must be between 1bit and 10tbit"));
+        return Err(usage!(
+            "invalid rate '{s}': must be between 1bit and 10tbit"
+        ));
     }
     Ok(bps.round() as u64)
 }
@@ -115,16 +119,29 @@ pub enum QueueLimit {
 pub const QUEUE_PACKET_BYTES: u64 = 1514;
 
 pub fn parse_queue(s: &str) -> Result<QueueLimit, UsageError> {
-    let bad = || usage!("invalid queue '{s}': expected a time (50ms), bytes (64kb, 1500b) or packets (100p)");
+    let bad = || {
+        usage!("invalid queue '{s}': expected a time (50ms), bytes (64kb, 1500b) or packets (100p)")
+    };
     let (v, unit) = number_and_unit(s).ok_or_else(bad)?;
     let q = match unit.as_str() {
         "b" => QueueLimit::Bytes { bytes: v as u64 },
-        "k" | "kb" => QueueLimit::Bytes { bytes: (v * 1024.0) as u64 },
-        "m" | "mb" => QueueLimit::Bytes { bytes: (v * 1024.0 * 1024.0) as u64 },
+        "k" | "kb" => QueueLimit::Bytes {
+            bytes: (v * 1024.0) as u64,
+        },
+        "m" | "mb" => QueueLimit::Bytes {
+            bytes: (v * 1024.0 * 1024.0) as u64,
+        },
         "p" | "pkt" | "pkts" | "packets" => QueueLimit::Packets { packets: v as u64 },
-        _ => QueueLimit::Time { ns: parse_duration_ns("queue", s)? },
+        _ => QueueLimit::Time {
+            ns: parse_duration_ns("queue", s)?,
+        },
     };
-    if matches!(q, QueueLimit::Time { ns: 0 } | QueueLimit::Bytes { bytes: 0 } | QueueLimit::Packets { packets: 0 }) {
+    if matches!(
+        q,
+        QueueLimit::Time { ns: 0 }
+            | QueueLimit::Bytes { bytes: 0 }
+            | QueueLimit::Packets { packets: 0 }
+    ) {
         return Err(usage!("invalid queue '{s}': must be greater than zero"));
     }
     Ok(q)
@@ -135,10 +152,21 @@ pub fn parse_queue(s: &str) -> Result<QueueLimit, UsageError> {
 pub enum LossModelSpec {
     /// Gilbert-Elliott: GOOD→BAD with `p`, BAD→GOOD with `r`; loss `1-h` in
     /// BAD and `1-k` in GOOD.
-    GilbertElliott { p: f64, r: f64, one_minus_h: f64, one_minus_k: f64 },
+    GilbertElliott {
+        p: f64,
+        r: f64,
+        one_minus_h: f64,
+        one_minus_k: f64,
+    },
     /// 4-state Markov (gap-received 1, burst-received 2, lost-in-burst 3,
     /// isolated-loss 4).
-    FourState { p13: f64, p31: f64, p32: f64, p23: f64, p14: f64 },
+    FourState {
+        p13: f64,
+        p31: f64,
+        p32: f64,
+        p23: f64,
+        p14: f64,
+    },
 }
 
 /// `ge:P[,R[,1-H[,1-K]]]` or `state:P13[,P31[,P32[,P23[,P14]]]]`, percentages.
@@ -146,7 +174,10 @@ pub enum LossModelSpec {
 /// `p31 = 1-p13`, `p32 = 0%`, `p23 = 100%`, `p14 = 0%`.
 pub fn parse_loss_model(s: &str) -> Result<LossModelSpec, UsageError> {
     let form = "expected ge:P[,R[,1-H[,1-K]]] or state:P13[,P31[,P32[,P23[,P14]]]] with percentages, e.g. ge:1%,30%";
-    let (kind, rest) = s.trim().split_once(':').ok_or_else(|| usage!("invalid loss model '{s}': {form}"))?;
+    let (kind, rest) = s
+        .trim()
+        .split_once(':')
+        .ok_or_else(|| usage!("invalid loss model '{s}': {form}"))?;
     let vals: Vec<f64> = rest
         .split(',')
         .map(|v| parse_percent("loss-model parameter", v))
@@ -156,7 +187,12 @@ pub fn parse_loss_model(s: &str) -> Result<LossModelSpec, UsageError> {
     match kind.trim().to_ascii_lowercase().as_str() {
         "ge" | "gemodel" | "gilbert-elliott" if (1..=4).contains(&vals.len()) => {
             let p = vals[0];
-            Ok(LossModelSpec::GilbertElliott { p, r: at(1, 1.0 - p), one_minus_h: at(2, 1.0), one_minus_k: at(3, 0.0) })
+            Ok(LossModelSpec::GilbertElliott {
+                p,
+                r: at(1, 1.0 - p),
+                one_minus_h: at(2, 1.0),
+                one_minus_k: at(3, 0.0),
+            })
         }
         "state" | "4state" if (1..=5).contains(&vals.len()) => {
             let p13 = vals[0];
@@ -167,12 +203,19 @@ pub fn parse_loss_model(s: &str) -> Result<LossModelSpec, UsageError> {
                 p23: at(3, 1.0),
                 p14: at(4, 0.0),
             };
-            if let LossModelSpec::FourState { p13, p31, p32, p14, .. } = m {
+            if let LossModelSpec::FourState {
+                p13, p31, p32, p14, ..
+            } = m
+            {
                 if p13 + p14 > 1.0 + 1e-12 {
-                    return Err(usage!("invalid loss model '{s}': p13 + p14 must not exceed 100%"));
+                    return Err(usage!(
+                        "invalid loss model '{s}': p13 + p14 must not exceed 100%"
+                    ));
                 }
                 if p31 + p32 > 1.0 + 1e-12 {
-                    return Err(usage!("invalid loss model '{s}': p31 + p32 must not exceed 100%"));
+                    return Err(usage!(
+                        "invalid loss model '{s}': p31 + p32 must not exceed 100%"
+                    ));
                 }
             }
             Ok(m)
@@ -235,17 +278,23 @@ pub fn parse_proto(s: &str) -> Result<Option<Proto>, UsageError> {
 
 /// A port `N` or an inclusive range `A-B` with A ≤ B.
 pub fn parse_port_range(what: &str, s: &str) -> Result<(u16, u16), UsageError> {
-    let bad = || usage!("invalid {what} '{s}': expected a port 0-65535 or a range such as 5000-5010");
+    let bad =
+        || usage!("invalid {what} '{s}': expected a port 0-65535 or a range such as 5000-5010");
     let t = s.trim();
     let (lo, hi) = match t.split_once('-') {
-        Some((a, b)) => (a.trim().parse::<u16>().map_err(|_| bad())?, b.trim().parse::<u16>().map_err(|_| bad())?),
+        Some((a, b)) => (
+            a.trim().parse::<u16>().map_err(|_| bad())?,
+            b.trim().parse::<u16>().map_err(|_| bad())?,
+        ),
         None => {
             let p = t.parse::<u16>().map_err(|_| bad())?;
             (p, p)
         }
     };
     if lo > hi {
-        return Err(usage!("invalid {what} '{s}': the range is reversed ({lo} > {hi}); write {hi}-{lo}"));
+        return Err(usage!(
+            "invalid {what} '{s}': the range is reversed ({lo} > {hi}); write {hi}-{lo}"
+        ));
     }
     Ok((lo, hi))
 }
@@ -264,14 +313,26 @@ mod tests {
             let e = parse_percent("loss", bad).unwrap_err().0;
             assert!(e.contains(&format!("'{bad}'")), "{e}");
         }
-        assert!(parse_percent("loss", "150%").unwrap_err().0.contains("between 0% and 100%"));
+        assert!(parse_percent("loss", "150%")
+            .unwrap_err()
+            .0
+            .contains("between 0% and 100%"));
     }
 
     #[test]
     fn cidr_forms() {
-        assert_eq!(parse_cidr("dst", "198.18.2.7/24").unwrap().to_string(), "198.18.2.0/24");
-        assert_eq!(parse_cidr("dst", "198.18.2.7").unwrap().to_string(), "198.18.2.7/32");
-        assert_eq!(parse_cidr("dst", "2001:2::1/48").unwrap().to_string(), "2001:2::/48");
+        assert_eq!(
+            parse_cidr("dst", "198.18.2.7/24").unwrap().to_string(),
+            "198.18.2.0/24"
+        );
+        assert_eq!(
+            parse_cidr("dst", "198.18.2.7").unwrap().to_string(),
+            "198.18.2.7/32"
+        );
+        assert_eq!(
+            parse_cidr("dst", "2001:2::1/48").unwrap().to_string(),
+            "2001:2::/48"
+        );
         for bad in ["198.18.0.0/33", "2001:2::/129", "nope", "1.2.3/8"] {
             assert!(parse_cidr("dst", bad).unwrap_err().0.contains(bad));
         }
@@ -281,17 +342,41 @@ mod tests {
     fn loss_models_with_netem_defaults() {
         assert_eq!(
             parse_loss_model("ge:1%"),
-            Ok(LossModelSpec::GilbertElliott { p: 0.01, r: 0.99, one_minus_h: 1.0, one_minus_k: 0.0 })
+            Ok(LossModelSpec::GilbertElliott {
+                p: 0.01,
+                r: 0.99,
+                one_minus_h: 1.0,
+                one_minus_k: 0.0
+            })
         );
         assert_eq!(
             parse_loss_model("ge:1%,30%,80%,0.1%"),
-            Ok(LossModelSpec::GilbertElliott { p: 0.01, r: 0.3, one_minus_h: 0.8, one_minus_k: 0.001 })
+            Ok(LossModelSpec::GilbertElliott {
+                p: 0.01,
+                r: 0.3,
+                one_minus_h: 0.8,
+                one_minus_k: 0.001
+            })
         );
         assert_eq!(
             parse_loss_model("state:5%"),
-            Ok(LossModelSpec::FourState { p13: 0.05, p31: 0.95, p32: 0.0, p23: 1.0, p14: 0.0 })
+            Ok(LossModelSpec::FourState {
+                p13: 0.05,
+                p31: 0.95,
+                p32: 0.0,
+                p23: 1.0,
+                p14: 0.0
+            })
         );
-        for bad in ["ge", "ge:", "ge:150%", "mm:1%", "ge:1,2,3,4,5", "state:60%,50%,60%", "state:60%,1%,1%,1%,50%"] {
+        for bad in [
+            "ge",
+            "ge:",
+            "ge:150%",
+            "mm:1%",
+            "ge:1,2,3,4,5",
+            "state:60%,50%,60%",
+            "state:60%,1%,1%,1%,50%",
+        ] {
             let e = parse_loss_model(bad).unwrap_err().0;
             assert!(e.contains(&format!("'{bad}'")), "{e}");
         }
@@ -304,7 +389,13 @@ mod tests {
         assert_eq!(parse_duration_ns("delay", "250us"), Ok(250_000));
         assert_eq!(parse_duration_ns("delay", "0"), Ok(0));
         for bad in ["100", "10parsecs", "-5ms", "2h", "ms"] {
-            assert!(parse_duration_ns("delay", bad).unwrap_err().0.contains(&format!("'{bad}'")), "{bad}");
+            assert!(
+                parse_duration_ns("delay", bad)
+                    .unwrap_err()
+                    .0
+                    .contains(&format!("'{bad}'")),
+                "{bad}"
+            );
         }
         assert_eq!(parse_rate_bps("10mbit"), Ok(10_000_000));
         assert_eq!(parse_rate_bps("1gbit"), Ok(1_000_000_000));
@@ -312,11 +403,20 @@ mod tests {
         assert_eq!(parse_rate_bps("2mbps"), Ok(16_000_000));
         assert_eq!(parse_rate_bps("56000"), Ok(56_000));
         for bad in ["10mb", "fast", "0bit", "99tbit"] {
-            assert!(parse_rate_bps(bad).unwrap_err().0.contains(&format!("'{bad}'")), "{bad}");
+            assert!(
+                parse_rate_bps(bad)
+                    .unwrap_err()
+                    .0
+                    .contains(&format!("'{bad}'")),
+                "{bad}"
+            );
         }
         assert_eq!(parse_queue("50ms"), Ok(QueueLimit::Time { ns: 50_000_000 }));
         assert_eq!(parse_queue("64kb"), Ok(QueueLimit::Bytes { bytes: 65_536 }));
-        assert_eq!(parse_queue("100p"), Ok(QueueLimit::Packets { packets: 100 }));
+        assert_eq!(
+            parse_queue("100p"),
+            Ok(QueueLimit::Packets { packets: 100 })
+        );
         assert!(parse_queue("0ms").is_err());
         assert!(parse_queue("lots").unwrap_err().0.contains("'lots'"));
     }
@@ -325,7 +425,10 @@ mod tests {
     fn ports_and_protocols() {
         assert_eq!(parse_port_range("dport", "53"), Ok((53, 53)));
         assert_eq!(parse_port_range("dport", "5000-5010"), Ok((5000, 5010)));
-        assert!(parse_port_range("dport", "10-5").unwrap_err().0.contains("reversed"));
+        assert!(parse_port_range("dport", "10-5")
+            .unwrap_err()
+            .0
+            .contains("reversed"));
         assert!(parse_port_range("dport", "70000").is_err());
         assert_eq!(parse_proto("UDP"), Ok(Some(Proto(17))));
         assert_eq!(parse_proto("any"), Ok(None));

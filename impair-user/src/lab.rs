@@ -142,25 +142,75 @@ impl Lab {
             run("ip", &["netns", "add", &name])?;
             lab.owned.push(name);
         }
-        lab.setup(opts).with_context(|| format!("setting up lab {base}"))?;
+        lab.setup(opts)
+            .with_context(|| format!("setting up lab {base}"))?;
         Ok(lab)
     }
 
     fn setup(&self, opts: LabOptions) -> Result<()> {
-        let (c, r, s) = (self.client.as_str(), self.router.as_str(), self.server.as_str());
+        let (c, r, s) = (
+            self.client.as_str(),
+            self.router.as_str(),
+            self.server.as_str(),
+        );
 
         for ns in [c, r, s] {
             let mut args = vec!["sysctl", "-qw"];
             args.extend_from_slice(QUIET_SYSCTLS);
             self.exec(ns, &args)?;
         }
-        self.exec(r, &["sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"])?;
+        self.exec(
+            r,
+            &[
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+                "net.ipv6.conf.all.forwarding=1",
+            ],
+        )?;
 
         // Created inside the namespaces, peers moved straight into the other
         // namespace: no interface ever exists in the host namespace.
-        run("ip", &["-n", c, "link", "add", CLIENT_IF, "type", "veth", "peer", "name", ROUTER_INGRESS, "netns", r])?;
-        run("ip", &["-n", r, "link", "add", ROUTER_EGRESS, "type", "veth", "peer", "name", SERVER_IF, "netns", s])?;
-        let links = [(c, CLIENT_IF), (r, ROUTER_INGRESS), (r, ROUTER_EGRESS), (s, SERVER_IF)];
+        run(
+            "ip",
+            &[
+                "-n",
+                c,
+                "link",
+                "add",
+                CLIENT_IF,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                ROUTER_INGRESS,
+                "netns",
+                r,
+            ],
+        )?;
+        run(
+            "ip",
+            &[
+                "-n",
+                r,
+                "link",
+                "add",
+                ROUTER_EGRESS,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                SERVER_IF,
+                "netns",
+                s,
+            ],
+        )?;
+        let links = [
+            (c, CLIENT_IF),
+            (r, ROUTER_INGRESS),
+            (r, ROUTER_EGRESS),
+            (s, SERVER_IF),
+        ];
 
         if !opts.offloads {
             self.disable_offloads(&links)?;
@@ -179,19 +229,42 @@ impl Lab {
             let v4 = format!("{v4}/{PREFIX_LEN_V4}");
             let v6 = format!("{v6}/{PREFIX_LEN_V6}");
             run("ip", &["-n", ns, "addr", "add", &v4, "dev", dev])?;
-            run("ip", &["-n", ns, "-6", "addr", "add", &v6, "dev", dev, "nodad"])?;
+            run(
+                "ip",
+                &["-n", ns, "-6", "addr", "add", &v6, "dev", dev, "nodad"],
+            )?;
         }
         for (ns, dev) in links {
             run("ip", &["-n", ns, "link", "set", dev, "up"])?;
         }
 
         let routes: [(&str, &str, String, String); 2] = [
-            (c, CLIENT_IF, ROUTER_INGRESS_V4.to_string(), ROUTER_INGRESS_V6.to_string()),
-            (s, SERVER_IF, ROUTER_EGRESS_V4.to_string(), ROUTER_EGRESS_V6.to_string()),
+            (
+                c,
+                CLIENT_IF,
+                ROUTER_INGRESS_V4.to_string(),
+                ROUTER_INGRESS_V6.to_string(),
+            ),
+            (
+                s,
+                SERVER_IF,
+                ROUTER_EGRESS_V4.to_string(),
+                ROUTER_EGRESS_V6.to_string(),
+            ),
         ];
         for (ns, dev, gw4, gw6) in &routes {
-            run("ip", &["-n", ns, "route", "replace", "default", "via", gw4, "dev", dev])?;
-            run("ip", &["-n", ns, "-6", "route", "replace", "default", "via", gw6, "dev", dev])?;
+            run(
+                "ip",
+                &[
+                    "-n", ns, "route", "replace", "default", "via", gw4, "dev", dev,
+                ],
+            )?;
+            run(
+                "ip",
+                &[
+                    "-n", ns, "-6", "route", "replace", "default", "via", gw6, "dev", dev,
+                ],
+            )?;
         }
 
         // PERMANENT entries: tests drop packets, and a dropped ARP/ND exchange
@@ -202,14 +275,53 @@ impl Lab {
         let mac_r1 = mac_of(r, ROUTER_EGRESS)?;
         let mac_s0 = mac_of(s, SERVER_IF)?;
         let neighbours: [(&str, &str, String, String, &str); 4] = [
-            (c, CLIENT_IF, ROUTER_INGRESS_V4.to_string(), ROUTER_INGRESS_V6.to_string(), &mac_r0),
-            (r, ROUTER_INGRESS, CLIENT_V4.to_string(), CLIENT_V6.to_string(), &mac_c0),
-            (r, ROUTER_EGRESS, SERVER_V4.to_string(), SERVER_V6.to_string(), &mac_s0),
-            (s, SERVER_IF, ROUTER_EGRESS_V4.to_string(), ROUTER_EGRESS_V6.to_string(), &mac_r1),
+            (
+                c,
+                CLIENT_IF,
+                ROUTER_INGRESS_V4.to_string(),
+                ROUTER_INGRESS_V6.to_string(),
+                &mac_r0,
+            ),
+            (
+                r,
+                ROUTER_INGRESS,
+                CLIENT_V4.to_string(),
+                CLIENT_V6.to_string(),
+                &mac_c0,
+            ),
+            (
+                r,
+                ROUTER_EGRESS,
+                SERVER_V4.to_string(),
+                SERVER_V6.to_string(),
+                &mac_s0,
+            ),
+            (
+                s,
+                SERVER_IF,
+                ROUTER_EGRESS_V4.to_string(),
+                ROUTER_EGRESS_V6.to_string(),
+                &mac_r1,
+            ),
         ];
         for (ns, dev, v4, v6, mac) in &neighbours {
             for addr in [v4, v6] {
-                run("ip", &["-n", ns, "neigh", "replace", addr, "lladdr", mac, "dev", dev, "nud", "permanent"])?;
+                run(
+                    "ip",
+                    &[
+                        "-n",
+                        ns,
+                        "neigh",
+                        "replace",
+                        addr,
+                        "lladdr",
+                        mac,
+                        "dev",
+                        dev,
+                        "nud",
+                        "permanent",
+                    ],
+                )?;
             }
         }
 
@@ -219,10 +331,17 @@ impl Lab {
     /// Turns TSO/GSO/GRO off on every veth, or warns once if ethtool is missing.
     fn disable_offloads(&self, links: &[(&str, &str)]) -> Result<()> {
         for (ns, dev) in links {
-            match self.exec(ns, &["ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off"]) {
+            match self.exec(
+                ns,
+                &[
+                    "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off",
+                ],
+            ) {
                 Ok(_) => {}
                 Err(e) if e.downcast_ref::<ToolMissing>().is_some() => {
-                    tracing::warn!("ethtool is not installed: leaving veth offloads on in lab namespaces");
+                    tracing::warn!(
+                        "ethtool is not installed: leaving veth offloads on in lab namespaces"
+                    );
                     return Ok(());
                 }
                 Err(e) => return Err(e),
@@ -266,7 +385,10 @@ impl Lab {
     /// TX packet counters of `links`, read from `/proc/thread-self/net/dev`
     /// on a thread inside each namespace (cheaper than running `ip -s`).
     fn tx_packets(&self, links: &[(&str, &str)]) -> Result<Vec<u64>> {
-        links.iter().map(|(ns, dev)| tx_packets_in(ns, dev)).collect()
+        links
+            .iter()
+            .map(|(ns, dev)| tx_packets_in(ns, dev))
+            .collect()
     }
 
     /// The three namespace names: client, router, server.
@@ -278,7 +400,12 @@ impl Lab {
     /// of this lab's namespaces, so a typo cannot run a command in the host's.
     pub fn exec(&self, ns: &str, args: &[&str]) -> Result<String> {
         if !self.namespaces().contains(&ns) {
-            bail!("namespace '{ns}' is not part of this lab ({}, {}, {})", self.client, self.router, self.server);
+            bail!(
+                "namespace '{ns}' is not part of this lab ({}, {}, {})",
+                self.client,
+                self.router,
+                self.server
+            );
         }
         if args.is_empty() {
             bail!("no command given to run in namespace '{ns}'");
@@ -347,7 +474,9 @@ pub fn leftovers(tag: &str) -> Vec<String> {
 }
 
 fn validate_tag(tag: &str) -> Result<()> {
-    let ok_chars = tag.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-');
+    let ok_chars = tag
+        .chars()
+        .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-');
     if tag.is_empty() || tag.len() > MAX_TAG_LEN || !ok_chars {
         bail!("invalid lab tag {tag:?}: use 1-{MAX_TAG_LEN} characters of [A-Za-z0-9_-]");
     }
@@ -363,10 +492,17 @@ struct ToolMissing(String);
 /// Runs `program args…` and returns its stdout; the error names the command
 /// line, its exit status and its stderr.
 fn run(program: &str, args: &[&str]) -> Result<String> {
-    let line = || std::iter::once(program).chain(args.iter().copied()).collect::<Vec<_>>().join(" ");
+    let line = || {
+        std::iter::once(program)
+            .chain(args.iter().copied())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     let out = match Command::new(program).args(args).output() {
         Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ToolMissing(line()).into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ToolMissing(line()).into())
+        }
         Err(e) => return Err(anyhow!("`{}` could not be started: {e}", line())),
     };
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -384,8 +520,8 @@ fn run(program: &str, args: &[&str]) -> Result<String> {
 /// The MAC address of `dev` in namespace `ns`, from `ip -j link show`.
 fn mac_of(ns: &str, dev: &str) -> Result<String> {
     let json = run("ip", &["-n", ns, "-j", "link", "show", "dev", dev])?;
-    let value: serde_json::Value =
-        serde_json::from_str(&json).with_context(|| format!("parsing `ip -n {ns} -j link show dev {dev}` output"))?;
+    let value: serde_json::Value = serde_json::from_str(&json)
+        .with_context(|| format!("parsing `ip -n {ns} -j link show dev {dev}` output"))?;
     value
         .get(0)
         .and_then(|l| l.get("address"))
@@ -456,7 +592,12 @@ r1: 1000 10 0 0 0 0 0 0 2000 20 0 0 0 0 0 0\n";
     #[test]
     fn exec_refuses_foreign_namespaces_and_leftovers_is_empty_for_unused_tags() {
         // A Lab value that owns nothing: dropping it runs no command.
-        let lab = Lab { client: "imp-t-c".into(), router: "imp-t-r".into(), server: "imp-t-s".into(), owned: vec![] };
+        let lab = Lab {
+            client: "imp-t-c".into(),
+            router: "imp-t-r".into(),
+            server: "imp-t-s".into(),
+            owned: vec![],
+        };
         let err = lab.exec("host", &["true"]).unwrap_err();
         assert!(format!("{err}").contains("not part of this lab"), "{err}");
         assert!(leftovers("never-used-tag").is_empty());

@@ -1,15 +1,15 @@
 //! Typed handles on one instance's maps, taken from a freshly loaded object or
 //! found again by id through the attached program (another process).
-use anyhow::{anyhow, Context as _, Result};
 use crate::rules::RuleSet;
+use anyhow::{anyhow, Context as _, Result};
 use aya::{
     maps::{Array, Map, MapData, MapInfo, PerCpuArray, PerCpuValues},
     programs::ProgramInfo,
     Ebpf,
 };
 use impair_common::{
-    map_names, DelayTable, GlobalCounters, Owner, Rule, RuleCounters, RuleSetHeader, CONTROL_ACTIVE_SLOT,
-    CONTROL_LEASE_DEADLINE_NS, MAX_RULES,
+    map_names, DelayTable, GlobalCounters, Owner, Rule, RuleCounters, RuleSetHeader,
+    CONTROL_ACTIVE_SLOT, CONTROL_LEASE_DEADLINE_NS, MAX_RULES,
 };
 
 pub struct Maps {
@@ -41,13 +41,22 @@ impl Maps {
             control: typed(ebpf.take_map(map_names::CONTROL), map_names::CONTROL)?,
             rulesets: typed(ebpf.take_map(map_names::RULESETS), map_names::RULESETS)?,
             rules: typed(ebpf.take_map(map_names::RULES), map_names::RULES)?,
-            rule_counters: typed(ebpf.take_map(map_names::RULE_COUNTERS), map_names::RULE_COUNTERS)?,
-            global: typed(ebpf.take_map(map_names::GLOBAL_COUNTERS), map_names::GLOBAL_COUNTERS)?,
+            rule_counters: typed(
+                ebpf.take_map(map_names::RULE_COUNTERS),
+                map_names::RULE_COUNTERS,
+            )?,
+            global: typed(
+                ebpf.take_map(map_names::GLOBAL_COUNTERS),
+                map_names::GLOBAL_COUNTERS,
+            )?,
             rng: typed(ebpf.take_map(map_names::RNG), map_names::RNG)?,
             loss_state: typed(ebpf.take_map(map_names::LOSS_STATE), map_names::LOSS_STATE)?,
             tables: typed(ebpf.take_map(map_names::TABLES), map_names::TABLES)?,
             rate_state: typed(ebpf.take_map(map_names::RATE_STATE), map_names::RATE_STATE)?,
-            delay_state: typed(ebpf.take_map(map_names::DELAY_STATE), map_names::DELAY_STATE)?,
+            delay_state: typed(
+                ebpf.take_map(map_names::DELAY_STATE),
+                map_names::DELAY_STATE,
+            )?,
             owner: typed(ebpf.take_map(map_names::OWNER), map_names::OWNER)?,
         })
     }
@@ -55,7 +64,10 @@ impl Maps {
     /// Opens the maps a loaded program uses, by id (for `impair stats` and
     /// friends in a process other than the controller).
     pub fn of_program(info: &ProgramInfo) -> Result<Self> {
-        let ids = info.map_ids().context("listing the program's maps")?.unwrap_or_default();
+        let ids = info
+            .map_ids()
+            .context("listing the program's maps")?
+            .unwrap_or_default();
         let mut found: Vec<(String, Map)> = Vec::new();
         for id in ids {
             let name = MapInfo::from_id(id)
@@ -63,12 +75,16 @@ impl Maps {
                 .and_then(|i| i.name_as_str().map(str::to_owned))
                 .unwrap_or_default();
             if name.starts_with("IMPAIR_") {
-                let data = MapData::from_id(id).with_context(|| format!("opening map {name} (id {id})"))?;
+                let data = MapData::from_id(id)
+                    .with_context(|| format!("opening map {name} (id {id})"))?;
                 found.push((name, Map::from_map_data(data)?));
             }
         }
         let mut take = |name: &str| {
-            found.iter().position(|(n, _)| n == name).map(|i| found.swap_remove(i).1)
+            found
+                .iter()
+                .position(|(n, _)| n == name)
+                .map(|i| found.swap_remove(i).1)
         };
         Ok(Self {
             control: typed(take(map_names::CONTROL), map_names::CONTROL)?,
@@ -98,7 +114,9 @@ impl Maps {
     }
 
     pub fn set_lease_deadline_ns(&mut self, deadline_ns: u64) -> Result<()> {
-        Ok(self.control.set(CONTROL_LEASE_DEADLINE_NS, deadline_ns, 0)?)
+        Ok(self
+            .control
+            .set(CONTROL_LEASE_DEADLINE_NS, deadline_ns, 0)?)
     }
 
     /// The active slot's header and rules.
@@ -106,7 +124,9 @@ impl Maps {
         let slot = self.active_slot()?;
         let header = self.rulesets.get(&slot, 0)?;
         let n = header.rule_count.min(MAX_RULES);
-        let rules = (0..n).map(|i| self.rules.get(&(slot * MAX_RULES + i), 0)).collect::<Result<_, _>>()?;
+        let rules = (0..n)
+            .map(|i| self.rules.get(&(slot * MAX_RULES + i), 0))
+            .collect::<Result<_, _>>()?;
         Ok((slot, header, rules))
     }
 
@@ -121,10 +141,12 @@ impl Maps {
 
     pub fn global_counters(&self) -> Result<GlobalCounters> {
         let per_cpu = self.global.get(&0, 0)?;
-        Ok(per_cpu.iter().fold(GlobalCounters::default(), |mut acc, c| {
-            acc.add(c);
-            acc
-        }))
+        Ok(per_cpu
+            .iter()
+            .fold(GlobalCounters::default(), |mut acc, c| {
+                acc.add(c);
+                acc
+            }))
     }
 
     /// Writes `rules` into the inactive slot (counters zeroed first) and makes
@@ -134,9 +156,15 @@ impl Maps {
         let cpus = nr_cpus()?;
         for i in 0..MAX_RULES {
             let idx = slot * MAX_RULES + i;
-            self.rule_counters.set(idx, PerCpuValues::try_from(vec![RuleCounters::default(); cpus])?, 0)?;
-            self.loss_state.set(idx, PerCpuValues::try_from(vec![0u32; cpus])?, 0)?;
-            self.delay_state.set(idx, PerCpuValues::try_from(vec![0u64; cpus])?, 0)?;
+            self.rule_counters.set(
+                idx,
+                PerCpuValues::try_from(vec![RuleCounters::default(); cpus])?,
+                0,
+            )?;
+            self.loss_state
+                .set(idx, PerCpuValues::try_from(vec![0u32; cpus])?, 0)?;
+            self.delay_state
+                .set(idx, PerCpuValues::try_from(vec![0u64; cpus])?, 0)?;
             self.rate_state.set(idx, 0, 0)?;
         }
         for (i, r) in set.rules.iter().enumerate() {
@@ -146,7 +174,11 @@ impl Maps {
             }
             self.rules.set(idx, r, 0)?;
         }
-        let header = RuleSetHeader { rule_count: set.rules.len() as u32, _reserved: 0, generation };
+        let header = RuleSetHeader {
+            rule_count: set.rules.len() as u32,
+            _reserved: 0,
+            generation,
+        };
         self.rulesets.set(slot, header, 0)?;
         self.control.set(CONTROL_ACTIVE_SLOT, u64::from(slot), 0)?;
         Ok(())
@@ -154,7 +186,9 @@ impl Maps {
 
     /// Seeds every CPU's generator from one seed (see `impair_common::rng`).
     pub fn seed_rng(&mut self, seed: u64) -> Result<()> {
-        let states: Vec<u64> = (0..nr_cpus()?).map(|cpu| impair_common::rng::cpu_state(seed, cpu as u32)).collect();
+        let states: Vec<u64> = (0..nr_cpus()?)
+            .map(|cpu| impair_common::rng::cpu_state(seed, cpu as u32))
+            .collect();
         self.rng.set(0, PerCpuValues::try_from(states)?, 0)?;
         Ok(())
     }

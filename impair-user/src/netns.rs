@@ -57,7 +57,10 @@ fn ns_path(name: &str) -> Result<PathBuf> {
 pub fn enter(name: &str) -> Result<()> {
     let path = ns_path(name)?;
     let file = File::open(&path).with_context(|| {
-        format!("opening {} (does network namespace '{name}' exist? see `ip netns list`)", path.display())
+        format!(
+            "opening {} (does network namespace '{name}' exist? see `ip netns list`)",
+            path.display()
+        )
     })?;
     // SAFETY: `file` is an open descriptor that stays valid for the duration of
     // the call; setns only reads it and does not take ownership.
@@ -92,7 +95,10 @@ pub fn run_in<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'sta
         .with_context(|| format!("spawning a thread for network namespace '{name}'"))?;
     match handle.join() {
         Ok(result) => result,
-        Err(payload) => bail!("closure run in network namespace '{name}' panicked: {}", panic_message(&*payload)),
+        Err(payload) => bail!(
+            "closure run in network namespace '{name}' panicked: {}",
+            panic_message(&*payload)
+        ),
     }
 }
 
@@ -119,7 +125,9 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// Inode number of the calling thread's network namespace
 /// (`/proc/thread-self/ns/net`); equal inodes mean the same namespace.
 pub fn current_ino() -> Result<u64> {
-    Ok(std::fs::metadata("/proc/thread-self/ns/net").context("reading /proc/thread-self/ns/net")?.ino())
+    Ok(std::fs::metadata("/proc/thread-self/ns/net")
+        .context("reading /proc/thread-self/ns/net")?
+        .ino())
 }
 
 /// Whether named network namespace `name` exists (`/run/netns/NAME`).
@@ -145,7 +153,10 @@ mod tests {
     fn run_in_a_missing_namespace_fails_and_leaves_this_thread_alone() {
         let before = current_ino().unwrap();
         let err = run_in("imp-surely-not-there-0", || 1).unwrap_err();
-        assert!(format!("{err:#}").contains("imp-surely-not-there-0"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("imp-surely-not-there-0"),
+            "{err:#}"
+        );
         assert_eq!(current_ino().unwrap(), before);
     }
 

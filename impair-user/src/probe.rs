@@ -123,7 +123,10 @@ impl Default for ProbeConfig {
 impl ProbeConfig {
     pub fn validate(&self) -> Result<()> {
         if !(MIN_PAYLOAD_LEN..=MAX_PAYLOAD_LEN).contains(&self.payload_len) {
-            bail!("probe payload length {} out of range {MIN_PAYLOAD_LEN}..={MAX_PAYLOAD_LEN} bytes", self.payload_len);
+            bail!(
+                "probe payload length {} out of range {MIN_PAYLOAD_LEN}..={MAX_PAYLOAD_LEN} bytes",
+                self.payload_len
+            );
         }
         Ok(())
     }
@@ -163,7 +166,9 @@ fn splitmix64(state: &mut u64) -> u64 {
 
 fn check_len(len: usize) -> Result<()> {
     if !(MIN_PAYLOAD_LEN..=MAX_PAYLOAD_LEN).contains(&len) {
-        bail!("probe payload length {len} out of range {MIN_PAYLOAD_LEN}..={MAX_PAYLOAD_LEN} bytes");
+        bail!(
+            "probe payload length {len} out of range {MIN_PAYLOAD_LEN}..={MAX_PAYLOAD_LEN} bytes"
+        );
     }
     Ok(())
 }
@@ -230,13 +235,23 @@ pub fn decode(datagram: &[u8], run_id: u32) -> Verdict {
     let magic_ok = datagram.len() >= 4 && datagram[..4] == MAGIC;
     let run_ok = datagram.len() >= OFF_SEQ && be_u32(datagram, OFF_RUN_ID) == run_id;
     if datagram.len() < HEADER_LEN + CHECKSUM_LEN {
-        return if magic_ok || run_ok { Verdict::Corrupted } else { Verdict::Foreign };
+        return if magic_ok || run_ok {
+            Verdict::Corrupted
+        } else {
+            Verdict::Foreign
+        };
     }
     let end = datagram.len() - CHECKSUM_LEN;
-    let len_ok = usize::from(u16::from_be_bytes([datagram[OFF_LEN], datagram[OFF_LEN + 1]])) == datagram.len();
+    let len_ok = usize::from(u16::from_be_bytes([
+        datagram[OFF_LEN],
+        datagram[OFF_LEN + 1],
+    ])) == datagram.len();
     let sum_ok = fnv1a64(&datagram[..end]) == be_u64(datagram, end);
     match (len_ok && sum_ok, magic_ok && run_ok) {
-        (true, true) => Verdict::Valid { seq: be_u64(datagram, OFF_SEQ), send_ns: be_u64(datagram, OFF_SEND_NS) },
+        (true, true) => Verdict::Valid {
+            seq: be_u64(datagram, OFF_SEQ),
+            send_ns: be_u64(datagram, OFF_SEND_NS),
+        },
         (true, false) => Verdict::Foreign,
         (false, _) if magic_ok || run_ok => Verdict::Corrupted,
         (false, _) => Verdict::Foreign,
@@ -350,7 +365,11 @@ pub fn send(sock: &UdpSocket, dst: SocketAddr, cfg: &ProbeConfig) -> Result<Send
     for seq in 0..cfg.count {
         fill(&mut buf, cfg.run_id, seq);
         let due_ns = start_ns.saturating_add(cfg.departure_offset_ns(seq));
-        let now = if cfg.rate_pps == 0 { monotonic_ns() } else { wait_until(due_ns) };
+        let now = if cfg.rate_pps == 0 {
+            monotonic_ns()
+        } else {
+            wait_until(due_ns)
+        };
         report.max_lateness_ns = report.max_lateness_ns.max(now.saturating_sub(due_ns));
         let send_ns = monotonic_ns();
         seal(&mut buf, send_ns);
@@ -361,10 +380,17 @@ pub fn send(sock: &UdpSocket, dst: SocketAddr, cfg: &ProbeConfig) -> Result<Send
                     ok = true;
                     break;
                 }
-                Ok(n) => bail!("short send of probe datagram {seq} to {dst}: {n} of {} bytes", buf.len()),
+                Ok(n) => bail!(
+                    "short send of probe datagram {seq} to {dst}: {n} of {} bytes",
+                    buf.len()
+                ),
                 Err(e) if is_fatal(&e) => {
-                    return Err(e)
-                        .with_context(|| format!("sending probe datagram {seq} ({} bytes) to {dst}", buf.len()));
+                    return Err(e).with_context(|| {
+                        format!(
+                            "sending probe datagram {seq} ({} bytes) to {dst}",
+                            buf.len()
+                        )
+                    });
                 }
                 Err(e) => {
                     if attempt == 0 {
@@ -482,7 +508,9 @@ impl Accounting {
     /// Accounts one reception.
     pub fn record(&mut self, r: &Reception) {
         match r.verdict {
-            Verdict::Valid { seq, send_ns } => self.record_valid(seq, r.recv_ns.saturating_sub(send_ns)),
+            Verdict::Valid { seq, send_ns } => {
+                self.record_valid(seq, r.recv_ns.saturating_sub(send_ns))
+            }
             Verdict::Corrupted => self.corrupted += 1,
             Verdict::Foreign => self.foreign += 1,
         }
@@ -628,7 +656,12 @@ pub struct Receiver {
 }
 
 /// Sets a socket option taking an `int`.
-fn setsockopt_int(sock: &UdpSocket, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+fn setsockopt_int(
+    sock: &UdpSocket,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: the descriptor is open for the call; `value` is a valid c_int
     // and the length passed is its size.
     let rc = unsafe {
@@ -679,12 +712,20 @@ impl Receiver {
         let want = RCVBUF_BYTES as libc::c_int;
         if let Err(e) = setsockopt_int(&sock, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, want) {
             tracing::debug!("SO_RCVBUFFORCE failed ({e}); falling back to SO_RCVBUF");
-            setsockopt_int(&sock, libc::SOL_SOCKET, libc::SO_RCVBUF, want).context("setting SO_RCVBUF")?;
+            setsockopt_int(&sock, libc::SOL_SOCKET, libc::SO_RCVBUF, want)
+                .context("setting SO_RCVBUF")?;
         }
         let rcvbuf_bytes = rcvbuf_of(&sock).context("reading SO_RCVBUF")?;
-        sock.set_nonblocking(false).context("making the probe socket blocking")?;
-        sock.set_read_timeout(Some(RECV_POLL)).context("setting the probe socket read timeout")?;
-        Ok(Receiver { sock, run_id: cfg.run_id, count: cfg.count, rcvbuf_bytes })
+        sock.set_nonblocking(false)
+            .context("making the probe socket blocking")?;
+        sock.set_read_timeout(Some(RECV_POLL))
+            .context("setting the probe socket read timeout")?;
+        Ok(Receiver {
+            sock,
+            run_id: cfg.run_id,
+            count: cfg.count,
+            rcvbuf_bytes,
+        })
     }
 
     /// Effective SO_RCVBUF (the kernel reports twice the requested value).
@@ -702,14 +743,18 @@ impl Receiver {
             run_id: self.run_id,
             count: self.count,
             // Pre-sized so that growing the log never stalls a read.
-            receptions: Vec::with_capacity(usize::try_from(self.count.min(PREALLOC_RECEPTIONS)).unwrap_or(0) + 1024),
+            receptions: Vec::with_capacity(
+                usize::try_from(self.count.min(PREALLOC_RECEPTIONS)).unwrap_or(0) + 1024,
+            ),
             recv_errors: 0,
             rcvbuf_bytes: self.rcvbuf_bytes,
         };
         while !stop() {
             self.read_one(&mut buf, &mut log)?;
         }
-        self.sock.set_nonblocking(true).context("making the probe socket non-blocking to drain it")?;
+        self.sock
+            .set_nonblocking(true)
+            .context("making the probe socket non-blocking to drain it")?;
         let drain_end_ns = monotonic_ns().saturating_add(DRAIN_MAX_NS);
         while self.read_one(&mut buf, &mut log)? && monotonic_ns() < drain_end_ns {}
         Ok(log)
@@ -720,10 +765,20 @@ impl Receiver {
         match self.sock.recv(buf) {
             Ok(n) => {
                 let recv_ns = monotonic_ns();
-                log.receptions.push(Reception { recv_ns, verdict: decode(&buf[..n], self.run_id) });
+                log.receptions.push(Reception {
+                    recv_ns,
+                    verdict: decode(&buf[..n], self.run_id),
+                });
                 Ok(true)
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Ok(false),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(false)
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
             Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
                 log.recv_errors += 1;
@@ -741,7 +796,12 @@ impl Receiver {
 /// The sockets may live in different network namespaces (create them with
 /// [`crate::netns::run_in`]). Sending starts only once the receiver thread is
 /// reading, so the first datagrams' delays do not include thread start-up.
-pub fn run_pair(tx: UdpSocket, rx: UdpSocket, dst: SocketAddr, cfg: &ProbeConfig) -> Result<ProbeReport> {
+pub fn run_pair(
+    tx: UdpSocket,
+    rx: UdpSocket,
+    dst: SocketAddr,
+    cfg: &ProbeConfig,
+) -> Result<ProbeReport> {
     run_pair_with_log(tx, rx, dst, cfg).map(|(report, _)| report)
 }
 
@@ -777,11 +837,17 @@ pub fn run_pair_with_log(
     let sent = send(&tx, dst, cfg);
     let linger_ns = u64::try_from(cfg.linger.as_nanos()).unwrap_or(u64::MAX);
     // Always release the receiver, even if sending failed.
-    stop_at_ns.store(monotonic_ns().saturating_add(linger_ns).max(1), Ordering::Release);
+    stop_at_ns.store(
+        monotonic_ns().saturating_add(linger_ns).max(1),
+        Ordering::Release,
+    );
     let log = match handle.join() {
         Ok(log) => log?,
         Err(payload) => {
-            return Err(anyhow!("probe receiver panicked: {}", crate::netns::panic_message(&*payload)));
+            return Err(anyhow!(
+                "probe receiver panicked: {}",
+                crate::netns::panic_message(&*payload)
+            ));
         }
     };
     let sent = sent?;
@@ -794,7 +860,13 @@ mod tests {
     use super::*;
 
     fn cfg(count: u64, rate_pps: u64) -> ProbeConfig {
-        ProbeConfig { count, rate_pps, run_id: 0x1234_5678, linger: Duration::from_millis(200), ..Default::default() }
+        ProbeConfig {
+            count,
+            rate_pps,
+            run_id: 0x1234_5678,
+            linger: Duration::from_millis(200),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -806,15 +878,29 @@ mod tests {
         // (~200 datagrams), so leave a busy test machine ~50 ms of slack.
         let cfg = cfg(2000, 4_000);
         let r = run_pair(tx, rx, dst, &cfg).unwrap();
-        assert_eq!((r.sent, r.send_errors, r.received), (2000, 0, 2000), "{r:?}");
-        assert_eq!((r.lost, r.reordered, r.duplicated, r.corrupted, r.foreign), (0, 0, 0, 0, 0), "{r:?}");
+        assert_eq!(
+            (r.sent, r.send_errors, r.received),
+            (2000, 0, 2000),
+            "{r:?}"
+        );
+        assert_eq!(
+            (r.lost, r.reordered, r.duplicated, r.corrupted, r.foreign),
+            (0, 0, 0, 0, 0),
+            "{r:?}"
+        );
         assert_eq!(r.loss_fraction(), 0.0);
         let d = r.delay.as_ref().unwrap();
         assert_eq!(d.samples, 2000);
-        assert!(d.min_ns <= d.p50_ns && d.p50_ns <= d.p99_ns && d.p99_ns <= d.max_ns, "{d:?}");
+        assert!(
+            d.min_ns <= d.p50_ns && d.p50_ns <= d.p99_ns && d.p99_ns <= d.max_ns,
+            "{d:?}"
+        );
         // 2000 packets at 4 kpps: the last is due 499.75 ms after the first,
         // which may itself have left late.
-        assert!(r.send_duration_ns + r.max_send_lateness_ns >= 499_750_000, "{r:?}");
+        assert!(
+            r.send_duration_ns + r.max_send_lateness_ns >= 499_750_000,
+            "{r:?}"
+        );
         assert!(r.send_duration_ns < 1_000_000_000, "{r:?}");
         let json = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<ProbeReport>(&json).unwrap(), r);
@@ -830,8 +916,21 @@ mod tests {
         let mut other = vec![0u8; 64];
         encode(&mut other, 7, 0, monotonic_ns()).unwrap();
         tx.send_to(&other, dst).unwrap();
-        let r = run_pair(tx, rx, dst, &ProbeConfig { rate_pps: 0, ..cfg(100, 0) }).unwrap();
-        assert_eq!((r.received, r.lost, r.foreign, r.corrupted), (100, 0, 2, 0), "{r:?}");
+        let r = run_pair(
+            tx,
+            rx,
+            dst,
+            &ProbeConfig {
+                rate_pps: 0,
+                ..cfg(100, 0)
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (r.received, r.lost, r.foreign, r.corrupted),
+            (100, 0, 2, 0),
+            "{r:?}"
+        );
     }
 
     #[test]
@@ -841,7 +940,13 @@ mod tests {
         assert_eq!(&buf[..4], b"IMPR");
         assert_eq!(&buf[4..8], &42u32.to_be_bytes());
         assert_eq!(&buf[24..26], &200u16.to_be_bytes());
-        assert_eq!(decode(&buf, 42), Verdict::Valid { seq: 9, send_ns: 123_456 });
+        assert_eq!(
+            decode(&buf, 42),
+            Verdict::Valid {
+                seq: 9,
+                send_ns: 123_456
+            }
+        );
         assert_eq!(decode(&buf, 43), Verdict::Foreign);
         // Filler depends on (run id, seq).
         let mut other = vec![0u8; 200];
@@ -859,10 +964,17 @@ mod tests {
             encode(&mut buf, 0xdead_beef, 77, 1).unwrap();
             for bit in 0..len * 8 {
                 buf[bit / 8] ^= 1 << (bit % 8);
-                assert_eq!(decode(&buf, 0xdead_beef), Verdict::Corrupted, "len {len} bit {bit}");
+                assert_eq!(
+                    decode(&buf, 0xdead_beef),
+                    Verdict::Corrupted,
+                    "len {len} bit {bit}"
+                );
                 buf[bit / 8] ^= 1 << (bit % 8);
             }
-            assert!(matches!(decode(&buf, 0xdead_beef), Verdict::Valid { seq: 77, .. }));
+            assert!(matches!(
+                decode(&buf, 0xdead_beef),
+                Verdict::Valid { seq: 77, .. }
+            ));
         }
     }
 
@@ -887,9 +999,16 @@ mod tests {
         }
         // 3 and 4 arrive after 5 (NextExp 6): reordered. The second 4 and
         // the second 2 are duplicates, not reorderings.
-        let sent = SendReport { sent: 10, ..Default::default() };
+        let sent = SendReport {
+            sent: 10,
+            ..Default::default()
+        };
         let r = acc.report(&cfg(10, 0), &sent);
-        assert_eq!((r.received, r.lost, r.duplicated, r.reordered), (8, 2, 2, 2), "{r:?}");
+        assert_eq!(
+            (r.received, r.lost, r.duplicated, r.reordered),
+            (8, 2, 2, 2),
+            "{r:?}"
+        );
         assert_eq!(acc.delays_ns(), &[100, 101, 102, 105, 103, 104, 106, 107]);
 
         // A late packet after a gap is reordered once; an in-order stream is not.
@@ -902,11 +1021,33 @@ mod tests {
         // Out-of-range seqs, corrupted and foreign receptions.
         let mut acc = Accounting::new(3);
         acc.record_valid(3, 0);
-        acc.record(&Reception { recv_ns: 0, verdict: Verdict::Corrupted });
-        acc.record(&Reception { recv_ns: 0, verdict: Verdict::Foreign });
-        acc.record(&Reception { recv_ns: 50, verdict: Verdict::Valid { seq: 0, send_ns: 20 } });
-        let r = acc.report(&cfg(3, 0), &SendReport { sent: 3, ..Default::default() });
-        assert_eq!((r.received, r.lost, r.corrupted, r.foreign), (1, 2, 1, 2), "{r:?}");
+        acc.record(&Reception {
+            recv_ns: 0,
+            verdict: Verdict::Corrupted,
+        });
+        acc.record(&Reception {
+            recv_ns: 0,
+            verdict: Verdict::Foreign,
+        });
+        acc.record(&Reception {
+            recv_ns: 50,
+            verdict: Verdict::Valid {
+                seq: 0,
+                send_ns: 20,
+            },
+        });
+        let r = acc.report(
+            &cfg(3, 0),
+            &SendReport {
+                sent: 3,
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            (r.received, r.lost, r.corrupted, r.foreign),
+            (1, 2, 1, 2),
+            "{r:?}"
+        );
         assert_eq!(r.delay.unwrap().max_ns, 30);
     }
 
@@ -923,7 +1064,10 @@ mod tests {
     fn delay_percentiles_are_nearest_rank() {
         let mut d: Vec<u64> = (1..=1000).rev().collect();
         let s = DelayStats::from_samples(&mut d).unwrap();
-        assert_eq!((s.min_ns, s.p50_ns, s.p90_ns, s.p99_ns, s.p999_ns, s.max_ns), (1, 500, 900, 990, 999, 1000));
+        assert_eq!(
+            (s.min_ns, s.p50_ns, s.p90_ns, s.p99_ns, s.p999_ns, s.max_ns),
+            (1, 500, 900, 990, 999, 1000)
+        );
         assert_eq!(s.mean_ns, 500.5);
         let s = DelayStats::from_samples(&mut [7]).unwrap();
         assert_eq!((s.min_ns, s.p50_ns, s.p999_ns, s.max_ns), (7, 7, 7, 7));
@@ -932,12 +1076,29 @@ mod tests {
 
     #[test]
     fn wilson_interval_known_values() {
-        let close = |a: (f64, f64), b: (f64, f64)| (a.0 - b.0).abs() < 5e-5 && (a.1 - b.1).abs() < 5e-5;
+        let close =
+            |a: (f64, f64), b: (f64, f64)| (a.0 - b.0).abs() < 5e-5 && (a.1 - b.1).abs() < 5e-5;
         // Reference values (e.g. statsmodels proportion_confint(method="wilson")).
-        assert!(close(wilson_interval(0, 10, 1.96), (0.0, 0.27754)), "{:?}", wilson_interval(0, 10, 1.96));
-        assert!(close(wilson_interval(5, 10, 1.96), (0.23659, 0.76341)), "{:?}", wilson_interval(5, 10, 1.96));
-        assert!(close(wilson_interval(10, 10, 1.96), (0.72247, 1.0)), "{:?}", wilson_interval(10, 10, 1.96));
-        assert!(close(wilson_interval(1, 100, 1.96), (0.00177, 0.05449)), "{:?}", wilson_interval(1, 100, 1.96));
+        assert!(
+            close(wilson_interval(0, 10, 1.96), (0.0, 0.27754)),
+            "{:?}",
+            wilson_interval(0, 10, 1.96)
+        );
+        assert!(
+            close(wilson_interval(5, 10, 1.96), (0.23659, 0.76341)),
+            "{:?}",
+            wilson_interval(5, 10, 1.96)
+        );
+        assert!(
+            close(wilson_interval(10, 10, 1.96), (0.72247, 1.0)),
+            "{:?}",
+            wilson_interval(10, 10, 1.96)
+        );
+        assert!(
+            close(wilson_interval(1, 100, 1.96), (0.00177, 0.05449)),
+            "{:?}",
+            wilson_interval(1, 100, 1.96)
+        );
         let (lo, hi) = wilson_interval(0, 20_000, 1.96);
         assert_eq!(lo, 0.0);
         assert!((hi - 1.9204e-4).abs() < 1e-7, "{hi}");
@@ -964,7 +1125,10 @@ mod tests {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let dst = rx.local_addr().unwrap();
-        let bad = ProbeConfig { payload_len: 10, ..cfg(1, 0) };
+        let bad = ProbeConfig {
+            payload_len: 10,
+            ..cfg(1, 0)
+        };
         assert!(run_pair(tx, rx, dst, &bad).is_err());
     }
 }

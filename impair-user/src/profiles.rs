@@ -15,13 +15,22 @@ pub struct Profile {
 pub const PROFILES: &[Profile] = &[Profile {
     name: "lossy",
     summary: "10% independent loss on every packet: a badly lossy link (the demo's default)",
-    rules: || vec![RuleSpec { matcher: MatchSpec::default(), loss: Some(0.10), ..Default::default() }],
+    rules: || {
+        vec![RuleSpec {
+            matcher: MatchSpec::default(),
+            loss: Some(0.10),
+            ..Default::default()
+        }]
+    },
 }];
 
 pub fn find(name: &str) -> Result<&'static Profile, UsageError> {
     PROFILES.iter().find(|p| p.name == name).ok_or_else(|| {
         let known: Vec<&str> = PROFILES.iter().map(|p| p.name).collect();
-        usage!("unknown profile '{name}': built-in profiles are {}", known.join(", "))
+        usage!(
+            "unknown profile '{name}': built-in profiles are {}",
+            known.join(", ")
+        )
     })
 }
 

@@ -33,9 +33,16 @@ pub enum FqState {
 }
 
 fn tc(args: &[&str]) -> Result<String> {
-    let out = Command::new("tc").args(args).output().context("running tc (iproute2)")?;
+    let out = Command::new("tc")
+        .args(args)
+        .output()
+        .context("running tc (iproute2)")?;
     if !out.status.success() {
-        bail!("tc {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "tc {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -43,21 +50,41 @@ fn tc(args: &[&str]) -> Result<String> {
 /// The root qdisc of `iface`: (kind, handle).
 pub fn root_qdisc(iface: &str) -> Result<(String, String)> {
     let json = tc(&["-j", "qdisc", "show", "dev", iface, "root"])?;
-    let v: serde_json::Value = serde_json::from_str(json.trim()).context("parsing tc -j qdisc output")?;
+    let v: serde_json::Value =
+        serde_json::from_str(json.trim()).context("parsing tc -j qdisc output")?;
     let root = v
         .as_array()
-        .and_then(|a| a.iter().find(|q| q.get("root").and_then(|r| r.as_bool()) == Some(true)).or(a.first()))
+        .and_then(|a| {
+            a.iter()
+                .find(|q| q.get("root").and_then(|r| r.as_bool()) == Some(true))
+                .or(a.first())
+        })
         .ok_or_else(|| anyhow!("{iface} has no root qdisc"))?;
-    let kind = root.get("kind").and_then(|k| k.as_str()).unwrap_or("").to_owned();
-    let handle = root.get("handle").and_then(|k| k.as_str()).unwrap_or("").to_owned();
+    let kind = root
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .unwrap_or("")
+        .to_owned();
+    let handle = root
+        .get("handle")
+        .and_then(|k| k.as_str())
+        .unwrap_or("")
+        .to_owned();
     Ok((kind, handle))
 }
 
 /// Transmit queues of `iface` (from `ip -d link`, which works in any netns).
 fn tx_queues(iface: &str) -> Result<u32> {
-    let out = Command::new("ip").args(["-j", "-d", "link", "show", "dev", iface]).output().context("running ip")?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("parsing ip -j link output")?;
-    Ok(v.get(0).and_then(|l| l.get("num_tx_queues")).and_then(|n| n.as_u64()).unwrap_or(1) as u32)
+    let out = Command::new("ip")
+        .args(["-j", "-d", "link", "show", "dev", iface])
+        .output()
+        .context("running ip")?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("parsing ip -j link output")?;
+    Ok(v.get(0)
+        .and_then(|l| l.get("num_tx_queues"))
+        .and_then(|n| n.as_u64())
+        .unwrap_or(1) as u32)
 }
 
 /// fq parameters sized for packets held up to `max_hold_ns`: at an assumed
@@ -99,7 +126,10 @@ pub fn ensure_fq(iface: &str, max_hold_ns: u64) -> Result<FqState> {
     let p: Vec<&str> = params.iter().map(String::as_str).collect();
     let queues = tx_queues(iface)?;
     let result = if queues > 1 {
-        tc(&["qdisc", "replace", "dev", iface, "root", "handle", "1:", "mq"]).and_then(|_| {
+        tc(&[
+            "qdisc", "replace", "dev", iface, "root", "handle", "1:", "mq",
+        ])
+        .and_then(|_| {
             for q in 1..=queues {
                 let parent = format!("1:{q:x}");
                 let mut args = vec!["qdisc", "replace", "dev", iface, "parent", &parent, "fq"];
@@ -115,7 +145,10 @@ pub fn ensure_fq(iface: &str, max_hold_ns: u64) -> Result<FqState> {
     };
     if let Err(e) = result {
         // Put the default back if mq went in but an fq did not.
-        if root_qdisc(iface).map(|(k, h)| k != kind || h != handle).unwrap_or(false) {
+        if root_qdisc(iface)
+            .map(|(k, h)| k != kind || h != handle)
+            .unwrap_or(false)
+        {
             let _ = tc(&["qdisc", "del", "dev", iface, "root"]);
         }
         let text = format!("{e:#}");
@@ -144,7 +177,11 @@ pub fn restore(iface: &str, state: &FqState, drain: Duration) -> Result<()> {
         let v: serde_json::Value = serde_json::from_str(stats.trim()).unwrap_or_default();
         let backlog: u64 = v
             .as_array()
-            .map(|a| a.iter().filter_map(|q| q.get("qlen").and_then(|b| b.as_u64())).sum())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|q| q.get("qlen").and_then(|b| b.as_u64()))
+                    .sum()
+            })
             .unwrap_or(0);
         if backlog == 0 {
             break;

@@ -3,7 +3,8 @@
 use std::net::IpAddr;
 
 use impair_common::{
-    delay_dist, edt, loss, loss_model, match_flags, prob, rule_flags, DelayTable, FlowMatch, Loss, Prefix, Rule, MAX_RULES,
+    delay_dist, edt, loss, loss_model, match_flags, prob, rule_flags, DelayTable, FlowMatch, Loss,
+    Prefix, Rule, MAX_RULES,
 };
 use ipnet::IpNet;
 use serde::Serialize;
@@ -96,7 +97,9 @@ pub struct RuleSet {
 impl RuleSet {
     /// Whether any rule sets departure times (needs fq on the interface).
     pub fn needs_fq(&self) -> bool {
-        self.rules.iter().any(|r| r.delay_ns | r.jitter_ns | r.rate_ps_per_byte != 0)
+        self.rules
+            .iter()
+            .any(|r| r.delay_ns | r.jitter_ns | r.rate_ps_per_byte != 0)
     }
 
     /// The longest time a packet may be held: delay + the jitter's reach +
@@ -105,8 +108,14 @@ impl RuleSet {
         self.rules
             .iter()
             .map(|r| {
-                let jitter_reach = if r.delay_dist == delay_dist::TABLE { r.jitter_ns.saturating_mul(48) } else { r.jitter_ns };
-                r.delay_ns.saturating_add(jitter_reach).saturating_add(r.queue_limit_ns)
+                let jitter_reach = if r.delay_dist == delay_dist::TABLE {
+                    r.jitter_ns.saturating_mul(48)
+                } else {
+                    r.jitter_ns
+                };
+                r.delay_ns
+                    .saturating_add(jitter_reach)
+                    .saturating_add(r.queue_limit_ns)
             })
             .max()
             .unwrap_or(0)
@@ -127,8 +136,10 @@ fn prefix(net: &IpNet) -> Prefix {
             let a = n.network().octets();
             let m = n.netmask().octets();
             for i in 0..4 {
-                p.addr[i] = u32::from_ne_bytes([a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]]);
-                p.mask[i] = u32::from_ne_bytes([m[4 * i], m[4 * i + 1], m[4 * i + 2], m[4 * i + 3]]);
+                p.addr[i] =
+                    u32::from_ne_bytes([a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]]);
+                p.mask[i] =
+                    u32::from_ne_bytes([m[4 * i], m[4 * i + 1], m[4 * i + 2], m[4 * i + 3]]);
             }
         }
     }
@@ -138,7 +149,13 @@ fn prefix(net: &IpNet) -> Prefix {
 impl MatchSpec {
     pub fn compile(&self) -> Result<FlowMatch, UsageError> {
         let mut m = FlowMatch::default();
-        let family = |n: &IpNet| if n.addr().is_ipv4() { match_flags::IPV4 } else { match_flags::IPV6 };
+        let family = |n: &IpNet| {
+            if n.addr().is_ipv4() {
+                match_flags::IPV4
+            } else {
+                match_flags::IPV6
+            }
+        };
         if let (Some(s), Some(d)) = (&self.src, &self.dst) {
             if s.addr().is_ipv4() != d.addr().is_ipv4() {
                 return Err(usage!(
@@ -183,29 +200,58 @@ impl MatchSpec {
 
 impl RuleSpec {
     pub fn compile(&self) -> Result<Rule, UsageError> {
-        let mut r = Rule { matcher: self.matcher.compile()?, ..Default::default() };
+        let mut r = Rule {
+            matcher: self.matcher.compile()?,
+            ..Default::default()
+        };
         let fraction = |what: &str, p: Option<f64>| -> Result<u32, UsageError> {
             match p {
                 None => Ok(0),
                 Some(p) if (0.0..=1.0).contains(&p) => Ok(prob::from_fraction(p)),
-                Some(p) => Err(usage!("invalid {what} {}%: must be between 0% and 100%", p * 100.0)),
+                Some(p) => Err(usage!(
+                    "invalid {what} {}%: must be between 0% and 100%",
+                    p * 100.0
+                )),
             }
         };
         match (self.loss, self.loss_model) {
             (Some(_), Some(_)) => {
-                return Err(usage!("give either --loss (independent) or --loss-model (bursts), not both"))
+                return Err(usage!(
+                    "give either --loss (independent) or --loss-model (bursts), not both"
+                ))
             }
             (Some(p), None) => {
-                r.loss = Loss { model: loss_model::BERNOULLI, p: [fraction("loss", Some(p))?, 0, 0, 0, 0], ..Default::default() };
+                r.loss = Loss {
+                    model: loss_model::BERNOULLI,
+                    p: [fraction("loss", Some(p))?, 0, 0, 0, 0],
+                    ..Default::default()
+                };
             }
-            (None, Some(LossModelSpec::GilbertElliott { p, r: rr, one_minus_h, one_minus_k })) => {
+            (
+                None,
+                Some(LossModelSpec::GilbertElliott {
+                    p,
+                    r: rr,
+                    one_minus_h,
+                    one_minus_k,
+                }),
+            ) => {
                 r.loss = Loss {
                     model: loss_model::GILBERT_ELLIOTT,
                     p: loss::gilbert_elliott_params(p, rr, one_minus_h, one_minus_k),
                     ..Default::default()
                 };
             }
-            (None, Some(LossModelSpec::FourState { p13, p31, p32, p23, p14 })) => {
+            (
+                None,
+                Some(LossModelSpec::FourState {
+                    p13,
+                    p31,
+                    p32,
+                    p23,
+                    p14,
+                }),
+            ) => {
                 r.loss = Loss {
                     model: loss_model::FOUR_STATE,
                     p: loss::four_state_params(p13, p31, p32, p23, p14),
@@ -225,7 +271,9 @@ impl RuleSpec {
         }
         if let Some(mtu) = self.mtu_bytes {
             if !(MIN_MTU_BYTES..=65535).contains(&mtu) {
-                return Err(usage!("invalid MTU {mtu}: must be between {MIN_MTU_BYTES} and 65535 bytes"));
+                return Err(usage!(
+                    "invalid MTU {mtu}: must be between {MIN_MTU_BYTES} and 65535 bytes"
+                ));
             }
             r.mtu_bytes = mtu;
         }
@@ -236,7 +284,11 @@ impl RuleSpec {
         r.duplicate_u32 = fraction("duplication", self.duplicate)?;
         if let Some(d) = &self.delay {
             if d.jitter_ns > impair_common::dist::MAX_JITTER_NS {
-                return Err(usage!("invalid jitter {} ns: at most {} ns (about 18 minutes)", d.jitter_ns, impair_common::dist::MAX_JITTER_NS));
+                return Err(usage!(
+                    "invalid jitter {} ns: at most {} ns (about 18 minutes)",
+                    d.jitter_ns,
+                    impair_common::dist::MAX_JITTER_NS
+                ));
             }
             r.delay_ns = d.delay_ns;
             r.jitter_ns = d.jitter_ns;
@@ -246,7 +298,9 @@ impl RuleSpec {
                 (Some(_), _) => delay_dist::TABLE,
             };
             if d.distribution.is_some() && d.jitter_ns == 0 {
-                return Err(usage!("--distribution shapes the jitter: it needs --jitter"));
+                return Err(usage!(
+                    "--distribution shapes the jitter: it needs --jitter"
+                ));
             }
             if let Some(c) = d.correlation {
                 if d.jitter_ns == 0 {
@@ -259,8 +313,14 @@ impl RuleSpec {
             }
         }
         if let Some(p) = self.reorder {
-            if self.delay.as_ref().is_none_or(|d| d.delay_ns == 0 && d.jitter_ns == 0) {
-                return Err(usage!("--reorder makes packets skip the delay: it needs --delay (as in netem)"));
+            if self
+                .delay
+                .as_ref()
+                .is_none_or(|d| d.delay_ns == 0 && d.jitter_ns == 0)
+            {
+                return Err(usage!(
+                    "--reorder makes packets skip the delay: it needs --delay (as in netem)"
+                ));
             }
             r.reorder_u32 = fraction("reorder", Some(p))?;
         }
@@ -272,10 +332,14 @@ impl RuleSpec {
             r.queue_limit_ns = match rate.queue {
                 None => 0,
                 Some(QueueLimit::Time { ns }) => ns,
-                Some(QueueLimit::Bytes { bytes }) => edt::tx_time_ns(bytes, r.rate_ps_per_byte).max(1),
-                Some(QueueLimit::Packets { packets }) => {
-                    edt::tx_time_ns(packets.saturating_mul(QUEUE_PACKET_BYTES), r.rate_ps_per_byte).max(1)
+                Some(QueueLimit::Bytes { bytes }) => {
+                    edt::tx_time_ns(bytes, r.rate_ps_per_byte).max(1)
                 }
+                Some(QueueLimit::Packets { packets }) => edt::tx_time_ns(
+                    packets.saturating_mul(QUEUE_PACKET_BYTES),
+                    r.rate_ps_per_byte,
+                )
+                .max(1),
             };
         }
         Ok(r)
@@ -287,7 +351,8 @@ impl RuleSpec {
         match &d.distribution {
             Some(dist) if *dist != Distribution::Uniform && d.jitter_ns > 0 => {
                 let knots = dist.table();
-                let mut t: Box<DelayTable> = Box::new([0; impair_common::dist::TABLE_SIZE as usize + 1]);
+                let mut t: Box<DelayTable> =
+                    Box::new([0; impair_common::dist::TABLE_SIZE as usize + 1]);
                 t[..knots.len()].copy_from_slice(&knots);
                 t[knots.len()] = knots[knots.len() - 1];
                 Some(t)
@@ -302,17 +367,26 @@ impl RuleSpec {
             || self.loss_model.is_some()
             || self.delay.is_some()
             || self.rate.is_some()
-            || self.blackhole || self.mtu_bytes.is_some() || self.corrupt.is_some() || self.duplicate.is_some()
+            || self.blackhole
+            || self.mtu_bytes.is_some()
+            || self.corrupt.is_some()
+            || self.duplicate.is_some()
     }
 }
 
 /// Compiles a rule list, checking the rule-count limit.
 pub fn compile_all(rules: &[RuleSpec]) -> Result<RuleSet, UsageError> {
     if rules.len() > MAX_RULES as usize {
-        return Err(usage!("{} rules given; at most {MAX_RULES} are allowed", rules.len()));
+        return Err(usage!(
+            "{} rules given; at most {MAX_RULES} are allowed",
+            rules.len()
+        ));
     }
     Ok(RuleSet {
-        rules: rules.iter().map(RuleSpec::compile).collect::<Result<_, _>>()?,
+        rules: rules
+            .iter()
+            .map(RuleSpec::compile)
+            .collect::<Result<_, _>>()?,
         tables: rules.iter().map(RuleSpec::table).collect(),
     })
 }
@@ -402,7 +476,13 @@ impl RuleView {
         if m.flags & match_flags::PROTO != 0 {
             parts.push(Proto(m.l4_proto).name());
         }
-        let range = |lo: u16, hi: u16| if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") };
+        let range = |lo: u16, hi: u16| {
+            if lo == hi {
+                lo.to_string()
+            } else {
+                format!("{lo}-{hi}")
+            }
+        };
         if m.flags & match_flags::SPORT != 0 {
             parts.push(format!("sport {}", range(m.sport_min, m.sport_max)));
         }
@@ -418,11 +498,32 @@ impl RuleView {
             }
             loss_model::GILBERT_ELLIOTT => {
                 let l = loss::gilbert_elliott_expectation(p).loss_rate;
-                (Some(l), format!("loss ge:{},{},{},{} (mean {})", pc(0), pc(1), pc(2), pc(3), fmt_percent(l)))
+                (
+                    Some(l),
+                    format!(
+                        "loss ge:{},{},{},{} (mean {})",
+                        pc(0),
+                        pc(1),
+                        pc(2),
+                        pc(3),
+                        fmt_percent(l)
+                    ),
+                )
             }
             loss_model::FOUR_STATE => {
                 let l = loss::four_state_expectation(p).loss_rate;
-                (Some(l), format!("loss state:{},{},{},{},{} (mean {})", pc(0), pc(1), pc(2), pc(3), pc(4), fmt_percent(l)))
+                (
+                    Some(l),
+                    format!(
+                        "loss state:{},{},{},{},{} (mean {})",
+                        pc(0),
+                        pc(1),
+                        pc(2),
+                        pc(3),
+                        pc(4),
+                        fmt_percent(l)
+                    ),
+                )
             }
             _ => (None, String::new()),
         };
@@ -430,8 +531,11 @@ impl RuleView {
         let blackhole = r.flags & rule_flags::BLACKHOLE != 0;
         let mtu_bytes = (r.mtu_bytes != 0).then_some(r.mtu_bytes);
         let corrupt = (r.corrupt_u32 != 0).then(|| prob::to_fraction(r.corrupt_u32));
-        let corrupt_mode =
-            if r.flags & rule_flags::CORRUPT_SILENT != 0 { CorruptMode::Silent } else { CorruptMode::Detectable };
+        let corrupt_mode = if r.flags & rule_flags::CORRUPT_SILENT != 0 {
+            CorruptMode::Silent
+        } else {
+            CorruptMode::Detectable
+        };
         let duplicate = (r.duplicate_u32 != 0).then(|| prob::to_fraction(r.duplicate_u32));
         let mut imp = Vec::new();
         if blackhole {
@@ -444,7 +548,11 @@ impl RuleView {
             imp.push(format!("{loss_text}{}", if ecn { " ecn" } else { "" }));
         }
         if let Some(p) = corrupt {
-            let mode = if corrupt_mode == CorruptMode::Silent { " silent" } else { "" };
+            let mode = if corrupt_mode == CorruptMode::Silent {
+                " silent"
+            } else {
+                ""
+            };
             imp.push(format!("corrupt {}{mode}", fmt_percent(p)));
         }
         if let Some(p) = duplicate {
@@ -453,7 +561,11 @@ impl RuleView {
         if r.delay_ns | r.jitter_ns != 0 {
             let mut d = format!("delay {}", fmt_duration_ns(r.delay_ns));
             if r.jitter_ns != 0 {
-                let dist = if r.delay_dist == delay_dist::TABLE { " table" } else { " uniform" };
+                let dist = if r.delay_dist == delay_dist::TABLE {
+                    " table"
+                } else {
+                    " uniform"
+                };
                 d += &format!(" jitter {}{dist}", fmt_duration_ns(r.jitter_ns));
             }
             if r.delay_corr_u32 != 0 {
@@ -468,7 +580,8 @@ impl RuleView {
         if let Some(p) = reorder {
             imp.push(format!("reorder {}", fmt_percent(p)));
         }
-        let rate_bps = (r.rate_ps_per_byte != 0).then(|| (8e12 / r.rate_ps_per_byte as f64).round() as u64);
+        let rate_bps =
+            (r.rate_ps_per_byte != 0).then(|| (8e12 / r.rate_ps_per_byte as f64).round() as u64);
         if let Some(bps) = rate_bps {
             let mut t = format!("rate {}", fmt_rate_bps(bps));
             if r.overhead_bytes != 0 {
@@ -483,8 +596,16 @@ impl RuleView {
             imp.push(t);
         }
         Self {
-            matches: if parts.is_empty() { "all".into() } else { parts.join(" ") },
-            impairments: if imp.is_empty() { "none".into() } else { imp.join(" ") },
+            matches: if parts.is_empty() {
+                "all".into()
+            } else {
+                parts.join(" ")
+            },
+            impairments: if imp.is_empty() {
+                "none".into()
+            } else {
+                imp.join(" ")
+            },
             loss,
             ecn,
             blackhole,
@@ -540,7 +661,11 @@ mod tests {
             ..Default::default()
         };
         assert!(m.compile().unwrap_err().0.contains("different IP versions"));
-        let m = MatchSpec { proto: parse_proto("icmp").unwrap(), dport: Some((1, 2)), ..Default::default() };
+        let m = MatchSpec {
+            proto: parse_proto("icmp").unwrap(),
+            dport: Some((1, 2)),
+            ..Default::default()
+        };
         assert!(m.compile().unwrap_err().0.contains("icmp"));
     }
 
@@ -556,7 +681,10 @@ mod tests {
             ..Default::default()
         };
         let v = RuleView::from_rule(&spec.compile().unwrap());
-        assert_eq!(v.impairments, "mtu 1280 loss 2% ecn corrupt 0.1% silent duplicate 5%");
+        assert_eq!(
+            v.impairments,
+            "mtu 1280 loss 2% ecn corrupt 0.1% silent duplicate 5%"
+        );
         assert_eq!(v.mtu_bytes, Some(1280));
         assert_eq!(v.corrupt_mode, CorruptMode::Silent);
     }
@@ -570,18 +698,43 @@ mod tests {
         let v = RuleView::from_rule(&spec.compile().unwrap());
         // Simple Gilbert: p / (p + r) = 0.01 / 0.31.
         assert!((v.loss.unwrap() - 0.01 / 0.31).abs() < 1e-6, "{v:?}");
-        assert!(v.impairments.starts_with("loss ge:1%,30%,100%,0%"), "{}", v.impairments);
-        let both = RuleSpec { loss: Some(0.1), ..spec };
+        assert!(
+            v.impairments.starts_with("loss ge:1%,30%,100%,0%"),
+            "{}",
+            v.impairments
+        );
+        let both = RuleSpec {
+            loss: Some(0.1),
+            ..spec
+        };
         assert!(both.compile().unwrap_err().0.contains("not both"));
     }
 
     #[test]
     fn invalid_impairments_name_the_value() {
-        let e = RuleSpec { mtu_bytes: Some(20), ..Default::default() }.compile().unwrap_err().0;
+        let e = RuleSpec {
+            mtu_bytes: Some(20),
+            ..Default::default()
+        }
+        .compile()
+        .unwrap_err()
+        .0;
         assert!(e.contains("MTU 20") && e.contains("68"), "{e}");
-        let e = RuleSpec { ecn: true, ..Default::default() }.compile().unwrap_err().0;
+        let e = RuleSpec {
+            ecn: true,
+            ..Default::default()
+        }
+        .compile()
+        .unwrap_err()
+        .0;
         assert!(e.contains("--ecn"), "{e}");
-        let e = RuleSpec { duplicate: Some(1.5), ..Default::default() }.compile().unwrap_err().0;
+        let e = RuleSpec {
+            duplicate: Some(1.5),
+            ..Default::default()
+        }
+        .compile()
+        .unwrap_err()
+        .0;
         assert!(e.contains("150%"), "{e}");
     }
 
@@ -595,7 +748,11 @@ mod tests {
                 correlation: Some(0.25),
                 in_order: true,
             }),
-            rate: Some(RateSpec { rate_bps: 10_000_000, queue: Some(QueueLimit::Bytes { bytes: 12_500 }), ..Default::default() }),
+            rate: Some(RateSpec {
+                rate_bps: 10_000_000,
+                queue: Some(QueueLimit::Bytes { bytes: 12_500 }),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let set = compile_all(std::slice::from_ref(&spec)).unwrap();
@@ -604,11 +761,20 @@ mod tests {
         assert_eq!(t[4095], t[4096], "last knot repeated");
         assert!(t[0] < 0 && t[4095] > 0);
         let r = &set.rules[0];
-        assert_eq!(r.queue_limit_ns, 10_000_000, "12500 bytes drain in 10 ms at 10 Mbit/s");
+        assert_eq!(
+            r.queue_limit_ns, 10_000_000,
+            "12500 bytes drain in 10 ms at 10 Mbit/s"
+        );
         let v = RuleView::from_rule(r);
-        assert_eq!(v.impairments, "delay 100ms jitter 20ms table corr 25% in-order rate 10mbit queue 10ms");
+        assert_eq!(
+            v.impairments,
+            "delay 100ms jitter 20ms table corr 25% in-order rate 10mbit queue 10ms"
+        );
         assert_eq!(v.rate_bps, Some(10_000_000));
-        let no_delay = RuleSpec { reorder: Some(0.1), ..Default::default() };
+        let no_delay = RuleSpec {
+            reorder: Some(0.1),
+            ..Default::default()
+        };
         assert!(no_delay.compile().unwrap_err().0.contains("--delay"));
     }
 

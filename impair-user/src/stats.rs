@@ -45,9 +45,14 @@ impl OwnerView {
     pub fn new(o: &Owner) -> Self {
         Self {
             pid: o.pid,
-            alive: o.flags & owner_flags::PINNED != 0 || sys::process_alive(o.pid, o.pid_start_ticks),
+            alive: o.flags & owner_flags::PINNED != 0
+                || sys::process_alive(o.pid, o.pid_start_ticks),
             pinned: o.flags & owner_flags::PINNED != 0,
-            attach_mode: if o.flags & owner_flags::NETLINK != 0 { "netlink" } else { "tcx" },
+            attach_mode: if o.flags & owner_flags::NETLINK != 0 {
+                "netlink"
+            } else {
+                "tcx"
+            },
             label: o.label_str().to_owned(),
             seed: o.seed,
             attached_unix_ns: o.attached_unix_ns,
@@ -97,12 +102,13 @@ impl Snapshot {
                 reordered: c.reordered,
                 delayed: c.delayed,
                 measured_loss: measured,
-                measured_loss_ci95: (c.packets > 0).then(|| wilson_interval(c.dropped_loss, c.packets, Z95)),
+                measured_loss_ci95: (c.packets > 0)
+                    .then(|| wilson_interval(c.dropped_loss, c.packets, Z95)),
             });
         }
         Ok(Self {
             interface: interface.to_owned(),
-            hook: "tc-egress",
+            hook: owner.hook_name(),
             owner: OwnerView::new(&owner),
             generation: header.generation,
             lease_valid: maps.lease_deadline_ns()? >= sys::monotonic_ns(),
@@ -126,11 +132,23 @@ impl Snapshot {
             self.packets,
             self.unmatched,
             self.errors,
-            if self.lease_valid { "" } else { "  LEASE EXPIRED: passing all traffic" }
+            if self.lease_valid {
+                ""
+            } else {
+                "  LEASE EXPIRED: passing all traffic"
+            }
         )];
         for r in &self.rules {
             let mut extra = String::new();
-            for (name, v) in [("mtu-dropped", r.dropped_mtu), ("ecn-marked", r.ecn_marked), ("corrupted", r.corrupted), ("duplicated", r.duplicated), ("queue-dropped", r.dropped_queue), ("reordered", r.reordered), ("delayed", r.delayed)] {
+            for (name, v) in [
+                ("mtu-dropped", r.dropped_mtu),
+                ("ecn-marked", r.ecn_marked),
+                ("corrupted", r.corrupted),
+                ("duplicated", r.duplicated),
+                ("queue-dropped", r.dropped_queue),
+                ("reordered", r.reordered),
+                ("delayed", r.delayed),
+            ] {
                 if v > 0 {
                     extra.push_str(&format!("  {name} {v}"));
                 }
@@ -146,7 +164,13 @@ impl Snapshot {
             };
             lines.push(format!(
                 "  rule {} [{}] {}  packets {}  bytes {}  dropped {}{extra}  {}",
-                r.index, r.rule.matches, r.rule.impairments, r.packets, r.bytes, r.dropped_loss, measured
+                r.index,
+                r.rule.matches,
+                r.rule.impairments,
+                r.packets,
+                r.bytes,
+                r.dropped_loss,
+                measured
             ));
         }
         lines
@@ -167,8 +191,16 @@ pub fn wilson_interval(successes: u64, n: u64, z: f64) -> (f64, f64) {
     let centre = (p + z2 / (2.0 * n_f)) / denom;
     let half = z * ((p * (1.0 - p) / n_f) + z2 / (4.0 * n_f * n_f)).sqrt() / denom;
     // At p = 0 (p = 1) the bound is exactly 0 (1); rounding could leave ±1e-17.
-    let lo = if successes == 0 { 0.0 } else { (centre - half).max(0.0) };
-    let hi = if successes >= n { 1.0 } else { (centre + half).min(1.0) };
+    let lo = if successes == 0 {
+        0.0
+    } else {
+        (centre - half).max(0.0)
+    };
+    let hi = if successes >= n {
+        1.0
+    } else {
+        (centre + half).min(1.0)
+    };
     (lo, hi)
 }
 
@@ -180,7 +212,10 @@ mod tests {
     fn wilson_matches_published_values() {
         // 10 of 100 at 95%: 0.0552 .. 0.1744 (Newcombe 1998, method 3).
         let (lo, hi) = wilson_interval(10, 100, Z95);
-        assert!((lo - 0.0552).abs() < 1e-4 && (hi - 0.1744).abs() < 1e-4, "{lo} {hi}");
+        assert!(
+            (lo - 0.0552).abs() < 1e-4 && (hi - 0.1744).abs() < 1e-4,
+            "{lo} {hi}"
+        );
         assert_eq!(wilson_interval(0, 0, Z95), (0.0, 1.0));
         let (lo, _) = wilson_interval(0, 50, Z95);
         assert_eq!(lo, 0.0);

@@ -7,7 +7,10 @@ use crate::input::{usage, UsageError};
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -15,14 +18,23 @@ pub fn monotonic_ns() -> u64 {
 
 /// Wall-clock nanoseconds since the Unix epoch.
 pub fn unix_ns() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 /// The index of interface `name` in this thread's network namespace.
 pub fn ifindex(name: &str) -> Result<u32, UsageError> {
-    let bad = || usage!("unknown interface '{name}': no such device in this network namespace (see `ip link`)");
+    let bad = || {
+        usage!(
+            "unknown interface '{name}': no such device in this network namespace (see `ip link`)"
+        )
+    };
     if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('/') {
-        return Err(usage!("invalid interface name '{name}': 1-15 characters, no '/'"));
+        return Err(usage!(
+            "invalid interface name '{name}': 1-15 characters, no '/'"
+        ));
     }
     let c = CString::new(name).map_err(|_| bad())?;
     // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
@@ -49,7 +61,9 @@ pub fn ifname(index: u32) -> Option<String> {
 /// Inode of this thread's network namespace.
 pub fn netns_ino() -> Result<u64> {
     use std::os::unix::fs::MetadataExt as _;
-    Ok(fs::metadata("/proc/thread-self/ns/net").context("reading /proc/thread-self/ns/net")?.ino())
+    Ok(fs::metadata("/proc/thread-self/ns/net")
+        .context("reading /proc/thread-self/ns/net")?
+        .ino())
 }
 
 /// A process's start time in clock ticks since boot (field 22 of /proc/PID/stat).
@@ -66,8 +80,12 @@ pub fn process_alive(pid: u32, start_ticks: u64) -> bool {
     if pid == 0 || process_start_ticks(pid) != Some(start_ticks) {
         return false;
     }
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next());
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
     !matches!(state, Some("Z" | "X"))
 }
 
@@ -76,11 +94,13 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-
 /// BPF_PROG_BIND_MAP (Linux 5.8): adds `map_fd` to the program's used maps
 /// without the program referencing it, the way libbpf keeps metadata maps
 /// alive. impair binds its owner map so another process finds it by program.
-pub fn bpf_prog_bind_map(prog_fd: std::os::fd::BorrowedFd<'_>, map_fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+pub fn bpf_prog_bind_map(
+    prog_fd: std::os::fd::BorrowedFd<'_>,
+    map_fd: std::os::fd::BorrowedFd<'_>,
+) -> std::io::Result<()> {
     use std::os::fd::AsRawFd as _;
     #[repr(C)]
     struct BindAttr {
@@ -89,11 +109,20 @@ pub fn bpf_prog_bind_map(prog_fd: std::os::fd::BorrowedFd<'_>, map_fd: std::os::
         flags: u32,
     }
     const BPF_PROG_BIND_MAP: libc::c_long = 35;
-    let attr = BindAttr { prog_fd: prog_fd.as_raw_fd() as u32, map_fd: map_fd.as_raw_fd() as u32, flags: 0 };
+    let attr = BindAttr {
+        prog_fd: prog_fd.as_raw_fd() as u32,
+        map_fd: map_fd.as_raw_fd() as u32,
+        flags: 0,
+    };
     // SAFETY: `attr` is a valid bpf_attr prefix for BPF_PROG_BIND_MAP of the size
     // passed; both descriptors are borrowed and stay open for the call.
     let rc = unsafe {
-        libc::syscall(libc::SYS_bpf, BPF_PROG_BIND_MAP, &attr as *const BindAttr, std::mem::size_of::<BindAttr>())
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_BIND_MAP,
+            &attr as *const BindAttr,
+            std::mem::size_of::<BindAttr>(),
+        )
     };
     if rc < 0 {
         return Err(std::io::Error::last_os_error());

@@ -32,7 +32,13 @@ fn csum(data: &[u8]) -> u16 {
 }
 
 /// IPv4 packet; `frag_offset_units` is the fragment offset in 8-byte units.
-pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, frag_offset_units: u16, payload: &[u8]) -> Vec<u8> {
+pub fn ipv4(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    frag_offset_units: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let total = 20 + payload.len();
     let mut h = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 1];
     h.extend_from_slice(&(frag_offset_units & 0x1fff).to_be_bytes());
@@ -47,7 +53,13 @@ pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, frag_offset_units: u16, pay
 
 /// IPv6 packet; `ext` are extension headers as (type, body) where the body
 /// is padded to 8-byte units and given its next-header and length bytes here.
-pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, ext: &[(u8, Vec<u8>)], l4_proto: u8, payload: &[u8]) -> Vec<u8> {
+pub fn ipv6(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    ext: &[(u8, Vec<u8>)],
+    l4_proto: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut chain = Vec::new();
     for (i, (_, body)) in ext.iter().enumerate() {
         let next = ext.get(i + 1).map(|e| e.0).unwrap_or(l4_proto);
@@ -93,17 +105,27 @@ pub fn icmp_echo() -> Vec<u8> {
 }
 
 pub fn arp() -> Vec<u8> {
-    let mut a = vec![0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 1, 198, 18, 1, 1, 0, 0, 0, 0, 0, 0, 198, 18, 1, 254];
+    let mut a = vec![
+        0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 1, 198, 18, 1, 1, 0, 0, 0, 0, 0, 0, 198, 18, 1, 254,
+    ];
     a.resize(28, 0);
     a
 }
 
 pub fn udp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
-    eth(&[], ETH_P_IP, &ipv4(src, dst, 17, 0, &udp(sport, dport, &[0xab; 32])))
+    eth(
+        &[],
+        ETH_P_IP,
+        &ipv4(src, dst, 17, 0, &udp(sport, dport, &[0xab; 32])),
+    )
 }
 
 pub fn udp6(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16) -> Vec<u8> {
-    eth(&[], ETH_P_IPV6, &ipv6(src, dst, &[], 17, &udp(sport, dport, &[0xab; 32])))
+    eth(
+        &[],
+        ETH_P_IPV6,
+        &ipv6(src, dst, &[], 17, &udp(sport, dport, &[0xab; 32])),
+    )
 }
 
 /// Ones'-complement sum of `data` folded to 16 bits (not complemented).
@@ -127,7 +149,14 @@ fn pseudo4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> u32 {
 }
 
 /// IPv4/UDP frame with correct IP and UDP checksums, and an ECN field.
-pub fn udp4_csum(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, ecn: u8, payload: &[u8]) -> Vec<u8> {
+pub fn udp4_csum(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    ecn: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut u = udp(sport, dport, payload);
     let c = !(sum16(&u, pseudo4(src, dst, 17, u.len())) as u16);
     u[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
@@ -151,4 +180,59 @@ pub fn udp4_csum_ok(frame: &[u8]) -> bool {
     let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
     let u = &ip[20..];
     sum16(u, pseudo4(src, dst, 17, u.len())) == 0xffff
+}
+
+fn pseudo6(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, len: usize) -> u32 {
+    let mut p = Vec::new();
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(&(len as u32).to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, proto]);
+    sum16(&p, 0)
+}
+
+/// IPv4/TCP frame (20-byte TCP header, then `payload`) with correct IP and
+/// TCP checksums.
+pub fn tcp4_csum(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut t = tcp(sport, dport);
+    t.extend_from_slice(payload);
+    let c = !(sum16(&t, pseudo4(src, dst, 6, t.len())) as u16);
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    eth(&[], ETH_P_IP, &ipv4(src, dst, 6, 0, &t))
+}
+
+/// Whether the TCP checksum of an untagged IPv4 frame (20-byte IP header) verifies.
+pub fn tcp4_csum_ok(frame: &[u8]) -> bool {
+    let ip = &frame[14..];
+    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let t = &ip[20..];
+    sum16(t, pseudo4(src, dst, 6, t.len())) == 0xffff
+}
+
+/// IPv6/UDP frame (no extension headers) with a correct UDP checksum and the
+/// given ECN bits in the traffic class.
+pub fn udp6_csum(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    sport: u16,
+    dport: u16,
+    ecn: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut u = udp(sport, dport, payload);
+    let c = !(sum16(&u, pseudo6(src, dst, 17, u.len())) as u16);
+    u[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+    let mut ip = ipv6(src, dst, &[], 17, &u);
+    ip[1] |= (ecn & 3) << 4;
+    eth(&[], ETH_P_IPV6, &ip)
+}
+
+/// Whether the UDP checksum of an untagged IPv6 frame without extension
+/// headers verifies.
+pub fn udp6_csum_ok(frame: &[u8]) -> bool {
+    let ip = &frame[14..];
+    let addr = |o: usize| Ipv6Addr::from(<[u8; 16]>::try_from(&ip[o..o + 16]).unwrap_or([0; 16]));
+    let u = &ip[40..];
+    sum16(u, pseudo6(addr(8), addr(24), 17, u.len())) == 0xffff
 }

@@ -31,9 +31,12 @@ fn lab(tag: &str) -> Lab {
     require_privileges();
     let lab = Lab::create_with(tag, LabOptions { offloads: false }).unwrap();
     for q in ["fq", "netem"] {
-        let ok = lab.exec(&lab.router, &["tc", "qdisc", "add", "dev", "r0", "root", q]).is_ok();
+        let ok = lab
+            .exec(&lab.router, &["tc", "qdisc", "add", "dev", "r0", "root", q])
+            .is_ok();
         assert!(ok, "this kernel cannot run sch_{q}: the fidelity tier needs it (run it with cargo xtask vm)");
-        lab.exec(&lab.router, &["tc", "qdisc", "del", "dev", "r0", "root"]).unwrap();
+        lab.exec(&lab.router, &["tc", "qdisc", "del", "dev", "r0", "root"])
+            .unwrap();
     }
     lab
 }
@@ -49,10 +52,24 @@ struct Run {
 
 fn measure(lab: &Lab, count: u64, rate_pps: u64, payload_len: usize, linger: Duration) -> Run {
     let (src, dst): (IpAddr, IpAddr) = (lab.client_v4().into(), lab.server_v4().into());
-    let rx = netns::run_in(&lab.server, move || UdpSocket::bind(SocketAddr::new(dst, 0))).unwrap().unwrap();
-    let tx = netns::run_in(&lab.client, move || UdpSocket::bind(SocketAddr::new(src, 0))).unwrap().unwrap();
+    let rx = netns::run_in(&lab.server, move || {
+        UdpSocket::bind(SocketAddr::new(dst, 0))
+    })
+    .unwrap()
+    .unwrap();
+    let tx = netns::run_in(&lab.client, move || {
+        UdpSocket::bind(SocketAddr::new(src, 0))
+    })
+    .unwrap()
+    .unwrap();
     let to = rx.local_addr().unwrap();
-    let cfg = ProbeConfig { count, rate_pps, payload_len, linger, ..Default::default() };
+    let cfg = ProbeConfig {
+        count,
+        rate_pps,
+        payload_len,
+        linger,
+        ..Default::default()
+    };
     let (report, log) = run_pair_with_log(tx, rx, to, &cfg).unwrap();
     let mut delays_ns = Vec::new();
     let mut arrivals_ns = Vec::new();
@@ -62,7 +79,11 @@ fn measure(lab: &Lab, count: u64, rate_pps: u64, payload_len: usize, linger: Dur
             arrivals_ns.push(r.recv_ns);
         }
     }
-    Run { report, delays_ns, arrivals_ns }
+    Run {
+        report,
+        delays_ns,
+        arrivals_ns,
+    }
 }
 
 fn quantile(sorted: &[u64], q: f64) -> u64 {
@@ -108,7 +129,8 @@ fn with_netem<T>(lab: &Lab, netem_args: &[&str], f: impl FnOnce() -> T) -> T {
     args.extend(netem_args);
     lab.exec(&lab.router, &args).unwrap();
     let out = f();
-    lab.exec(&lab.router, &["tc", "qdisc", "del", "dev", "r1", "root"]).unwrap();
+    lab.exec(&lab.router, &["tc", "qdisc", "del", "dev", "r1", "root"])
+        .unwrap();
     out
 }
 
@@ -123,21 +145,38 @@ fn constant_delay() {
     let run = measure(&lab, 1000, 500, 200, Duration::from_millis(300));
     drop(ctl);
     assert_restored(&lab, &before);
-    let netem = with_netem(&lab, &["delay", "20ms", "limit", "100000"], || measure(&lab, 1000, 500, 200, Duration::from_millis(300)));
-    report("constant delay", "delay 20ms", summary(&run.delays_ns), summary(&netem.delays_ns));
+    let netem = with_netem(&lab, &["delay", "20ms", "limit", "100000"], || {
+        measure(&lab, 1000, 500, 200, Duration::from_millis(300))
+    });
+    report(
+        "constant delay",
+        "delay 20ms",
+        summary(&run.delays_ns),
+        summary(&netem.delays_ns),
+    );
     assert_eq!(run.report.lost, 0);
     let min = *run.delays_ns.iter().min().unwrap();
-    assert!(min >= 20_000_000, "a packet arrived before its delay: {min} ns");
+    assert!(
+        min >= 20_000_000,
+        "a packet arrived before its delay: {min} ns"
+    );
     let mut s = run.delays_ns.clone();
     s.sort_unstable();
     let excess = quantile(&s, 0.5).saturating_sub(20_000_000 + base);
-    assert!(excess < 2_000_000, "median delay exceeds 20 ms + base ({base} ns) by {excess} ns");
+    assert!(
+        excess < 2_000_000,
+        "median delay exceeds 20 ms + base ({base} ns) by {excess} ns"
+    );
 }
 
 /// The CDF of the interpolated quantile table impair samples from, in units
 /// of the jitter: the exact target of the data path.
 fn table_cdf(dist: &Distribution) -> impl Fn(f64) -> f64 {
-    let knots: Vec<f64> = dist.table().iter().map(|&q| f64::from(q) / 65_536.0).collect();
+    let knots: Vec<f64> = dist
+        .table()
+        .iter()
+        .map(|&q| f64::from(q) / 65_536.0)
+        .collect();
     move |x: f64| {
         let n = knots.len();
         if x <= knots[0] {
@@ -160,26 +199,56 @@ fn jitter_distributions_pass_ks_at_the_receiver() {
     let base = base_latency_ns(&lab);
     for name in ["uniform", "normal", "pareto", "paretonormal"] {
         let dist: Distribution = name.parse().unwrap();
-        let ctl = Controller::start(&lab, &["--delay", "300ms", "--jitter", "50ms", "--distribution", name, "--seed", "5"]);
+        let ctl = Controller::start(
+            &lab,
+            &[
+                "--delay",
+                "300ms",
+                "--jitter",
+                "50ms",
+                "--distribution",
+                name,
+                "--seed",
+                "5",
+            ],
+        );
         let run = measure(&lab, 2000, 500, 200, Duration::from_secs(3));
         drop(ctl);
-        let mut z: Vec<f64> = run.delays_ns.iter().map(|&d| (d as f64 - 300e6 - base as f64) / 50e6).collect();
-        let cdf: Box<dyn Fn(f64) -> f64> =
-            if name == "uniform" { Box::new(|x: f64| ((x + 1.0) / 2.0).clamp(0.0, 1.0)) } else { Box::new(table_cdf(&dist)) };
+        let mut z: Vec<f64> = run
+            .delays_ns
+            .iter()
+            .map(|&d| (d as f64 - 300e6 - base as f64) / 50e6)
+            .collect();
+        let cdf: Box<dyn Fn(f64) -> f64> = if name == "uniform" {
+            Box::new(|x: f64| ((x + 1.0) / 2.0).clamp(0.0, 1.0))
+        } else {
+            Box::new(table_cdf(&dist))
+        };
         let d = ks_statistic(&mut z, cdf);
         let crit = ks_critical_99(z.len());
-        let netem_dist: Vec<&str> = if name == "uniform" { vec![] } else { vec!["distribution", name] };
+        let netem_dist: Vec<&str> = if name == "uniform" {
+            vec![]
+        } else {
+            vec!["distribution", name]
+        };
         let mut args = vec!["delay", "300ms", "50ms"];
         args.extend(&netem_dist);
         args.extend(["limit", "100000"]);
-        let netem = with_netem(&lab, &args, || measure(&lab, 2000, 500, 200, Duration::from_secs(3)));
+        let netem = with_netem(&lab, &args, || {
+            measure(&lab, 2000, 500, 200, Duration::from_secs(3))
+        });
         let mut imp = summary(&run.delays_ns);
         imp["ks_d"] = json!(d);
         imp["ks_crit_99"] = json!(crit);
         imp["reordered"] = json!(run.report.reordered);
         let mut net = summary(&netem.delays_ns);
         net["reordered"] = json!(netem.report.reordered);
-        report(&format!("jitter {name}"), &format!("delay 300ms jitter 50ms {name}"), imp, net);
+        report(
+            &format!("jitter {name}"),
+            &format!("delay 300ms jitter 50ms {name}"),
+            imp,
+            net,
+        );
         assert_eq!(run.report.lost, 0, "{name}");
         assert!(d < crit, "{name}: KS D = {d} ≥ {crit} (99%)");
     }
@@ -189,15 +258,46 @@ fn jitter_distributions_pass_ks_at_the_receiver() {
 #[ignore = "needs sch_fq and sch_netem: runs in the VM tier (cargo xtask vm)"]
 fn in_order_jitter_never_reorders() {
     let lab = lab("forder");
-    let ctl = Controller::start(&lab, &["--delay", "100ms", "--jitter", "30ms", "--distribution", "normal", "--in-order"]);
+    let ctl = Controller::start(
+        &lab,
+        &[
+            "--delay",
+            "100ms",
+            "--jitter",
+            "30ms",
+            "--distribution",
+            "normal",
+            "--in-order",
+        ],
+    );
     let ordered = measure(&lab, 2000, 1000, 200, Duration::from_millis(800));
     drop(ctl);
-    let ctl = Controller::start(&lab, &["--delay", "100ms", "--jitter", "30ms", "--distribution", "normal"]);
+    let ctl = Controller::start(
+        &lab,
+        &[
+            "--delay",
+            "100ms",
+            "--jitter",
+            "30ms",
+            "--distribution",
+            "normal",
+        ],
+    );
     let plain = measure(&lab, 2000, 1000, 200, Duration::from_millis(800));
     drop(ctl);
-    let netem = with_netem(&lab, &["delay", "100ms", "30ms", "distribution", "normal", "limit", "100000"], || {
-        measure(&lab, 2000, 1000, 200, Duration::from_millis(800))
-    });
+    let netem = with_netem(
+        &lab,
+        &[
+            "delay",
+            "100ms",
+            "30ms",
+            "distribution",
+            "normal",
+            "limit",
+            "100000",
+        ],
+        || measure(&lab, 2000, 1000, 200, Duration::from_millis(800)),
+    );
     report(
         "in-order jitter",
         "delay 100ms jitter 30ms normal in-order",
@@ -205,8 +305,14 @@ fn in_order_jitter_never_reorders() {
         json!({"reordered": netem.report.reordered}),
     );
     assert_eq!(ordered.report.lost, 0);
-    assert_eq!(ordered.report.reordered, 0, "in-order mode must not reorder");
-    assert!(plain.report.reordered > 0, "without it, this much jitter reorders");
+    assert_eq!(
+        ordered.report.reordered, 0,
+        "in-order mode must not reorder"
+    );
+    assert!(
+        plain.report.reordered > 0,
+        "without it, this much jitter reorders"
+    );
 }
 
 #[test]
@@ -216,14 +322,19 @@ fn reorder_fraction_skips_the_delay() {
     // A packet that skips the 100 ms delay arrives within a few ms even under
     // emulation; one that does not cannot arrive before 100 ms. Half the
     // delay separates the two with room for the VM's scheduling stalls.
-    let ctl = Controller::start(&lab, &["--delay", "100ms", "--reorder", "10%", "--seed", "11"]);
+    let ctl = Controller::start(
+        &lab,
+        &["--delay", "100ms", "--reorder", "10%", "--seed", "11"],
+    );
     let run = measure(&lab, 4000, 1000, 200, Duration::from_millis(800));
     let engine = stats_json(&lab)["rules"][0]["reordered"].as_u64().unwrap();
     drop(ctl);
     let early = run.delays_ns.iter().filter(|&&d| d < 50_000_000).count() as u64;
-    let netem = with_netem(&lab, &["delay", "100ms", "reorder", "10%", "limit", "100000"], || {
-        measure(&lab, 4000, 1000, 200, Duration::from_millis(800))
-    });
+    let netem = with_netem(
+        &lab,
+        &["delay", "100ms", "reorder", "10%", "limit", "100000"],
+        || measure(&lab, 4000, 1000, 200, Duration::from_millis(800)),
+    );
     let netem_early = netem.delays_ns.iter().filter(|&&d| d < 50_000_000).count();
     report(
         "reorder",
@@ -231,20 +342,33 @@ fn reorder_fraction_skips_the_delay() {
         json!({"early": early, "sent": run.report.sent, "engine_reordered": engine, "rfc4737_reordered": run.report.reordered}),
         json!({"early": netem_early, "sent": netem.report.sent, "rfc4737_reordered": netem.report.reordered}),
     );
-    assert!(early <= engine, "only packets that skipped the delay arrive early ({early} early, {engine} skipped)");
+    assert!(
+        early <= engine,
+        "only packets that skipped the delay arrive early ({early} early, {engine} skipped)"
+    );
     // Kernels whose fq does not unthrottle a flow when an earlier packet
     // arrives (6.1) hold a skipped packet until the flow's earliest delayed
     // packet is due; that only happens while the flow's queue is young and
     // costs at most a few of the ~10 skips in the first delay's worth of
     // packets. 6.12's fq shows none (docs/accuracy.md).
-    assert!(engine - early <= 10, "{} skipped packets did not arrive early", engine - early);
+    assert!(
+        engine - early <= 10,
+        "{} skipped packets did not arrive early",
+        engine - early
+    );
     let (lo, hi) = wilson_interval(early, run.report.sent, Z99);
-    assert!(lo <= 0.10 && 0.10 <= hi, "{early} of {} early: 99% interval {lo}..{hi}", run.report.sent);
+    assert!(
+        lo <= 0.10 && 0.10 <= hi,
+        "{early} of {} early: 99% interval {lo}..{hi}",
+        run.report.sent
+    );
 }
 
 /// Frame bytes per second in each full 1 s window of arrivals.
 fn window_rates_bps(arrivals_ns: &[u64], frame_bytes: u64) -> Vec<f64> {
-    let Some(&first) = arrivals_ns.first() else { return vec![] };
+    let Some(&first) = arrivals_ns.first() else {
+        return vec![];
+    };
     let last = *arrivals_ns.last().unwrap();
     let windows = ((last - first) / 1_000_000_000) as usize;
     let mut counts = vec![0u64; windows];
@@ -254,7 +378,10 @@ fn window_rates_bps(arrivals_ns: &[u64], frame_bytes: u64) -> Vec<f64> {
             counts[w] += 1;
         }
     }
-    counts.iter().map(|&c| (c * frame_bytes * 8) as f64).collect()
+    counts
+        .iter()
+        .map(|&c| (c * frame_bytes * 8) as f64)
+        .collect()
 }
 
 fn rate_scenario(lab: &Lab, rate: &str, rate_bps: f64) {
@@ -267,11 +394,21 @@ fn rate_scenario(lab: &Lab, rate: &str, rate_bps: f64) {
     let stats = stats_json(lab);
     drop(ctl);
     let rates = window_rates_bps(&run.arrivals_ns, frame);
-    let netem = with_netem(lab, &["rate", rate, "limit", "100000"], || measure(lab, count, pps, payload, Duration::from_secs(4)));
+    let netem = with_netem(lab, &["rate", rate, "limit", "100000"], || {
+        measure(lab, count, pps, payload, Duration::from_secs(4))
+    });
     let netem_rates = window_rates_bps(&netem.arrivals_ns, frame);
-    lab.exec(&lab.router, &["tc", "qdisc", "add", "dev", "r1", "root", "tbf", "rate", rate, "burst", "10kb", "latency", "100ms"]).unwrap();
+    lab.exec(
+        &lab.router,
+        &[
+            "tc", "qdisc", "add", "dev", "r1", "root", "tbf", "rate", rate, "burst", "10kb",
+            "latency", "100ms",
+        ],
+    )
+    .unwrap();
     let tbf = measure(lab, count, pps, payload, Duration::from_millis(500));
-    lab.exec(&lab.router, &["tc", "qdisc", "del", "dev", "r1", "root"]).unwrap();
+    lab.exec(&lab.router, &["tc", "qdisc", "del", "dev", "r1", "root"])
+        .unwrap();
     let tbf_rates = window_rates_bps(&tbf.arrivals_ns, frame);
     report(
         &format!("rate {rate}"),
@@ -281,9 +418,16 @@ fn rate_scenario(lab: &Lab, rate: &str, rate_bps: f64) {
     );
     assert!(rates.len() >= 2, "at least two full 1 s windows: {rates:?}");
     for r in &rates {
-        assert!((r - rate_bps).abs() / rate_bps < 0.01, "window rate {r} vs configured {rate_bps} (±1%): {rates:?}");
+        assert!(
+            (r - rate_bps).abs() / rate_bps < 0.01,
+            "window rate {r} vs configured {rate_bps} (±1%): {rates:?}"
+        );
     }
-    assert_eq!(stats["rules"][0]["dropped_queue"].as_u64().unwrap(), run.report.lost, "queue drops are the receiver's losses");
+    assert_eq!(
+        stats["rules"][0]["dropped_queue"].as_u64().unwrap(),
+        run.report.lost,
+        "queue drops are the receiver's losses"
+    );
 }
 
 #[test]
@@ -303,10 +447,17 @@ fn rate_and_delay_together() {
     let ctl = Controller::start(&lab, &["--rate", "5mbit", "--delay", "30ms"]);
     let run = measure(&lab, 1000, 200, 500, Duration::from_millis(500));
     drop(ctl);
-    let netem = with_netem(&lab, &["delay", "30ms", "rate", "5mbit", "limit", "100000"], || {
-        measure(&lab, 1000, 200, 500, Duration::from_millis(500))
-    });
-    report("rate and delay", "rate 5mbit delay 30ms (offered 0.8 Mbit/s)", summary(&run.delays_ns), summary(&netem.delays_ns));
+    let netem = with_netem(
+        &lab,
+        &["delay", "30ms", "rate", "5mbit", "limit", "100000"],
+        || measure(&lab, 1000, 200, 500, Duration::from_millis(500)),
+    );
+    report(
+        "rate and delay",
+        "rate 5mbit delay 30ms (offered 0.8 Mbit/s)",
+        summary(&run.delays_ns),
+        summary(&netem.delays_ns),
+    );
     assert_eq!(run.report.lost, 0);
     // 542-byte frames at 5 Mbit/s serialize in 0.87 ms.
     let min = *run.delays_ns.iter().min().unwrap();
@@ -320,7 +471,9 @@ fn queue_limit_drops_are_counted_and_bound_the_delay() {
     let ctl = Controller::start(&lab, &["--rate", "1mbit", "--queue", "20ms"]);
     // 3× the rate: the queue fills and stays at its limit.
     let run = measure(&lab, 1500, 375, 1000, Duration::from_millis(300));
-    let dropped = stats_json(&lab)["rules"][0]["dropped_queue"].as_u64().unwrap();
+    let dropped = stats_json(&lab)["rules"][0]["dropped_queue"]
+        .as_u64()
+        .unwrap();
     drop(ctl);
     report(
         "queue limit",
@@ -329,7 +482,13 @@ fn queue_limit_drops_are_counted_and_bound_the_delay() {
         json!(null),
     );
     assert!(dropped > 0);
-    assert_eq!(dropped, run.report.lost, "every queue drop, and only those, is lost");
+    assert_eq!(
+        dropped, run.report.lost,
+        "every queue drop, and only those, is lost"
+    );
     let max = *run.delays_ns.iter().max().unwrap();
-    assert!(max < 20_000_000 + 10_000_000, "queueing delay bounded by the limit (+ slack for TCG): {max} ns");
+    assert!(
+        max < 20_000_000 + 10_000_000,
+        "queueing delay bounded by the limit (+ slack for TCG): {max} ns"
+    );
 }

@@ -21,13 +21,19 @@ fn lab(tag: &str) -> Lab {
 
 fn assert_inside_99(configured: f64, lost: u64, sent: u64) {
     let (lo, hi) = impair::stats::wilson_interval(lost, sent, Z99);
-    assert!(lo <= configured && configured <= hi, "configured {configured}: measured {lost}/{sent}, 99% interval {lo}..{hi}");
+    assert!(
+        lo <= configured && configured <= hi,
+        "configured {configured}: measured {lost}/{sent}, 99% interval {lo}..{hi}"
+    );
 }
 
 fn loss_end_to_end(tag: &str, mode: &str) {
     let lab = lab(tag);
     let before = router_state(&lab);
-    let ctl = Controller::start(&lab, &["--loss", "10%", "--seed", "42", "--attach-mode", mode]);
+    let ctl = Controller::start(
+        &lab,
+        &["--loss", "10%", "--seed", "42", "--attach-mode", mode],
+    );
     let report = probe(&lab, false, 0, 20_000, 200);
     assert_eq!(report.sent, 20_000);
     assert_eq!(report.corrupted + report.duplicated + report.reordered, 0);
@@ -36,14 +42,25 @@ fn loss_end_to_end(tag: &str, mode: &str) {
     let stats = stats_json(&lab);
     let rule = &stats["rules"][0];
     assert_eq!(stats["owner"]["attach_mode"], mode);
-    assert_eq!(rule["packets"], report.sent, "the engine saw every probe packet: {stats}");
-    assert_eq!(rule["dropped_loss"], report.sent - report.received, "engine drops == sent − received: {stats}");
+    assert_eq!(
+        rule["packets"], report.sent,
+        "the engine saw every probe packet: {stats}"
+    );
+    assert_eq!(
+        rule["dropped_loss"],
+        report.sent - report.received,
+        "engine drops == sent − received: {stats}"
+    );
     assert_eq!(stats["errors"], 0);
 
     let status = ctl.signal_and_wait(libc::SIGTERM);
     assert!(status.success(), "SIGTERM exits cleanly: {status:?}");
     assert_restored(&lab, &before);
-    assert_eq!(probe(&lab, false, 0, 2_000, 200).lost, 0, "traffic is unimpaired after detach");
+    assert_eq!(
+        probe(&lab, false, 0, 2_000, 200).lost,
+        0,
+        "traffic is unimpaired after detach"
+    );
 }
 
 #[test]
@@ -59,7 +76,8 @@ fn loss_10_percent_netlink_clsact_measured_at_receiver() {
 #[test]
 fn netlink_detach_keeps_a_clsact_qdisc_it_did_not_create() {
     let lab = lab("keepq");
-    lab.exec(&lab.router, &["tc", "qdisc", "add", "dev", "r1", "clsact"]).unwrap();
+    lab.exec(&lab.router, &["tc", "qdisc", "add", "dev", "r1", "clsact"])
+        .unwrap();
     let before = router_state(&lab);
     let ctl = Controller::start(&lab, &["--loss", "50%", "--attach-mode", "netlink"]);
     assert!(ctl.signal_and_wait(libc::SIGINT).success());
@@ -71,7 +89,11 @@ fn sigkill_leaves_traffic_unimpaired(tag: &str, mode: &str) {
     let lab = lab(tag);
     let before = router_state(&lab);
     let ctl = Controller::start(&lab, &["--blackhole", "--attach-mode", mode]);
-    assert_eq!(probe(&lab, false, 0, 500, 200).received, 0, "blackholed while the controller runs");
+    assert_eq!(
+        probe(&lab, false, 0, 500, 200).received,
+        0,
+        "blackholed while the controller runs"
+    );
     let status = ctl.signal_and_wait(libc::SIGKILL);
     assert!(!status.success());
     if mode == "netlink" {
@@ -79,13 +101,20 @@ fn sigkill_leaves_traffic_unimpaired(tag: &str, mode: &str) {
         std::thread::sleep(impair::engine::LEASE + Duration::from_millis(500));
     }
     let after = probe(&lab, false, 0, 2_000, 200);
-    assert_eq!(after.lost, 0, "a killed controller must not leave traffic impaired");
+    assert_eq!(
+        after.lost, 0,
+        "a killed controller must not leave traffic impaired"
+    );
     if mode == "netlink" {
         let status = impair_in(&lab.router, &["status"]);
         let text = String::from_utf8_lossy(&status.stdout);
         assert!(text.contains("dead"), "status names the leftover: {text}");
         let out = impair_in(&lab.router, &["detach", "r1"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     assert_restored(&lab, &before);
 }
@@ -110,9 +139,16 @@ fn second_attach_is_refused_naming_the_owner_and_detach_stops_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("pid {}", ctl.pid())), "{err}");
     let out = impair_in(&lab.router, &["detach", "r1"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut ctl = ctl;
-    assert!(ctl.child.wait().unwrap().success(), "the controller exits cleanly on detach");
+    assert!(
+        ctl.child.wait().unwrap().success(),
+        "the controller exits cleanly on detach"
+    );
     assert_restored(&lab, &before);
 }
 
@@ -124,7 +160,10 @@ fn bad_input_is_one_clear_line_exit_2_and_changes_nothing() {
         (&["attach", "r1", "--loss", "150%"], "150%"),
         (&["attach", "r1", "--loss", "-1%"], "-1%"),
         (&["attach", "r1", "--loss", "lots"], "lots"),
-        (&["attach", "r1", "--loss", "1%", "--dst", "198.18.0.0/40"], "198.18.0.0/40"),
+        (
+            &["attach", "r1", "--loss", "1%", "--dst", "198.18.0.0/40"],
+            "198.18.0.0/40",
+        ),
         (&["attach", "r1", "--loss", "1%", "--dport", "10-5"], "10-5"),
         (&["attach", "r1", "--loss", "1%", "--proto", "quic"], "quic"),
         (&["attach", "nosuch0", "--loss", "1%"], "nosuch0"),
@@ -139,7 +178,10 @@ fn bad_input_is_one_clear_line_exit_2_and_changes_nothing() {
         let out = impair_in(&lab.router, args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert!(err.contains(needle), "{args:?}: the error must name '{needle}': {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: the error must name '{needle}': {err}"
+        );
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
     assert_eq!(router_state(&lab), before, "bad input changes nothing");
@@ -148,10 +190,33 @@ fn bad_input_is_one_clear_line_exit_2_and_changes_nothing() {
 #[test]
 fn rules_match_ipv6_prefixes_and_ports_at_the_receiver() {
     let lab = lab("match");
-    let ctl = Controller::start(&lab, &["--blackhole", "--dst", "2001:2:0:2::/64", "--proto", "udp", "--dport", "40000-40010"]);
-    assert_eq!(probe(&lab, true, 40_005, 300, 200).received, 0, "matching IPv6 UDP port: blackholed");
-    assert_eq!(probe(&lab, true, 40_011, 300, 200).lost, 0, "port outside the range passes");
-    assert_eq!(probe(&lab, false, 40_005, 300, 200).lost, 0, "IPv4 never matches an IPv6 prefix");
+    let ctl = Controller::start(
+        &lab,
+        &[
+            "--blackhole",
+            "--dst",
+            "2001:2:0:2::/64",
+            "--proto",
+            "udp",
+            "--dport",
+            "40000-40010",
+        ],
+    );
+    assert_eq!(
+        probe(&lab, true, 40_005, 300, 200).received,
+        0,
+        "matching IPv6 UDP port: blackholed"
+    );
+    assert_eq!(
+        probe(&lab, true, 40_011, 300, 200).lost,
+        0,
+        "port outside the range passes"
+    );
+    assert_eq!(
+        probe(&lab, false, 40_005, 300, 200).lost,
+        0,
+        "IPv4 never matches an IPv6 prefix"
+    );
     let stats = stats_json(&lab);
     assert_eq!(stats["rules"][0]["dropped_loss"], 300);
     assert_eq!(stats["unmatched"], 600);
@@ -175,7 +240,10 @@ fn duplicates_arrive_once_each_and_match_the_counter() {
     let report = probe(&lab, false, 0, 5_000, 200);
     let stats = stats_json(&lab);
     assert_eq!(report.lost, 0);
-    assert_eq!(stats["rules"][0]["duplicated"], report.duplicated, "{stats}");
+    assert_eq!(
+        stats["rules"][0]["duplicated"], report.duplicated,
+        "{stats}"
+    );
     assert_inside_99(0.10, report.duplicated, report.sent);
 }
 
@@ -186,30 +254,46 @@ fn duplicates_arrive_once_each_and_match_the_counter() {
 #[test]
 fn corruption_detectable_is_dropped_by_the_receiver_and_silent_reaches_it() {
     let lab = lab("corrupt");
-    lab.exec(&lab.client, &["ethtool", "-K", "c0", "tx", "off"]).unwrap();
+    lab.exec(&lab.client, &["ethtool", "-K", "c0", "tx", "off"])
+        .unwrap();
     {
         let _ctl = Controller::start(&lab, &["--corrupt", "5%", "--seed", "9"]);
         let r = probe(&lab, false, 0, 4_000, 200);
         let corrupted = stats_json(&lab)["rules"][0]["corrupted"].as_u64().unwrap();
         assert!(corrupted > 0);
         assert_eq!(r.corrupted, 0, "no damaged payload reaches the application");
-        assert_eq!(r.lost, corrupted, "the receiver's checksum dropped exactly the corrupted packets");
+        assert_eq!(
+            r.lost, corrupted,
+            "the receiver's checksum dropped exactly the corrupted packets"
+        );
     }
     {
-        let _ctl = Controller::start(&lab, &["--corrupt", "5%", "--corrupt-mode", "silent", "--seed", "9"]);
+        let _ctl = Controller::start(
+            &lab,
+            &["--corrupt", "5%", "--corrupt-mode", "silent", "--seed", "9"],
+        );
         let r = probe(&lab, false, 0, 4_000, 200);
         let corrupted = stats_json(&lab)["rules"][0]["corrupted"].as_u64().unwrap();
         assert!(corrupted > 0);
-        assert_eq!(r.corrupted, corrupted, "every silent corruption reaches the application: {r:?}");
+        assert_eq!(
+            r.corrupted, corrupted,
+            "every silent corruption reaches the application: {r:?}"
+        );
     }
 }
 
 /// Whether this kernel can run fq (sch_fq built in or loadable), tried on the
 /// lab's own interface and undone at once.
 fn kernel_has_fq(lab: &Lab) -> bool {
-    let ok = lab.exec(&lab.router, &["tc", "qdisc", "add", "dev", "r0", "root", "fq"]).is_ok();
+    let ok = lab
+        .exec(
+            &lab.router,
+            &["tc", "qdisc", "add", "dev", "r0", "root", "fq"],
+        )
+        .is_ok();
     if ok {
-        lab.exec(&lab.router, &["tc", "qdisc", "del", "dev", "r0", "root"]).unwrap();
+        lab.exec(&lab.router, &["tc", "qdisc", "del", "dev", "r0", "root"])
+            .unwrap();
     }
     ok
 }
@@ -230,16 +314,25 @@ fn delay_at_the_receiver_or_a_clear_refusal_without_sch_fq() {
         let out = impair_in(&lab.router, &["attach", "r1", "--delay", "10ms"]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{err}");
-        assert!(err.contains("sch_fq") && err.contains("nothing was changed"), "{err}");
+        assert!(
+            err.contains("sch_fq") && err.contains("nothing was changed"),
+            "{err}"
+        );
         assert_eq!(router_state(&lab), before);
         return;
     }
     let ctl = Controller::start(&lab, &["--delay", "20ms"]);
-    assert!(router_state(&lab).contains("qdisc fq"), "fq installed as root");
+    assert!(
+        router_state(&lab).contains("qdisc fq"),
+        "fq installed as root"
+    );
     let r = probe(&lab, false, 0, 500, 200);
     assert_eq!(r.lost, 0);
     let d = r.delay.expect("delay stats");
-    assert!(d.min_ns >= 20_000_000, "no packet arrives before its delay: {d:?}");
+    assert!(
+        d.min_ns >= 20_000_000,
+        "no packet arrives before its delay: {d:?}"
+    );
     assert!(d.p50_ns < 40_000_000, "median delay near 20 ms: {d:?}");
     assert!(ctl.signal_and_wait(libc::SIGTERM).success());
     assert_restored(&lab, &before);
@@ -253,8 +346,16 @@ fn probe_tos(lab: &Lab, tos: u8, count: u64) -> (impair::probe::ProbeReport, Vec
         os::fd::AsRawFd as _,
     };
     let (src, dst) = (lab.client_v4(), lab.server_v4());
-    let rx = impair::netns::run_in(&lab.server, move || UdpSocket::bind(SocketAddr::from((dst, 0)))).unwrap().unwrap();
-    let tx = impair::netns::run_in(&lab.client, move || UdpSocket::bind(SocketAddr::from((src, 0)))).unwrap().unwrap();
+    let rx = impair::netns::run_in(&lab.server, move || {
+        UdpSocket::bind(SocketAddr::from((dst, 0)))
+    })
+    .unwrap()
+    .unwrap();
+    let tx = impair::netns::run_in(&lab.client, move || {
+        UdpSocket::bind(SocketAddr::from((src, 0)))
+    })
+    .unwrap()
+    .unwrap();
     let v = libc::c_int::from(tos);
     // SAFETY: setsockopt on an open socket with a valid int option value.
     let rc = unsafe {
@@ -268,7 +369,11 @@ fn probe_tos(lab: &Lab, tos: u8, count: u64) -> (impair::probe::ProbeReport, Vec
     };
     assert_eq!(rc, 0);
     let to = rx.local_addr().unwrap();
-    let cfg = impair::probe::ProbeConfig { count, rate_pps: 20_000, ..Default::default() };
+    let cfg = impair::probe::ProbeConfig {
+        count,
+        rate_pps: 20_000,
+        ..Default::default()
+    };
     let (report, log) = impair::probe::run_pair_with_log(tx, rx, to, &cfg).unwrap();
     let seqs = log
         .receptions
@@ -326,6 +431,10 @@ fn gilbert_elliott_bursts_at_the_receiver() {
     let mean = runs.iter().sum::<u64>() as f64 / n;
     let r = 0.30f64;
     let half = 2.576 * ((1.0 - r).sqrt() / r) / n.sqrt();
-    assert!((mean - 1.0 / r).abs() < half, "mean loss run {mean} vs 1/r = {} ± {half} over {n} runs", 1.0 / r);
+    assert!(
+        (mean - 1.0 / r).abs() < half,
+        "mean loss run {mean} vs 1/r = {} ± {half} over {n} runs",
+        1.0 / r
+    );
     assert_eq!(stats_json(&lab)["rules"][0]["dropped_loss"], report.lost);
 }

@@ -63,7 +63,11 @@ struct Series {
 }
 
 const SERIES: &[Series] = &[
-    Series { name: "6.1", metas: &["linux-image-cloud-amd64"], backports: false },
+    Series {
+        name: "6.1",
+        metas: &["linux-image-cloud-amd64"],
+        backports: false,
+    },
     Series {
         name: "6.12",
         metas: &["linux-image-6.12-cloud-amd64", "linux-image-cloud-amd64"],
@@ -77,11 +81,16 @@ pub fn kernels_dir() -> PathBuf {
 
 /// Kernels already unpacked, with a valid manifest.
 pub fn available() -> Vec<Kernel> {
-    let Ok(entries) = fs::read_dir(kernels_dir()) else { return Vec::new() };
+    let Ok(entries) = fs::read_dir(kernels_dir()) else {
+        return Vec::new();
+    };
     let mut found: Vec<Kernel> = entries
         .flatten()
         .map(|e| e.path())
-        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
         .filter_map(|dir| load(&dir).ok())
         .collect();
     found.sort_by_key(|k| version_key(&k.version));
@@ -163,7 +172,10 @@ struct AptSource {
 
 impl AptSource {
     fn host() -> Self {
-        AptSource { label: "configured apt sources".into(), opts: Vec::new() }
+        AptSource {
+            label: "configured apt sources".into(),
+            opts: Vec::new(),
+        }
     }
 
     fn apt_get(&self) -> Command {
@@ -202,11 +214,17 @@ fn fetch(series: &Series, apt: &mut Apt) -> Result<()> {
             );
             let bpo = backports_source()?;
             let p = resolve(&bpo, series).with_context(|| {
-                format!("no linux-image-{}.*-cloud-amd64 in {}", series.name, bpo.label)
+                format!(
+                    "no linux-image-{}.*-cloud-amd64 in {}",
+                    series.name, bpo.label
+                )
             })?;
             (bpo, p)
         }
-        None => bail!("no linux-image-{}.*-cloud-amd64 in the configured apt sources", series.name),
+        None => bail!(
+            "no linux-image-{}.*-cloud-amd64 in the configured apt sources",
+            series.name
+        ),
     };
     eprintln!("kernel {}: {package} from {}", series.name, source.label);
     let debs = kernels_dir().join(".debs");
@@ -237,7 +255,9 @@ fn resolve(source: &AptSource, series: &Series) -> Option<String> {
             && name[prefix.len()..].starts_with(|c: char| c.is_ascii_digit())
     };
     for meta in series.metas {
-        let Some(deps) = probe(source.apt_cache().args(["depends", meta])) else { continue };
+        let Some(deps) = probe(source.apt_cache().args(["depends", meta])) else {
+            continue;
+        };
         let pick = deps
             .lines()
             .filter_map(|l| l.trim().strip_prefix("Depends: "))
@@ -247,9 +267,15 @@ fn resolve(source: &AptSource, series: &Series) -> Option<String> {
             return Some(p.to_string());
         }
     }
-    let pattern =
-        format!("^linux-image-{}\\.[0-9].*-cloud-amd64$", series.name.replace('.', "\\."));
-    let list = probe(source.apt_cache().args(["search", "--names-only", &pattern]))?;
+    let pattern = format!(
+        "^linux-image-{}\\.[0-9].*-cloud-amd64$",
+        series.name.replace('.', "\\.")
+    );
+    let list = probe(
+        source
+            .apt_cache()
+            .args(["search", "--names-only", &pattern]),
+    )?;
     list.lines()
         .filter_map(|l| l.split_whitespace().next())
         .filter(|n| wanted(n))
@@ -299,8 +325,11 @@ fn backports_source() -> Result<AptSource> {
     }
     let list = dir.join("sources.list");
     let keyring = "/usr/share/keyrings/debian-archive-keyring.gpg";
-    fs::write(&list, format!("deb [signed-by={keyring}] {mirror} {suite} main\n"))
-        .with_context(|| format!("writing {}", list.display()))?;
+    fs::write(
+        &list,
+        format!("deb [signed-by={keyring}] {mirror} {suite} main\n"),
+    )
+    .with_context(|| format!("writing {}", list.display()))?;
     let opt = |k: &str, v: &Path| vec!["-o".to_string(), format!("{k}={}", v.display())];
     let mut opts = Vec::new();
     opts.extend(opt("Dir::Etc::sourcelist", &list));
@@ -309,34 +338,53 @@ fn backports_source() -> Result<AptSource> {
     opts.extend(opt("Dir::Cache", &dir.join("cache")));
     // Private lists: no need for the host's apt lock (and works without root).
     opts.extend(["-o".to_string(), "Debug::NoLocking=1".to_string()]);
-    let source = AptSource { label: format!("{suite} ({mirror}, download-only)"), opts };
+    let source = AptSource {
+        label: format!("{suite} ({mirror}, download-only)"),
+        opts,
+    };
     run_timed(source.apt_get().arg("update"))?;
     Ok(source)
 }
 
 fn download(source: &AptSource, package: &str, debs: &Path) -> Result<PathBuf> {
     let existing = |debs: &Path| -> Option<PathBuf> {
-        fs::read_dir(debs).ok()?.flatten().map(|e| e.path()).find(|p| {
-            p.file_name().is_some_and(|n| {
-                let n = n.to_string_lossy();
-                n.starts_with(&format!("{package}_")) && n.ends_with(".deb")
+        fs::read_dir(debs)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name().is_some_and(|n| {
+                    let n = n.to_string_lossy();
+                    n.starts_with(&format!("{package}_")) && n.ends_with(".deb")
+                })
             })
-        })
     };
     if let Some(deb) = existing(debs) {
         eprintln!("using the already downloaded {}", deb.display());
         return Ok(deb);
     }
-    run_timed(source.apt_get().arg("download").arg(package).current_dir(debs))?;
-    existing(debs)
-        .with_context(|| format!("apt-get download left no {package}_*.deb in {}", debs.display()))
+    run_timed(
+        source
+            .apt_get()
+            .arg("download")
+            .arg(package)
+            .current_dir(debs),
+    )?;
+    existing(debs).with_context(|| {
+        format!(
+            "apt-get download left no {package}_*.deb in {}",
+            debs.display()
+        )
+    })
 }
 
 fn unpack(series: &Series, deb: &Path, source_label: &str) -> Result<()> {
-    let package =
-        output(Command::new("dpkg-deb").arg("-f").arg(deb).arg("Package"))?.trim().to_string();
-    let package_version =
-        output(Command::new("dpkg-deb").arg("-f").arg(deb).arg("Version"))?.trim().to_string();
+    let package = output(Command::new("dpkg-deb").arg("-f").arg(deb).arg("Package"))?
+        .trim()
+        .to_string();
+    let package_version = output(Command::new("dpkg-deb").arg("-f").arg(deb).arg("Version"))?
+        .trim()
+        .to_string();
     let version = package
         .strip_prefix("linux-image-")
         .with_context(|| format!("{} is not a linux-image package", deb.display()))?
@@ -379,7 +427,11 @@ fn unpack(series: &Series, deb: &Path, source_label: &str) -> Result<()> {
         config: p.config,
     };
     write_manifest(&final_dir, &manifest)?;
-    eprintln!("kernel {}: unpacked in {}", series.name, final_dir.display());
+    eprintln!(
+        "kernel {}: unpacked in {}",
+        series.name,
+        final_dir.display()
+    );
     Ok(())
 }
 

@@ -103,15 +103,33 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     util::ensure_cargo_bin_on_path();
     let result = match cli.command {
-        Cmd::Setup { no_kernels } => setup::setup(&setup::Options { kernels: !no_kernels }),
+        Cmd::Setup { no_kernels } => setup::setup(&setup::Options {
+            kernels: !no_kernels,
+        }),
         Cmd::Build { release } => tasks::build(release).map(|bin| println!("{}", bin.display())),
-        Cmd::Test { tier, vm_kernel, extra } => tasks::test(tier, &vm_kernel, &extra),
+        Cmd::Test {
+            tier,
+            vm_kernel,
+            extra,
+        } => tasks::test(tier, &vm_kernel, &extra),
         Cmd::Clippy => tasks::clippy(),
         Cmd::Demo { extra } => tasks::demo(&extra),
         Cmd::Accuracy { kernel } => accuracy::accuracy(&kernel),
-        Cmd::Vm { kernel, tier, timeout_secs, release, no_skip, extra } => {
-            vm::vm(&vm::Options { kernel, tier, timeout_secs, release, no_skip, extra })
-        }
+        Cmd::Vm {
+            kernel,
+            tier,
+            timeout_secs,
+            release,
+            no_skip,
+            extra,
+        } => vm::vm(&vm::Options {
+            kernel,
+            tier,
+            timeout_secs,
+            release,
+            no_skip,
+            extra,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

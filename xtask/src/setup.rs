@@ -31,8 +31,15 @@ const DEBIAN_TOOLCHAIN: &[&str] = &["rustc-web", "cargo-web", "rust-web-src"];
 const BPF_LINKER_BUILD_DEPS: &[&str] = &["llvm-22-dev"];
 /// Tools the test tiers drive (netns/veth/qdiscs, offloads, the netem and
 /// iptables comparisons) and the VM tier's qemu, initramfs and module tools.
-const TEST_TOOLS: &[&str] =
-    &["iproute2", "ethtool", "iptables", "kmod", "qemu-system-x86", "busybox-static", "cpio"];
+const TEST_TOOLS: &[&str] = &[
+    "iproute2",
+    "ethtool",
+    "iptables",
+    "kmod",
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
@@ -122,14 +129,20 @@ pub fn setup(opts: &Options) -> Result<()> {
         }
     }
 
-    let kernels = if opts.kernels { kernels::ensure(&mut apt) } else { kernels::available() };
+    let kernels = if opts.kernels {
+        kernels::ensure(&mut apt)
+    } else {
+        kernels::available()
+    };
 
     section("setup: summary");
     eprintln!("route:      {}", route.describe());
     if route == Route::Debian {
         eprintln!(
             "compiler:   {}",
-            probe(Command::new("/usr/bin/rustc").arg("--version")).unwrap_or_default().trim()
+            probe(Command::new("/usr/bin/rustc").arg("--version"))
+                .unwrap_or_default()
+                .trim()
         );
     }
     eprintln!("bpf-linker: {} ({})", linker.version, linker.path.display());
@@ -166,7 +179,9 @@ pub fn detect_route() -> Option<Route> {
 }
 
 fn has_core_source(sysroot: &Path) -> bool {
-    sysroot.join("lib/rustlib/src/rust/library/core/Cargo.toml").is_file()
+    sysroot
+        .join("lib/rustlib/src/rust/library/core/Cargo.toml")
+        .is_file()
 }
 
 #[derive(Debug)]
@@ -182,7 +197,10 @@ fn bpf_linker_ok(route: Route) -> Option<Linker> {
     let version = bpf_linker_version(&path);
     match (&version, route) {
         (None, _) => {
-            eprintln!("{} does not run (`--version` failed): will reinstall it", path.display());
+            eprintln!(
+                "{} does not run (`--version` failed): will reinstall it",
+                path.display()
+            );
             None
         }
         (Some(v), Route::Debian) if !v.starts_with("0.13.") => {
@@ -192,7 +210,10 @@ fn bpf_linker_ok(route: Route) -> Option<Linker> {
             );
             None
         }
-        (Some(v), _) => Some(Linker { path, version: v.clone() }),
+        (Some(v), _) => Some(Linker {
+            path,
+            version: v.clone(),
+        }),
     }
 }
 
@@ -215,7 +236,9 @@ fn install_bpf_linker(route: Route) -> Result<Linker> {
             }
         );
     }
-    let existing = util::cargo_bin_dir().map(|d| d.join("bpf-linker")).filter(|p| p.exists());
+    let existing = util::cargo_bin_dir()
+        .map(|d| d.join("bpf-linker"))
+        .filter(|p| p.exists());
     let mut cmd = util::cargo();
     cmd.env("LLVM_PREFIX", LLVM_PREFIX).args([
         "install",
@@ -239,7 +262,10 @@ fn install_bpf_linker(route: Route) -> Result<Linker> {
             bail!(
                 "bpf-linker {BPF_LINKER_VERSION} was installed, but the first bpf-linker on \
                  PATH still does not suit ({}); remove the other one or reorder PATH",
-                all.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                all.iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         }
     }
@@ -290,7 +316,11 @@ impl Apt {
             );
         }
         self.update_once()?;
-        run_timed(apt_get().args(["install", "-y", "--no-install-recommends"]).args(&missing))?;
+        run_timed(
+            apt_get()
+                .args(["install", "-y", "--no-install-recommends"])
+                .args(&missing),
+        )?;
         let still = missing_packages(wanted)?;
         if !still.is_empty() {
             bail!(
@@ -305,7 +335,8 @@ impl Apt {
 pub fn apt_get() -> Command {
     let mut cmd = Command::new("apt-get");
     // No dpkg progress bars in CI logs.
-    cmd.env("DEBIAN_FRONTEND", "noninteractive").args(["-q", "-o", "Dpkg::Use-Pty=0"]);
+    cmd.env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["-q", "-o", "Dpkg::Use-Pty=0"]);
     cmd
 }
 
@@ -313,16 +344,24 @@ pub fn apt_get() -> Command {
 fn missing_packages(wanted: &[&str]) -> Result<Vec<String>> {
     // dpkg-query exits 1 when some name is unknown, but still prints the known ones.
     let mut cmd = Command::new("dpkg-query");
-    cmd.args(["-W", "-f", "${Package}\t${db:Status-Abbrev}\n"]).args(wanted);
-    let out =
-        cmd.output().with_context(|| format!("could not start `{}`", util::describe(&cmd)))?;
+    cmd.args(["-W", "-f", "${Package}\t${db:Status-Abbrev}\n"])
+        .args(wanted);
+    let out = cmd
+        .output()
+        .with_context(|| format!("could not start `{}`", util::describe(&cmd)))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let installed: Vec<&str> = stdout
         .lines()
         .filter_map(|l| {
             let (name, status) = l.split_once('\t')?;
-            status.starts_with("ii").then(|| name.split(':').next().unwrap_or(name))
+            status
+                .starts_with("ii")
+                .then(|| name.split(':').next().unwrap_or(name))
         })
         .collect();
-    Ok(wanted.iter().filter(|w| !installed.contains(w)).map(|w| w.to_string()).collect())
+    Ok(wanted
+        .iter()
+        .filter(|w| !installed.contains(w))
+        .map(|w| w.to_string())
+        .collect())
 }

@@ -13,7 +13,8 @@ use crate::{
 /// toolchain must be an error here (impair-user/build.rs).
 fn cargo_require() -> Command {
     let mut cmd = cargo();
-    cmd.env("IMPAIR_EBPF", "require").current_dir(workspace_root());
+    cmd.env("IMPAIR_EBPF", "require")
+        .current_dir(workspace_root());
     cmd
 }
 
@@ -23,14 +24,19 @@ const EXCLUDE_EBPF: [&str; 2] = ["--exclude", "impair-ebpf"];
 
 pub fn build(release: bool) -> Result<PathBuf> {
     setup::setup(&Options { kernels: false })?;
-    section(&format!("build: impair ({})", if release { "release" } else { "debug" }));
+    section(&format!(
+        "build: impair ({})",
+        if release { "release" } else { "debug" }
+    ));
     let mut cmd = cargo_require();
     cmd.args(["build", "--bin", "impair"]);
     if release {
         cmd.arg("--release");
     }
     run_timed(&mut cmd)?;
-    let bin = target_dir().join(if release { "release" } else { "debug" }).join("impair");
+    let bin = target_dir()
+        .join(if release { "release" } else { "debug" })
+        .join("impair");
     if !bin.is_file() {
         bail!("cargo build succeeded but {} does not exist", bin.display());
     }
@@ -67,7 +73,11 @@ fn run_vm(kernel: &str, extra: &[String]) -> Result<()> {
 pub fn demo(extra: &[String]) -> Result<()> {
     let bin = build(false)?;
     section("impair demo");
-    let status = Command::new(&bin).arg("demo").args(extra).status().with_context(|| format!("running {}", bin.display()))?;
+    let status = Command::new(&bin)
+        .arg("demo")
+        .args(extra)
+        .status()
+        .with_context(|| format!("running {}", bin.display()))?;
     if !status.success() {
         bail!("impair demo failed ({status})");
     }
@@ -77,7 +87,13 @@ pub fn demo(extra: &[String]) -> Result<()> {
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .map(|p| if p.is_absolute() { p } else { workspace_root().join(p) })
+        .map(|p| {
+            if p.is_absolute() {
+                p
+            } else {
+                workspace_root().join(p)
+            }
+        })
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
@@ -119,8 +135,22 @@ impl Tier {
                 args.extend(["--workspace", "--exclude", "impair-tests"]);
                 args.extend(EXCLUDE_EBPF);
             }
-            Tier::Bpf => args.extend(["-p", "impair-tests", "--test", "bpf_prog_test_run"]),
-            Tier::Netns => args.extend(["-p", "impair-tests", "--test", "netns"]),
+            Tier::Bpf => args.extend([
+                "-p",
+                "impair-tests",
+                "--test",
+                "bpf_prog_test_run",
+                "--test",
+                "bpf_ingress",
+            ]),
+            Tier::Netns => args.extend([
+                "-p",
+                "impair-tests",
+                "--test",
+                "netns",
+                "--test",
+                "netns_ingress",
+            ]),
             Tier::All | Tier::Vm => {
                 args.push("--workspace");
                 args.extend(EXCLUDE_EBPF);
@@ -166,12 +196,12 @@ pub fn clippy() -> Result<()> {
     setup::setup(&Options { kernels: false })?;
     section("clippy: workspace (host crates), all targets, -D warnings");
     // The eBPF crate itself is not linted here (it would need the bpf target).
-    run_timed(cargo_require().args(["clippy", "--workspace"]).args(EXCLUDE_EBPF).args([
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]))
+    run_timed(
+        cargo_require()
+            .args(["clippy", "--workspace"])
+            .args(EXCLUDE_EBPF)
+            .args(["--all-targets", "--", "-D", "warnings"]),
+    )
 }
 
 /// cargo with `IMPAIR_EBPF=require`, in the workspace root, for other tasks

@@ -21,7 +21,9 @@ pub fn cargo_bin_dir() -> Option<PathBuf> {
     if let Some(home) = env::var_os("CARGO_HOME").filter(|h| !h.is_empty()) {
         return Some(PathBuf::from(home).join("bin"));
     }
-    env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".cargo/bin"))
+    env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".cargo/bin"))
 }
 
 /// Appends `~/.cargo/bin` to this process's PATH (inherited by every child) when
@@ -44,7 +46,10 @@ pub fn ensure_cargo_bin_on_path() {
 /// Every directory on PATH holding an executable file `name`, in PATH order.
 pub fn find_all_on_path(name: &str) -> Vec<PathBuf> {
     let path = env::var_os("PATH").unwrap_or_default();
-    env::split_paths(&path).map(|d| d.join(name)).filter(|p| p.is_file()).collect()
+    env::split_paths(&path)
+        .map(|d| d.join(name))
+        .filter(|p| p.is_file())
+        .collect()
 }
 
 pub fn find_on_path(name: &str) -> Option<PathBuf> {
@@ -73,7 +78,11 @@ pub fn describe(cmd: &Command) -> String {
     let mut parts = Vec::new();
     for (k, v) in cmd.get_envs() {
         if let Some(v) = v {
-            parts.push(format!("{}={}", k.to_string_lossy(), quote(&v.to_string_lossy())));
+            parts.push(format!(
+                "{}={}",
+                k.to_string_lossy(),
+                quote(&v.to_string_lossy())
+            ));
         }
     }
     parts.push(quote(&cmd.get_program().to_string_lossy()));
@@ -86,7 +95,10 @@ pub fn describe(cmd: &Command) -> String {
 }
 
 fn quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%^".contains(c)) {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%^".contains(c))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
@@ -97,7 +109,9 @@ fn quote(s: &str) -> String {
 pub fn run(cmd: &mut Command) -> Result<()> {
     let line = describe(cmd);
     eprintln!("+ {line}");
-    let status = cmd.status().with_context(|| format!("could not start `{line}`"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start `{line}`"))?;
     if !status.success() {
         bail!("`{line}` failed ({status})");
     }
@@ -115,18 +129,30 @@ pub fn run_timed(cmd: &mut Command) -> Result<()> {
 /// Runs quietly and returns stdout; fails naming the command, with its stderr.
 pub fn output(cmd: &mut Command) -> Result<String> {
     let line = describe(cmd);
-    let out =
-        cmd.stdin(Stdio::null()).output().with_context(|| format!("could not start `{line}`"))?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("could not start `{line}`"))?;
     if !out.status.success() {
-        bail!("`{line}` failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "`{line}` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// stdout of a command that may legitimately fail or be absent (probes).
 pub fn probe(cmd: &mut Command) -> Option<String> {
-    let out = cmd.stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A loud, multi-line warning on stderr that stands out in CI logs.

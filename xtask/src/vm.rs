@@ -87,7 +87,9 @@ pub enum VmTier {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Tier {
     Bpf,
+    BpfIngress,
     Netns,
+    NetnsIngress,
     Fidelity,
 }
 
@@ -95,7 +97,9 @@ impl Tier {
     fn name(self) -> &'static str {
         match self {
             Tier::Bpf => "bpf",
+            Tier::BpfIngress => "bpf-ingress",
             Tier::Netns => "netns",
+            Tier::NetnsIngress => "netns-ingress",
             Tier::Fidelity => "fidelity",
         }
     }
@@ -104,7 +108,9 @@ impl Tier {
     fn target(self) -> &'static str {
         match self {
             Tier::Bpf => "bpf_prog_test_run",
+            Tier::BpfIngress => "bpf_ingress",
             Tier::Netns => "netns",
+            Tier::NetnsIngress => "netns_ingress",
             Tier::Fidelity => "fidelity",
         }
     }
@@ -116,7 +122,7 @@ impl Tier {
     fn default_args(self) -> &'static [&'static str] {
         match self {
             Tier::Fidelity => &["--include-ignored", "--show-output"],
-            Tier::Bpf | Tier::Netns => &[],
+            Tier::Bpf | Tier::BpfIngress | Tier::Netns | Tier::NetnsIngress => &[],
         }
     }
 }
@@ -124,10 +130,16 @@ impl Tier {
 impl VmTier {
     fn tiers(self) -> Vec<Tier> {
         match self {
-            VmTier::Bpf => vec![Tier::Bpf],
-            VmTier::Netns => vec![Tier::Netns],
+            VmTier::Bpf => vec![Tier::Bpf, Tier::BpfIngress],
+            VmTier::Netns => vec![Tier::Netns, Tier::NetnsIngress],
             VmTier::Fidelity => vec![Tier::Fidelity],
-            VmTier::All => vec![Tier::Bpf, Tier::Netns, Tier::Fidelity],
+            VmTier::All => vec![
+                Tier::Bpf,
+                Tier::BpfIngress,
+                Tier::Netns,
+                Tier::NetnsIngress,
+                Tier::Fidelity,
+            ],
         }
     }
 }
@@ -180,7 +192,12 @@ pub fn vm(opts: &Options) -> Result<()> {
     print_summary(&outcomes, start.elapsed());
     let bad: Vec<String> = outcomes
         .iter()
-        .flat_map(|o| o.tiers.iter().filter(|t| !t.status.passed()).map(move |t| (o, t)))
+        .flat_map(|o| {
+            o.tiers
+                .iter()
+                .filter(|t| !t.status.passed())
+                .map(move |t| (o, t))
+        })
         .map(|(o, t)| format!("{} {}: {}", o.label, t.tier, t.status.word()))
         .collect();
     if !bad.is_empty() {
@@ -217,9 +234,16 @@ fn select_kernels(which: &str) -> Result<Vec<Selected>> {
         return Ok(out);
     }
     let names = || {
-        available.iter().map(|k| format!("{} (series {})", k.version, k.series)).collect::<Vec<_>>()
+        available
+            .iter()
+            .map(|k| format!("{} (series {})", k.version, k.series))
+            .collect::<Vec<_>>()
     };
-    let listed = if available.is_empty() { "none".to_string() } else { names().join(", ") };
+    let listed = if available.is_empty() {
+        "none".to_string()
+    } else {
+        names().join(", ")
+    };
     let pick = available
         .iter()
         .rposition(|k| k.version == which)
@@ -269,7 +293,9 @@ fn skips_for(version: &str, tier: Tier) -> Vec<(&'static str, String)> {
 
 fn build(tiers: &[Tier], release: bool) -> Result<Built> {
     let profile = if release { "release" } else { "debug" };
-    section(&format!("vm: build the test binaries (not run) and impair ({profile})"));
+    section(&format!(
+        "vm: build the test binaries (not run) and impair ({profile})"
+    ));
     let mut cmd = tasks::cargo_ebpf_required();
     cmd.args([
         "test",
@@ -293,7 +319,12 @@ fn build(tiers: &[Tier], release: bool) -> Result<Built> {
     }
 
     let mut cmd = tasks::cargo_ebpf_required();
-    cmd.args(["build", "--bin", "impair", "--message-format=json-render-diagnostics"]);
+    cmd.args([
+        "build",
+        "--bin",
+        "impair",
+        "--message-format=json-render-diagnostics",
+    ]);
     if release {
         cmd.arg("--release");
     }
@@ -317,7 +348,10 @@ fn build(tiers: &[Tier], release: bool) -> Result<Built> {
             if util::probe(&mut cmd).is_some() && dst.is_file() {
                 return Ok(dst);
             }
-            eprintln!("note: `{}` failed; using the unstripped binary", describe(&cmd));
+            eprintln!(
+                "note: `{}` failed; using the unstripped binary",
+                describe(&cmd)
+            );
         }
         fs::copy(src, &dst)
             .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
@@ -358,7 +392,11 @@ fn executable(messages: &[serde_json::Value], name: &str, kind: &str) -> Option<
         .iter()
         .filter(|m| m["reason"] == "compiler-artifact")
         .filter(|m| m["target"]["name"] == name)
-        .filter(|m| m["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == kind)))
+        .filter(|m| {
+            m["target"]["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == kind))
+        })
         .filter_map(|m| m["executable"].as_str())
         .map(PathBuf::from)
         .next_back()
@@ -372,7 +410,10 @@ fn check_skip_names(built: &Built) {
         else {
             continue;
         };
-        let names: BTreeSet<&str> = list.lines().filter_map(|l| l.strip_suffix(": test")).collect();
+        let names: BTreeSet<&str> = list
+            .lines()
+            .filter_map(|l| l.strip_suffix(": test"))
+            .collect();
         for (t, name) in NEEDS_TCX {
             if t == tier && !names.contains(name) {
                 util::warn_loudly(&format!(
@@ -419,7 +460,9 @@ struct Cpio {
 
 impl Cpio {
     fn norm(path: &str) -> String {
-        path.trim_start_matches('/').trim_end_matches('/').to_string()
+        path.trim_start_matches('/')
+            .trim_end_matches('/')
+            .to_string()
     }
 
     fn dir(&mut self, path: &str) {
@@ -463,22 +506,26 @@ impl Cpio {
     fn chardev(&mut self, path: &str, major: u32, minor: u32, perm: u32) {
         let path = Self::norm(path);
         self.parent(&path);
-        self.nodes.insert(path, Node::CharDev { major, minor, perm });
+        self.nodes
+            .insert(path, Node::CharDev { major, minor, perm });
     }
 
     /// Writes the archive; returns its size in bytes.
     fn write(&self, out: &Path) -> Result<u64> {
         let file = fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
-        let mut w = CountingWriter { inner: BufWriter::new(file), written: 0 };
+        let mut w = CountingWriter {
+            inner: BufWriter::new(file),
+            written: 0,
+        };
         for (ino, (path, node)) in self.nodes.iter().enumerate() {
             let (mode, data, rdev): (u32, std::borrow::Cow<'_, [u8]>, (u32, u32)) = match node {
                 Node::Dir => (0o040_755, (&[][..]).into(), (0, 0)),
                 Node::File { src, mode } => {
                     let data = match src {
                         Source::Bytes(b) => b.as_slice().into(),
-                        Source::Path(p) => {
-                            fs::read(p).with_context(|| format!("reading {}", p.display()))?.into()
-                        }
+                        Source::Path(p) => fs::read(p)
+                            .with_context(|| format!("reading {}", p.display()))?
+                            .into(),
                     };
                     (0o100_000 | mode, data, (0, 0))
                 }
@@ -524,7 +571,21 @@ fn write_entry<W: std::io::Write>(
     data: &[u8],
 ) -> Result<()> {
     let size = u32::try_from(data.len()).context("file too large for newc cpio")?;
-    let fields = [ino, mode, 0, 0, nlink, 0, size, 0, 0, rmajor, rminor, name.len() as u32 + 1, 0];
+    let fields = [
+        ino,
+        mode,
+        0,
+        0,
+        nlink,
+        0,
+        size,
+        0,
+        0,
+        rmajor,
+        rminor,
+        name.len() as u32 + 1,
+        0,
+    ];
     let mut header = String::from("070701");
     for f in fields {
         header.push_str(&format!("{f:08x}"));
@@ -561,12 +622,17 @@ fn add_modules(cpio: &mut Cpio, k: &Kernel) -> Result<Vec<Module>> {
     let mut deps: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
     let mut by_path: BTreeMap<String, String> = BTreeMap::new();
     for line in dep_text.lines() {
-        let Some((path, rest)) = line.split_once(':') else { continue };
+        let Some((path, rest)) = line.split_once(':') else {
+            continue;
+        };
         let name = module_name(path);
         by_path.insert(path.to_string(), name.clone());
         deps.insert(
             name,
-            (path.to_string(), rest.split_whitespace().map(str::to_string).collect()),
+            (
+                path.to_string(),
+                rest.split_whitespace().map(str::to_string).collect(),
+            ),
         );
     }
     let mut order: Vec<String> = Vec::new();
@@ -580,8 +646,9 @@ fn add_modules(cpio: &mut Cpio, k: &Kernel) -> Result<Vec<Module>> {
         if order.iter().any(|n| n == name) || stack.iter().any(|n| n == name) {
             return Ok(());
         }
-        let (_, ds) =
-            deps.get(name).with_context(|| format!("module {name} not in modules.dep"))?;
+        let (_, ds) = deps
+            .get(name)
+            .with_context(|| format!("module {name} not in modules.dep"))?;
         stack.push(name.to_string());
         for d in ds {
             let dn = by_path.get(d).cloned().unwrap_or_else(|| module_name(d));
@@ -613,11 +680,18 @@ fn add_modules(cpio: &mut Cpio, k: &Kernel) -> Result<Vec<Module>> {
         let (path, ds) = &deps[name];
         let (rel, data) = decompressed(&dir.join(path), path)?;
         cpio.file(&format!("{base}/{rel}"), Source::Bytes(data), 0o644);
-        let ds: Vec<String> = ds.iter().map(|d| strip_compression(d).to_string()).collect();
+        let ds: Vec<String> = ds
+            .iter()
+            .map(|d| strip_compression(d).to_string())
+            .collect();
         dep_out.push_str(&format!("{rel}: {}\n", ds.join(" ")));
         modules.push(Module { rel });
     }
-    cpio.file(&format!("{base}/modules.dep"), Source::Bytes(dep_out.into_bytes()), 0o644);
+    cpio.file(
+        &format!("{base}/modules.dep"),
+        Source::Bytes(dep_out.into_bytes()),
+        0o644,
+    );
     for f in ["modules.builtin", "modules.order"] {
         if dir.join(f).is_file() {
             cpio.file(&format!("{base}/{f}"), Source::Path(dir.join(f)), 0o644);
@@ -634,7 +708,10 @@ fn module_name(path: &str) -> String {
 }
 
 fn strip_compression(path: &str) -> &str {
-    [".xz", ".zst", ".gz"].iter().find_map(|s| path.strip_suffix(s)).unwrap_or(path)
+    [".xz", ".zst", ".gz"]
+        .iter()
+        .find_map(|s| path.strip_suffix(s))
+        .unwrap_or(path)
 }
 
 /// The module's bytes, decompressed with the matching tool if needed.
@@ -673,10 +750,11 @@ fn decompressed(file: &Path, rel: &str) -> Result<(String, Vec<u8>)> {
 /// Adds `bin` and every shared library `ldd` lists for it (at the same paths,
 /// the dynamic loader included).
 fn add_libraries(cpio: &mut Cpio, bin: &Path) -> Result<()> {
-    let out =
-        Command::new("ldd").arg(bin).stdin(Stdio::null()).output().with_context(|| {
-            format!("running ldd on {} (Debian package libc-bin)", bin.display())
-        })?;
+    let out = Command::new("ldd")
+        .arg(bin)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running ldd on {} (Debian package libc-bin)", bin.display()))?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         if text.contains("not a dynamic executable")
@@ -684,7 +762,11 @@ fn add_libraries(cpio: &mut Cpio, bin: &Path) -> Result<()> {
         {
             return Ok(());
         }
-        bail!("ldd {} failed: {}", bin.display(), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ldd {} failed: {}",
+            bin.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     for line in text.lines() {
         let line = line.trim();
@@ -720,7 +802,10 @@ fn host_tool(name: &str, package: &str) -> Result<PathBuf> {
 }
 
 fn sh_quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
@@ -774,9 +859,18 @@ echo "{M_BOOTED} $(uname -r) $(nproc) cpus, uptime $(cut -d' ' -f1 /proc/uptime)
             "--include-ignored" => run.extra.iter().any(|a| a == "--ignored" || a == flag),
             _ => run.extra.iter().any(|a| a == flag),
         };
-        args.extend(run.tier.default_args().iter().filter(|a| !given(a)).map(|a| a.to_string()));
+        args.extend(
+            run.tier
+                .default_args()
+                .iter()
+                .filter(|a| !given(a))
+                .map(|a| a.to_string()),
+        );
         for (test, why) in &run.skips {
-            s.push_str(&format!("echo {}\n", sh_quote(&format!("vm: SKIPPED {test}: {why}"))));
+            s.push_str(&format!(
+                "echo {}\n",
+                sh_quote(&format!("vm: SKIPPED {test}: {why}"))
+            ));
             args.push("--skip".into());
             args.push(test.to_string());
         }
@@ -813,7 +907,9 @@ struct TierRun {
 
 fn build_initramfs(k: &Kernel, built: &Built, runs: &[TierRun], out: &Path) -> Result<u64> {
     let mut cpio = Cpio::default();
-    for d in ["dev", "proc", "sys", "run", "tmp", "root", "etc", "usr/bin", "usr/sbin", "bin"] {
+    for d in [
+        "dev", "proc", "sys", "run", "tmp", "root", "etc", "usr/bin", "usr/sbin", "bin",
+    ] {
         cpio.dir(d);
     }
     // The kernel opens /dev/console for /init before anything is mounted.
@@ -829,36 +925,61 @@ fn build_initramfs(k: &Kernel, built: &Built, runs: &[TierRun], out: &Path) -> R
 
     for (tier, exe) in &built.tests {
         if runs.iter().any(|r| r.tier == *tier) {
-            cpio.file(&format!("t/deps/{}", tier.target()), Source::Path(exe.clone()), 0o755);
+            cpio.file(
+                &format!("t/deps/{}", tier.target()),
+                Source::Path(exe.clone()),
+                0o755,
+            );
             add_libraries(&mut cpio, exe)?;
         }
     }
     cpio.file("t/impair", Source::Path(built.impair.clone()), 0o755);
     add_libraries(&mut cpio, &built.impair)?;
 
-    for (tool, package) in [("ip", "iproute2"), ("tc", "iproute2"), ("ethtool", "ethtool")] {
+    for (tool, package) in [
+        ("ip", "iproute2"),
+        ("tc", "iproute2"),
+        ("ethtool", "ethtool"),
+    ] {
         let host = host_tool(tool, package)?;
-        cpio.file(&format!("usr/sbin/{tool}"), Source::Path(host.clone()), 0o755);
+        cpio.file(
+            &format!("usr/sbin/{tool}"),
+            Source::Path(host.clone()),
+            0o755,
+        );
         add_libraries(&mut cpio, &host)?;
     }
     // iproute2's tables (rt_tables, protocol names) and tc's netem distributions.
-    for dir in
-        ["/etc/iproute2", "/usr/share/iproute2", "/usr/lib/x86_64-linux-gnu/tc", "/usr/lib/tc"]
-    {
+    for dir in [
+        "/etc/iproute2",
+        "/usr/share/iproute2",
+        "/usr/lib/x86_64-linux-gnu/tc",
+        "/usr/lib/tc",
+    ] {
         add_tree(&mut cpio, Path::new(dir))?;
     }
-    cpio.file("etc/passwd", Source::Bytes(b"root:x:0:0:root:/root:/bin/sh\n".to_vec()), 0o644);
+    cpio.file(
+        "etc/passwd",
+        Source::Bytes(b"root:x:0:0:root:/root:/bin/sh\n".to_vec()),
+        0o644,
+    );
     cpio.file("etc/group", Source::Bytes(b"root:x:0:\n".to_vec()), 0o644);
 
     let modules = add_modules(&mut cpio, k)?;
-    cpio.file("init", Source::Bytes(init_script(k, &modules, runs).into_bytes()), 0o755);
+    cpio.file(
+        "init",
+        Source::Bytes(init_script(k, &modules, runs).into_bytes()),
+        0o755,
+    );
     cpio.write(out)
 }
 
 /// Regular files under `dir` (if it exists), at the same paths; not tc's
 /// plugins (`*.so`, for iptables actions the tests never use).
 fn add_tree(cpio: &mut Cpio, dir: &Path) -> Result<()> {
-    let Ok(entries) = fs::read_dir(dir) else { return Ok(()) };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -946,7 +1067,11 @@ fn run_kernel(k: &Kernel, tiers: &[Tier], built: &Built, opts: &Options) -> Resu
         .iter()
         .map(|t| TierRun {
             tier: *t,
-            skips: if opts.no_skip { Vec::new() } else { skips_for(&k.version, *t) },
+            skips: if opts.no_skip {
+                Vec::new()
+            } else {
+                skips_for(&k.version, *t)
+            },
             extra: opts.extra.clone(),
         })
         .collect();
@@ -986,7 +1111,11 @@ fn run_kernel(k: &Kernel, tiers: &[Tier], built: &Built, opts: &Options) -> Resu
         "kernel {}: qemu ran {:.1} s{}; console log: {}",
         k.version,
         boot.secs,
-        if boot.timed_out { " and was killed (TIMEOUT)" } else { "" },
+        if boot.timed_out {
+            " and was killed (TIMEOUT)"
+        } else {
+            ""
+        },
         log_path.display()
     );
     Ok(outcome(label, &runs, &boot))
@@ -1029,7 +1158,11 @@ fn boot(k: &Kernel, initrd: &Path, log_path: &Path, timeout: Duration) -> Result
         thread::spawn(move || stream(stdout, &prefix, &log, &done, started))
     };
     let err_reader = {
-        let (log, done, prefix) = (log.clone(), Arc::new(AtomicBool::new(false)), prefix.clone());
+        let (log, done, prefix) = (
+            log.clone(),
+            Arc::new(AtomicBool::new(false)),
+            prefix.clone(),
+        );
         thread::spawn(move || stream(stderr, &format!("{prefix} qemu:"), &log, &done, started))
     };
 
@@ -1060,9 +1193,16 @@ fn boot(k: &Kernel, initrd: &Path, log_path: &Path, timeout: Duration) -> Result
         }
         thread::sleep(Duration::from_millis(100));
     };
-    let lines = reader.join().map_err(|_| anyhow::anyhow!("console reader panicked"))?;
+    let lines = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("console reader panicked"))?;
     let _ = err_reader.join();
-    Ok(Boot { lines, timed_out, status, secs: started.elapsed().as_secs_f64() })
+    Ok(Boot {
+        lines,
+        timed_out,
+        status,
+        secs: started.elapsed().as_secs_f64(),
+    })
 }
 
 /// Copies a stream to the log and to stdout (prefixed) line by line, and
@@ -1149,7 +1289,10 @@ fn after<'a>(line: &'a str, marker: &str) -> Option<Vec<&'a str>> {
 
 fn outcome(label: String, runs: &[TierRun], boot: &Boot) -> KernelOutcome {
     let lines = &boot.lines;
-    let boot_secs = lines.iter().find(|(_, l)| l.contains(M_BOOTED)).map(|(t, _)| *t);
+    let boot_secs = lines
+        .iter()
+        .find(|(_, l)| l.contains(M_BOOTED))
+        .map(|(t, _)| *t);
     let mut notes = Vec::new();
     for (_, l) in lines {
         if let Some(rest) = after(l, M_MODULE_FAILED) {
@@ -1162,7 +1305,9 @@ fn outcome(label: String, runs: &[TierRun], boot: &Boot) -> KernelOutcome {
     if !boot.timed_out && !lines.iter().any(|(_, l)| l.contains(M_DONE)) {
         notes.push(format!(
             "qemu exited ({}) before /init finished: a guest crash or panic?",
-            boot.status.map(|s| s.to_string()).unwrap_or_else(|| "?".into())
+            boot.status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "?".into())
         ));
     }
     let tiers = runs
@@ -1187,7 +1332,10 @@ fn outcome(label: String, runs: &[TierRun], boot: &Boot) -> KernelOutcome {
             let counts = body
                 .iter()
                 .rev()
-                .find_map(|(_, l)| l.find("test result:").map(|i| l[i + 12..].trim().to_string()))
+                .find_map(|(_, l)| {
+                    l.find("test result:")
+                        .map(|i| l[i + 12..].trim().to_string())
+                })
                 .map(|c| c.split("; finished").next().unwrap_or(&c).to_string())
                 .unwrap_or_default();
             let failed_tests = failed_tests(body);
@@ -1212,16 +1360,33 @@ fn outcome(label: String, runs: &[TierRun], boot: &Boot) -> KernelOutcome {
             }
         })
         .collect();
-    KernelOutcome { label, tiers, boot_secs, total_secs: Some(boot.secs), notes }
+    KernelOutcome {
+        label,
+        tiers,
+        boot_secs,
+        total_secs: Some(boot.secs),
+        notes,
+    }
 }
 
 fn print_summary(outcomes: &[KernelOutcome], total: Duration) {
-    let width = outcomes.iter().map(|o| o.label.len()).max().unwrap_or(6).max(6);
+    let width = outcomes
+        .iter()
+        .map(|o| o.label.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
     println!("\n=== vm: summary ===");
-    println!("{:<width$}  {:<8}  {:<16}  {:>7}  tests", "kernel", "tier", "result", "time");
+    println!(
+        "{:<width$}  {:<8}  {:<16}  {:>7}  tests",
+        "kernel", "tier", "result", "time"
+    );
     for o in outcomes {
         for t in &o.tiers {
-            let secs = t.secs.map(|s| format!("{s:.0} s")).unwrap_or_else(|| "-".into());
+            let secs = t
+                .secs
+                .map(|s| format!("{s:.0} s"))
+                .unwrap_or_else(|| "-".into());
             println!(
                 "{:<width$}  {:<8}  {:<16}  {:>7}  {}",
                 o.label,
@@ -1234,17 +1399,26 @@ fn print_summary(outcomes: &[KernelOutcome], total: Duration) {
                 println!("{:<width$}  {:<8}    failed: {f}", "", "");
             }
             for s in &t.skipped {
-                println!("{:<width$}  {:<8}    SKIPPED (needs tcx, Linux 6.6+): {s}", "", "");
+                println!(
+                    "{:<width$}  {:<8}    SKIPPED (needs tcx, Linux 6.6+): {s}",
+                    "", ""
+                );
             }
         }
         if let (Some(b), Some(tot)) = (o.boot_secs, o.total_secs) {
-            println!("{:<width$}  boot to /init {b:.0} s, qemu total {tot:.0} s", "");
+            println!(
+                "{:<width$}  boot to /init {b:.0} s, qemu total {tot:.0} s",
+                ""
+            );
         }
         for n in &o.notes {
             println!("{:<width$}  note: {n}", "");
         }
     }
-    println!("wall time (build, initramfs, all boots): {:.0} s", total.as_secs_f64());
+    println!(
+        "wall time (build, initramfs, all boots): {:.0} s",
+        total.as_secs_f64()
+    );
 }
 
 #[cfg(test)]
@@ -1255,7 +1429,10 @@ mod tests {
     fn versions_and_tcx_skips() {
         assert_eq!(major_minor("6.1.0-56-cloud-amd64"), Some((6, 1)));
         assert_eq!(major_minor("6.12.117+deb12-cloud-amd64"), Some((6, 12)));
-        assert_eq!(skips_for("6.1.0-56-cloud-amd64", Tier::Netns).len(), NEEDS_TCX.len());
+        assert_eq!(
+            skips_for("6.1.0-56-cloud-amd64", Tier::Netns).len(),
+            NEEDS_TCX.len()
+        );
         assert!(skips_for("6.1.0-56-cloud-amd64", Tier::Bpf).is_empty());
         assert!(skips_for("6.12.117+deb12-cloud-amd64", Tier::Netns).is_empty());
     }
@@ -1291,7 +1468,10 @@ mod tests {
 
     #[test]
     fn escapes_are_stripped() {
-        assert_eq!(strip_escapes("\x1bc\x1b[?7l\x1b[2J\x1b[0mSeaBIOS\r"), "SeaBIOS");
+        assert_eq!(
+            strip_escapes("\x1bc\x1b[?7l\x1b[2J\x1b[0mSeaBIOS\r"),
+            "SeaBIOS"
+        );
         assert_eq!(strip_escapes("plain"), "plain");
     }
 
