@@ -65,6 +65,9 @@ enum Cmd {
         /// A kernel release, a series (6.1, 6.12), or all.
         #[arg(long, default_value = "all")]
         kernel: String,
+        /// Only re-render from the logs of the last VM runs (target/vm-logs).
+        #[arg(long)]
+        from_logs: bool,
     },
     /// The main job: set up, build, and run `impair demo` (a self-made
     /// namespace lab, impaired, measured and removed). Needs root.
@@ -114,7 +117,7 @@ fn main() -> ExitCode {
         } => tasks::test(tier, &vm_kernel, &extra),
         Cmd::Clippy => tasks::clippy(),
         Cmd::Demo { extra } => tasks::demo(&extra),
-        Cmd::Accuracy { kernel } => accuracy::accuracy(&kernel),
+        Cmd::Accuracy { kernel, from_logs } => accuracy::accuracy(&kernel, from_logs),
         Cmd::Vm {
             kernel,
             tier,
