@@ -9,7 +9,11 @@
 //! duplication (see `rules`).
 #![no_std]
 #![no_main]
+// BPF has compare-and-swap, but Rust's BPF targets do not expose it (see `atomic`).
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
+mod atomic;
 mod maps;
 mod parse;
 mod pkt;

@@ -43,8 +43,8 @@ pub static LOSS_STATE: PerCpuArray<u32> = PerCpuArray::with_max_entries(RULE_ENT
 pub static TABLES: Array<DelayTable> = Array::with_max_entries(RULE_ENTRIES, 0);
 
 /// Per-rule departure time of the last packet through the emulated link
-/// (rate), shared by all CPUs like Cilium's EDT state: concurrent updates race
-/// benignly (a lost update lets one packet through one serialization early).
+/// (rate), shared by all CPUs like Cilium's EDT state, but advanced with a
+/// compare-and-swap so concurrent packets never share a slot.
 #[map(name = "IMPAIR_RATE_ST")]
 pub static RATE_STATE: Array<u64> = Array::with_max_entries(RULE_ENTRIES, 0);
 
@@ -52,7 +52,8 @@ pub static RATE_STATE: Array<u64> = Array::with_max_entries(RULE_ENTRIES, 0);
 #[map(name = "IMPAIR_DELAY_ST")]
 pub static DELAY_STATE: PerCpuArray<u64> = PerCpuArray::with_max_entries(RULE_ENTRIES, 0);
 
-/// Per-flow last departure time for in-order jitter.
+/// Per-flow last departure time for in-order jitter, raised atomically (a
+/// flow can be on several CPUs at once).
 #[map(name = "IMPAIR_FLOWS")]
 pub static FLOWS: LruHashMap<FlowKey, u64> = LruHashMap::with_max_entries(65_536, 0);
 

@@ -6,6 +6,7 @@
 //! only tc egress has one (fq, a qdisc): received packets have no qdisc after
 //! the hook, so those impairments never happen there.
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     helpers::{bpf_get_hash_recalc, bpf_ktime_get_ns, bpf_skb_set_tstamp},
     programs::{TcContext, XdpContext},
 };
@@ -16,6 +17,7 @@ use impair_common::{
 };
 
 use crate::{
+    atomic,
     maps::{
         random_u64, CONTROL, DELAY_STATE, DUPLICATING, FLOWS, GLOBAL_COUNTERS, KEY, LOSS_STATE,
         MATCHED, RATE_STATE, RULES, RULESETS, RULE_COUNTERS, TABLES,
@@ -342,19 +344,13 @@ fn schedule(ctx: &TcContext, rule: &Rule, idx: u32, len: u32, now: u64) -> Resul
         // SAFETY: the helper only reads (and may compute) the skb's hash.
         let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
         let key = FlowKey { hash, rule: idx };
-        match FLOWS.get_ptr_mut(&key) {
-            Some(last) => {
-                // SAFETY: a valid map value; a racing CPU can only make it later.
-                unsafe {
-                    if *last > t {
-                        t = *last;
-                    }
-                    *last = t;
-                }
-            }
-            None => {
-                let _ = FLOWS.insert(&key, &t, 0);
-            }
+        if FLOWS.get_ptr_mut(&key).is_none() {
+            // BPF_NOEXIST: if another CPU created the entry first, keep its
+            // time and fold ours in below.
+            let _ = FLOWS.insert(&key, &0, BPF_NOEXIST as u64);
+        }
+        if let Some(last) = FLOWS.get_ptr_mut(&key) {
+            t = fetch_max(last, t);
         }
     }
     if rule.rate_ps_per_byte != 0 {
@@ -366,18 +362,73 @@ fn schedule(ctx: &TcContext, rule: &Rule, idx: u32, len: u32, now: u64) -> Resul
             rule.cell_overhead_bytes,
         );
         let tx = edt::tx_time_ns(bytes, rule.rate_ps_per_byte);
-        // SAFETY: a valid map value shared by CPUs; see RATE_STATE.
-        let last = unsafe { core::ptr::read_volatile(st) };
-        match edt::rate_departure(t, last, tx, rule.queue_limit_ns) {
+        match reserve_departure(st, t, tx, rule.queue_limit_ns) {
             None => return Ok(Schedule::Drop),
-            Some(d) => {
-                // SAFETY: as above.
-                unsafe { core::ptr::write_volatile(st, d) };
-                t = d;
-            }
+            Some(d) => t = d,
         }
     }
     Ok(Schedule::At(t))
+}
+
+/// Compare-and-swap attempts before a contended update gives up. Each failure
+/// means another CPU moved the value forward meanwhile; four in a row needs
+/// four packets of the same flow or rule on other CPUs within a few
+/// nanoseconds, and the verifier needs a bound.
+const CAS_ATTEMPTS: u32 = 4;
+
+/// Raises `*slot` to at least `t` with a compare-and-swap (several CPUs may
+/// carry one flow: RPS, a migrating sender) and returns the departure time
+/// this packet gets: `max(*slot, t)`. Two CPUs can never hand out departure
+/// times that go backwards in the order of their successful swaps.
+#[inline(always)]
+fn fetch_max(slot: *mut u64, t: u64) -> u64 {
+    // SAFETY: `slot` is a valid, 8-byte-aligned map value that lives as long
+    // as the program runs; all access to it is atomic.
+    let mut cur = unsafe { atomic::load(slot) };
+    for _ in 0..CAS_ATTEMPTS {
+        if cur >= t {
+            return cur;
+        }
+        // SAFETY: as above.
+        match unsafe { atomic::compare_exchange(slot, cur, t) } {
+            Ok(_) => return t,
+            Err(seen) => cur = seen,
+        }
+    }
+    if cur > t {
+        cur
+    } else {
+        t
+    }
+}
+
+/// Books this packet's serialization on the emulated link: the departure
+/// after the link's last one (or `ready_ns` if idle), unless that exceeds the
+/// queue limit (`None`: drop). The link's state is shared by all CPUs and
+/// advanced with a compare-and-swap, so two packets never get the same slot.
+#[inline(always)]
+fn reserve_departure(
+    slot: *mut u64,
+    ready_ns: u64,
+    tx_ns: u64,
+    queue_limit_ns: u64,
+) -> Option<u64> {
+    // SAFETY: as in `fetch_max`.
+    let mut cur = unsafe { atomic::load(slot) };
+    let mut d = edt::rate_departure(ready_ns, cur, tx_ns, queue_limit_ns)?;
+    for _ in 0..CAS_ATTEMPTS {
+        // SAFETY: as in `fetch_max`.
+        match unsafe { atomic::compare_exchange(slot, cur, d) } {
+            Ok(_) => return Some(d),
+            Err(seen) => {
+                cur = seen;
+                d = edt::rate_departure(ready_ns, cur, tx_ns, queue_limit_ns)?;
+            }
+        }
+    }
+    // Still contended: take the slot after the last value seen. At worst
+    // this packet shares a slot with another one (Cilium's EDT race).
+    Some(d)
 }
 
 /// The random word for this packet's jitter: with the rule's correlation

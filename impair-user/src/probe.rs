@@ -104,6 +104,12 @@ pub struct ProbeConfig {
     /// must exceed the largest delay under test, or delayed packets count as
     /// lost.
     pub linger: Duration,
+    /// Send from this CPU only (the calling thread's affinity is restored
+    /// afterwards). A sender that migrates between CPUs while packets of its
+    /// flow wait in the previous CPU's receive backlog (veth, deferred
+    /// softirqs) lets the lab reorder them before any impairment; pinning
+    /// keeps reordering measurements about the engine.
+    pub sender_cpu: Option<usize>,
 }
 
 impl Default for ProbeConfig {
@@ -116,6 +122,7 @@ impl Default for ProbeConfig {
             payload_len: DEFAULT_PAYLOAD_LEN,
             run_id: rand::random(),
             linger: Duration::from_millis(500),
+            sender_cpu: None,
         }
     }
 }
@@ -834,7 +841,10 @@ pub fn run_pair_with_log(
             .context("spawning the probe receiver thread")?
     };
     let _ = ready_rx.recv();
-    let sent = send(&tx, dst, cfg);
+    let sent = match cfg.sender_cpu {
+        Some(cpu) => on_cpu(cpu, || send(&tx, dst, cfg)),
+        None => send(&tx, dst, cfg),
+    };
     let linger_ns = u64::try_from(cfg.linger.as_nanos()).unwrap_or(u64::MAX);
     // Always release the receiver, even if sending failed.
     stop_at_ns.store(
@@ -853,6 +863,31 @@ pub fn run_pair_with_log(
     let sent = sent?;
     let report = log.accounting().report(cfg, &sent);
     Ok((report, log))
+}
+
+/// Runs `f` with the calling thread pinned to `cpu`, then restores its
+/// previous affinity.
+fn on_cpu<T>(cpu: usize, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    // SAFETY: zeroed cpu_set_t values are valid; the calls read and write only
+    // them, for the calling thread (pid 0).
+    unsafe {
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        let mut old: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, size, &mut old) != 0 {
+            bail!("sched_getaffinity: {}", std::io::Error::last_os_error());
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, size, &set) != 0 {
+            bail!(
+                "pinning the probe sender to CPU {cpu}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        let out = f();
+        libc::sched_setaffinity(0, size, &old);
+        out
+    }
 }
 
 #[cfg(test)]

@@ -68,6 +68,8 @@ fn measure(lab: &Lab, count: u64, rate_pps: u64, payload_len: usize, linger: Dur
         rate_pps,
         payload_len,
         linger,
+        // The lab must not reorder by itself (see ProbeConfig::sender_cpu).
+        sender_cpu: Some(0),
         ..Default::default()
     };
     let (report, log) = run_pair_with_log(tx, rx, to, &cfg).unwrap();
