@@ -59,7 +59,16 @@ pub fn rate_departure(
         ready_ns
     };
     let departure = start + tx_ns;
-    if queue_limit_ns != 0 && departure - ready_ns > queue_limit_ns {
+    // A packet that finds the link idle always goes, even if its own
+    // serialization takes longer than the limit (a full-size packet on a
+    // slow link, a GSO super-packet): the limit bounds the queue, never one
+    // packet.
+    let limit = if queue_limit_ns > tx_ns {
+        queue_limit_ns
+    } else {
+        tx_ns
+    };
+    if queue_limit_ns != 0 && departure - ready_ns > limit {
         return None;
     }
     Some(departure)
@@ -110,6 +119,16 @@ mod tests {
         }
         assert_eq!(sent, 2);
         assert_eq!(last, 2_000_000);
+    }
+
+    #[test]
+    fn a_packet_longer_than_the_limit_still_goes_on_an_idle_link() {
+        // 1514 bytes at 50 kbit/s take 242 ms; the queue holds 100 ms.
+        let tx = tx_time_ns(1514, ps_per_byte(50_000));
+        assert_eq!(tx, 242_240_000);
+        assert_eq!(rate_departure(0, 0, tx, 100_000_000), Some(tx));
+        // The next one, behind it, is over the limit.
+        assert_eq!(rate_departure(0, tx, tx, 100_000_000), None);
     }
 
     #[test]
