@@ -1,0 +1,275 @@
+//! Scenarios: a TOML timeline of steps (a profile, or rules written inline,
+//! held for a duration), played once, a number of times, or looped, each step
+//! applied with an atomic rule-set update (no detach between steps).
+//!
+//! ```toml
+//! repeat = "loop"          # "once" (default), "loop", or a count: 3
+//! [[step]]
+//! profile = "lte"          # a built-in, or a file relative to this one
+//! duration = "30s"
+//! [[step]]
+//! duration = "5s"
+//! [[step.rule]]            # inline rules, same keys as a profile's [[rule]]
+//! blackhole = true
+//! ```
+use std::{path::Path, time::Duration};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::{
+    input::{self, usage, UsageError},
+    profiles::{self, RuleToml, SourceText},
+    rules::{compile_all, RuleSpec},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repeat {
+    /// Play the steps this many times (1: once), then keep the last step.
+    Times(u32),
+    /// Until stopped.
+    Loop,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// The profile name, or a summary of inline rules.
+    pub label: String,
+    pub rules: Vec<RuleSpec>,
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub steps: Vec<Step>,
+    pub repeat: Repeat,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScenarioToml {
+    repeat: Option<Spanned<RepeatValue>>,
+    #[serde(default)]
+    step: Vec<StepToml>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RepeatValue {
+    Count(i64),
+    Word(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepToml {
+    profile: Option<Spanned<String>>,
+    duration: Spanned<String>,
+    #[serde(default)]
+    rule: Vec<RuleToml>,
+}
+
+impl Scenario {
+    /// How long one pass over the steps takes.
+    pub fn period(&self) -> Duration {
+        self.steps.iter().map(|s| s.duration).sum()
+    }
+
+    /// The step active `elapsed` after the start, and whether the scenario
+    /// is over (a finite repeat count played out: the last step stays).
+    pub fn step_at(&self, elapsed: Duration) -> (usize, bool) {
+        let period = self.period();
+        let passes = (elapsed.as_nanos() / period.as_nanos().max(1)) as u64;
+        if let Repeat::Times(n) = self.repeat {
+            if passes >= u64::from(n) {
+                return (self.steps.len() - 1, true);
+            }
+        }
+        let mut t = Duration::from_nanos((elapsed.as_nanos() % period.as_nanos().max(1)) as u64);
+        for (i, s) in self.steps.iter().enumerate() {
+            if t < s.duration {
+                return (i, false);
+            }
+            t -= s.duration;
+        }
+        (self.steps.len() - 1, false)
+    }
+}
+
+pub fn load(path: &str) -> Result<Scenario, UsageError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| usage!("cannot read scenario file '{path}': {e}"))?;
+    parse(path, &text, Path::new(path).parent())
+}
+
+pub fn parse(label: &str, text: &str, base: Option<&Path>) -> Result<Scenario, UsageError> {
+    let src = SourceText { label, text };
+    let raw: ScenarioToml = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
+    let repeat = match &raw.repeat {
+        None => Repeat::Times(1),
+        Some(r) => match r.get_ref() {
+            RepeatValue::Word(w) if w == "once" => Repeat::Times(1),
+            RepeatValue::Word(w) if w == "loop" => Repeat::Loop,
+            RepeatValue::Count(n) if (1..=1_000_000).contains(n) => Repeat::Times(*n as u32),
+            RepeatValue::Count(n) => return Err(src.at(
+                r.span(),
+                "repeat",
+                format!(
+                    "{n} is out of range: expected a count from 1 to 1000000, \"once\" or \"loop\""
+                ),
+            )),
+            RepeatValue::Word(w) => {
+                return Err(src.at(
+                    r.span(),
+                    "repeat",
+                    format!("invalid value '{w}': expected \"once\", \"loop\" or a count"),
+                ))
+            }
+        },
+    };
+    if raw.step.is_empty() {
+        return Err(usage!(
+            "{label}: no [[step]] tables: a scenario needs at least one step"
+        ));
+    }
+    let mut steps = Vec::with_capacity(raw.step.len());
+    for (i, st) in raw.step.iter().enumerate() {
+        let duration_ns = input::parse_duration_ns("duration", st.duration.get_ref())
+            .map_err(|e| src.at(st.duration.span(), "duration", e))?;
+        if duration_ns < 10_000_000 {
+            return Err(src.at(
+                st.duration.span(),
+                "duration",
+                format!(
+                    "'{}' is too short: a step lasts at least 10ms",
+                    st.duration.get_ref()
+                ),
+            ));
+        }
+        let (label, rules) = match (&st.profile, st.rule.is_empty()) {
+            (Some(p), true) => {
+                let name = p.get_ref();
+                let arg = match base {
+                    Some(b) if profiles::is_file_arg(name) && Path::new(name).is_relative() => {
+                        b.join(name).to_string_lossy().into_owned()
+                    }
+                    _ => name.clone(),
+                };
+                let prof = profiles::load(&arg).map_err(|e| src.at(p.span(), "profile", e))?;
+                (name.clone(), prof.rules)
+            }
+            (None, false) => {
+                let mut rules = Vec::with_capacity(st.rule.len());
+                for r in &st.rule {
+                    rules.push(r.to_spec(&src, base)?);
+                }
+                let set =
+                    compile_all(&rules).map_err(|e| usage!("{label}: step {}: {e}", i + 1))?;
+                let views: Vec<String> = set
+                    .rules
+                    .iter()
+                    .map(|r| crate::rules::RuleView::from_rule(r).impairments)
+                    .collect();
+                (views.join("; "), rules)
+            }
+            (Some(p), false) => {
+                return Err(src.at(
+                    p.span(),
+                    "profile",
+                    "a step has either a profile or [[step.rule]] tables, not both",
+                ))
+            }
+            (None, true) => {
+                return Err(src.at(
+                    st.duration.span(),
+                    &format!("step {}", i + 1),
+                    "needs a profile or [[step.rule]] tables",
+                ))
+            }
+        };
+        steps.push(Step {
+            label,
+            rules,
+            duration: Duration::from_nanos(duration_ns),
+        });
+    }
+    Ok(Scenario { steps, repeat })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LTE_OUTAGE: &str = "repeat = \"loop\"\n\
+        [[step]]\nprofile = \"lte\"\nduration = \"30s\"\n\
+        [[step]]\nduration = \"5s\"\n[[step.rule]]\nblackhole = true\n\
+        [[step]]\nprofile = \"lte\"\nduration = \"10s\"\n";
+
+    #[test]
+    fn steps_and_timeline() {
+        let s = parse("s.toml", LTE_OUTAGE, None).unwrap();
+        assert_eq!(s.steps.len(), 3);
+        assert_eq!(s.repeat, Repeat::Loop);
+        assert!(s.steps[1].rules[0].blackhole);
+        assert_eq!(s.period(), Duration::from_secs(45));
+        assert_eq!(s.step_at(Duration::from_secs(0)), (0, false));
+        assert_eq!(s.step_at(Duration::from_secs(31)), (1, false));
+        assert_eq!(s.step_at(Duration::from_secs(36)), (2, false));
+        assert_eq!(s.step_at(Duration::from_secs(46)), (0, false), "loops");
+    }
+
+    #[test]
+    fn a_finite_repeat_ends_on_the_last_step() {
+        let text = LTE_OUTAGE.replace("\"loop\"", "2");
+        let s = parse("s.toml", &text, None).unwrap();
+        assert_eq!(s.step_at(Duration::from_secs(50)), (0, false));
+        assert_eq!(s.step_at(Duration::from_secs(90)), (2, true));
+    }
+
+    #[test]
+    fn errors_name_the_line_and_field() {
+        let e = parse(
+            "s.toml",
+            "[[step]]\nprofile = \"nope\"\nduration = \"1s\"\n",
+            None,
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            e.starts_with("s.toml:2: profile: unknown profile 'nope'"),
+            "{e}"
+        );
+        let e = parse(
+            "s.toml",
+            "[[step]]\nprofile = \"lte\"\nduration = \"soon\"\n",
+            None,
+        )
+        .unwrap_err()
+        .0;
+        assert!(e.starts_with("s.toml:3: duration: "), "{e}");
+        let e = parse(
+            "s.toml",
+            "repeat = 0\n[[step]]\nprofile = \"lte\"\nduration = \"1s\"\n",
+            None,
+        )
+        .unwrap_err()
+        .0;
+        assert!(e.starts_with("s.toml:1: repeat: 0 is out of range"), "{e}");
+        let e = parse("s.toml", "[[step]]\nduration = \"1s\"\n", None)
+            .unwrap_err()
+            .0;
+        assert!(e.contains("needs a profile"), "{e}");
+        let e = parse(
+            "s.toml",
+            "[[step]]\nduration = \"1s\"\n[[step.rule]]\nloss = \"x\"\n",
+            None,
+        )
+        .unwrap_err()
+        .0;
+        assert!(e.starts_with("s.toml:4: loss: "), "{e}");
+        assert!(parse("s.toml", "", None)
+            .unwrap_err()
+            .0
+            .contains("no [[step]]"));
+    }
+}
