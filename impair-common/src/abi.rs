@@ -384,6 +384,11 @@ pub mod owner_flags {
     pub const XDP_GENERIC: u32 = 1 << 6;
     /// The XDP program was attached in native (driver) mode on request.
     pub const XDP_NATIVE: u32 = 1 << 7;
+    /// The controller replaced a kernel-default root qdisc with fq; whoever
+    /// removes the instance (its controller, `impair detach`, a later
+    /// attach cleaning a leftover) deletes that root again if it is still fq.
+    /// Userspace only: no program reads the owner map.
+    pub const INSTALLED_FQ: u32 = 1 << 8;
     /// All hook bits.
     pub const HOOKS: u32 = HOOK_TC_EGRESS | HOOK_TC_INGRESS | HOOK_XDP;
 }

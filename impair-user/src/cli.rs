@@ -2,6 +2,7 @@
 //! library: parsing and messages here, behaviour in the modules.
 use std::{
     io::{IsTerminal as _, Write as _},
+    net::SocketAddr,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -11,7 +12,7 @@ use std::{
 };
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use ipnet::IpNet;
 
 use crate::{
@@ -19,8 +20,10 @@ use crate::{
     dist::Distribution,
     engine::{AttachMode, AttachOptions, Direction, Engine, HookOptions, IngressHook, XdpMode},
     input::{self, usage, LossModelSpec, Proto, QueueLimit},
+    metrics::{self, MetricsServer},
     profiles,
     rules::{CorruptMode, DelaySpec, MatchSpec, RateSpec, RuleSpec},
+    scenario,
     stats::Snapshot,
     sys,
 };
@@ -28,23 +31,31 @@ use crate::{
 const EXAMPLES: &str = "\
 Examples:
   impair attach eth1 --loss 10%                 drop 10% of everything leaving eth1
+  impair attach eth1 --profile lte              a documented LTE downlink (impair profiles list)
+  impair attach eth1 --profile ./my-link.toml   several rules from a TOML file
+  impair attach eth1 --scenario outage.toml     lte for 30 s, blackhole for 5 s, looped
   impair attach eth1 --loss 1% --dst 198.18.2.0/24 --proto udp --dport 5000-5010
-  impair attach eth1 --corrupt 0.1% --corrupt-mode silent --duplicate 1%
-  impair attach eth1 --mtu 1280 --proto tcp     an MTU blackhole for TCP
-  impair attach eth1 --loss-model ge:1%,30%      Gilbert-Elliott bursts (mean 3.2% loss)
   impair attach eth1 --delay 100ms --jitter 10ms --distribution normal --in-order
   impair attach eth1 --rate 10mbit --queue 50ms  EDT pacing with a 50 ms queue
-  impair attach eth1 --profile lossy
-  impair attach eth1 --direction ingress --loss 5%  traffic arriving on eth1
+  impair attach eth1 --loss-model ge:1%,30%      Gilbert-Elliott bursts (mean 3.2% loss)
+  impair attach eth1 --loss 5% --duration 30s   reverts by itself after 30 s
+  impair attach eth1 --loss 1% --metrics 127.0.0.1:9464   Prometheus on /metrics
   impair attach eth1 --direction ingress --hook xdp --rate 2mbit
                                                 an XDP policer with a 10 ms burst
-  impair stats eth1 --json                      counters of the running instance
-  impair status                                 what is attached where
+  impair --netns lab attach veth0 --loss 2%     inside network namespace 'lab'
+  impair update eth1 --loss 20%                 change a running instance atomically
+  impair stats eth1 --watch                     live counters with rates and 95% intervals
+  impair status                                 what is attached where, since when
+  impair detach eth1                            stop it and restore eth1 (or --all)
+  impair doctor                                 what this kernel supports
   impair demo                                   a 3-namespace lab, end to end";
 
 #[derive(Parser, Debug)]
-#[command(name = "impair", version, about = "Line-rate network impairment in eBPF: loss, corruption, duplication, ECN, MTU blackholes, per flow, with exact counters", after_help = EXAMPLES)]
+#[command(name = "impair", version, about = "Line-rate network impairment in eBPF: loss, delay, jitter, rate, corruption, duplication, reordering, ECN, MTU blackholes, per flow, with exact counters", after_help = EXAMPLES)]
 pub struct Cli {
+    /// Run in network namespace NAME (from `ip netns`) or that of process PID.
+    #[arg(long, global = true, value_name = "NAME|PID")]
+    pub netns: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -52,32 +63,42 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Impair traffic leaving (or, with --direction, arriving on) IFACE until
-    /// Ctrl-C/SIGTERM/SIGHUP, then restore it.
+    /// Ctrl-C/SIGTERM/SIGHUP or --duration, then restore it.
     Attach(Box<AttachArgs>),
-    /// Print the counters of the instance on IFACE (from any shell).
+    /// Replace the rules of a running instance atomically (from any shell).
+    Update(Box<UpdateArgs>),
+    /// Print the counters of the instance on IFACE, or of every instance.
     Stats(StatsArgs),
     /// List instances in this network namespace (--all-namespaces: everywhere):
-    /// interface, owner, mode, and leftovers of dead controllers.
+    /// interface, owner, mode, since when, rules, and leftovers of dead controllers.
     Status(StatusArgs),
     /// Stop the instance on IFACE (signals its controller) or remove a leftover.
     Detach(DetachArgs),
+    /// List the built-in profiles or show one.
+    Profiles(ProfilesArgs),
+    /// Probe this kernel (BPF, tcx, clsact, sch_fq, XDP, netem) and say what works.
+    Doctor(DoctorArgs),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
+    /// Print the man page (or write all pages into a directory).
+    Man(ManArgs),
     /// Build a client → router → server namespace lab, impair the router, measure, clean up.
     Demo(crate::demo::DemoArgs),
 }
 
-fn percent(s: &str) -> Result<f64, String> {
+pub(crate) fn percent(s: &str) -> Result<f64, String> {
     input::parse_percent("percentage", s).map_err(|e| e.0)
 }
-fn delay(s: &str) -> Result<u64, String> {
+pub(crate) fn delay(s: &str) -> Result<u64, String> {
     input::parse_duration_ns("time", s).map_err(|e| e.0)
 }
-fn rate(s: &str) -> Result<u64, String> {
+pub(crate) fn rate(s: &str) -> Result<u64, String> {
     input::parse_rate_bps(s).map_err(|e| e.0)
 }
-fn queue(s: &str) -> Result<QueueLimit, String> {
+pub(crate) fn queue(s: &str) -> Result<QueueLimit, String> {
     input::parse_queue(s).map_err(|e| e.0)
 }
-fn cell(s: &str) -> Result<(u32, i32), String> {
+pub(crate) fn cell(s: &str) -> Result<(u32, i32), String> {
     let bad = || {
         format!("invalid cell '{s}': expected SIZE or SIZE/OVERHEAD in bytes, e.g. 48/5 for ATM")
     };
@@ -93,7 +114,7 @@ fn cell(s: &str) -> Result<(u32, i32), String> {
     }
     Ok((size, over))
 }
-fn distribution(s: &str) -> Result<Distribution, String> {
+pub(crate) fn distribution(s: &str) -> Result<Distribution, String> {
     match s.parse::<Distribution>() {
         Ok(d) => Ok(d),
         Err(_) if std::path::Path::new(s).exists() => {
@@ -102,20 +123,20 @@ fn distribution(s: &str) -> Result<Distribution, String> {
         Err(e) => Err(format!("{e}")),
     }
 }
-fn loss_model(s: &str) -> Result<LossModelSpec, String> {
+pub(crate) fn loss_model(s: &str) -> Result<LossModelSpec, String> {
     input::parse_loss_model(s).map_err(|e| e.0)
 }
-fn cidr(s: &str) -> Result<IpNet, String> {
+pub(crate) fn cidr(s: &str) -> Result<IpNet, String> {
     input::parse_cidr("prefix", s).map_err(|e| e.0)
 }
 /// `--proto` as parsed: `any` is `ProtoArg(None)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProtoArg(pub Option<Proto>);
 
-fn proto(s: &str) -> Result<ProtoArg, String> {
+pub(crate) fn proto(s: &str) -> Result<ProtoArg, String> {
     input::parse_proto(s).map(ProtoArg).map_err(|e| e.0)
 }
-fn ports(s: &str) -> Result<(u16, u16), String> {
+pub(crate) fn ports(s: &str) -> Result<(u16, u16), String> {
     input::parse_port_range("port", s).map_err(|e| e.0)
 }
 
@@ -154,7 +175,7 @@ impl MatchArgs {
     }
 }
 
-fn mtu(s: &str) -> Result<u32, String> {
+pub(crate) fn mtu(s: &str) -> Result<u32, String> {
     s.trim()
         .parse::<u32>()
         .map_err(|_| format!("invalid MTU '{s}': expected a size in bytes such as 1280"))
@@ -271,13 +292,26 @@ impl ImpairArgs {
 pub struct AttachArgs {
     /// Interface whose traffic is impaired (outgoing unless --direction says otherwise).
     pub iface: String,
-    /// A built-in profile (see docs/profiles.md).
-    #[arg(long, value_name = "NAME")]
+    /// A built-in profile (`impair profiles list`) or a TOML profile file.
+    #[arg(long, value_name = "NAME|FILE", conflicts_with = "scenario")]
     pub profile: Option<String>,
+    /// A TOML scenario: a timeline of profiles, each held for a while, once
+    /// or looped, switched by atomic updates (docs/profiles.md).
+    #[arg(long, value_name = "FILE")]
+    pub scenario: Option<String>,
     #[command(flatten)]
     pub impair: ImpairArgs,
     #[command(flatten)]
     pub matcher: MatchArgs,
+    /// Stop impairing after this long (e.g. 30s, 5m). The kernel enforces it
+    /// through the lease: a killed or stopped controller cannot overrun it.
+    #[arg(long, value_parser = delay, value_name = "TIME")]
+    pub duration: Option<u64>,
+    /// Keep the impairment after this command exits (it returns at once),
+    /// until `impair detach IFACE` or --duration's end. Pinned instances use
+    /// clsact filters, which the kernel keeps without a process; tc hooks only.
+    #[arg(long, conflicts_with_all = ["scenario", "metrics", "json"])]
+    pub pin: bool,
     /// Seed of the data path's per-CPU generators (reproducible runs).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -302,9 +336,20 @@ pub struct AttachArgs {
     /// else generic), native, or generic.
     #[arg(long, value_enum, value_name = "MODE")]
     pub xdp_mode: Option<XdpMode>,
+    /// Serve the counters in Prometheus text format on IP:PORT (GET /metrics).
+    #[arg(long, value_parser = metrics_addr, value_name = "IP:PORT")]
+    pub metrics: Option<SocketAddr>,
+    /// Print the counters as one JSON object per line (each --interval-ms)
+    /// instead of the live view.
+    #[arg(long)]
+    pub json: bool,
     /// Refresh period of the live counters, in milliseconds.
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     pub interval_ms: u64,
+}
+
+fn metrics_addr(s: &str) -> Result<SocketAddr, String> {
+    metrics::parse_addr(s).map_err(|e| e.0)
 }
 
 /// One direction of an interface, to pick an instance when an egress and an
@@ -316,14 +361,37 @@ pub enum Side {
 }
 
 #[derive(Args, Debug)]
-pub struct StatsArgs {
+pub struct UpdateArgs {
+    /// Interface of the running instance.
     pub iface: String,
     /// The instance impairing this direction (needed when both run on IFACE).
     #[arg(long, value_enum)]
     pub direction: Option<Side>,
-    /// Machine-readable output.
+    /// Replace the rules with a built-in profile or a TOML profile file.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub profile: Option<String>,
+    #[command(flatten)]
+    pub impair: ImpairArgs,
+    #[command(flatten)]
+    pub matcher: MatchArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// Interface of the instance (default: every instance in this namespace).
+    pub iface: Option<String>,
+    /// The instance impairing this direction (needed when both run on IFACE).
+    #[arg(long, value_enum)]
+    pub direction: Option<Side>,
+    /// Machine-readable output (with --watch: one JSON document per line).
     #[arg(long)]
     pub json: bool,
+    /// Keep refreshing in place, with packet rates, until Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
+    /// Refresh period for --watch, in milliseconds.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub interval_ms: u64,
 }
 
 #[derive(Args, Debug)]
@@ -337,21 +405,139 @@ pub struct StatusArgs {
 
 #[derive(Args, Debug)]
 pub struct DetachArgs {
-    pub iface: String,
+    /// Interface to restore.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub iface: Option<String>,
+    /// Every instance in this network namespace (leftovers included).
+    #[arg(long)]
+    pub all: bool,
     /// Only the instance impairing this direction (default: every instance on IFACE).
     #[arg(long, value_enum)]
     pub direction: Option<Side>,
 }
 
+#[derive(Args, Debug)]
+pub struct ProfilesArgs {
+    #[command(subcommand)]
+    pub command: Option<ProfilesCommand>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProfilesCommand {
+    /// The built-in profiles, with their summaries (the default).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// A profile's TOML (built-in or file), with its source.
+    Show { name: String },
+}
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// bash, zsh, fish, elvish or powershell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Write impair.1 and one page per subcommand (impair-attach.1, ...) into
+    /// DIR instead of printing impair.1.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<std::path::PathBuf>,
+}
+
 pub fn run() -> Result<()> {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            // One line, like every other usage error (`--help` has the rest).
+            let text = e.render().to_string();
+            let msg: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+                .collect();
+            let msg = msg.join(" ");
+            let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
+            return Err(usage!("{msg} (see impair --help)").into());
+        }
+    };
+    if let Some(ns) = &cli.netns {
+        if matches!(cli.command, Command::Demo(_)) {
+            return Err(
+                usage!("--netns does not apply to demo: it builds its own namespaces").into(),
+            );
+        }
+        enter_netns(ns)?;
+    }
+    if sys::is_root()
+        && matches!(
+            cli.command,
+            Command::Attach(_)
+                | Command::Update(_)
+                | Command::Detach(_)
+                | Command::Status(_)
+                | Command::Stats(_)
+        )
+    {
+        for gone in crate::engine::sweep_expired_pins()? {
+            eprintln!("impair: removed the pinned instance on {gone}: its --duration has passed");
+        }
+    }
     match cli.command {
         Command::Attach(a) => attach(*a),
+        Command::Update(a) => update(*a),
         Command::Stats(a) => stats(a),
         Command::Status(a) => status(a),
         Command::Detach(a) => detach(a),
+        Command::Profiles(a) => profiles_cmd(a),
+        Command::Doctor(a) => doctor(a),
+        Command::Completions(a) => {
+            clap_complete::generate(
+                a.shell,
+                &mut Cli::command(),
+                "impair",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man(a) => man(a),
         Command::Demo(a) => crate::demo::run(&a),
     }
+}
+
+/// `--netns NAME|PID`: this thread (and every thread it starts) moves into
+/// `/run/netns/NAME` or the network namespace of process PID.
+fn enter_netns(ns: &str) -> Result<()> {
+    let path = if !ns.is_empty() && ns.bytes().all(|b| b.is_ascii_digit()) {
+        format!("/proc/{ns}/ns/net")
+    } else if !ns.is_empty() && !ns.contains('/') && ns != "." && ns != ".." {
+        format!("/run/netns/{ns}")
+    } else {
+        return Err(usage!("invalid network namespace '{ns}': expected a name from `ip netns list` or a process id").into());
+    };
+    let file = std::fs::File::open(&path).map_err(|e| {
+        usage!("unknown network namespace '{ns}': cannot open {path} ({e}); `ip netns list` shows the names")
+    })?;
+    sys::setns_net(&file)
 }
 
 /// SIGINT, SIGTERM and SIGHUP all mean "detach and exit".
@@ -367,27 +553,39 @@ pub fn stop_flag() -> Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
-fn rules_from(a: &AttachArgs) -> Result<(Vec<RuleSpec>, String)> {
-    if let Some(name) = &a.profile {
-        if a.impair.given() {
+/// Rules from `--profile`, or from the impairment and match flags; with a
+/// label for `impair status`.
+fn rules_from(
+    profile: Option<&str>,
+    impair: &ImpairArgs,
+    matcher: &MatchArgs,
+) -> Result<(Vec<RuleSpec>, String)> {
+    if let Some(name) = profile {
+        if impair.given() {
             return Err(usage!("--profile {name} sets the impairments itself: drop the impairment flags, or drop --profile").into());
         }
-        let p = profiles::find(name)?;
-        let mut rules = (p.rules)();
-        if a.matcher.given() {
+        let p = profiles::load(name)?;
+        let mut rules = p.rules;
+        if matcher.given() {
+            if rules.iter().any(|r| r.matcher != MatchSpec::default()) {
+                return Err(usage!(
+                    "profile {name} has match fields of its own: drop --src/--dst/--proto/--sport/--dport, or edit the profile"
+                )
+                .into());
+            }
             for r in &mut rules {
-                r.matcher = a.matcher.spec();
+                r.matcher = matcher.spec();
             }
         }
         return Ok((rules, format!("profile {name}")));
     }
-    if !a.impair.given() {
+    if !impair.given() {
         return Err(usage!(
-            "nothing to do: give an impairment (--loss, --loss-model, --delay, --rate, --corrupt, --duplicate, --mtu, --blackhole) or --profile NAME"
+            "nothing to do: give an impairment (--loss, --loss-model, --delay, --rate, --corrupt, --duplicate, --mtu, --blackhole), --profile NAME|FILE or --scenario FILE"
         )
         .into());
     }
-    let rule = a.impair.rule(a.matcher.spec());
+    let rule = impair.rule(matcher.spec());
     let label = crate::rules::RuleView::from_rule(&rule.compile()?).impairments;
     Ok((vec![rule], label))
 }
@@ -414,20 +612,86 @@ fn hooks_from(a: &AttachArgs) -> Result<HookOptions> {
     })
 }
 
+/// Redraws `lines` in place on a terminal (moving up over the previous
+/// block), or appends them otherwise; returns how many lines were drawn.
+fn redraw(lines: &[String], tty: bool, drawn: usize) -> Result<usize> {
+    let mut out = std::io::stdout().lock();
+    if tty && drawn > 0 {
+        write!(out, "\x1b[{drawn}F\x1b[J")?;
+    }
+    for l in lines {
+        writeln!(out, "{l}")?;
+    }
+    out.flush()?;
+    Ok(lines.len())
+}
+
 fn attach(a: AttachArgs) -> Result<()> {
     let hooks = hooks_from(&a)?;
-    let (rules, label) = rules_from(&a)?;
+    let scenario = match &a.scenario {
+        Some(path) => {
+            if a.impair.given() || a.matcher.given() {
+                return Err(usage!(
+                    "--scenario {path} sets the rules itself: drop the impairment and match flags"
+                )
+                .into());
+            }
+            let s = scenario::load(path)?;
+            for st in &s.steps {
+                hooks.check_rules(&st.rules)?;
+            }
+            Some(s)
+        }
+        None => None,
+    };
+    let (rules, label) = match &scenario {
+        Some(s) => (
+            s.steps[0].rules.clone(),
+            format!("scenario step 1: {}", s.steps[0].label),
+        ),
+        None => rules_from(a.profile.as_deref(), &a.impair, &a.matcher)?,
+    };
+    let duration = a.duration.map(Duration::from_nanos);
+    if duration == Some(Duration::ZERO) {
+        return Err(usage!("invalid duration '0': give a positive time such as 30s").into());
+    }
+    let mut mode = a.attach_mode;
+    if a.pin {
+        if hooks.direction.ingress() && hooks.ingress_hook == IngressHook::Xdp {
+            return Err(usage!("--pin works with the tc hooks only: an XDP attachment ends with its process; use --hook tc").into());
+        }
+        if mode == AttachMode::Tcx {
+            return Err(usage!("--pin uses clsact filters, which outlive the process; a tcx link would not: drop --attach-mode tcx").into());
+        }
+        mode = AttachMode::Netlink;
+    }
+    // Bind first: a taken port refuses before anything is attached.
+    let metrics = a.metrics.map(MetricsServer::bind).transpose()?;
     let stop = stop_flag()?;
-    let engine = Engine::attach_with(
+    let mut engine = Engine::attach_with(
         AttachOptions {
             iface: a.iface.clone(),
-            mode: a.attach_mode,
+            mode,
             rules,
             seed: a.seed,
             label: label.clone(),
+            duration,
         },
         hooks,
     )?;
+    let started = Instant::now();
+    if a.pin {
+        let (iface, hook, seed) = (engine.iface().to_owned(), engine.hook_name(), engine.seed());
+        engine.persist()?;
+        println!(
+            "impair: pinned on {iface} {hook} (netlink, {label}, seed {seed}){}; `impair detach {iface}` removes it",
+            duration.map_or(String::new(), |d| format!(
+                ", until {} from now (then the next impair command removes it)",
+                crate::rules::fmt_duration_ns(d.as_nanos() as u64)
+            )),
+        );
+        return Ok(());
+    }
     let how = if hooks.direction.ingress()
         && hooks.ingress_hook == IngressHook::Xdp
         && !hooks.direction.egress()
@@ -436,36 +700,133 @@ fn attach(a: AttachArgs) -> Result<()> {
     } else {
         format!("{:?}", engine.mode())
     };
-    println!(
-        "impair: attached to {} {} ({how}, {label}, seed {}); Ctrl-C detaches",
-        engine.iface(),
-        engine.hook_name(),
-        engine.seed()
-    );
-    let tty = std::io::stdout().is_terminal();
+    if !a.json {
+        println!(
+            "impair: attached to {} {} ({how}, {label}, seed {}){}{}; Ctrl-C detaches",
+            engine.iface(),
+            engine.hook_name(),
+            engine.seed(),
+            duration.map_or(String::new(), |d| format!(
+                ", for {}",
+                crate::rules::fmt_duration_ns(d.as_nanos() as u64)
+            )),
+            metrics
+                .as_ref()
+                .and_then(|m| m.local_addr().ok())
+                .map_or(String::new(), |m| format!(
+                    ", metrics on http://{m}/metrics"
+                )),
+        );
+    }
+    let tty = std::io::stdout().is_terminal() && !a.json;
     let interval = Duration::from_millis(a.interval_ms.max(50));
     let mut drawn = 0usize;
     let mut next = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
+    let mut step = 0usize;
+    let mut ended = false;
+    let reason = loop {
+        if stop.load(Ordering::Relaxed) {
+            break "stopped";
+        }
+        if duration.is_some_and(|d| started.elapsed() >= d) {
+            break "duration elapsed";
+        }
+        if let (Some(s), false) = (&scenario, ended) {
+            let (now_step, over) = s.step_at(started.elapsed());
+            ended = over;
+            if now_step != step {
+                step = now_step;
+                let st = &s.steps[step];
+                engine.update(&st.rules)?;
+                let label = format!("scenario step {}: {}", step + 1, st.label);
+                engine.set_label(&label)?;
+                if !a.json {
+                    drawn = 0;
+                    println!(
+                        "impair: step {}/{}: {} for {}",
+                        step + 1,
+                        s.steps.len(),
+                        st.label,
+                        crate::rules::fmt_duration_ns(st.duration.as_nanos() as u64)
+                    );
+                }
+            }
+        }
+        if let Some(m) = &metrics {
+            m.poll(|| match Snapshot::read(&engine.maps(), engine.iface()) {
+                Ok(s) => metrics::render(&[s]),
+                Err(e) => format!("# impair: reading counters: {e:#}\n"),
+            });
+        }
         if Instant::now() >= next {
             next += interval;
-            let lines = Snapshot::read(&engine.maps(), engine.iface())?.render();
-            let mut out = std::io::stdout().lock();
-            if tty && drawn > 0 {
-                // Move up over the previous block and clear it: the view updates in place.
-                write!(out, "\x1b[{drawn}F\x1b[J")?;
+            let snap = Snapshot::read(&engine.maps(), engine.iface())?;
+            if a.json {
+                println!("{}", serde_json::to_string(&snap)?);
+            } else {
+                drawn = redraw(&snap.render(), tty, drawn)?;
             }
-            for l in &lines {
-                writeln!(out, "{l}")?;
-            }
-            out.flush()?;
-            drawn = lines.len();
         }
         thread::sleep(Duration::from_millis(20));
-    }
+    };
     let iface = engine.iface().to_owned();
     engine.detach()?;
-    println!("impair: detached from {iface}; interface restored");
+    if !a.json {
+        println!("impair: {reason}: detached from {iface}; interface restored");
+    }
+    Ok(())
+}
+
+/// The one instance `iface` (and `side`) names, or a usage error that says
+/// why there is none or which to choose.
+fn one_instance(iface: &str, side: Option<Side>) -> Result<discover::Instance> {
+    let mut found = instances_on(iface, side)?;
+    if found.is_empty() {
+        return Err(usage!(
+            "{iface} is not impaired{}: no impair instance is attached to it in this network namespace",
+            at_side(side)
+        )
+        .into());
+    }
+    if found.len() > 1 {
+        let list: Vec<String> = found
+            .iter()
+            .map(|i| format!("{} (pid {})", i.owner.hook_name(), i.owner.pid))
+            .collect();
+        return Err(usage!(
+            "{iface} has {} impair instances ({}): choose one with --direction egress or --direction ingress",
+            found.len(),
+            list.join(", ")
+        )
+        .into());
+    }
+    found
+        .pop()
+        .ok_or_else(|| usage!("{iface} is not impaired").into())
+}
+
+fn update(a: UpdateArgs) -> Result<()> {
+    let (rules, label) = rules_from(a.profile.as_deref(), &a.impair, &a.matcher)?;
+    if !sys::is_root() {
+        return Err(usage!("permission denied: impair update needs root (CAP_BPF)").into());
+    }
+    let mut inst = one_instance(&a.iface, a.direction)?;
+    if !inst.alive {
+        return Err(usage!(
+            "the instance on {} belongs to pid {}, which died (its traffic passes unimpaired): `impair detach {}` removes it",
+            a.iface,
+            inst.owner.pid,
+            a.iface
+        )
+        .into());
+    }
+    crate::engine::update_instance(&a.iface, &mut inst, &rules, &label)?;
+    println!(
+        "impair: updated {} {} (pid {}): {label}",
+        a.iface,
+        inst.owner.hook_name(),
+        inst.owner.pid
+    );
     Ok(())
 }
 
@@ -482,6 +843,20 @@ fn instances_on(iface: &str, side: Option<Side>) -> Result<Vec<discover::Instanc
         .collect())
 }
 
+/// Every instance in this network namespace, with its interface name.
+fn instances_here() -> Result<Vec<(String, discover::Instance)>> {
+    let here = sys::netns_ino()?;
+    Ok(discover::instances()?
+        .into_iter()
+        .filter(|i| i.owner.netns_ino == here)
+        .map(|i| {
+            let name = sys::ifname(i.owner.ifindex)
+                .unwrap_or_else(|| format!("ifindex {}", i.owner.ifindex));
+            (name, i)
+        })
+        .collect())
+}
+
 /// " at egress", " at ingress" or nothing, for messages.
 fn at_side(side: Option<Side>) -> &'static str {
     match side {
@@ -492,37 +867,73 @@ fn at_side(side: Option<Side>) -> &'static str {
 }
 
 fn stats(a: StatsArgs) -> Result<()> {
-    let mut found = instances_on(&a.iface, a.direction)?;
-    if found.is_empty() {
-        return Err(usage!(
-            "{} is not impaired{}: no impair instance is attached to it in this network namespace",
-            a.iface,
-            at_side(a.direction)
-        )
-        .into());
-    }
-    if found.len() > 1 {
-        let list: Vec<String> = found
-            .iter()
-            .map(|i| format!("{} (pid {})", i.owner.hook_name(), i.owner.pid))
-            .collect();
-        return Err(usage!(
-            "{} has {} impair instances ({}): choose one with --direction egress or --direction ingress",
-            a.iface,
-            found.len(),
-            list.join(", ")
-        )
-        .into());
-    }
-    let Some(inst) = found.pop() else {
-        return Err(usage!("{} is not impaired", a.iface).into());
+    let read_all = || -> Result<Vec<Snapshot>> {
+        match &a.iface {
+            Some(iface) => {
+                let inst = one_instance(iface, a.direction)?;
+                Ok(vec![Snapshot::read(&inst.maps, iface)?])
+            }
+            None => instances_here()?
+                .iter()
+                .filter(|(_, i)| match a.direction {
+                    None => true,
+                    Some(Side::Egress) => i.egress(),
+                    Some(Side::Ingress) => i.ingress(),
+                })
+                .map(|(name, i)| Snapshot::read(&i.maps, name))
+                .collect(),
+        }
     };
-    let snap = Snapshot::read(&inst.maps, &a.iface)?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&snap)?);
-    } else {
-        for l in snap.render() {
-            println!("{l}");
+    if !a.watch {
+        let snaps = read_all()?;
+        if a.json {
+            match (&a.iface, snaps.as_slice()) {
+                (Some(_), [one]) => println!("{}", serde_json::to_string_pretty(one)?),
+                _ => println!("{}", serde_json::to_string_pretty(&snaps)?),
+            }
+        } else if snaps.is_empty() {
+            println!("no impair instances in this network namespace");
+        } else {
+            for s in &snaps {
+                for l in s.render() {
+                    println!("{l}");
+                }
+            }
+        }
+        return Ok(());
+    }
+    let stop = stop_flag()?;
+    let tty = std::io::stdout().is_terminal() && !a.json;
+    let interval = Duration::from_millis(a.interval_ms.max(50));
+    let mut prev: Option<(Instant, Vec<Snapshot>)> = None;
+    let mut drawn = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        let snaps = read_all()?;
+        if a.json {
+            println!("{}", serde_json::to_string(&snaps)?);
+        } else {
+            let mut lines = Vec::new();
+            if snaps.is_empty() {
+                lines.push("no impair instances in this network namespace".to_owned());
+            }
+            for s in &snaps {
+                lines.extend(s.render());
+                let before = prev.as_ref().and_then(|(t, p)| {
+                    p.iter()
+                        .find(|o| o.interface == s.interface && o.hook == s.hook)
+                        .map(|o| (now.duration_since(*t), o))
+                });
+                if let Some((dt, o)) = before {
+                    lines.push(s.rates_line(o, dt));
+                }
+            }
+            drawn = redraw(&lines, tty, drawn)?;
+        }
+        prev = Some((now, snaps));
+        let until = now + interval;
+        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            thread::sleep(Duration::from_millis(20));
         }
     }
     Ok(())
@@ -555,17 +966,23 @@ fn status(a: StatusArgs) -> Result<()> {
         println!("no impair instances");
     }
     for s in rows {
+        let age = sys::unix_ns().saturating_sub(s.owner.attached_unix_ns) / 1_000_000_000;
         println!(
-            "{} {}  {}  pid {}{}  {}",
+            "{} {}  {}  pid {}{}  since {} ({} ago)  generation {}  {}",
             s.interface,
             s.hook,
             s.owner.attach_mode,
             s.owner.pid,
-            if s.owner.alive {
-                ""
-            } else {
+            if !s.owner.alive {
                 " (dead: leftover, traffic passes; `impair detach` removes it)"
+            } else if s.owner.pinned {
+                " (pinned)"
+            } else {
+                ""
             },
+            crate::stats::fmt_unix_time(s.owner.attached_unix_ns),
+            crate::stats::fmt_age_secs(age),
+            s.generation,
             s.owner.label
         );
     }
@@ -573,19 +990,40 @@ fn status(a: StatusArgs) -> Result<()> {
 }
 
 fn detach(a: DetachArgs) -> Result<()> {
-    let found = instances_on(&a.iface, a.direction)?;
-    if found.is_empty() {
-        return Err(usage!(
-            "{} is not impaired{}: nothing to detach",
-            a.iface,
-            at_side(a.direction)
-        )
+    let targets: Vec<(String, discover::Instance)> = match &a.iface {
+        Some(iface) => instances_on(iface, a.direction)?
+            .into_iter()
+            .map(|i| (iface.clone(), i))
+            .collect(),
+        None => instances_here()?
+            .into_iter()
+            .filter(|(_, i)| match a.direction {
+                None => true,
+                Some(Side::Egress) => i.egress(),
+                Some(Side::Ingress) => i.ingress(),
+            })
+            .collect(),
+    };
+    if targets.is_empty() {
+        return Err(match &a.iface {
+            Some(iface) => usage!(
+                "{iface} is not impaired{}: nothing to detach",
+                at_side(a.direction)
+            ),
+            None => usage!("no impair instances in this network namespace: nothing to detach"),
+        }
         .into());
     }
-    for inst in found {
-        detach_one(&a.iface, inst)?;
+    let mut result = Ok(());
+    for (iface, inst) in targets {
+        if let Err(e) = detach_one(&iface, inst) {
+            eprintln!("impair: {iface}: {e:#}");
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
     }
-    Ok(())
+    result
 }
 
 /// Stops the controller of `inst` (which restores the interface), or removes
@@ -614,9 +1052,97 @@ fn detach_one(iface: &str, inst: discover::Instance) -> Result<()> {
         return Ok(());
     }
     crate::engine::remove_leftover(iface, &inst)?;
-    println!(
-        "impair: removed the leftover of pid {} from {iface} {hook}",
-        inst.owner.pid
-    );
+    if inst.pinned() {
+        println!("impair: removed the pinned instance from {iface} {hook}; restored");
+    } else {
+        println!(
+            "impair: removed the leftover of pid {} from {iface} {hook}",
+            inst.owner.pid
+        );
+    }
+    Ok(())
+}
+
+fn profiles_cmd(a: ProfilesArgs) -> Result<()> {
+    match a.command.unwrap_or(ProfilesCommand::List { json: false }) {
+        ProfilesCommand::List { json } => {
+            let all: Vec<profiles::Profile> = profiles::names()
+                .into_iter()
+                .map(profiles::find)
+                .collect::<Result<_, _>>()?;
+            if json {
+                let v: Vec<serde_json::Value> = all
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({
+                            "name": p.name,
+                            "summary": p.summary,
+                            "source": p.source,
+                            "rules": p.rules.len(),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let w = all.iter().map(|p| p.name.len()).max().unwrap_or(0);
+                for p in &all {
+                    println!("{:w$}  {}", p.name, p.summary);
+                }
+                println!("\n`impair profiles show NAME` prints one with its source; docs/profiles.md has the format.");
+            }
+        }
+        ProfilesCommand::Show { name } => {
+            let p = profiles::load(&name)?;
+            print!("{}", p.text);
+            if !p.text.ends_with('\n') {
+                println!();
+            }
+            let set = crate::rules::compile_all(&p.rules)?;
+            println!("# compiled:");
+            for (i, r) in set.rules.iter().enumerate() {
+                let v = crate::rules::RuleView::from_rule(r);
+                println!("#   rule {i} [{}] {}", v.matches, v.impairments);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn doctor(a: DoctorArgs) -> Result<()> {
+    let checks = crate::doctor::checks();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+    } else {
+        for l in crate::doctor::render(&checks) {
+            println!("{l}");
+        }
+    }
+    Ok(())
+}
+
+fn man(a: ManArgs) -> Result<()> {
+    let cmd = Cli::command();
+    match a.out {
+        None => {
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| usage!("cannot create {}: {e}", dir.display()))?;
+            let mut pages = vec![("impair".to_owned(), cmd.clone())];
+            for sub in cmd.get_subcommands() {
+                let name = format!("impair-{}", sub.get_name());
+                // clap names are 'static; a man page per subcommand is made once.
+                let leaked: &'static str = Box::leak(name.clone().into_boxed_str());
+                pages.push((name, sub.clone().name(leaked)));
+            }
+            for (name, c) in pages {
+                let path = dir.join(format!("{name}.1"));
+                let mut f = std::fs::File::create(&path)?;
+                clap_mangen::Man::new(c).render(&mut f)?;
+                println!("{}", path.display());
+            }
+        }
+    }
     Ok(())
 }

@@ -28,7 +28,7 @@ const Z99: f64 = 2.575_829_303_548_901;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// Built-in profile to attach on the router (see `impair profiles`).
+    /// Profile to attach on the router: a built-in (`impair profiles`) or a TOML file.
     #[arg(long, default_value = "lossy")]
     pub profile: String,
     /// Probe datagrams to send from the client to the server.
@@ -67,7 +67,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         )
         .into());
     }
-    let profile = profiles::find(&a.profile)?;
+    let profile = profiles::load(&a.profile)?;
     if a.count == 0 {
         return Err(usage!("invalid --count 0: send at least one packet").into());
     }
@@ -81,7 +81,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     };
     say("impair demo: creating lab namespaces client → router → server (198.18.0.0/15) ...".into());
     let lab = Lab::create_with("demo", LabOptions { offloads: false })?;
-    let result = run_in_lab(a, &lab, profile, &say, &stop);
+    let result = run_in_lab(a, &lab, &profile, &say, &stop);
     let names = lab.namespaces().map(str::to_owned);
     drop(lab);
     let left: Vec<_> = names.iter().filter(|n| netns::exists(n)).collect();
@@ -118,9 +118,10 @@ fn run_in_lab(
     let opts = AttachOptions {
         iface: lab::ROUTER_EGRESS.into(),
         mode: a.attach_mode,
-        rules: (profile.rules)(),
+        rules: profile.rules.clone(),
         seed: a.seed,
         label: format!("profile {}", profile.name),
+        ..Default::default()
     };
     let engine = netns::run_in(&lab.router, move || Engine::attach(opts))??;
     say(format!(
@@ -156,7 +157,7 @@ fn run_in_lab(
     let loss = report.loss_fraction();
     let ci = wilson_interval(report.lost, report.sent, Z99);
     let result = DemoResult {
-        profile: profile.name.into(),
+        profile: profile.name.clone(),
         engine: snap,
         receiver: report,
         receiver_loss: loss,

@@ -3,7 +3,7 @@
 use std::{
     process::Command,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
     thread,
@@ -26,6 +26,7 @@ use crate::{
     input::{usage, UsageError},
     maps::Maps,
     qdisc,
+    qdisc::FqState,
     rules::{compile_all, RuleSet, RuleSpec},
     sys,
 };
@@ -102,7 +103,7 @@ pub enum XdpMode {
 }
 
 impl XdpMode {
-    fn aya(self) -> aya::programs::XdpMode {
+    pub fn aya(self) -> aya::programs::XdpMode {
         match self {
             XdpMode::Auto => aya::programs::XdpMode::Default,
             XdpMode::Native => aya::programs::XdpMode::Driver,
@@ -246,6 +247,10 @@ pub struct AttachOptions {
     pub seed: Option<u64>,
     /// Shown by `impair status/stats` (profile name or flag summary).
     pub label: String,
+    /// `--duration`: the data path stops impairing this long after attach,
+    /// enforced by the kernel through the lease (even if the controller is
+    /// killed or stopped).
+    pub duration: Option<Duration>,
 }
 
 /// The object loaded and its programs verified, maps initialised, nothing
@@ -346,6 +351,8 @@ pub struct Engine {
     maps: Arc<Mutex<Maps>>,
     lease_stop: Arc<AtomicBool>,
     lease_thread: Option<thread::JoinHandle<()>>,
+    /// `--duration`'s end (CLOCK_MONOTONIC ns), 0 for none.
+    lease_cap_ns: u64,
     generation: u64,
     last_flip: Instant,
     seed: u64,
@@ -473,7 +480,12 @@ impl Engine {
         };
         let seed = opts.seed.unwrap_or_else(rand::random);
         let Loaded { mut ebpf, mut maps } = Loaded::with_programs(&rules, seed, &programs)?;
-        maps.set_lease_deadline_ns(sys::monotonic_ns() + LEASE.as_nanos() as u64)?;
+        let lease_cap_ns = Arc::new(AtomicU64::new(opts.duration.map_or(0, |d| {
+            sys::monotonic_ns()
+                .saturating_add(d.as_nanos() as u64)
+                .max(1)
+        })));
+        maps.set_lease_deadline_ns(capped_lease(lease_cap_ns.load(Ordering::Relaxed)))?;
 
         let mut created_clsact = false;
         let mut links = Vec::with_capacity(programs.len());
@@ -515,6 +527,10 @@ impl Engine {
                 owner_flags::CREATED_CLSACT
             } else {
                 0
+            } | if fq == Some(FqState::Installed) {
+                owner_flags::INSTALLED_FQ
+            } else {
+                0
             } | wanted
                 | xdp_mode_flag,
             netns_ino: sys::netns_ino()?,
@@ -533,9 +549,11 @@ impl Engine {
         let lease_thread = {
             let maps = Arc::clone(&maps);
             let stop = Arc::clone(&lease_stop);
+            // CLOCK_MONOTONIC time after which the lease is never renewed (0: none).
+            let cap = Arc::clone(&lease_cap_ns);
             thread::Builder::new()
                 .name("impair-lease".into())
-                .spawn(move || renew_lease(&maps, &stop))?
+                .spawn(move || renew_lease(&maps, &stop, &cap))?
         };
         Ok(Self {
             ebpf,
@@ -548,6 +566,7 @@ impl Engine {
             maps,
             lease_stop,
             lease_thread: Some(lease_thread),
+            lease_cap_ns: lease_cap_ns.load(Ordering::Relaxed),
             generation: 1,
             last_flip: Instant::now(),
             seed,
@@ -595,12 +614,62 @@ impl Engine {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// `--pin`: leaves the instance attached when this process exits. The
+    /// lease becomes the `--duration` deadline (or never expires), the owner
+    /// map says PINNED, and the engine is forgotten instead of dropped, so
+    /// nothing detaches: the kernel keeps the clsact filters (and through
+    /// them the programs and maps) without any process or bpffs pin, like
+    /// `tc filter add ... bpf`. `impair detach` removes it; an expired one is
+    /// removed by the next `impair` invocation.
+    pub fn persist(mut self) -> Result<()> {
+        if self.links.iter().any(|l| matches!(l, AttachedLink::Xdp(_)))
+            || self.mode != AttachMode::Netlink
+        {
+            bail!("only netlink (clsact) attachments can be pinned");
+        }
+        self.lease_stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.lease_thread.take() {
+            let _ = t.join();
+        }
+        {
+            let mut maps = self.maps();
+            maps.set_lease_deadline_ns(if self.lease_cap_ns == 0 {
+                impair_common::LEASE_FOREVER
+            } else {
+                self.lease_cap_ns
+            })?;
+            let mut o = maps.owner()?;
+            o.flags |= owner_flags::PINNED;
+            maps.owner.set(0, o, 0)?;
+        }
+        // The links, programs and maps stay with the kernel; this process's
+        // descriptors close when it exits.
+        std::mem::forget(self);
+        Ok(())
+    }
+
+    /// Changes the label `impair status` shows (scenario steps).
+    pub fn set_label(&self, label: &str) -> Result<()> {
+        let mut maps = self.maps();
+        let mut o = maps.owner()?;
+        o.set_label(label);
+        maps.owner.set(0, o, 0)?;
+        Ok(())
+    }
+
     /// Replaces the whole rule set atomically while traffic flows.
     pub fn update(&mut self, rules: &[RuleSpec]) -> Result<()> {
         self.hooks.check_rules(rules)?;
         let rules = compile_all(rules)?;
         if self.hooks.direction.egress() && rules.needs_fq() && self.fq.is_none() {
-            self.fq = Some(qdisc::ensure_fq(&self.iface, rules.max_hold_ns())?);
+            let fq = qdisc::ensure_fq(&self.iface, rules.max_hold_ns())?;
+            if fq == FqState::Installed {
+                let mut maps = self.maps();
+                let mut o = maps.owner()?;
+                o.flags |= owner_flags::INSTALLED_FQ;
+                maps.owner.set(0, o, 0)?;
+            }
+            self.fq = Some(fq);
         }
         self.max_hold = self.max_hold.max(Duration::from_nanos(rules.max_hold_ns()));
         let since = self.last_flip.elapsed();
@@ -612,6 +681,8 @@ impl Engine {
             .maps
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Another process (`impair update`) may have flipped slots meanwhile.
+        let generation = generation.max(maps.active_rules()?.1.generation + 1);
         let next = 1 - maps.active_slot()?;
         maps.write_and_activate(next, &rules, generation)?;
         drop(maps);
@@ -665,6 +736,10 @@ impl Engine {
             if let Err(e) = release_clsact(&self.iface, self.ifindex, own.as_ref()) {
                 result = result.and(Err(e));
             }
+        }
+        // `impair update` from another process may have installed fq for us.
+        if self.fq.is_none() && own.is_some_and(|o| o.flags & owner_flags::INSTALLED_FQ != 0) {
+            self.fq = Some(FqState::Installed);
         }
         if let Some(fq) = self.fq.take() {
             // Packets already scheduled leave on time; then the default qdisc returns.
@@ -847,11 +922,22 @@ fn detach_links(ebpf: &mut Ebpf, links: &mut Vec<AttachedLink>) -> Result<()> {
     result
 }
 
-fn renew_lease(maps: &Mutex<Maps>, stop: &AtomicBool) {
+/// The next lease deadline: [`LEASE`] from now, but never past `cap_ns`
+/// (`--duration`'s end; 0 for none).
+fn capped_lease(cap_ns: u64) -> u64 {
+    let next = sys::monotonic_ns() + LEASE.as_nanos() as u64;
+    if cap_ns == 0 {
+        next
+    } else {
+        next.min(cap_ns)
+    }
+}
+
+fn renew_lease(maps: &Mutex<Maps>, stop: &AtomicBool, cap_ns: &AtomicU64) {
     let mut last = Instant::now() - LEASE_RENEW;
     while !stop.load(Ordering::Relaxed) {
         if last.elapsed() >= LEASE_RENEW {
-            let deadline = sys::monotonic_ns() + LEASE.as_nanos() as u64;
+            let deadline = capped_lease(cap_ns.load(Ordering::Relaxed));
             let mut m = maps
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -869,9 +955,6 @@ fn renew_lease(maps: &Mutex<Maps>, stop: &AtomicBool) {
 /// uses it. tcx and XDP links die with their controller, so nothing of
 /// theirs remains.
 pub fn remove_leftover(iface: &str, inst: &discover::Instance) -> Result<()> {
-    if inst.pinned() {
-        bail!("refusing to remove the pinned instance on {iface} implicitly; use `impair detach {iface}`");
-    }
     if inst.netlink() {
         let hooks = inst.owner.hooks();
         for (bit, attach_type, name) in [
@@ -896,6 +979,102 @@ pub fn remove_leftover(iface: &str, inst: &discover::Instance) -> Result<()> {
             release_clsact(iface, inst.owner.ifindex, Some(&inst.owner))?;
         }
     }
+    if inst.owner.flags & owner_flags::INSTALLED_FQ != 0
+        && qdisc::root_qdisc(iface).is_ok_and(|(k, _)| k == "fq" || k == "mq")
+    {
+        // Its delays ended with its lease; whatever fq still holds leaves
+        // within the longest delay fq accepts (its horizon).
+        qdisc::restore(iface, &FqState::Installed, Duration::from_secs(2))
+            .with_context(|| format!("removing the fq root qdisc a dead impair left on {iface}"))?;
+    }
+    Ok(())
+}
+
+/// Removes pinned instances in this network namespace whose `--duration`
+/// has passed (their data path already passes everything: the lease ended).
+/// Every `impair` invocation that touches instances runs this first: the
+/// "next invocation" that enforces a pinned run's deadline. Returns what was
+/// removed, as `IFACE HOOK` strings.
+pub fn sweep_expired_pins() -> Result<Vec<String>> {
+    let here = sys::netns_ino()?;
+    let now = sys::monotonic_ns();
+    let mut removed = Vec::new();
+    for inst in discover::instances()? {
+        if !inst.pinned() || inst.owner.netns_ino != here {
+            continue;
+        }
+        let deadline = inst.maps.lease_deadline_ns()?;
+        if deadline == impair_common::LEASE_FOREVER || deadline > now {
+            continue;
+        }
+        let Some(iface) = sys::ifname(inst.owner.ifindex) else {
+            continue;
+        };
+        remove_leftover(&iface, &inst)?;
+        removed.push(format!("{iface} {}", inst.owner.hook_name()));
+    }
+    Ok(removed)
+}
+
+/// The hooks an instance's owner map records.
+pub fn hooks_of(o: &Owner) -> HookOptions {
+    let h = o.hooks();
+    let egress = h & owner_flags::HOOK_TC_EGRESS != 0;
+    let xdp = h & owner_flags::HOOK_XDP != 0;
+    let ingress = xdp || h & owner_flags::HOOK_TC_INGRESS != 0;
+    HookOptions {
+        direction: match (egress, ingress) {
+            (true, true) => Direction::Both,
+            (false, true) => Direction::Ingress,
+            _ => Direction::Egress,
+        },
+        ingress_hook: if xdp {
+            IngressHook::Xdp
+        } else {
+            IngressHook::Tc
+        },
+        xdp_mode: if o.flags & owner_flags::XDP_GENERIC != 0 {
+            XdpMode::Generic
+        } else if o.flags & owner_flags::XDP_NATIVE != 0 {
+            XdpMode::Native
+        } else {
+            XdpMode::Auto
+        },
+    }
+}
+
+/// `impair update`: replaces the rule set of a running instance (any
+/// controller's) atomically, by writing the inactive slot and flipping the
+/// active one. Checks the rules against the instance's hooks first; installs
+/// fq (recording it in the owner map, so whoever detaches removes it) or
+/// resizes impair's fq when the new rules hold packets longer.
+pub fn update_instance(
+    iface: &str,
+    inst: &mut discover::Instance,
+    rules: &[RuleSpec],
+    label: &str,
+) -> Result<()> {
+    let hooks = hooks_of(&inst.owner);
+    hooks.check_rules(rules)?;
+    let set = compile_all(rules)?;
+    let mut owner = inst.maps.owner()?;
+    if hooks.direction.egress() && set.needs_fq() {
+        let installed_here = owner.flags & owner_flags::INSTALLED_FQ != 0;
+        if installed_here {
+            qdisc::resize_fq(iface, set.max_hold_ns())?;
+        } else if qdisc::ensure_fq(iface, set.max_hold_ns())? == FqState::Installed {
+            owner.flags |= owner_flags::INSTALLED_FQ;
+        }
+    }
+    // A slot the data path might still be reading is never rewritten: wait
+    // out a flip the owner may have made just before.
+    thread::sleep(SLOT_REUSE_GRACE);
+    let (_, header, _) = inst.maps.active_rules()?;
+    let next = 1 - inst.maps.active_slot()?;
+    inst.maps
+        .write_and_activate(next, &set, header.generation + 1)?;
+    owner.set_label(label);
+    inst.maps.owner.set(0, owner, 0)?;
     Ok(())
 }
 

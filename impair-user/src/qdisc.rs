@@ -165,6 +165,36 @@ pub fn ensure_fq(iface: &str, max_hold_ns: u64) -> Result<FqState> {
     Ok(FqState::Installed)
 }
 
+/// Resizes impair's fq (root or under mq) for packets held up to
+/// `max_hold_ns`, in place (`tc qdisc change`: no packet is lost), when a live
+/// update holds packets longer than the attach did.
+pub fn resize_fq(iface: &str, max_hold_ns: u64) -> Result<()> {
+    let params = fq_params(max_hold_ns);
+    let p: Vec<&str> = params.iter().map(String::as_str).collect();
+    let json = tc(&["-j", "qdisc", "show", "dev", iface])?;
+    let v: serde_json::Value =
+        serde_json::from_str(json.trim()).context("parsing tc -j qdisc output")?;
+    for q in v.as_array().into_iter().flatten() {
+        if q.get("kind").and_then(|k| k.as_str()) != Some("fq") {
+            continue;
+        }
+        let mut args = vec!["qdisc", "change", "dev", iface];
+        let parent;
+        if q.get("root").and_then(|r| r.as_bool()) == Some(true) {
+            args.push("root");
+        } else if let Some(par) = q.get("parent").and_then(|p| p.as_str()) {
+            parent = par.to_owned();
+            args.extend(["parent", parent.as_str()]);
+        } else {
+            continue;
+        }
+        args.push("fq");
+        args.extend(&p);
+        tc(&args)?;
+    }
+    Ok(())
+}
+
 /// Undoes `ensure_fq`: waits (up to `drain`) for packets still held in fq to
 /// leave, then deletes impair's root so the device gets its default back.
 pub fn restore(iface: &str, state: &FqState, drain: Duration) -> Result<()> {

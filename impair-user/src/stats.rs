@@ -48,7 +48,15 @@ impl OwnerView {
             alive: o.flags & owner_flags::PINNED != 0
                 || sys::process_alive(o.pid, o.pid_start_ticks),
             pinned: o.flags & owner_flags::PINNED != 0,
-            attach_mode: if o.flags & owner_flags::NETLINK != 0 {
+            attach_mode: if o.hooks() == owner_flags::HOOK_XDP {
+                if o.flags & owner_flags::XDP_GENERIC != 0 {
+                    "xdp-generic"
+                } else if o.flags & owner_flags::XDP_NATIVE != 0 {
+                    "xdp-native"
+                } else {
+                    "xdp"
+                }
+            } else if o.flags & owner_flags::NETLINK != 0 {
                 "netlink"
             } else {
                 "tcx"
@@ -177,6 +185,65 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// Packet and bit rates since `before`, `dt` earlier, per rule.
+    pub fn rates_line(&self, before: &Snapshot, dt: std::time::Duration) -> String {
+        let secs = dt.as_secs_f64().max(1e-3);
+        let mut parts = vec![format!(
+            "  rates: {:.0} pkt/s",
+            self.packets.saturating_sub(before.packets) as f64 / secs
+        )];
+        for r in &self.rules {
+            let Some(o) = before.rules.iter().find(|o| o.index == r.index) else {
+                continue;
+            };
+            let pps = r.packets.saturating_sub(o.packets) as f64 / secs;
+            let bps = r.bytes.saturating_sub(o.bytes) as f64 * 8.0 / secs;
+            let dps = r.dropped_loss.saturating_sub(o.dropped_loss) as f64 / secs;
+            parts.push(format!(
+                "rule {} {:.0} pkt/s {} dropped {:.0}/s",
+                r.index,
+                pps,
+                crate::rules::fmt_rate_bps(bps as u64),
+                dps
+            ));
+        }
+        parts.join("  ")
+    }
+}
+
+/// `attached_unix_ns` as UTC `YYYY-MM-DD HH:MM:SS`.
+pub fn fmt_unix_time(unix_ns: u64) -> String {
+    let secs = unix_ns / 1_000_000_000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// An age in seconds as `42s`, `12m`, `3h05m` or `2d04h`.
+pub fn fmt_age_secs(s: u64) -> String {
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86_400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
 /// Wilson score interval for a binomial proportion: `successes` of `n` at
 /// normal quantile `z`. Unlike the normal approximation it stays inside [0, 1]
 /// and is honest near 0% and 100%, where impairment rates often are.
@@ -207,6 +274,22 @@ pub fn wilson_interval(successes: u64, n: u64, z: f64) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_and_ages_format() {
+        assert_eq!(fmt_unix_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(
+            fmt_unix_time(1_795_000_000 * 1_000_000_000),
+            "2026-11-18 11:06:40 UTC"
+        );
+        assert_eq!(
+            fmt_unix_time(951_782_400 * 1_000_000_000),
+            "2000-02-29 00:00:00 UTC"
+        );
+        assert_eq!(fmt_age_secs(42), "42s");
+        assert_eq!(fmt_age_secs(3 * 3600 + 5 * 60), "3h05m");
+        assert_eq!(fmt_age_secs(2 * 86_400 + 4 * 3600), "2d04h");
+    }
 
     #[test]
     fn wilson_matches_published_values() {

@@ -33,40 +33,10 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// Starts `impair attach r1 ARGS` and waits until it says it is attached.
+    /// Starts `impair attach r1 ARGS` in the router and waits until it says
+    /// it is attached.
     pub fn start(lab: &Lab, args: &[&str]) -> Controller {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &lab.router])
-            .arg(impair_bin())
-            .args(["attach", lab::ROUTER_EGRESS, "--interval-ms", "200"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning impair attach");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(first)) = lines.next() {
-                let _ = tx.send(first);
-            }
-            for _ in lines {} // keep draining so the controller never blocks on stdout
-        });
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(first) if first.contains("attached") => Controller {
-                child,
-                first_line: first,
-            },
-            other => {
-                let _ = child.kill();
-                let out = child.wait_with_output().unwrap();
-                panic!(
-                    "impair attach did not come up: {other:?}\nstderr: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        }
+        Controller::start_in(&lab.router, lab::ROUTER_EGRESS, args)
     }
 
     pub fn pid(&self) -> i32 {

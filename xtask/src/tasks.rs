@@ -150,6 +150,8 @@ impl Tier {
                 "netns",
                 "--test",
                 "netns_ingress",
+                "--test",
+                "controller",
             ]),
             Tier::All | Tier::Vm => {
                 args.push("--workspace");

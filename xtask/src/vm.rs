@@ -90,6 +90,7 @@ enum Tier {
     BpfIngress,
     Netns,
     NetnsIngress,
+    Controller,
     Fidelity,
 }
 
@@ -100,6 +101,7 @@ impl Tier {
             Tier::BpfIngress => "bpf-ingress",
             Tier::Netns => "netns",
             Tier::NetnsIngress => "netns-ingress",
+            Tier::Controller => "controller",
             Tier::Fidelity => "fidelity",
         }
     }
@@ -111,6 +113,7 @@ impl Tier {
             Tier::BpfIngress => "bpf_ingress",
             Tier::Netns => "netns",
             Tier::NetnsIngress => "netns_ingress",
+            Tier::Controller => "controller",
             Tier::Fidelity => "fidelity",
         }
     }
@@ -122,7 +125,9 @@ impl Tier {
     fn default_args(self) -> &'static [&'static str] {
         match self {
             Tier::Fidelity => &["--include-ignored", "--show-output"],
-            Tier::Bpf | Tier::BpfIngress | Tier::Netns | Tier::NetnsIngress => &[],
+            Tier::Bpf | Tier::BpfIngress | Tier::Netns | Tier::NetnsIngress | Tier::Controller => {
+                &[]
+            }
         }
     }
 }
@@ -131,13 +136,14 @@ impl VmTier {
     fn tiers(self) -> Vec<Tier> {
         match self {
             VmTier::Bpf => vec![Tier::Bpf, Tier::BpfIngress],
-            VmTier::Netns => vec![Tier::Netns, Tier::NetnsIngress],
+            VmTier::Netns => vec![Tier::Netns, Tier::NetnsIngress, Tier::Controller],
             VmTier::Fidelity => vec![Tier::Fidelity],
             VmTier::All => vec![
                 Tier::Bpf,
                 Tier::BpfIngress,
                 Tier::Netns,
                 Tier::NetnsIngress,
+                Tier::Controller,
                 Tier::Fidelity,
             ],
         }
