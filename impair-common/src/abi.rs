@@ -70,9 +70,17 @@ pub const POLICE_BURST_DEFAULT_NS: u64 = 10_000_000;
 pub struct RuleSetHeader {
     /// Rules in use in this slot, at most [`MAX_RULES`].
     pub rule_count: u32,
-    pub _reserved: u32,
+    /// [`ruleset_flags`] bits: what the data path must look up for this set.
+    pub flags: u32,
     /// Increases with every rule set the controller writes; shown in stats.
     pub generation: u64,
+}
+
+/// `RuleSetHeader::flags` bits.
+pub mod ruleset_flags {
+    /// Some rule matches on the socket's cgroup: tc egress reads the
+    /// packet's cgroup id (one helper call) only for such rule sets.
+    pub const CGROUP: u32 = 1 << 0;
 }
 
 /// `FlowMatch::flags` bits. A rule with no bits set matches every packet.
@@ -91,6 +99,9 @@ pub mod match_flags {
     pub const SPORT: u32 = 1 << 5;
     /// The destination port must lie in `dport_min..=dport_max`.
     pub const DPORT: u32 = 1 << 6;
+    /// The sending socket's cgroup v2 id must be `cgroup_id` (tc egress of
+    /// locally sent packets only: `impair run`).
+    pub const CGROUP: u32 = 1 << 7;
 }
 
 /// An address prefix as four 32-bit words in network byte order, with its mask
@@ -128,6 +139,8 @@ pub struct FlowMatch {
     pub dport_max: u16,
     pub src: Prefix,
     pub dst: Prefix,
+    /// cgroup v2 id (the cgroup directory's inode) for [`match_flags::CGROUP`].
+    pub cgroup_id: u64,
 }
 
 /// The parts of a packet rules look at, filled in by the data-path parser.
@@ -154,6 +167,9 @@ pub struct PacketKey {
     /// Addresses as network-order words; IPv4 in word 0, the rest 0.
     pub src: [u32; 4],
     pub dst: [u32; 4],
+    /// The sending socket's cgroup v2 id (tc egress, only when the rule set
+    /// matches on cgroups; else 0).
+    pub cgroup_id: u64,
 }
 
 impl FlowMatch {
@@ -182,6 +198,9 @@ impl FlowMatch {
             return false;
         }
         if f & match_flags::PROTO != 0 && k.l4_proto != self.l4_proto {
+            return false;
+        }
+        if f & match_flags::CGROUP != 0 && k.cgroup_id != self.cgroup_id {
             return false;
         }
         if f & (match_flags::SPORT | match_flags::DPORT) != 0 {
@@ -435,10 +454,10 @@ pub struct Owner {
 const _: () = {
     assert!(core::mem::size_of::<RuleSetHeader>() == 16);
     assert!(core::mem::size_of::<Prefix>() == 32);
-    assert!(core::mem::size_of::<FlowMatch>() == 80);
-    assert!(core::mem::size_of::<PacketKey>() == 48);
+    assert!(core::mem::size_of::<FlowMatch>() == 88);
+    assert!(core::mem::size_of::<PacketKey>() == 56);
     assert!(core::mem::size_of::<Loss>() == 32);
-    assert!(core::mem::size_of::<Rule>() == 184);
+    assert!(core::mem::size_of::<Rule>() == 192);
     assert!(core::mem::size_of::<RuleCounters>() == 96);
     assert!(core::mem::size_of::<GlobalCounters>() == 32);
     assert!(core::mem::size_of::<Owner>() == 112);

@@ -7,13 +7,13 @@
 //! the hook, so those impairments never happen there.
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_hash_recalc, bpf_ktime_get_ns, bpf_skb_set_tstamp},
+    helpers::{bpf_get_hash_recalc, bpf_ktime_get_ns, bpf_skb_cgroup_id, bpf_skb_set_tstamp},
     programs::{TcContext, XdpContext},
 };
 use impair_common::{
-    delay_dist, dist, edt, loss, loss_model, prob, rule_flags, FlowKey, GlobalCounters, PacketKey,
-    Rule, CONTROL_ACTIVE_SLOT, CONTROL_LEASE_DEADLINE_NS, LEASE_FOREVER, MAX_RULES,
-    POLICE_BURST_DEFAULT_NS,
+    delay_dist, dist, edt, loss, loss_model, prob, rule_flags, ruleset_flags, FlowKey,
+    GlobalCounters, PacketKey, Rule, CONTROL_ACTIVE_SLOT, CONTROL_LEASE_DEADLINE_NS, LEASE_FOREVER,
+    MAX_RULES, POLICE_BURST_DEFAULT_NS,
 };
 
 use crate::{
@@ -135,7 +135,8 @@ fn try_decide<H: Hook>(h: &H, g: &mut GlobalCounters) -> Result<Verdict, ()> {
         return Ok(Verdict::Pass);
     }
     let slot = (*CONTROL.get(CONTROL_ACTIVE_SLOT).ok_or(())? as u32) & 1;
-    let count = RULESETS.get(slot).ok_or(())?.rule_count;
+    let header = RULESETS.get(slot).ok_or(())?;
+    let (count, set_flags) = (header.rule_count, header.flags);
     if count == 0 {
         g.unmatched += 1;
         return Ok(Verdict::Pass);
@@ -154,6 +155,12 @@ fn try_decide<H: Hook>(h: &H, g: &mut GlobalCounters) -> Result<Verdict, ()> {
     let key = unsafe { &mut *key };
     *key = PacketKey::default();
     parse_eth(Cursor::new(pkt.data(), pkt.data_end()), key);
+    if H::EGRESS && set_flags & ruleset_flags::CGROUP != 0 {
+        if let Some(ctx) = h.skb() {
+            // SAFETY: the helper reads the skb's socket (if any) and its cgroup.
+            key.cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.skb.skb) };
+        }
+    }
 
     // Find the first matching rule, then apply it once after the loop. The
     // index travels through a per-CPU scratch slot: read back from a map it is

@@ -44,6 +44,7 @@ Examples:
                                                 an XDP policer with a 10 ms burst
   impair --netns lab attach veth0 --loss 2%     inside network namespace 'lab'
   impair update eth1 --loss 20%                 change a running instance atomically
+  impair run --loss 5% -- curl http://198.18.2.1/   only curl's traffic is impaired
   impair stats eth1 --watch                     live counters with rates and 95% intervals
   impair status                                 what is attached where, since when
   impair detach eth1                            stop it and restore eth1 (or --all)
@@ -67,6 +68,9 @@ pub enum Command {
     Attach(Box<AttachArgs>),
     /// Replace the rules of a running instance atomically (from any shell).
     Update(Box<UpdateArgs>),
+    /// Run CMD with only its own traffic (and its children's) impaired, by
+    /// cgroup; exits with CMD's status.
+    Run(Box<RunArgs>),
     /// Print the counters of the instance on IFACE, or of every instance.
     Stats(StatsArgs),
     /// List instances in this network namespace (--all-namespaces: everywhere):
@@ -167,6 +171,7 @@ impl MatchArgs {
             proto: self.proto.and_then(|p| p.0),
             sport: self.sport,
             dport: self.dport,
+            cgroup: None,
         }
     }
 
@@ -377,6 +382,33 @@ pub struct UpdateArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Interface CMD's traffic leaves by (repeatable; default: the
+    /// interfaces of this namespace's default routes).
+    #[arg(long = "iface", value_name = "IFACE")]
+    pub ifaces: Vec<String>,
+    /// A built-in profile or a TOML profile file.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub profile: Option<String>,
+    #[command(flatten)]
+    pub impair: ImpairArgs,
+    #[command(flatten)]
+    pub matcher: MatchArgs,
+    /// Seed of the data path's per-CPU generators (reproducible runs).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// tcx (Linux 6.6+), netlink (clsact filter), or auto.
+    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+    pub attach_mode: AttachMode,
+    /// No messages from impair (CMD's output is untouched).
+    #[arg(long)]
+    pub quiet: bool,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub cmd: Vec<String>,
+}
+
+#[derive(Args, Debug)]
 pub struct StatsArgs {
     /// Interface of the instance (default: every instance in this namespace).
     pub iface: Option<String>,
@@ -505,6 +537,7 @@ pub fn run() -> Result<()> {
     match cli.command {
         Command::Attach(a) => attach(*a),
         Command::Update(a) => update(*a),
+        Command::Run(a) => run_cmd(*a),
         Command::Stats(a) => stats(a),
         Command::Status(a) => status(a),
         Command::Detach(a) => detach(a),
@@ -803,6 +836,30 @@ fn one_instance(iface: &str, side: Option<Side>) -> Result<discover::Instance> {
     found
         .pop()
         .ok_or_else(|| usage!("{iface} is not impaired").into())
+}
+
+fn run_cmd(a: RunArgs) -> Result<()> {
+    let (rules, label) = rules_from(a.profile.as_deref(), &a.impair, &a.matcher)?;
+    let ifaces = if a.ifaces.is_empty() {
+        crate::run::default_route_ifaces()?
+    } else {
+        a.ifaces.clone()
+    };
+    let stop = stop_flag()?;
+    let status = crate::run::run(
+        crate::run::RunOptions {
+            ifaces,
+            rules,
+            label,
+            seed: a.seed,
+            mode: a.attach_mode,
+            cmd: a.cmd.clone(),
+            quiet: a.quiet,
+        },
+        &stop,
+    )?;
+    // Everything is restored by now; pass CMD's status on.
+    std::process::exit(crate::run::exit_code(status));
 }
 
 fn update(a: UpdateArgs) -> Result<()> {

@@ -150,6 +150,11 @@ impl HookOptions {
     /// packets (fq at egress); the receive path has none, in tc ingress and
     /// XDP alike, so they are refused there with the way around it.
     pub fn check_rules(&self, rules: &[RuleSpec]) -> Result<(), UsageError> {
+        if self.direction.ingress() && rules.iter().any(|r| r.matcher.cgroup.is_some()) {
+            return Err(usage!(
+                "matching a cgroup (impair run) works at egress only: received packets have no sending socket"
+            ));
+        }
         if self.direction.ingress() {
             for r in rules {
                 if let Some(flag) = egress_only_flag(r) {

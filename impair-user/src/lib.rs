@@ -16,6 +16,7 @@ pub mod probe;
 pub mod profiles;
 pub mod qdisc;
 pub mod rules;
+pub mod run;
 pub mod scenario;
 pub mod stats;
 pub mod sys;

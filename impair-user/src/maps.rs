@@ -176,7 +176,15 @@ impl Maps {
         }
         let header = RuleSetHeader {
             rule_count: set.rules.len() as u32,
-            _reserved: 0,
+            flags: if set
+                .rules
+                .iter()
+                .any(|r| r.matcher.flags & impair_common::match_flags::CGROUP != 0)
+            {
+                impair_common::ruleset_flags::CGROUP
+            } else {
+                0
+            },
             generation,
         };
         self.rulesets.set(slot, header, 0)?;

@@ -22,6 +22,9 @@ pub struct MatchSpec {
     pub proto: Option<Proto>,
     pub sport: Option<(u16, u16)>,
     pub dport: Option<(u16, u16)>,
+    /// Only packets sent by sockets of this cgroup v2 (its id: the
+    /// directory's inode); tc egress only (`impair run`).
+    pub cgroup: Option<u64>,
 }
 
 /// How corruption treats the L4 checksum.
@@ -193,6 +196,10 @@ impl MatchSpec {
         if let Some((lo, hi)) = self.dport {
             m.flags |= match_flags::DPORT;
             (m.dport_min, m.dport_max) = (lo, hi);
+        }
+        if let Some(id) = self.cgroup {
+            m.flags |= match_flags::CGROUP;
+            m.cgroup_id = id;
         }
         Ok(m)
     }
@@ -488,6 +495,9 @@ impl RuleView {
         }
         if m.flags & match_flags::DPORT != 0 {
             parts.push(format!("dport {}", range(m.dport_min, m.dport_max)));
+        }
+        if m.flags & match_flags::CGROUP != 0 {
+            parts.push(format!("cgroup {}", m.cgroup_id));
         }
         let p = &r.loss.p;
         let pc = |i: usize| fmt_percent(prob::to_fraction(p[i]));

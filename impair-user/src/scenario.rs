@@ -111,13 +111,15 @@ pub fn parse(label: &str, text: &str, base: Option<&Path>) -> Result<Scenario, U
             RepeatValue::Word(w) if w == "once" => Repeat::Times(1),
             RepeatValue::Word(w) if w == "loop" => Repeat::Loop,
             RepeatValue::Count(n) if (1..=1_000_000).contains(n) => Repeat::Times(*n as u32),
-            RepeatValue::Count(n) => return Err(src.at(
-                r.span(),
-                "repeat",
-                format!(
+            RepeatValue::Count(n) => {
+                return Err(src.at(
+                    r.span(),
+                    "repeat",
+                    format!(
                     "{n} is out of range: expected a count from 1 to 1000000, \"once\" or \"loop\""
                 ),
-            )),
+                ))
+            }
             RepeatValue::Word(w) => {
                 return Err(src.at(
                     r.span(),

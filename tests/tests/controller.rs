@@ -580,6 +580,23 @@ fn bad_controller_input_is_one_clear_line_exit_2_and_changes_nothing() {
             "'impair-nope'".into(),
         ),
         (vec!["profiles", "show", "nope"], "'nope'".into()),
+        (vec!["run", "--loss", "1%"], "CMD".into()),
+        (
+            vec!["run", "--iface", "nosuch0", "--loss", "1%", "--", "true"],
+            "nosuch0".into(),
+        ),
+        (
+            vec![
+                "run",
+                "--iface",
+                "r1",
+                "--loss",
+                "1%",
+                "--",
+                "/nonexistent/cmd",
+            ],
+            "/nonexistent/cmd".into(),
+        ),
     ];
     for (args, needle) in &cases {
         let out = impair_in(&lab.router, args);
@@ -662,4 +679,169 @@ fn update_to_a_delay_installs_fq_and_the_controller_removes_it() {
     }
     assert!(ctl.signal_and_wait(libc::SIGTERM).success());
     assert_restored(&lab, &before);
+}
+
+/// Not a test of its own: `impair run` starts this test binary as CMD (see
+/// `run_impairs_only_the_commands_traffic`). With `IMPAIR_TEST_SEND=ADDR,N`
+/// it starts itself again as a child (children share the cgroup), which
+/// sends N datagrams `cmd` to ADDR; the parent then exits with status 3.
+#[test]
+#[ignore = "a helper that `impair run` starts as CMD"]
+fn helper_udp_sender() {
+    let Ok(spec) = std::env::var("IMPAIR_TEST_SEND") else {
+        return;
+    };
+    if std::env::var_os("IMPAIR_TEST_CHILD").is_none() {
+        let st = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "helper_udp_sender", "--ignored", "--quiet"])
+            .env("IMPAIR_TEST_CHILD", "1")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::process::exit(3);
+    }
+    let (addr, n) = spec.split_once(',').unwrap();
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..n.parse::<u32>().unwrap() {
+        sock.send_to(b"cmd", addr).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn run_impairs_only_the_commands_traffic() {
+    let lab = lab("run");
+    let iface_before = lab
+        .exec(&lab.client, &["tc", "qdisc", "show", "dev", lab::CLIENT_IF])
+        .unwrap();
+    let server = lab.server_v4();
+    let rx = impair::netns::run_in(&lab.server, move || std::net::UdpSocket::bind((server, 0)))
+        .unwrap()
+        .unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let to = rx.local_addr().unwrap();
+    let client = lab.client_v4();
+    let tx = impair::netns::run_in(&lab.client, move || std::net::UdpSocket::bind((client, 0)))
+        .unwrap()
+        .unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let rx = std::sync::Arc::new(rx);
+    let run = |loss: &str| {
+        // Count as they arrive: a socket buffer must not overflow meanwhile.
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let counter = {
+            let (rx, done) = (rx.clone(), done.clone());
+            std::thread::spawn(move || {
+                let (mut cmd, mut test) = (0, 0);
+                let mut buf = [0u8; 16];
+                loop {
+                    match rx.recv(&mut buf) {
+                        Ok(n) if &buf[..n] == b"cmd" => cmd += 1,
+                        Ok(n) if &buf[..n] == b"test" => test += 1,
+                        Ok(_) => {}
+                        Err(_) if done.load(std::sync::atomic::Ordering::Relaxed) => break,
+                        Err(_) => {}
+                    }
+                }
+                (cmd, test)
+            })
+        };
+        let mut child = Command::new(impair_bin())
+            .args([
+                "--netns",
+                &lab.client,
+                "run",
+                "--iface",
+                lab::CLIENT_IF,
+                "--loss",
+                loss,
+                "--quiet",
+                "--",
+            ])
+            .arg(&exe)
+            .args(["--exact", "helper_udp_sender", "--ignored", "--quiet"])
+            .env("IMPAIR_TEST_SEND", format!("{to},200"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Meanwhile another process of the same namespace sends too.
+        let mut sent = 0;
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            tx.send_to(b"test", to).unwrap();
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (cmd, test) = counter.join().unwrap();
+        (status, cmd, test, sent)
+    };
+    let (status, cmd, test, sent) = run("100%");
+    assert_eq!(status.code(), Some(3), "impair run exits with CMD's status");
+    assert_eq!(cmd, 0, "CMD's (and its child's) traffic is dropped");
+    assert!(sent > 50, "the other sender overlapped the run: {sent}");
+    assert_eq!(test, sent, "other processes' traffic is untouched");
+    let (status, cmd, _, _) = run("0%");
+    assert_eq!(status.code(), Some(3));
+    assert_eq!(
+        cmd, 200,
+        "the helper really sends: unimpaired, all 200 arrive"
+    );
+    assert_eq!(
+        lab.exec(&lab.client, &["tc", "qdisc", "show", "dev", lab::CLIENT_IF])
+            .unwrap(),
+        iface_before
+    );
+    let status = impair_in(&lab.client, &["status"]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("no impair instances"));
+    let left: Vec<_> = std::fs::read_dir("/sys/fs/cgroup/unified")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("impair-run-"))
+        .collect();
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
+}
+
+#[test]
+fn not_root_is_one_clear_line_exit_2_and_changes_nothing() {
+    let lab = lab("noroot");
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("NOTE: no setpriv(1) here (util-linux): the not-root refusals are checked on the host tier only");
+        return;
+    }
+    let before = router_state(&lab);
+    let bin = impair_bin();
+    let bin = bin.to_str().unwrap();
+    for args in [
+        vec!["attach", "r1", "--loss", "1%"],
+        vec!["update", "r1", "--loss", "1%"],
+        vec!["run", "--iface", "r1", "--loss", "1%", "--", "true"],
+    ] {
+        let mut cmd = vec![
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            bin,
+        ];
+        cmd.extend(&args);
+        let out = Command::new("ip")
+            .args(["netns", "exec", &lab.router])
+            .args(&cmd)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("permission denied") && err.contains("root"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    assert_eq!(router_state(&lab), before);
 }
