@@ -45,6 +45,8 @@ Examples:
   impair --netns lab attach veth0 --loss 2%     inside network namespace 'lab'
   impair update eth1 --loss 20%                 change a running instance atomically
   impair run --loss 5% -- curl http://198.18.2.1/   only curl's traffic is impaired
+  impair sweep eth1 --loss 0%..30% --step 2% --repeat 5 -- ./client
+                                                where does the client break?
   impair stats eth1 --watch                     live counters with rates and 95% intervals
   impair status                                 what is attached where, since when
   impair detach eth1                            stop it and restore eth1 (or --all)
@@ -71,6 +73,9 @@ pub enum Command {
     /// Run CMD with only its own traffic (and its children's) impaired, by
     /// cgroup; exits with CMD's status.
     Run(Box<RunArgs>),
+    /// Find the level of impairment where a command starts to fail: apply
+    /// levels one after another (atomic updates), run CMD at each, report.
+    Sweep(SweepArgs),
     /// Print the counters of the instance on IFACE, or of every instance.
     Stats(StatsArgs),
     /// List instances in this network namespace (--all-namespaces: everywhere):
@@ -408,6 +413,47 @@ pub struct RunArgs {
     pub cmd: Vec<String>,
 }
 
+const SWEEP_HELP: &str = "\
+Axes (one or two ranged, others held at one value):
+  --loss A..B --step S     --corrupt, --duplicate, --reorder: percentages
+  --delay A..B --step S    --jitter: times (0ms..500ms --step 50ms)
+  --rate A..B --step S     rates; may run downwards (10mbit..1mbit --step 1mbit)
+  --loss 1%                a single value holds at every level
+Run options:
+  --repeat N               runs of CMD per level (default 1)
+  --min-success P          a level passes when at least P of its runs succeed (default 100%)
+  --stop-after K           stop after K consecutive failing levels (default: run all)
+  --timeout T              a run longer than T is killed and fails (default 60s)
+  --hold T                 keep each level at least T (with --probe: probe for T; default 2s)
+  --out DIR                where report.json and plot.svg go (default ./impair-sweep)
+  --seed N, --direction egress|ingress, --show-output
+  --src/--dst CIDR, --proto P, --sport/--dport N|A-B   which packets are impaired
+Target (one of):
+  -- CMD ARGS...           exit status 0 is success
+  --probe --probe-dst IP [--probe-src-netns NS] [--probe-dst-netns NS] [--probe-rate PPS]
+                           the built-in probe measures the link at each level
+
+Examples:
+  impair sweep eth1 --loss 0%..30% --step 2% --repeat 5 --stop-after 2 -- ./client --check
+  impair sweep eth1 --delay 0ms..500ms --step 50ms --timeout 20s -- curl -sf http://198.18.2.1/
+  impair sweep eth1 --loss 0%..10% --step 2% --delay 0ms..200ms --step 100ms -- ./client
+  impair --netns router sweep r1 --loss 0%..20% --step 5% --probe --probe-dst 198.18.2.1 \\
+      --probe-src-netns client --probe-dst-netns server";
+
+#[derive(Args, Debug)]
+#[command(after_help = SWEEP_HELP)]
+pub struct SweepArgs {
+    /// Interface whose traffic is impaired (egress unless --direction ingress).
+    pub iface: String,
+    /// Axes, options and the target (see below).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    pub args: Vec<String>,
+}
+
 #[derive(Args, Debug)]
 pub struct StatsArgs {
     /// Interface of the instance (default: every instance in this namespace).
@@ -538,6 +584,11 @@ pub fn run() -> Result<()> {
         Command::Attach(a) => attach(*a),
         Command::Update(a) => update(*a),
         Command::Run(a) => run_cmd(*a),
+        Command::Sweep(a) => {
+            let plan = crate::sweep::parse(&a.args)?;
+            let stop = stop_flag()?;
+            crate::sweep::run(&a.iface, &plan, &stop).map(|_| ())
+        }
         Command::Stats(a) => stats(a),
         Command::Status(a) => status(a),
         Command::Detach(a) => detach(a),

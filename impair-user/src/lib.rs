@@ -19,4 +19,5 @@ pub mod rules;
 pub mod run;
 pub mod scenario;
 pub mod stats;
+pub mod sweep;
 pub mod sys;

@@ -152,6 +152,8 @@ impl Tier {
                 "netns_ingress",
                 "--test",
                 "controller",
+                "--test",
+                "sweep",
             ]),
             Tier::All | Tier::Vm => {
                 args.push("--workspace");
