@@ -240,3 +240,37 @@ pub fn probe_with_log(lab: &Lab, cfg: &ProbeConfig) -> (ProbeReport, probe::Rece
     let to = rx.local_addr().unwrap();
     probe::run_pair_with_log(tx, rx, to, cfg).unwrap()
 }
+
+/// z for a two-sided 99% interval.
+pub const Z99: f64 = 2.575_829_303_548_901;
+
+/// A fresh client → router → server lab (offloads off, so the probe's
+/// checksums are real), after checking privileges.
+pub fn lab(tag: &str) -> Lab {
+    crate::require_privileges();
+    Lab::create_with(tag, lab::LabOptions { offloads: false }).unwrap()
+}
+
+/// The measured loss `lost / sent` has `configured` inside its 99% Wilson interval.
+pub fn assert_inside_99(configured: f64, lost: u64, sent: u64) {
+    let (lo, hi) = impair::stats::wilson_interval(lost, sent, Z99);
+    assert!(
+        lo <= configured && configured <= hi,
+        "configured {configured}: measured {lost}/{sent}, 99% interval {lo}..{hi}"
+    );
+}
+
+/// Whether the kernel has sch_fq (tried on the router's `r0`, then removed).
+pub fn kernel_has_fq(lab: &Lab) -> bool {
+    let ok = lab
+        .exec(
+            &lab.router,
+            &["tc", "qdisc", "add", "dev", "r0", "root", "fq"],
+        )
+        .is_ok();
+    if ok {
+        lab.exec(&lab.router, &["tc", "qdisc", "del", "dev", "r0", "root"])
+            .unwrap();
+    }
+    ok
+}

@@ -10,28 +10,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use impair::lab::{self, Lab, LabOptions};
+use impair::lab::{self};
 use impair_tests::{
     impair_bin,
-    ns::{assert_restored, impair_in, probe, router_state, stats_json, Controller},
-    require_privileges,
+    ns::{
+        assert_inside_99, assert_restored, impair_in, kernel_has_fq, lab, probe, router_state,
+        stats_json, Controller,
+    },
 };
-
-/// z for a two-sided 99% interval.
-const Z99: f64 = 2.575_829_303_548_901;
-
-fn lab(tag: &str) -> Lab {
-    require_privileges();
-    Lab::create_with(tag, LabOptions { offloads: false }).unwrap()
-}
-
-fn assert_inside_99(configured: f64, lost: u64, sent: u64) {
-    let (lo, hi) = impair::stats::wilson_interval(lost, sent, Z99);
-    assert!(
-        lo <= configured && configured <= hi,
-        "configured {configured}: measured {lost}/{sent}, 99% interval {lo}..{hi}"
-    );
-}
 
 fn ok(out: &std::process::Output) -> String {
     assert!(
@@ -610,20 +596,6 @@ fn bad_controller_input_is_one_clear_line_exit_2_and_changes_nothing() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
     assert_eq!(router_state(&lab), before, "bad input changes nothing");
-}
-
-fn kernel_has_fq(lab: &Lab) -> bool {
-    let ok = lab
-        .exec(
-            &lab.router,
-            &["tc", "qdisc", "add", "dev", "r0", "root", "fq"],
-        )
-        .is_ok();
-    if ok {
-        lab.exec(&lab.router, &["tc", "qdisc", "del", "dev", "r0", "root"])
-            .unwrap();
-    }
-    ok
 }
 
 /// A live update from another process that adds a delay installs fq (the

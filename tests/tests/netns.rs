@@ -5,27 +5,11 @@
 //! was. Needs root and the real eBPF object.
 use std::time::Duration;
 
-use impair::lab::{Lab, LabOptions};
-use impair_tests::{
-    ns::{assert_restored, impair_in, probe, router_state, stats_json, Controller},
-    require_privileges,
+use impair::lab::Lab;
+use impair_tests::ns::{
+    assert_inside_99, assert_restored, impair_in, kernel_has_fq, lab, probe, router_state,
+    stats_json, Controller,
 };
-
-/// z for a two-sided 99% interval.
-const Z99: f64 = 2.575_829_303_548_901;
-
-fn lab(tag: &str) -> Lab {
-    require_privileges();
-    Lab::create_with(tag, LabOptions { offloads: false }).unwrap()
-}
-
-fn assert_inside_99(configured: f64, lost: u64, sent: u64) {
-    let (lo, hi) = impair::stats::wilson_interval(lost, sent, Z99);
-    assert!(
-        lo <= configured && configured <= hi,
-        "configured {configured}: measured {lost}/{sent}, 99% interval {lo}..{hi}"
-    );
-}
 
 fn loss_end_to_end(tag: &str, mode: &str) {
     let lab = lab(tag);
@@ -280,22 +264,6 @@ fn corruption_detectable_is_dropped_by_the_receiver_and_silent_reaches_it() {
             "every silent corruption reaches the application: {r:?}"
         );
     }
-}
-
-/// Whether this kernel can run fq (sch_fq built in or loadable), tried on the
-/// lab's own interface and undone at once.
-fn kernel_has_fq(lab: &Lab) -> bool {
-    let ok = lab
-        .exec(
-            &lab.router,
-            &["tc", "qdisc", "add", "dev", "r0", "root", "fq"],
-        )
-        .is_ok();
-    if ok {
-        lab.exec(&lab.router, &["tc", "qdisc", "del", "dev", "r0", "root"])
-            .unwrap();
-    }
-    ok
 }
 
 /// Delay needs fq. Where the kernel has it, the receiver sees the delay and

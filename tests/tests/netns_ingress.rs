@@ -8,34 +8,15 @@
 use std::time::Duration;
 
 use impair::{
-    lab::{self, Lab, LabOptions},
+    lab::{self, Lab},
     probe::ProbeConfig,
 };
-use impair_tests::{
-    ns::{
-        assert_iface_restored, iface_state, impair_in, probe, probe_with_log, stats_json_in,
-        Controller,
-    },
-    require_privileges,
+use impair_tests::ns::{
+    assert_iface_restored, assert_inside_99, iface_state, impair_in, lab, probe, probe_with_log,
+    stats_json_in, Controller,
 };
 
-/// z for a two-sided 99% interval.
-const Z99: f64 = 2.575_829_303_548_901;
-
 const S0: &str = lab::SERVER_IF;
-
-fn lab(tag: &str) -> Lab {
-    require_privileges();
-    Lab::create_with(tag, LabOptions { offloads: false }).unwrap()
-}
-
-fn assert_inside_99(configured: f64, lost: u64, sent: u64) {
-    let (lo, hi) = impair::stats::wilson_interval(lost, sent, Z99);
-    assert!(
-        lo <= configured && configured <= hi,
-        "configured {configured}: measured {lost}/{sent}, 99% interval {lo}..{hi}"
-    );
-}
 
 /// Starts `impair attach s0 --direction ingress ARGS` in the server namespace.
 fn attach_s0(lab: &Lab, args: &[&str]) -> Controller {

@@ -11,21 +11,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use impair::lab::{Lab, LabOptions};
+use impair::lab::Lab;
 use impair_tests::{
     impair_bin,
-    ns::{assert_restored, impair_in, router_state},
-    require_privileges,
+    ns::{assert_restored, impair_in, lab, router_state},
 };
 
 /// The client's tolerance: it sends REQUESTS requests and needs NEEDED answers.
 const REQUESTS: u32 = 50;
 const NEEDED: u32 = 45;
-
-fn lab(tag: &str) -> Lab {
-    require_privileges();
-    Lab::create_with(tag, LabOptions { offloads: false }).unwrap()
-}
 
 /// Not a test of its own: the client `impair sweep` runs at each level. It
 /// sends numbered UDP requests to `IMPAIR_SWEEP_ECHO` one at a time, waits up
