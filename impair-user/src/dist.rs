@@ -663,10 +663,27 @@ pub fn ks_critical_99(n: usize) -> f64 {
     1.628 / (s + 0.12 + 0.11 / s)
 }
 
+/// The KS critical value at significance `alpha` for `n` samples (the
+/// asymptotic `c(α) = sqrt(−ln(α/2)/2)` with the same small-sample
+/// correction as [`ks_critical_99`]). For k tests that must all pass at a
+/// family-wise level, use `alpha / k` (Bonferroni).
+pub fn ks_critical(n: usize, alpha: f64) -> f64 {
+    let c = (-(alpha / 2.0).ln() / 2.0).sqrt();
+    let s = (n.max(1) as f64).sqrt();
+    c / (s + 0.12 + 0.11 / s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use impair_common::{dist as kdist, rng};
+
+    #[test]
+    fn ks_critical_matches_the_99_percent_table_value() {
+        let (a, b) = (ks_critical(2000, 0.01), ks_critical_99(2000));
+        assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        assert!(ks_critical(2000, 0.0025) > b);
+    }
 
     /// Draws `n` values (in units of the jitter) through the data-path code:
     /// `sample_index_frac` and `interpolate` on SplitMix64 output.

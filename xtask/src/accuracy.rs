@@ -84,7 +84,7 @@ fn render(by_kernel: &BTreeMap<String, Vec<Value>>) -> String {
          the same scenario with netem (and tbf for rate) on the same kernel in the same\n\
          run. Delays are in ms and include the emulated VM's own path latency (a few\n\
          hundred µs); rates are frame bits per full 1 s window. The assertions (KS at\n\
-         99%, Wilson intervals, ±1% per rate window, exact counters) are in the tests;\n\
+         99% over the four distributions (Bonferroni), Wilson intervals, ±1% per rate window, exact counters) are in the tests;\n\
          this page is their record. It is rendered from target/vm-logs: the last VM\n\
          run of each kernel (`cargo xtask accuracy --from-logs` re-renders without\n\
          running).\n",
