@@ -99,7 +99,19 @@ enum Cmd {
         #[arg(last = true)]
         extra: Vec<String>,
     },
-    // Later: `Bench` (throughput/latency cost of the data path).
+    /// Benchmarks: BPF_PROG_TEST_RUN per-path costs and rule scaling,
+    /// interleaved throughput arms over the namespace lab (baseline, impair,
+    /// iptables statistic), scaling over cores; ratios, bootstrap intervals,
+    /// SVG plots. Writes docs/benchmarks.md unless --quick. Needs root.
+    Bench {
+        /// Few rounds, short arms, small repeats (what CI runs); writes only
+        /// target/bench, not docs/.
+        #[arg(long)]
+        quick: bool,
+        /// Rounds of interleaved arms (default 10; 3 with --quick).
+        #[arg(long)]
+        rounds: Option<usize>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -117,6 +129,7 @@ fn main() -> ExitCode {
         } => tasks::test(tier, &vm_kernel, &extra),
         Cmd::Clippy => tasks::clippy(),
         Cmd::Demo { extra } => tasks::demo(&extra),
+        Cmd::Bench { quick, rounds } => tasks::bench(quick, rounds),
         Cmd::Accuracy { kernel, from_logs } => accuracy::accuracy(&kernel, from_logs),
         Cmd::Vm {
             kernel,

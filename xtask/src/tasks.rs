@@ -84,6 +84,45 @@ pub fn demo(extra: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask bench`: builds `impair-bench` (release, with the eBPF
+/// object) and runs it; without `--quick` it rewrites docs/benchmarks.md and
+/// docs/bench/*.svg.
+pub fn bench(quick: bool, rounds: Option<usize>) -> Result<()> {
+    if !crate::util::is_root() {
+        bail!("benchmarks load eBPF programs and create network namespaces: run as root");
+    }
+    setup::setup(&Options { kernels: false })?;
+    section("bench: build impair-bench (release)");
+    run_timed(cargo_require().args([
+        "build",
+        "--release",
+        "-p",
+        "impair-tests",
+        "--bin",
+        "impair-bench",
+    ]))?;
+    let bin = target_dir().join("release/impair-bench");
+    section(if quick { "bench --quick" } else { "bench" });
+    let mut cmd = Command::new(&bin);
+    cmd.current_dir(workspace_root())
+        .args(["--out", &target_dir().join("bench").to_string_lossy()]);
+    if quick {
+        cmd.arg("--quick");
+    } else {
+        cmd.args(["--docs", "docs/benchmarks.md"]);
+    }
+    if let Some(r) = rounds {
+        cmd.args(["--rounds", &r.to_string()]);
+    }
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {}", bin.display()))?;
+    if !status.success() {
+        bail!("impair-bench failed ({status})");
+    }
+    Ok(())
+}
+
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -186,6 +225,9 @@ pub fn test(tier: Tier, vm_kernel: &str, extra: &[String]) -> Result<()> {
     section(&format!("test: tier {}", tier.name()));
     run_timed(cargo_require().args(tier.cargo_args()).args(extra))?;
     if tier == Tier::All {
+        // The benchmarks' quick mode: it proves they run; numbers from a
+        // busy CI machine are not the ones docs/benchmarks.md reports.
+        bench(true, None)?;
         run_vm(vm_kernel, &[])?;
     }
     eprintln!(
