@@ -19,7 +19,7 @@ use crate::{
     discover,
     dist::Distribution,
     engine::{AttachMode, AttachOptions, Direction, Engine, HookOptions, IngressHook, XdpMode},
-    input::{self, usage, LossModelSpec, Proto, QueueLimit},
+    input::{self, usage, LossModelSpec, Proto, QueueLimit, UsageError},
     metrics::{self, MetricsServer},
     profiles,
     rules::{CorruptMode, DelaySpec, MatchSpec, RateSpec, RuleSpec},
@@ -149,39 +149,86 @@ pub(crate) fn ports(s: &str) -> Result<(u16, u16), String> {
     input::parse_port_range("port", s).map_err(|e| e.0)
 }
 
+/// Match flags. Each may be repeated: the rule then applies to every
+/// combination (`--dst A --dst B --dport 53 --dport 853` is four rules with
+/// the same impairments, tried in that order).
 #[derive(Args, Debug, Clone, Default)]
 pub struct MatchArgs {
-    /// Only packets from this prefix (e.g. 198.18.1.0/24, 2001:2::/48).
+    /// Only packets from this prefix (e.g. 198.18.1.0/24, 2001:2::/48); repeatable.
     #[arg(long, value_parser = cidr, value_name = "CIDR")]
-    pub src: Option<IpNet>,
-    /// Only packets to this prefix.
+    pub src: Vec<IpNet>,
+    /// Only packets to this prefix; repeatable.
     #[arg(long, value_parser = cidr, value_name = "CIDR")]
-    pub dst: Option<IpNet>,
-    /// Only this L4 protocol: tcp, udp, icmp, icmpv6, sctp, any, or a number.
+    pub dst: Vec<IpNet>,
+    /// Only this L4 protocol: tcp, udp, icmp, icmpv6, sctp, any, or a number; repeatable.
     #[arg(long, value_parser = proto, value_name = "PROTO")]
-    pub proto: Option<ProtoArg>,
-    /// Only these source ports: N or A-B.
+    pub proto: Vec<ProtoArg>,
+    /// Only these source ports: N or A-B; repeatable.
     #[arg(long, value_parser = ports, value_name = "PORTS")]
-    pub sport: Option<(u16, u16)>,
-    /// Only these destination ports: N or A-B.
+    pub sport: Vec<(u16, u16)>,
+    /// Only these destination ports: N or A-B; repeatable.
     #[arg(long, value_parser = ports, value_name = "PORTS")]
-    pub dport: Option<(u16, u16)>,
+    pub dport: Vec<(u16, u16)>,
+}
+
+/// `v` as options: `[None]` when empty, so a product over it keeps one slot.
+fn each<T: Copy>(v: &[T]) -> Vec<Option<T>> {
+    if v.is_empty() {
+        vec![None]
+    } else {
+        v.iter().copied().map(Some).collect()
+    }
 }
 
 impl MatchArgs {
-    pub fn spec(&self) -> MatchSpec {
-        MatchSpec {
-            src: self.src,
-            dst: self.dst,
-            proto: self.proto.and_then(|p| p.0),
-            sport: self.sport,
-            dport: self.dport,
-            cgroup: None,
+    /// One match per combination of the given values, in the order given
+    /// (source outermost). Source/destination pairs of different IP versions
+    /// cannot match a packet and are left out; if nothing is left, that is an
+    /// error.
+    pub fn specs(&self) -> Result<Vec<MatchSpec>, UsageError> {
+        let mut out = Vec::new();
+        for src in each(&self.src) {
+            for dst in each(&self.dst) {
+                if let (Some(s), Some(d)) = (src, dst) {
+                    if s.addr().is_ipv4() != d.addr().is_ipv4() {
+                        continue;
+                    }
+                }
+                for proto in each(&self.proto) {
+                    for sport in each(&self.sport) {
+                        for dport in each(&self.dport) {
+                            out.push(MatchSpec {
+                                src,
+                                dst,
+                                proto: proto.and_then(|p| p.0),
+                                sport,
+                                dport,
+                                cgroup: None,
+                            });
+                        }
+                    }
+                }
+            }
         }
+        if out.is_empty() {
+            return Err(usage!(
+                "no --src/--dst pair has one IP version: every source is IPv4 and every destination IPv6, or the reverse"
+            ));
+        }
+        Ok(out)
     }
 
     fn given(&self) -> bool {
-        self.spec() != MatchSpec::default()
+        !(self.src.is_empty()
+            && self.dst.is_empty()
+            && self.proto.is_empty()
+            && self.sport.is_empty()
+            && self.dport.is_empty())
+    }
+
+    /// The rules for `rule`'s impairments under every match.
+    pub fn rules(&self, impair: &ImpairArgs) -> Result<Vec<RuleSpec>, UsageError> {
+        Ok(self.specs()?.into_iter().map(|m| impair.rule(m)).collect())
     }
 }
 
@@ -657,9 +704,16 @@ fn rules_from(
                 )
                 .into());
             }
-            for r in &mut rules {
-                r.matcher = matcher.spec();
-            }
+            let specs = matcher.specs()?;
+            rules = rules
+                .into_iter()
+                .flat_map(|r| {
+                    specs.iter().map(move |m| RuleSpec {
+                        matcher: m.clone(),
+                        ..r.clone()
+                    })
+                })
+                .collect();
         }
         return Ok((rules, format!("profile {name}")));
     }
@@ -669,9 +723,9 @@ fn rules_from(
         )
         .into());
     }
-    let rule = impair.rule(matcher.spec());
-    let label = crate::rules::RuleView::from_rule(&rule.compile()?).impairments;
-    Ok((vec![rule], label))
+    let rules = matcher.rules(impair)?;
+    let label = crate::rules::RuleView::from_rule(&rules[0].compile()?).impairments;
+    Ok((rules, label))
 }
 
 /// The hooks `a` asks for; refuses combinations that make no sense.
@@ -1253,4 +1307,53 @@ fn man(a: ManArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(args: &[&str]) -> Result<Vec<MatchSpec>, UsageError> {
+        let mut v = vec!["impair", "attach", "x", "--loss", "1%"];
+        v.extend(args);
+        match Cli::try_parse_from(v).unwrap().command {
+            Command::Attach(a) => a.matcher.specs(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn repeated_match_flags_make_one_match_per_combination_in_order() {
+        assert_eq!(m(&[]).unwrap(), vec![MatchSpec::default()]);
+        let s = m(&[
+            "--dst",
+            "198.18.2.0/24",
+            "--dst",
+            "2001:2::/48",
+            "--dport",
+            "53",
+            "--dport",
+            "853",
+        ])
+        .unwrap();
+        assert_eq!(s.len(), 4);
+        assert_eq!(s[0].dport, Some((53, 53)));
+        assert_eq!(s[1].dport, Some((853, 853)));
+        assert!(s[2].dst.unwrap().addr().is_ipv6());
+        // Mixed-version pairs are skipped; none left is an error.
+        let s = m(&[
+            "--src",
+            "198.18.1.0/24",
+            "--dst",
+            "198.18.2.0/24",
+            "--dst",
+            "2001:2::/48",
+        ])
+        .unwrap();
+        assert_eq!(s.len(), 1);
+        let e = m(&["--src", "198.18.1.0/24", "--dst", "2001:2::/48"])
+            .unwrap_err()
+            .0;
+        assert!(e.contains("IP version"), "{e}");
+    }
 }

@@ -181,11 +181,17 @@ impl RuleToml {
         base: Option<&Path>,
     ) -> Result<RuleSpec, UsageError> {
         let matcher = MatchArgs {
-            src: field(src, "src", &self.src, cli::cidr)?,
-            dst: field(src, "dst", &self.dst, cli::cidr)?,
-            proto: field(src, "proto", &self.proto, cli::proto)?,
-            sport: port_field(src, "sport", &self.sport)?,
-            dport: port_field(src, "dport", &self.dport)?,
+            src: field(src, "src", &self.src, cli::cidr)?
+                .into_iter()
+                .collect(),
+            dst: field(src, "dst", &self.dst, cli::cidr)?
+                .into_iter()
+                .collect(),
+            proto: field(src, "proto", &self.proto, cli::proto)?
+                .into_iter()
+                .collect(),
+            sport: port_field(src, "sport", &self.sport)?.into_iter().collect(),
+            dport: port_field(src, "dport", &self.dport)?.into_iter().collect(),
         };
         let int = |v: &Option<Spanned<i64>>, name: &str, lo: i64, hi: i64, what: &str| {
             v.as_ref()
@@ -270,7 +276,10 @@ impl RuleToml {
                 return Err(src.at(span, name, "needs a rate in the same rule"));
             }
         }
-        Ok(args.rule(matcher.spec()))
+        let m = matcher
+            .specs()
+            .map_err(|e| src.at(self.dst.as_ref().map_or(0..0, |d| d.span()), "dst", e))?;
+        Ok(args.rule(m.into_iter().next().unwrap_or_default()))
     }
 }
 

@@ -310,11 +310,11 @@ pub fn parse(raw: &[String]) -> Result<Plan, UsageError> {
                     _ => return Err(usage!("invalid --direction '{v}': expected egress or ingress")),
                 };
             }
-            "--src" => matcher.src = Some(crate::cli::cidr(take_value(flag, inline, &mut it)?).map_err(UsageError)?),
-            "--dst" => matcher.dst = Some(crate::cli::cidr(take_value(flag, inline, &mut it)?).map_err(UsageError)?),
-            "--proto" => matcher.proto = Some(crate::cli::proto(take_value(flag, inline, &mut it)?).map_err(UsageError)?),
-            "--sport" => matcher.sport = Some(crate::cli::ports(take_value(flag, inline, &mut it)?).map_err(UsageError)?),
-            "--dport" => matcher.dport = Some(crate::cli::ports(take_value(flag, inline, &mut it)?).map_err(UsageError)?),
+            "--src" => matcher.src.push(crate::cli::cidr(take_value(flag, inline, &mut it)?).map_err(UsageError)?),
+            "--dst" => matcher.dst.push(crate::cli::cidr(take_value(flag, inline, &mut it)?).map_err(UsageError)?),
+            "--proto" => matcher.proto.push(crate::cli::proto(take_value(flag, inline, &mut it)?).map_err(UsageError)?),
+            "--sport" => matcher.sport.push(crate::cli::ports(take_value(flag, inline, &mut it)?).map_err(UsageError)?),
+            "--dport" => matcher.dport.push(crate::cli::ports(take_value(flag, inline, &mut it)?).map_err(UsageError)?),
             "--probe" => probe = true,
             "--probe-dst" => {
                 let v = take_value(flag, inline, &mut it)?;
@@ -335,6 +335,7 @@ pub fn parse(raw: &[String]) -> Result<Plan, UsageError> {
             }
         }
     }
+    matcher.specs()?;
     if !axes.iter().any(|a| a.values.len() > 1) {
         return Err(usage!(
             "nothing to sweep: give at least one range, e.g. --loss 0%..30% --step 2%"
@@ -482,7 +483,8 @@ impl Plan {
         for (axis, v) in self.axes.iter().zip(values) {
             axis.knob.set(&mut a, *v);
         }
-        vec![a.rule(self.matcher.spec())]
+        // parse() checked that the matches combine.
+        self.matcher.rules(&a).unwrap_or_default()
     }
 }
 
@@ -560,8 +562,8 @@ fn probe_once(t: &Target, hold: Duration, linger: Duration) -> Result<ProbeRepor
 }
 
 fn engine_view(s: &Snapshot) -> EngineView {
-    let r = s.rules.first();
-    let g = |f: fn(&crate::stats::RuleStats) -> u64| r.map_or(0, f);
+    // Summed over the rules (one per combination of match flags).
+    let g = |f: fn(&crate::stats::RuleStats) -> u64| s.rules.iter().map(f).sum::<u64>();
     let packets = g(|r| r.packets);
     let dropped = g(|r| r.dropped_loss);
     EngineView {

@@ -212,6 +212,33 @@ fn a_pinned_duration_ends_in_the_kernel_and_the_next_command_cleans_up() {
 }
 
 #[test]
+fn repeated_match_flags_make_one_rule_per_combination() {
+    let lab = lab("rep");
+    let before = router_state(&lab);
+    let ctl = Controller::start(
+        &lab,
+        &[
+            "--blackhole",
+            "--proto",
+            "udp",
+            "--dport",
+            "40001",
+            "--dport",
+            "40003",
+        ],
+    );
+    assert_eq!(probe(&lab, false, 40_001, 300, 200).received, 0);
+    assert_eq!(probe(&lab, false, 40_002, 300, 200).lost, 0);
+    assert_eq!(probe(&lab, false, 40_003, 300, 200).received, 0);
+    let stats = stats_json(&lab);
+    assert_eq!(stats["rules"].as_array().unwrap().len(), 2, "{stats}");
+    assert_eq!(stats["rules"][0]["packets"], 300);
+    assert_eq!(stats["rules"][1]["packets"], 300);
+    assert!(ctl.signal_and_wait(libc::SIGTERM).success());
+    assert_restored(&lab, &before);
+}
+
+#[test]
 fn sighup_and_sigint_revert_like_sigterm() {
     for sig in [libc::SIGHUP, libc::SIGINT] {
         let lab = lab(if sig == libc::SIGHUP { "hup" } else { "int" });
