@@ -997,11 +997,7 @@ fn instances_on(iface: &str, side: Option<Side>) -> Result<Vec<discover::Instanc
     let ifindex = sys::ifindex(iface)?;
     Ok(discover::on_interface(ifindex)?
         .into_iter()
-        .filter(|i| match side {
-            None => true,
-            Some(Side::Egress) => i.egress(),
-            Some(Side::Ingress) => i.ingress(),
-        })
+        .filter(|i| on_side(i, side))
         .collect())
 }
 
@@ -1017,6 +1013,15 @@ fn instances_here() -> Result<Vec<(String, discover::Instance)>> {
             (name, i)
         })
         .collect())
+}
+
+/// Whether `i` impairs direction `side` (any direction when `None`).
+fn on_side(i: &discover::Instance, side: Option<Side>) -> bool {
+    match side {
+        None => true,
+        Some(Side::Egress) => i.egress(),
+        Some(Side::Ingress) => i.ingress(),
+    }
 }
 
 /// " at egress", " at ingress" or nothing, for messages.
@@ -1037,11 +1042,7 @@ fn stats(a: StatsArgs) -> Result<()> {
             }
             None => instances_here()?
                 .iter()
-                .filter(|(_, i)| match a.direction {
-                    None => true,
-                    Some(Side::Egress) => i.egress(),
-                    Some(Side::Ingress) => i.ingress(),
-                })
+                .filter(|(_, i)| on_side(i, a.direction))
                 .map(|(name, i)| Snapshot::read(&i.maps, name))
                 .collect(),
         }
@@ -1159,11 +1160,7 @@ fn detach(a: DetachArgs) -> Result<()> {
             .collect(),
         None => instances_here()?
             .into_iter()
-            .filter(|(_, i)| match a.direction {
-                None => true,
-                Some(Side::Egress) => i.egress(),
-                Some(Side::Ingress) => i.ingress(),
-            })
+            .filter(|(_, i)| on_side(i, a.direction))
             .collect(),
     };
     if targets.is_empty() {
