@@ -24,6 +24,7 @@ pub fn accuracy(kernel: &str, from_logs: bool) -> Result<()> {
             release: false,
             no_skip: false,
             extra: vec![],
+            bench_args: vec![],
         })
     };
     section("accuracy: docs/accuracy.md");

@@ -79,7 +79,11 @@ pub enum VmTier {
     /// netem and tbf (tests/tests/fidelity.rs: `#[ignore]`d on hosts without
     /// sch_fq/sch_netem; run here with `--include-ignored`).
     Fidelity,
-    /// All three.
+    /// `impair-bench --peers`: impair against netem, tbf and htb, which the
+    /// host kernel lacks (ratios only: the guest CPU is emulated).
+    Bench,
+    /// All of the above (the benchmark in its `--quick` mode unless
+    /// `cargo xtask bench` asks for more).
     All,
 }
 
@@ -92,6 +96,8 @@ enum Tier {
     NetnsIngress,
     Controller,
     Fidelity,
+    /// Not a test binary: `impair-bench --peers` (release build).
+    Bench,
 }
 
 impl Tier {
@@ -103,10 +109,11 @@ impl Tier {
             Tier::NetnsIngress => "netns-ingress",
             Tier::Controller => "controller",
             Tier::Fidelity => "fidelity",
+            Tier::Bench => "bench",
         }
     }
 
-    /// The `[[test]]` target in impair-tests.
+    /// The `[[test]]` target in impair-tests (for [`Tier::Bench`], the binary).
     fn target(self) -> &'static str {
         match self {
             Tier::Bpf => "bpf_prog_test_run",
@@ -115,7 +122,14 @@ impl Tier {
             Tier::NetnsIngress => "netns_ingress",
             Tier::Controller => "controller",
             Tier::Fidelity => "fidelity",
+            Tier::Bench => "impair-bench",
         }
+    }
+
+    /// Whether the binary is a libtest harness (takes `--test-threads`,
+    /// filters and the user's extra arguments).
+    fn libtest(self) -> bool {
+        self != Tier::Bench
     }
 
     /// Arguments the tier always gets in the guest: the fidelity tests are
@@ -125,6 +139,7 @@ impl Tier {
     fn default_args(self) -> &'static [&'static str] {
         match self {
             Tier::Fidelity => &["--include-ignored", "--show-output"],
+            Tier::Bench => &["--peers"],
             Tier::Bpf | Tier::BpfIngress | Tier::Netns | Tier::NetnsIngress | Tier::Controller => {
                 &[]
             }
@@ -138,6 +153,7 @@ impl VmTier {
             VmTier::Bpf => vec![Tier::Bpf, Tier::BpfIngress],
             VmTier::Netns => vec![Tier::Netns, Tier::NetnsIngress, Tier::Controller],
             VmTier::Fidelity => vec![Tier::Fidelity],
+            VmTier::Bench => vec![Tier::Bench],
             VmTier::All => vec![
                 Tier::Bpf,
                 Tier::BpfIngress,
@@ -145,6 +161,7 @@ impl VmTier {
                 Tier::NetnsIngress,
                 Tier::Controller,
                 Tier::Fidelity,
+                Tier::Bench,
             ],
         }
     }
@@ -162,6 +179,14 @@ pub struct Options {
     pub no_skip: bool,
     /// Passed to every test binary (filters, `--nocapture`, ...).
     pub extra: Vec<String>,
+    /// Passed to `impair-bench --peers` instead of `extra`
+    /// ([`Options::QUICK_BENCH`] unless `cargo xtask bench` runs it).
+    pub bench_args: Vec<String>,
+}
+
+impl Options {
+    /// What the bench tier gets from the test suite: proof it runs, quickly.
+    pub const QUICK_BENCH: &'static [&'static str] = &["--quick"];
 }
 
 /// A test binary or `impair`, built on the host, copied (debug info
@@ -310,18 +335,39 @@ fn build(tiers: &[Tier], release: bool) -> Result<Built> {
         "--no-run",
         "--message-format=json-render-diagnostics",
     ]);
-    for t in tiers {
+    let libtest: Vec<Tier> = tiers.iter().copied().filter(|t| t.libtest()).collect();
+    for t in &libtest {
         cmd.args(["--test", t.target()]);
     }
     if release {
         cmd.arg("--release");
     }
-    let json = cargo_json(&mut cmd)?;
     let mut tests = Vec::new();
-    for t in tiers {
-        let exe = executable(&json, t.target(), "test")
-            .with_context(|| format!("cargo built no executable for test target {}", t.target()))?;
-        tests.push((*t, exe));
+    if !libtest.is_empty() {
+        let json = cargo_json(&mut cmd)?;
+        for t in libtest {
+            let exe = executable(&json, t.target(), "test").with_context(|| {
+                format!("cargo built no executable for test target {}", t.target())
+            })?;
+            tests.push((t, exe));
+        }
+    }
+    if tiers.contains(&Tier::Bench) {
+        // Always release: the benchmark's sender loop is part of what it times.
+        let mut cmd = tasks::cargo_ebpf_required();
+        cmd.args([
+            "build",
+            "--release",
+            "-p",
+            "impair-tests",
+            "--bin",
+            Tier::Bench.target(),
+            "--message-format=json-render-diagnostics",
+        ]);
+        let json = cargo_json(&mut cmd)?;
+        let exe = executable(&json, Tier::Bench.target(), "bin")
+            .context("cargo built no impair-bench binary")?;
+        tests.push((Tier::Bench, exe));
     }
 
     let mut cmd = tasks::cargo_ebpf_required();
@@ -435,6 +481,17 @@ fn check_skip_names(built: &Built) {
 /// Staging: stripped binaries and one initramfs per kernel.
 fn vm_dir() -> PathBuf {
     workspace_root().join("target").join("vm")
+}
+
+/// The console log of the last VM run on `kernel` (a release or a series,
+/// as `--kernel` takes it).
+pub fn console_log(kernel: &str) -> Result<PathBuf> {
+    for sel in select_kernels(kernel)? {
+        if let Selected::Kernel(k) = sel {
+            return Ok(logs_dir().join(format!("{}.log", k.version)));
+        }
+    }
+    bail!("kernel {kernel} is not unpacked")
 }
 
 fn logs_dir() -> PathBuf {
@@ -857,7 +914,7 @@ echo "{M_BOOTED} $(uname -r) $(nproc) cpus, uptime $(cut -d' ' -f1 /proc/uptime)
     for run in runs {
         let name = run.tier.name();
         let mut args: Vec<String> = Vec::new();
-        if !run.extra.iter().any(|a| a.starts_with("--test-threads")) {
+        if run.tier.libtest() && !run.extra.iter().any(|a| a.starts_with("--test-threads")) {
             args.push("--test-threads=1".into());
         }
         // libtest rejects a flag given twice: the user's copy wins.
@@ -1078,7 +1135,11 @@ fn run_kernel(k: &Kernel, tiers: &[Tier], built: &Built, opts: &Options) -> Resu
             } else {
                 skips_for(&k.version, *t)
             },
-            extra: opts.extra.clone(),
+            extra: if t.libtest() {
+                opts.extra.clone()
+            } else {
+                opts.bench_args.clone()
+            },
         })
         .collect();
     if opts.no_skip && tiers.iter().any(|t| !skips_for(&k.version, *t).is_empty()) {

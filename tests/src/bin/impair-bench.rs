@@ -14,8 +14,14 @@
 //! 3. Scaling: one sender vs one per core, for the baseline, impair 1% loss
 //!    and a qdisc with a root lock (tbf at 10 Gbit/s).
 //!
-//! Arms the kernel cannot run (tbf/htb vs EDT rate and netem need sch_fq and
-//! sch_netem) are reported as not run, with the reason.
+//! 4. `--peers`, for kernels with sch_fq, sch_netem, sch_tbf and sch_htb
+//!    (the qemu tier: `cargo xtask bench` boots Linux 6.12 for it): the same
+//!    interleaved rounds for baseline, impair 1% loss against netem 1% loss,
+//!    and impair's EDT rate against tbf and htb at the same rate. It prints
+//!    one `IMPAIR-BENCH-PEERS {json}` line, which `--peers-from FILE` (on the
+//!    host run) renders into the report.
+//!
+//! Arms the kernel cannot run are reported as not run, with the reason.
 use std::{
     fmt::Write as _,
     net::UdpSocket,
@@ -45,6 +51,10 @@ struct Opts {
     rounds: usize,
     out: PathBuf,
     docs: Option<PathBuf>,
+    /// Run only the peer arms (netem, tbf, htb) and print their JSON line.
+    peers: bool,
+    /// `IMPAIR-BENCH-PEERS` results from VM runs, rendered into the report.
+    peers_from: Vec<PathBuf>,
 }
 
 fn parse_args() -> Result<Opts> {
@@ -53,6 +63,8 @@ fn parse_args() -> Result<Opts> {
         rounds: 10,
         out: PathBuf::from("target/bench"),
         docs: None,
+        peers: false,
+        peers_from: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -61,7 +73,11 @@ fn parse_args() -> Result<Opts> {
             "--rounds" => o.rounds = it.next().context("--rounds N")?.parse()?,
             "--out" => o.out = it.next().context("--out DIR")?.into(),
             "--docs" => o.docs = Some(it.next().context("--docs FILE")?.into()),
-            other => bail!("unknown argument {other}: impair-bench [--quick] [--rounds N] [--out DIR] [--docs FILE]"),
+            "--peers" => o.peers = true,
+            "--peers-from" => o
+                .peers_from
+                .push(it.next().context("--peers-from FILE")?.into()),
+            other => bail!("unknown argument {other}: impair-bench [--quick] [--rounds N] [--out DIR] [--docs FILE] [--peers] [--peers-from FILE]..."),
         }
     }
     if o.quick && o.rounds == 10 {
@@ -251,7 +267,20 @@ enum Arm {
     ImpairLoss1,
     IptablesLoss1,
     TbfRootLock,
+    NetemLoss1,
+    ImpairRate,
+    TbfRate,
+    HtbRate,
 }
+
+/// The rate of the rate arms: far above what the lab forwards with small
+/// frames, so every arm passes every packet and packets/s is the shaper's
+/// cost, not its limit (docs/accuracy.md has the rates they deliver).
+const PEER_RATE_BPS: u64 = 1_000_000_000;
+const PEER_RATE: &str = "1gbit";
+
+/// The scaling comparison's root-locked qdisc: tbf far above the lab's rate.
+const TBF_ROOT_LOCK: [&str; 7] = ["tbf", "rate", "10gbit", "burst", "1mb", "latency", "10ms"];
 
 impl Arm {
     fn name(self) -> &'static str {
@@ -262,6 +291,10 @@ impl Arm {
             Arm::ImpairLoss1 => "impair 1% loss",
             Arm::IptablesLoss1 => "iptables -m statistic 1% loss",
             Arm::TbfRootLock => "tbf 10gbit (root-locked qdisc)",
+            Arm::NetemLoss1 => "netem 1% loss",
+            Arm::ImpairRate => "impair rate 1gbit (EDT + fq)",
+            Arm::TbfRate => "tbf rate 1gbit",
+            Arm::HtbRate => "htb rate 1gbit",
         }
     }
 }
@@ -271,7 +304,8 @@ enum Setup {
     None,
     Engine(Box<Engine>),
     Iptables,
-    Tbf,
+    /// A root qdisc impair did not make: removed with `tc qdisc del root`.
+    Qdisc,
 }
 
 fn setup(lab: &Lab, arm: Arm) -> Result<Setup> {
@@ -306,27 +340,59 @@ fn setup(lab: &Lab, arm: Arm) -> Result<Setup> {
             Ok(Setup::Iptables)
         }
         Arm::TbfRootLock => {
+            tc_root(lab, &TBF_ROOT_LOCK)?;
+            Ok(Setup::Qdisc)
+        }
+        Arm::NetemLoss1 => {
+            tc_root(lab, &["netem", "loss", "1%"])?;
+            Ok(Setup::Qdisc)
+        }
+        Arm::ImpairRate => attach(vec![RuleSpec {
+            rate: Some(RateSpec {
+                rate_bps: PEER_RATE_BPS,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        Arm::TbfRate => {
+            // burst ≥ rate / HZ (tc-tbf(8)); 1 MB covers HZ=100 at 1 Gbit/s.
+            tc_root(
+                lab,
+                &["tbf", "rate", PEER_RATE, "burst", "1mb", "latency", "10ms"],
+            )?;
+            Ok(Setup::Qdisc)
+        }
+        Arm::HtbRate => {
+            tc_root(lab, &["handle", "1:", "htb", "default", "10"])?;
             lab.exec(
                 &lab.router,
                 &[
                     "tc",
-                    "qdisc",
+                    "class",
                     "add",
                     "dev",
                     lab::ROUTER_EGRESS,
-                    "root",
-                    "tbf",
+                    "parent",
+                    "1:",
+                    "classid",
+                    "1:10",
+                    "htb",
                     "rate",
-                    "10gbit",
-                    "burst",
-                    "1mb",
-                    "latency",
-                    "10ms",
+                    PEER_RATE,
+                    "ceil",
+                    PEER_RATE,
                 ],
             )?;
-            Ok(Setup::Tbf)
+            Ok(Setup::Qdisc)
         }
     }
+}
+
+/// `tc qdisc add dev <router egress> root <args>`.
+fn tc_root(lab: &Lab, args: &[&str]) -> Result<()> {
+    let mut cmd = vec!["tc", "qdisc", "add", "dev", lab::ROUTER_EGRESS, "root"];
+    cmd.extend_from_slice(args);
+    lab.exec(&lab.router, &cmd).map(|_| ())
 }
 
 /// `iptables -w -A FORWARD -m statistic ... -j DROP` (with `-D` to remove it).
@@ -352,7 +418,7 @@ fn teardown(lab: &Lab, s: Setup) -> Result<()> {
         Setup::None => Ok(()),
         Setup::Engine(e) => e.detach(),
         Setup::Iptables => lab.exec(&lab.router, &iptables("-D")).map(|_| ()),
-        Setup::Tbf => lab
+        Setup::Qdisc => lab
             .exec(
                 &lab.router,
                 &["tc", "qdisc", "del", "dev", lab::ROUTER_EGRESS, "root"],
@@ -570,6 +636,8 @@ struct Report {
     arms: Vec<ArmSummary>,
     scaling: Vec<ArmSummary>,
     not_run: Vec<(String, String)>,
+    /// `--peers` runs from kernels that have netem, fq, tbf and htb.
+    peers: Vec<PeersReport>,
 }
 
 fn bar_svg(title: &str, rows: &[(String, f64, (f64, f64))], target: Option<f64>) -> String {
@@ -811,15 +879,277 @@ fn markdown(r: &Report) -> String {
     if let (Some((i, _)), Some((t, _))) = (ratio(Arm::ImpairLoss1), ratio(Arm::IptablesLoss1)) {
         let _ = writeln!(m, "- faster than iptables statistic at the same 1% loss: impair {:.3} vs iptables {:.3}: {}", i, t, verdict(i > t));
     }
+    for p in &r.peers {
+        let find = |arm: Arm| p.arms.iter().find(|a| a.name == arm.name());
+        if let (Some(i), Some(n)) = (find(Arm::ImpairLoss1), find(Arm::NetemLoss1)) {
+            let _ = writeln!(
+                m,
+                "- faster than netem at the same 1% loss (Linux {}, qemu): impair {:.3} ({:.3}–{:.3}) vs netem {:.3} ({:.3}–{:.3}): {}",
+                p.kernel,
+                i.ratio_median,
+                i.ratio_ci95.0,
+                i.ratio_ci95.1,
+                n.ratio_median,
+                n.ratio_ci95.0,
+                n.ratio_ci95.1,
+                verdict(i.ratio_median > n.ratio_median)
+            );
+        }
+    }
     let _ = writeln!(m, "\n### Why targets are missed\n");
     let _ = writeln!(m, "- **Pass-through.** Before it can tell a packet matches no rule, `impair_egress` checks the lease, reads the active slot, and parses Ethernet, VLAN tags, IPv4/IPv6 (with extension headers) and the L4 ports into a per-CPU scratch key (the layout that lets the verifier walk the 64-rule loop once). In BPF_PROG_TEST_RUN that is the gap between the empty rule set and one unmatched rule. On the lab's short veth path every nanosecond is a visible share of the packet's cost; the iptables arm runs one `prandom` in a FORWARD rule and parses nothing. A dispatch on the rule set's needs (skip L4 parsing when no rule matches ports, the way the cgroup lookup is skipped) would close part of the gap; it is not done.");
     let _ = writeln!(m, "- **Full decision path.** Silent corruption rewrites a byte and fixes the L4 checksum through helpers, table jitter interpolates a quantile, in-order looks up the flow in an LRU hash and advances it with compare-and-swap, and the rate advances the link with another compare-and-swap: each is tens of ns; the path with all of them exceeds 100 ns, the single impairments are near or under it (table above).");
     let _ = writeln!(m, "- **Rules.** Matching is a first-match linear walk: each rule the packet passes costs a few ns (the table above; flat up to about 8 rules). A flat cost to 64 rules needs an index (an LPM trie on the destination, a hash on ports) in front of the walk; not done.");
+    for p in &r.peers {
+        let _ = writeln!(m, "\n{}", peers_markdown(p));
+        let _ = writeln!(
+            m,
+            "![impair against netem, tbf and htb](bench/{})",
+            peers_svg_name(p)
+        );
+    }
+    if r.not_run.is_empty() {
+        return m;
+    }
     let _ = writeln!(m, "\n## Not run here\n");
     for (what, why) in &r.not_run {
         let _ = writeln!(m, "- {what}: {why}");
     }
     m
+}
+
+/// The plot of one peers run, under docs/bench/.
+fn peers_svg_name(p: &PeersReport) -> String {
+    let series: Vec<&str> = p.kernel.split('.').take(2).collect();
+    format!("peers-{}.svg", series.join("."))
+}
+
+fn peers_svg(p: &PeersReport) -> String {
+    let rows: Vec<(String, f64, (f64, f64))> = p
+        .arms
+        .iter()
+        .map(|a| (a.name.clone(), a.ratio_median, a.ratio_ci95))
+        .collect();
+    bar_svg(
+        &format!(
+            "Linux {} (qemu): packets/s as a ratio to the same round's baseline",
+            p.kernel
+        ),
+        &rows,
+        None,
+    )
+}
+
+fn peers_markdown(p: &PeersReport) -> String {
+    let mut m = String::new();
+    let _ = writeln!(
+        m,
+        "## impair against netem, tbf and htb (Linux {}, qemu)\n",
+        p.kernel
+    );
+    let _ = writeln!(m, "The host kernel has neither sch_fq nor sch_netem, so these arms run in the VM tier: `cargo xtask bench` boots Linux {} under qemu ({}, {} vCPUs) and runs `impair-bench --peers` there, with the same lab, sender and interleaved rounds ({} rounds of {:.1} s per arm{}). qemu emulates the CPU (TCG: no KVM on this machine), so absolute packets/s are a small fraction of the host's and only ratios within a round mean anything: every arm runs the same emulated code paths around the part that differs. The rate arms shape at {PEER_RATE}, far above what the lab forwards with small frames: every arm passes every packet, so the ratio is the shaper's cost, not its limit (docs/accuracy.md shows the rates each delivers when the rate binds).\n", p.kernel, p.machine, p.cpus, p.rounds, p.seconds_per_arm, if p.quick { ", --quick" } else { "" });
+    let _ = writeln!(m, "| arm | ratio to baseline (95% CI) | sent pkt/s | delivered pkt/s | CPU ns/packet |\n|---|---|---|---|---|");
+    for a in &p.arms {
+        let _ = writeln!(
+            m,
+            "| {} | {:.3} ({:.3}–{:.3}) | {:.0} | {:.0} | {:.0} |",
+            a.name,
+            a.ratio_median,
+            a.ratio_ci95.0,
+            a.ratio_ci95.1,
+            a.sent_pps_median,
+            a.delivered_pps_median,
+            a.cpu_ns_per_packet_median
+        );
+    }
+    for (what, why) in &p.not_run {
+        let _ = writeln!(m, "\nNot run on this kernel: {what} ({why}).");
+    }
+    m
+}
+
+/// Interleaved rounds: every round runs each (arm, senders) once, in a
+/// fresh random order, as a sample numbered `first_round + round`.
+fn run_rounds(
+    lab: &Lab,
+    arms: &[(Arm, usize)],
+    rounds: usize,
+    first_round: usize,
+    dur: Duration,
+    rng: &mut rand::rngs::StdRng,
+) -> Result<Vec<Sample>> {
+    let mut samples = Vec::new();
+    for round in 0..rounds {
+        let mut order = arms.to_vec();
+        order.shuffle(rng);
+        for (arm, senders) in order {
+            let s = setup(lab, arm)?;
+            let measured = blast(lab, senders, dur);
+            teardown(lab, s)?;
+            let (sent_pps, delivered_pps, cpu) = measured?;
+            eprintln!("round {round} {:<36} x{senders} {sent_pps:>10.0} pkt/s sent {delivered_pps:>10.0} delivered {cpu:>6.0} CPU ns/pkt", arm.name());
+            samples.push(Sample {
+                arm,
+                round: first_round + round,
+                senders,
+                sent_pps,
+                delivered_pps,
+                cpu_ns_per_packet: cpu,
+            });
+        }
+    }
+    Ok(samples)
+}
+
+/// Whether the kernel takes `tc qdisc add ... root <q>` (tried on the
+/// router's ingress-side veth, which no arm uses).
+fn kernel_has_qdisc(lab: &Lab, q: &[&str]) -> bool {
+    let mut args = vec!["tc", "qdisc", "add", "dev", lab::ROUTER_INGRESS, "root"];
+    args.extend_from_slice(q);
+    let ok = lab.exec(&lab.router, &args).is_ok();
+    if ok {
+        let _ = lab.exec(
+            &lab.router,
+            &["tc", "qdisc", "del", "dev", lab::ROUTER_INGRESS, "root"],
+        );
+    }
+    ok
+}
+
+fn machine() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("unknown CPU")
+        .trim()
+        .to_owned()
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// Marks the one line of JSON a `--peers` run prints for the host to render.
+const PEERS_MARKER: &str = "IMPAIR-BENCH-PEERS ";
+
+/// What `--peers` measured on one kernel.
+#[derive(Serialize, serde::Deserialize, Clone)]
+struct PeersReport {
+    machine: String,
+    kernel: String,
+    cpus: usize,
+    quick: bool,
+    rounds: usize,
+    seconds_per_arm: f64,
+    arms: Vec<PeerArm>,
+    not_run: Vec<(String, String)>,
+}
+
+/// One arm of a peers run (an [`ArmSummary`] with an owned name, so it
+/// deserializes on the host).
+#[derive(Serialize, serde::Deserialize, Clone)]
+struct PeerArm {
+    name: String,
+    ratio_median: f64,
+    ratio_ci95: (f64, f64),
+    sent_pps_median: f64,
+    delivered_pps_median: f64,
+    cpu_ns_per_packet_median: f64,
+}
+
+/// `--peers`: impair against netem, tbf and htb on a kernel that has them.
+fn peers(o: &Opts, cpus: usize) -> Result<()> {
+    let dur = Duration::from_millis(if o.quick { 300 } else { 1500 });
+    let lab = Lab::create_with("bench", LabOptions { offloads: false })?;
+    let mut arms = vec![Arm::Baseline, Arm::ImpairLoss1];
+    let mut not_run = Vec::new();
+    if kernel_has_qdisc(&lab, &["netem", "loss", "1%"]) {
+        arms.push(Arm::NetemLoss1);
+    } else {
+        not_run.push((
+            "netem 1% loss".into(),
+            "this kernel has no sch_netem".into(),
+        ));
+    }
+    if kernel_has_qdisc(&lab, &["fq"]) {
+        arms.push(Arm::ImpairRate);
+        if kernel_has_qdisc(&lab, &TBF_ROOT_LOCK) {
+            arms.push(Arm::TbfRate);
+        } else {
+            not_run.push((
+                Arm::TbfRate.name().into(),
+                "this kernel has no sch_tbf".into(),
+            ));
+        }
+        if kernel_has_qdisc(&lab, &["htb"]) {
+            arms.push(Arm::HtbRate);
+        } else {
+            not_run.push((
+                Arm::HtbRate.name().into(),
+                "this kernel has no sch_htb".into(),
+            ));
+        }
+    } else {
+        not_run.push((
+            "rate arms (impair EDT, tbf, htb)".into(),
+            "this kernel has no sch_fq, which impair's rate needs".into(),
+        ));
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20261124);
+    let _ = blast(&lab, 1, Duration::from_millis(200))?;
+    let pairs: Vec<(Arm, usize)> = arms.iter().map(|&a| (a, 1)).collect();
+    let samples = run_rounds(&lab, &pairs, o.rounds, 0, dur, &mut rng)?;
+    drop(lab);
+    let report = PeersReport {
+        machine: machine(),
+        kernel: kernel_release(),
+        cpus,
+        quick: o.quick,
+        rounds: o.rounds,
+        seconds_per_arm: dur.as_secs_f64(),
+        arms: summarize(&samples, &arms, 1, &mut rng)
+            .into_iter()
+            .map(|a| PeerArm {
+                name: a.name.to_owned(),
+                ratio_median: a.ratio_median,
+                ratio_ci95: a.ratio_ci95,
+                sent_pps_median: a.sent_pps_median,
+                delivered_pps_median: a.delivered_pps_median,
+                cpu_ns_per_packet_median: a.cpu_ns_per_packet_median,
+            })
+            .collect(),
+        not_run,
+    };
+    let json = serde_json::to_string(&report)?;
+    std::fs::write(o.out.join("peers.json"), &json)?;
+    println!("{}", peers_markdown(&report));
+    println!("{PEERS_MARKER}{json}");
+    Ok(())
+}
+
+/// Reads `--peers-from` files: a peers JSON, or a console log holding
+/// `IMPAIR-BENCH-PEERS` lines (the last one counts).
+fn load_peers(files: &[PathBuf]) -> Result<Vec<PeersReport>> {
+    let mut out = Vec::new();
+    for f in files {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let json = text
+            .lines()
+            .filter_map(|l| l.split(PEERS_MARKER).nth(1))
+            .next_back()
+            .unwrap_or(text.trim());
+        out.push(
+            serde_json::from_str(json.trim())
+                .with_context(|| format!("{}: not a peers report", f.display()))?,
+        );
+    }
+    Ok(out)
 }
 
 fn main() -> Result<()> {
@@ -831,6 +1161,10 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&o.out)?;
     // Before anything pins a thread: the machine's CPUs, not this thread's.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if o.peers {
+        return peers(&o, cpus);
+    }
+    let peer_runs = load_peers(&o.peers_from)?;
     // BPF_PROG_TEST_RUN pins its thread to CPU 0; the lab arms must not be.
     let quick = o.quick;
     let micro = std::thread::spawn(move || micro(quick))
@@ -838,24 +1172,16 @@ fn main() -> Result<()> {
         .map_err(|_| anyhow::anyhow!("the microbenchmark thread panicked"))??;
     let dur = Duration::from_millis(if o.quick { 300 } else { 1500 });
     let lab = Lab::create_with("bench", LabOptions { offloads: false })?;
-    let has = |q: &[&str]| -> bool {
-        let mut args = vec!["tc", "qdisc", "add", "dev", lab::ROUTER_INGRESS, "root"];
-        args.extend_from_slice(q);
-        let ok = lab.exec(&lab.router, &args).is_ok();
-        if ok {
-            let _ = lab.exec(
-                &lab.router,
-                &["tc", "qdisc", "del", "dev", lab::ROUTER_INGRESS, "root"],
-            );
-        }
-        ok
-    };
     let mut not_run = Vec::new();
-    if !has(&["fq"]) {
-        not_run.push(("tbf and htb against impair's EDT rate".to_owned(), "this kernel has no sch_fq, which impair's rate needs; the qemu kernels have it, but software emulation makes timings meaningless".to_owned()));
-    }
-    if !has(&["netem", "loss", "1%"]) {
-        not_run.push(("netem 1% loss".to_owned(), "this kernel has no sch_netem; the qemu kernels have it, but software emulation makes timings meaningless".to_owned()));
+    if peer_runs.is_empty()
+        && (!kernel_has_qdisc(&lab, &["fq"]) || !kernel_has_qdisc(&lab, &["netem"]))
+    {
+        not_run.push((
+            "netem 1% loss; tbf and htb against impair's EDT rate".to_owned(),
+            "this kernel lacks sch_fq or sch_netem, and no `--peers-from` results were given: \
+             `cargo xtask bench` measures them in qemu on Linux 6.12"
+                .to_owned(),
+        ));
     }
     let mut arms = vec![
         Arm::Baseline,
@@ -872,58 +1198,29 @@ fn main() -> Result<()> {
             "iptables or xt_statistic is missing here".to_owned(),
         ));
     }
-    let tbf = has(&["tbf", "rate", "10gbit", "burst", "1mb", "latency", "10ms"]);
+    let tbf = kernel_has_qdisc(&lab, &TBF_ROOT_LOCK);
     let mut rng = rand::rngs::StdRng::seed_from_u64(20261123);
-    let mut samples = Vec::new();
     // Warm-up: one unmeasured baseline.
     let _ = blast(&lab, 1, Duration::from_millis(200))?;
-    for round in 0..o.rounds {
-        let mut order = arms.clone();
-        order.shuffle(&mut rng);
-        for &arm in &order {
-            let s = setup(&lab, arm)?;
-            let (sent_pps, delivered_pps, cpu) = blast(&lab, 1, dur)?;
-            teardown(&lab, s)?;
-            eprintln!("round {round} {:<36} {sent_pps:>10.0} pkt/s sent {delivered_pps:>10.0} delivered {cpu:>6.0} CPU ns/pkt", arm.name());
-            samples.push(Sample {
-                arm,
-                round,
-                senders: 1,
-                sent_pps,
-                delivered_pps,
-                cpu_ns_per_packet: cpu,
-            });
-        }
-    }
+    let pairs: Vec<(Arm, usize)> = arms.iter().map(|&a| (a, 1)).collect();
+    let mut samples = run_rounds(&lab, &pairs, o.rounds, 0, dur, &mut rng)?;
     let mut scale_arms = vec![Arm::Baseline, Arm::ImpairLoss1];
     if tbf {
         scale_arms.push(Arm::TbfRootLock);
     }
     let senders_max = cpus.min(2);
-    for round in 0..o.rounds.min(5) {
-        let mut order: Vec<(Arm, usize)> = scale_arms
-            .iter()
-            .flat_map(|&a| [(a, 1), (a, senders_max)])
-            .collect();
-        order.shuffle(&mut rng);
-        for (arm, n) in order {
-            let s = setup(&lab, arm)?;
-            let (sent_pps, delivered_pps, cpu) = blast(&lab, n, dur)?;
-            teardown(&lab, s)?;
-            eprintln!(
-                "scale {round} {:<36} x{n} {sent_pps:>10.0} pkt/s",
-                arm.name()
-            );
-            samples.push(Sample {
-                arm,
-                round: 1000 + round,
-                senders: n,
-                sent_pps,
-                delivered_pps,
-                cpu_ns_per_packet: cpu,
-            });
-        }
-    }
+    let pairs: Vec<(Arm, usize)> = scale_arms
+        .iter()
+        .flat_map(|&a| [(a, 1), (a, senders_max)])
+        .collect();
+    samples.extend(run_rounds(
+        &lab,
+        &pairs,
+        o.rounds.min(5),
+        1000,
+        dur,
+        &mut rng,
+    )?);
     drop(lab);
     let summary = summarize(&samples, &arms, 1, &mut rng);
     let mut scaling = Vec::new();
@@ -934,18 +1231,8 @@ fn main() -> Result<()> {
         }
     }
     let report = Report {
-        machine: std::fs::read_to_string("/proc/cpuinfo")
-            .unwrap_or_default()
-            .lines()
-            .find(|l| l.starts_with("model name"))
-            .and_then(|l| l.split(':').nth(1))
-            .unwrap_or("unknown CPU")
-            .trim()
-            .to_owned(),
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
-            .to_owned(),
+        machine: machine(),
+        kernel: kernel_release(),
         cpus,
         quick: o.quick,
         rounds: o.rounds,
@@ -954,6 +1241,7 @@ fn main() -> Result<()> {
         arms: summary,
         scaling,
         not_run,
+        peers: peer_runs,
     };
     std::fs::write(
         o.out.join("bench.json"),
@@ -978,6 +1266,9 @@ fn main() -> Result<()> {
     let rsvg = rules_svg(&pts);
     std::fs::write(o.out.join("arms.svg"), &arms_svg)?;
     std::fs::write(o.out.join("rules.svg"), &rsvg)?;
+    for p in &report.peers {
+        std::fs::write(o.out.join(peers_svg_name(p)), peers_svg(p))?;
+    }
     let md = markdown(&report);
     std::fs::write(o.out.join("benchmarks.md"), &md)?;
     if let Some(docs) = &o.docs {
@@ -988,6 +1279,9 @@ fn main() -> Result<()> {
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("arms.svg"), &arms_svg)?;
         std::fs::write(dir.join("rules.svg"), &rsvg)?;
+        for p in &report.peers {
+            std::fs::write(dir.join(peers_svg_name(p)), peers_svg(p))?;
+        }
         std::fs::write(docs, &md)?;
     }
     println!("{md}");
