@@ -7,7 +7,10 @@
 //! the hook, so those impairments never happen there.
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_hash_recalc, bpf_ktime_get_ns, bpf_skb_cgroup_id, bpf_skb_set_tstamp},
+    helpers::{
+        bpf_get_hash_recalc, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_skb_cgroup_id,
+        bpf_skb_set_tstamp,
+    },
     programs::{TcContext, XdpContext},
 };
 use impair_common::{
@@ -129,8 +132,11 @@ pub fn decide<H: Hook>(h: &H) -> Verdict {
 #[inline(always)]
 fn try_decide<H: Hook>(h: &H, g: &mut GlobalCounters) -> Result<Verdict, ()> {
     let deadline = *CONTROL.get(CONTROL_LEASE_DEADLINE_NS).ok_or(())?;
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    if deadline != LEASE_FOREVER && unsafe { bpf_ktime_get_ns() } > deadline {
+    // The coarse clock is CLOCK_MONOTONIC as of the last tick (the
+    // controller's deadline is in the same clock): a lease measured in
+    // seconds may end a tick late, and every packet is spared a clock read.
+    // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
+    if deadline != LEASE_FOREVER && unsafe { bpf_ktime_get_coarse_ns() } > deadline {
         g.lease_expired += 1;
         return Ok(Verdict::Pass);
     }
@@ -153,7 +159,7 @@ fn try_decide<H: Hook>(h: &H, g: &mut GlobalCounters) -> Result<Verdict, ()> {
     // SAFETY: this CPU's per-CPU value; programs do not migrate while running,
     // and a nested run (a duplicate) returns before touching it.
     let key = unsafe { &mut *key };
-    *key = PacketKey::default();
+    clear(key);
     parse_eth(Cursor::new(pkt.data(), pkt.data_end()), key);
     if H::EGRESS && set_flags & ruleset_flags::CGROUP != 0 {
         if let Some(ctx) = h.skb() {
@@ -191,6 +197,23 @@ fn try_decide<H: Hook>(h: &H, g: &mut GlobalCounters) -> Result<Verdict, ()> {
     let idx = base + hit;
     let rule = RULES.get(idx).ok_or(())?;
     apply(h, key, rule, idx, len)
+}
+
+/// Zeroes the key with one store per word. `*key = PacketKey::default()`
+/// compiles to a call of a byte-at-a-time `memset` (the BPF target has no
+/// wider builtin), which cost more than parsing the packet.
+#[inline(always)]
+fn clear(key: &mut PacketKey) {
+    const WORDS: usize = core::mem::size_of::<PacketKey>() / 8;
+    const _: () = assert!(core::mem::size_of::<PacketKey>() % 8 == 0);
+    const _: () = assert!(core::mem::align_of::<PacketKey>() == 8);
+    let words = (key as *mut PacketKey).cast::<u64>();
+    for i in 0..WORDS {
+        // SAFETY: `key` is 8-aligned and WORDS * 8 bytes long (asserted
+        // above), and every bit pattern is a valid PacketKey. Volatile keeps
+        // LLVM from folding the stores back into a memset call.
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
+    }
 }
 
 /// What one rule does to a packet, in netem's order: MTU, blackhole, the
