@@ -41,6 +41,7 @@ pub mod map_names {
     pub const DELAY_STATE: &str = "IMPAIR_DELAY_ST";
     pub const FLOWS: &str = "IMPAIR_FLOWS";
     pub const OWNER: &str = "IMPAIR_OWNER";
+    pub const INDEX: &str = "IMPAIR_INDEX";
 }
 
 /// Program names (the kernel keeps the first 15 bytes). All three live in one
@@ -480,6 +481,8 @@ mod pod {
     unsafe impl aya::Pod for super::Owner {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as above (its own size asserts are in `index`).
+    unsafe impl aya::Pod for crate::index::MatchIndex {}
 }
 
 impl Default for Owner {

@@ -9,6 +9,7 @@
 pub mod abi;
 pub mod dist;
 pub mod edt;
+pub mod index;
 pub mod loss;
 pub mod prob;
 pub mod rng;

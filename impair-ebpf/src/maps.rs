@@ -4,8 +4,8 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray},
 };
 use impair_common::{
-    DelayTable, FlowKey, GlobalCounters, Owner, PacketKey, Rule, RuleCounters, RuleSetHeader,
-    CONTROL_ENTRIES, RULE_ENTRIES, SLOTS,
+    index::MatchIndex, DelayTable, FlowKey, GlobalCounters, Owner, PacketKey, Rule, RuleCounters,
+    RuleSetHeader, CONTROL_ENTRIES, RULE_ENTRIES, SLOTS,
 };
 
 #[map(name = "IMPAIR_CONTROL")]
@@ -16,6 +16,11 @@ pub static RULESETS: Array<RuleSetHeader> = Array::with_max_entries(SLOTS, 0);
 
 #[map(name = "IMPAIR_RULES")]
 pub static RULES: Array<Rule> = Array::with_max_entries(RULE_ENTRIES, 0);
+
+/// Per slot: which rules each field value admits (`impair_common::index`),
+/// so finding a packet's rule does not walk every rule before it.
+#[map(name = "IMPAIR_INDEX")]
+pub static INDEX: Array<MatchIndex> = Array::with_max_entries(SLOTS, 0);
 
 #[map(name = "IMPAIR_RULE_CNT")]
 pub static RULE_COUNTERS: PerCpuArray<RuleCounters> =

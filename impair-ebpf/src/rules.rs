@@ -14,16 +14,16 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use impair_common::{
-    delay_dist, dist, edt, loss, loss_model, prob, rule_flags, ruleset_flags, FlowKey,
-    GlobalCounters, PacketKey, Rule, CONTROL_ACTIVE_SLOT, CONTROL_LEASE_DEADLINE_NS, LEASE_FOREVER,
-    MAX_RULES, POLICE_BURST_DEFAULT_NS,
+    delay_dist, dist, edt, index::lowest_bit, loss, loss_model, prob, rule_flags, ruleset_flags,
+    FlowKey, GlobalCounters, PacketKey, Rule, CONTROL_ACTIVE_SLOT, CONTROL_LEASE_DEADLINE_NS,
+    LEASE_FOREVER, MAX_RULES, POLICE_BURST_DEFAULT_NS,
 };
 
 use crate::{
     atomic,
     maps::{
-        random_u64, CONTROL, DELAY_STATE, DUPLICATING, FLOWS, GLOBAL_COUNTERS, KEY, LOSS_STATE,
-        MATCHED, RATE_STATE, RULES, RULESETS, RULE_COUNTERS, TABLES,
+        random_u64, CONTROL, DELAY_STATE, DUPLICATING, FLOWS, GLOBAL_COUNTERS, INDEX, KEY,
+        LOSS_STATE, MATCHED, RATE_STATE, RULES, RULESETS, RULE_COUNTERS, TABLES,
     },
     parse::{parse_eth, Cursor},
     pkt::Packet,
@@ -169,24 +169,33 @@ fn try_decide<H: Hook>(h: &H, g: &mut GlobalCounters) -> Result<Verdict, ()> {
     }
 
     // Find the first matching rule, then apply it once after the loop. The
-    // index travels through a per-CPU scratch slot: read back from a map it is
-    // an unknown scalar to the verifier, so the 64 ways out of the loop merge
-    // into one state and the (large) impairment code is verified once, not
-    // once per rule position.
+    // index narrows the walk to the rules the packet's fields admit (a
+    // superset of those that match, in rule order), and each is checked in
+    // full, so the first that matches is the one a plain walk would find.
+    // The rule's position travels through a per-CPU scratch slot: read back
+    // from a map it is an unknown scalar to the verifier, so the 64 ways out
+    // of the loop merge into one state and the (large) impairment code is
+    // verified once, not once per rule position.
     let base = slot * MAX_RULES;
+    let mut candidates = INDEX.get(slot).ok_or(())?.candidates(key);
+    if count < MAX_RULES {
+        candidates &= (1u64 << count) - 1;
+    }
     let scratch = MATCHED.get_ptr_mut(0).ok_or(())?;
     // SAFETY: this CPU's per-CPU value; programs do not migrate while running.
     unsafe { *scratch = MAX_RULES };
-    for i in 0..MAX_RULES {
-        if i >= count {
+    for _ in 0..MAX_RULES {
+        if candidates == 0 {
             break;
         }
+        let i = lowest_bit(candidates);
         let rule = RULES.get(base + i).ok_or(())?;
         if rule.matcher.matches(key) {
             // SAFETY: as above.
             unsafe { *scratch = i };
             break;
         }
+        candidates &= candidates - 1;
     }
     // SAFETY: as above.
     let hit = unsafe { core::ptr::read_volatile(scratch) };

@@ -8,14 +8,15 @@ use aya::{
     Ebpf,
 };
 use impair_common::{
-    map_names, DelayTable, GlobalCounters, Owner, Rule, RuleCounters, RuleSetHeader,
-    CONTROL_ACTIVE_SLOT, CONTROL_LEASE_DEADLINE_NS, MAX_RULES,
+    index::MatchIndex, map_names, DelayTable, GlobalCounters, Owner, Rule, RuleCounters,
+    RuleSetHeader, CONTROL_ACTIVE_SLOT, CONTROL_LEASE_DEADLINE_NS, MAX_RULES,
 };
 
 pub struct Maps {
     pub control: Array<MapData, u64>,
     pub rulesets: Array<MapData, RuleSetHeader>,
     pub rules: Array<MapData, Rule>,
+    pub index: Array<MapData, MatchIndex>,
     pub rule_counters: PerCpuArray<MapData, RuleCounters>,
     pub global: PerCpuArray<MapData, GlobalCounters>,
     pub rng: PerCpuArray<MapData, u64>,
@@ -41,6 +42,7 @@ impl Maps {
             control: typed(ebpf.take_map(map_names::CONTROL), map_names::CONTROL)?,
             rulesets: typed(ebpf.take_map(map_names::RULESETS), map_names::RULESETS)?,
             rules: typed(ebpf.take_map(map_names::RULES), map_names::RULES)?,
+            index: typed(ebpf.take_map(map_names::INDEX), map_names::INDEX)?,
             rule_counters: typed(
                 ebpf.take_map(map_names::RULE_COUNTERS),
                 map_names::RULE_COUNTERS,
@@ -90,6 +92,7 @@ impl Maps {
             control: typed(take(map_names::CONTROL), map_names::CONTROL)?,
             rulesets: typed(take(map_names::RULESETS), map_names::RULESETS)?,
             rules: typed(take(map_names::RULES), map_names::RULES)?,
+            index: typed(take(map_names::INDEX), map_names::INDEX)?,
             rule_counters: typed(take(map_names::RULE_COUNTERS), map_names::RULE_COUNTERS)?,
             global: typed(take(map_names::GLOBAL_COUNTERS), map_names::GLOBAL_COUNTERS)?,
             rng: typed(take(map_names::RNG), map_names::RNG)?,
@@ -174,6 +177,8 @@ impl Maps {
             }
             self.rules.set(idx, r, 0)?;
         }
+        let matchers: Vec<_> = set.rules.iter().map(|r| r.matcher).collect();
+        self.index.set(slot, MatchIndex::build(&matchers), 0)?;
         let header = RuleSetHeader {
             rule_count: set.rules.len() as u32,
             flags: if set

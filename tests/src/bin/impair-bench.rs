@@ -215,9 +215,14 @@ fn micro(quick: bool) -> Result<Vec<Micro>> {
         });
     }
     for n in [1usize, 2, 4, 8, 16, 32, 64] {
+        // Distinct prefixes, so the index has as many intervals as the rules
+        // can make: the walk it saves is the whole list.
         let mut rules: Vec<RuleSpec> = (0..n - 1)
-            .map(|_| RuleSpec {
-                matcher: nomatch(),
+            .map(|i| RuleSpec {
+                matcher: MatchSpec {
+                    dst: Some(parse_cidr("dst", &format!("198.19.{i}.0/24")).unwrap()),
+                    ..Default::default()
+                },
                 loss: Some(1.0),
                 ..Default::default()
             })
