@@ -15,7 +15,6 @@ mod setup;
 mod tasks;
 mod util;
 mod vm;
-// Later: `mod bench;`.
 
 use std::process::ExitCode;
 
@@ -76,7 +75,7 @@ enum Cmd {
         #[arg(last = true)]
         extra: Vec<String>,
     },
-    /// The bpf, netns and fidelity test tiers inside qemu (TCG) on the Debian
+    /// The bpf, netns, fidelity and bench tiers inside qemu (TCG) on the Debian
     /// cloud kernels that setup unpacks (6.1: clsact fallback; 6.12: tcx).
     /// No root needed. See docs/vm.md.
     Vm {
@@ -101,7 +100,8 @@ enum Cmd {
     },
     /// Benchmarks: BPF_PROG_TEST_RUN per-path costs and rule scaling,
     /// interleaved throughput arms over the namespace lab (baseline, impair,
-    /// iptables statistic), scaling over cores; ratios, bootstrap intervals,
+    /// iptables statistic), scaling over cores, and netem, tbf and htb
+    /// against impair inside qemu on Linux 6.12; ratios, bootstrap intervals,
     /// SVG plots. Writes docs/benchmarks.md unless --quick. Needs root.
     Bench {
         /// Few rounds, short arms, small repeats (what CI runs); writes only

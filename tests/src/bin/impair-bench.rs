@@ -802,20 +802,7 @@ fn markdown(r: &Report) -> String {
     let _ = writeln!(m, "\n![ns per packet vs rules](bench/rules.svg)\n");
     let _ = writeln!(m, "## Throughput over the namespace lab\n");
     let _ = writeln!(m, "One sender thread sends 18-byte UDP datagrams client → router → server as fast as it can; the router's forwarding and impair's program run in the sender's softirq context, so packets/s is the cost of the whole path. Arms run in random order in every round; each arm's packets/s is divided by the same round's baseline. Median ratio with a bootstrap 95% interval over rounds; CPU time per packet from /proc/stat (all CPUs busy time / packets sent).\n");
-    let _ = writeln!(m, "| arm | ratio to baseline (95% CI) | sent pkt/s | delivered pkt/s | CPU ns/packet |\n|---|---|---|---|---|");
-    for a in &r.arms {
-        let _ = writeln!(
-            m,
-            "| {} | {:.3} ({:.3}–{:.3}) | {:.0} | {:.0} | {:.0} |",
-            a.name,
-            a.ratio_median,
-            a.ratio_ci95.0,
-            a.ratio_ci95.1,
-            a.sent_pps_median,
-            a.delivered_pps_median,
-            a.cpu_ns_per_packet_median
-        );
-    }
+    arms_table(&mut m, r.arms.iter().map(PeerArm::from));
     let _ = writeln!(m, "\n![ratio per arm](bench/arms.svg)\n");
     let _ = writeln!(m, "## Scaling: one sender per CPU\n\n| arm | senders | ratio to baseline (95% CI) | sent pkt/s |\n|---|---|---|---|");
     for a in &r.scaling {
@@ -901,10 +888,52 @@ fn markdown(r: &Report) -> String {
             );
         }
     }
-    let _ = writeln!(m, "\n### Why targets are missed\n");
-    let _ = writeln!(m, "- **Pass-through.** Before it can tell a packet matches no rule, `impair_egress` checks the lease, reads the active slot, and parses Ethernet, VLAN tags, IPv4/IPv6 (with extension headers) and the L4 ports into a per-CPU scratch key (the layout that lets the verifier walk the 64-rule loop once). In BPF_PROG_TEST_RUN that is the gap between the empty rule set and one unmatched rule. On the lab's short veth path every nanosecond is a visible share of the packet's cost; the iptables arm runs one `prandom` in a FORWARD rule and parses nothing. A dispatch on the rule set's needs (skip L4 parsing when no rule matches ports, the way the cgroup lookup is skipped) would close part of the gap; it is not done.");
-    let _ = writeln!(m, "- **Full decision path.** Silent corruption rewrites a byte and fixes the L4 checksum through helpers, table jitter interpolates a quantile, in-order looks up the flow in an LRU hash and advances it with compare-and-swap, and the rate advances the link with another compare-and-swap: each is tens of ns; the path with all of them exceeds 100 ns, the single impairments are near or under it (table above).");
-    let _ = writeln!(m, "- **Rules.** Matching is a first-match linear walk: each rule the packet passes costs a few ns (the table above; flat up to about 8 rules). A flat cost to 64 rules needs an index (an LPM trie on the destination, a hash on ports) in front of the walk; not done.");
+    let _ = writeln!(m, "\n### Where a target is missed, why\n");
+    let micro = |case: &str| {
+        r.micro
+            .iter()
+            .find(|x| x.case == case)
+            .map_or(f64::NAN, |x| x.ns_per_packet)
+    };
+    let (empty, unmatched) = (micro("empty rule set"), micro("unmatched (1 rule)"));
+    let mut missed = 0;
+    if ratio(Arm::ImpairNoMatch).is_some_and(|(x, _)| x < 0.97)
+        || ratio(Arm::ImpairLoss1).is_some_and(|(x, _)| x < 0.95)
+    {
+        missed += 1;
+        let _ = writeln!(m, "- **Pass-through and matched paths.** The program itself costs {empty:.0} ns with an empty rule set and {unmatched:.0} ns to find that one rule does not match (BPF_PROG_TEST_RUN: the lease, the active slot, parsing Ethernet, VLAN tags, IPv4/IPv6 and the ports into a per-CPU scratch key, the index). On the lab path, which costs about {:.1} µs per packet, each 1% of throughput is about {:.0} ns, so the remaining gap is mostly the hook around the program (tcx or the clsact classifier, its context, and the maps' cache lines on a path that touches many), not the decision.", 1e6 / r.arms.first().map_or(f64::NAN, |a| a.sent_pps_median), 1e7 / r.arms.first().map_or(f64::NAN, |a| a.sent_pps_median));
+    }
+    if r.micro
+        .iter()
+        .any(|x| x.case.starts_with("full:") && x.ns_per_packet > 100.0)
+    {
+        missed += 1;
+        let _ = writeln!(m, "- **Full decision path.** Silent corruption rewrites a byte and fixes the L4 checksum through two helpers, table jitter interpolates a quantile, in-order looks the flow up in an LRU hash and advances it with compare-and-swap, and the rate advances the link with another compare-and-swap: each is tens of ns, so the path with all of them exceeds 100 ns, while single impairments stay near or under it (table above).");
+    }
+    if let (Some(a), Some(b)) = (rules.first(), rules.last()) {
+        if (b.ns_per_packet / a.ns_per_packet - 1.0).abs() > 0.10 {
+            missed += 1;
+            let _ = writeln!(m, "- **Rules.** The index (docs/architecture.md) narrows the walk to the rules the packet's fields admit; what still grows is its eight-step interval search per indexed field and the rules left to check in full.");
+        }
+    }
+    if let (Some((i, _)), Some((t, _))) = (ratio(Arm::ImpairLoss1), ratio(Arm::IptablesLoss1)) {
+        if i <= t {
+            missed += 1;
+            let _ = writeln!(m, "- **iptables statistic.** The iptables arm runs one `prandom` in a FORWARD rule and parses nothing; impair parses the headers before it knows which rule applies, which is what lets it match per flow and keep counters per rule.");
+        }
+    }
+    for p in &r.peers {
+        let find = |arm: Arm| p.arms.iter().find(|a| a.name == arm.name());
+        if let (Some(i), Some(n)) = (find(Arm::ImpairLoss1), find(Arm::NetemLoss1)) {
+            if i.ratio_median <= n.ratio_median {
+                missed += 1;
+                let _ = writeln!(m, "- **netem (Linux {}).** Under emulation both arms are within a few percent of the baseline and the intervals say how far apart they are.", p.kernel);
+            }
+        }
+    }
+    if missed == 0 {
+        let _ = writeln!(m, "None in this run.");
+    }
     for p in &r.peers {
         let _ = writeln!(m, "\n{}", peers_markdown(p));
         let _ = writeln!(
@@ -953,19 +982,12 @@ fn peers_markdown(p: &PeersReport) -> String {
         p.kernel
     );
     let _ = writeln!(m, "The host kernel has neither sch_fq nor sch_netem, so these arms run in the VM tier: `cargo xtask bench` boots Linux {} under qemu ({}, {} vCPUs) and runs `impair-bench --peers` there, with the same lab, sender and interleaved rounds ({} rounds of {:.1} s per arm{}). qemu emulates the CPU (TCG: no KVM on this machine), so absolute packets/s are a small fraction of the host's and only ratios within a round mean anything: every arm runs the same emulated code paths around the part that differs. The rate arms shape at {PEER_RATE}, far above what the lab forwards with small frames: every arm passes every packet, so the ratio is the shaper's cost, not its limit (docs/accuracy.md shows the rates each delivers when the rate binds).\n", p.kernel, p.machine, p.cpus, p.rounds, p.seconds_per_arm, if p.quick { ", --quick" } else { "" });
-    let _ = writeln!(m, "| arm | ratio to baseline (95% CI) | sent pkt/s | delivered pkt/s | CPU ns/packet |\n|---|---|---|---|---|");
-    for a in &p.arms {
-        let _ = writeln!(
-            m,
-            "| {} | {:.3} ({:.3}–{:.3}) | {:.0} | {:.0} | {:.0} |",
-            a.name,
-            a.ratio_median,
-            a.ratio_ci95.0,
-            a.ratio_ci95.1,
-            a.sent_pps_median,
-            a.delivered_pps_median,
-            a.cpu_ns_per_packet_median
-        );
+    arms_table(&mut m, p.arms.iter().cloned());
+    let find = |arm: Arm| p.arms.iter().find(|a| a.name == arm.name());
+    if let (Some(i), Some(t)) = (find(Arm::ImpairRate), find(Arm::TbfRate)) {
+        if i.ratio_median < t.ratio_median {
+            let _ = writeln!(m, "\nimpair's rate costs more than tbf here: it gives every packet the departure time at the end of its own serialization (a packet arrives after its last bit, as netem models a link), so fq holds each packet briefly in its time-ordered queue and releases it from its watchdog timer, while tbf sends at once as long as it has tokens. The arm measures that machinery (fq plus a timer) at a rate that never binds; docs/accuracy.md shows what each delivers when it does.");
+        }
     }
     for (what, why) in &p.not_run {
         let _ = writeln!(m, "\nNot run on this kernel: {what} ({why}).");
@@ -1067,6 +1089,37 @@ struct PeerArm {
     cpu_ns_per_packet_median: f64,
 }
 
+impl From<&ArmSummary> for PeerArm {
+    fn from(a: &ArmSummary) -> Self {
+        PeerArm {
+            name: a.name.to_owned(),
+            ratio_median: a.ratio_median,
+            ratio_ci95: a.ratio_ci95,
+            sent_pps_median: a.sent_pps_median,
+            delivered_pps_median: a.delivered_pps_median,
+            cpu_ns_per_packet_median: a.cpu_ns_per_packet_median,
+        }
+    }
+}
+
+/// The per-arm table of a throughput run.
+fn arms_table(m: &mut String, arms: impl Iterator<Item = PeerArm>) {
+    let _ = writeln!(m, "| arm | ratio to baseline (95% CI) | sent pkt/s | delivered pkt/s | CPU ns/packet |\n|---|---|---|---|---|");
+    for a in arms {
+        let _ = writeln!(
+            m,
+            "| {} | {:.3} ({:.3}–{:.3}) | {:.0} | {:.0} | {:.0} |",
+            a.name,
+            a.ratio_median,
+            a.ratio_ci95.0,
+            a.ratio_ci95.1,
+            a.sent_pps_median,
+            a.delivered_pps_median,
+            a.cpu_ns_per_packet_median
+        );
+    }
+}
+
 /// `--peers`: impair against netem, tbf and htb on a kernel that has them.
 fn peers(o: &Opts, cpus: usize) -> Result<()> {
     let dur = Duration::from_millis(if o.quick { 300 } else { 1500 });
@@ -1118,15 +1171,8 @@ fn peers(o: &Opts, cpus: usize) -> Result<()> {
         rounds: o.rounds,
         seconds_per_arm: dur.as_secs_f64(),
         arms: summarize(&samples, &arms, 1, &mut rng)
-            .into_iter()
-            .map(|a| PeerArm {
-                name: a.name.to_owned(),
-                ratio_median: a.ratio_median,
-                ratio_ci95: a.ratio_ci95,
-                sent_pps_median: a.sent_pps_median,
-                delivered_pps_median: a.delivered_pps_median,
-                cpu_ns_per_packet_median: a.cpu_ns_per_packet_median,
-            })
+            .iter()
+            .map(PeerArm::from)
             .collect(),
         not_run,
     };
