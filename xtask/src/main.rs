@@ -153,10 +153,7 @@ fn main() -> ExitCode {
             release,
             no_skip,
             extra,
-            bench_args: vm::Options::QUICK_BENCH
-                .iter()
-                .map(|a| a.to_string())
-                .collect(),
+            bench_args: vm::Options::quick_bench(),
         }),
     };
     match result {

@@ -59,7 +59,7 @@ fn run_vm(kernel: &str, extra: &[String]) -> Result<()> {
             release: false,
             no_skip: false,
             extra: extra.to_vec(),
-            bench_args: Options::QUICK_BENCH.iter().map(|a| a.to_string()).collect(),
+            bench_args: Options::quick_bench(),
         })
     };
     if kernel != "all" {
@@ -94,7 +94,8 @@ pub fn bench(quick: bool, rounds: Option<usize>, vm: bool) -> Result<()> {
     if !crate::util::is_root() {
         bail!("benchmarks load eBPF programs and create network namespaces: run as root");
     }
-    setup::setup(&Options { kernels: vm })?;
+    // `vm::vm` sets up the VM kernels itself when it runs.
+    setup::setup(&Options { kernels: false })?;
     let mut peers = None;
     let mut vm_result = Ok(());
     if vm {

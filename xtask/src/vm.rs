@@ -180,13 +180,15 @@ pub struct Options {
     /// Passed to every test binary (filters, `--nocapture`, ...).
     pub extra: Vec<String>,
     /// Passed to `impair-bench --peers` instead of `extra`
-    /// ([`Options::QUICK_BENCH`] unless `cargo xtask bench` runs it).
+    /// ([`Options::quick_bench`] unless `cargo xtask bench` runs it).
     pub bench_args: Vec<String>,
 }
 
 impl Options {
     /// What the bench tier gets from the test suite: proof it runs, quickly.
-    pub const QUICK_BENCH: &'static [&'static str] = &["--quick"];
+    pub fn quick_bench() -> Vec<String> {
+        vec!["--quick".into()]
+    }
 }
 
 /// A test binary or `impair`, built on the host, copied (debug info
