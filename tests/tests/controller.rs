@@ -736,15 +736,11 @@ fn run_impairs_only_the_commands_traffic() {
                 let (mut cmd, mut test) = (0, 0);
                 let mut buf = [0u8; 16];
                 loop {
-                    // Stop only after a whole quiet timeout that began once
-                    // the senders were done: the last packets may still be on
-                    // their way (slowly, under emulation) when `done` is set.
-                    let finishing = done.load(std::sync::atomic::Ordering::Relaxed);
                     match rx.recv(&mut buf) {
                         Ok(n) if &buf[..n] == b"cmd" => cmd += 1,
                         Ok(n) if &buf[..n] == b"test" => test += 1,
                         Ok(_) => {}
-                        Err(_) if finishing => break,
+                        Err(_) if done.load(std::sync::atomic::Ordering::Relaxed) => break,
                         Err(_) => {}
                     }
                 }
