@@ -368,6 +368,9 @@ pub struct Engine {
     fq: Option<qdisc::FqState>,
     /// The longest a packet can be held (how long detach lets fq drain).
     max_hold: Duration,
+    /// Set by the first teardown (`detach`, then `Drop`, must not undo twice:
+    /// a second pass would delete a clsact qdisc someone added since).
+    torn_down: bool,
 }
 
 /// Removes an fq root installed during an attach that then failed.
@@ -579,6 +582,7 @@ impl Engine {
                 .context("opening this thread's network namespace")?,
             fq,
             max_hold: Duration::from_nanos(rules.max_hold_ns()),
+            torn_down: false,
         })
     }
 
@@ -704,6 +708,9 @@ impl Engine {
     /// Runs `teardown_here` in the namespace the engine attached in (on a
     /// helper thread when the caller's thread is elsewhere).
     fn teardown(&mut self) -> Result<()> {
+        if std::mem::replace(&mut self.torn_down, true) {
+            return Ok(());
+        }
         if sys::netns_ino().ok()
             == std::os::unix::fs::MetadataExt::ino(&self.netns.metadata()?).into()
         {
