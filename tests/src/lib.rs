@@ -7,6 +7,15 @@ use std::{net::Ipv4Addr, net::Ipv6Addr, path::PathBuf};
 pub mod ns;
 pub mod packet;
 
+/// Says what a passing test could not check on this machine and where it is
+/// checked instead. libtest swallows `eprintln!` of passing tests; a direct
+/// write to the process's stderr is never captured, so the note is seen in
+/// every run (and in the VM's console log).
+pub fn note(msg: impl std::fmt::Display) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "NOTE: {msg}");
+}
+
 /// Fails the test loudly unless we can do privileged BPF and netns work.
 pub fn require_privileges() {
     // SAFETY: geteuid has no preconditions.

@@ -275,9 +275,9 @@ fn delay_at_the_receiver_or_a_clear_refusal_without_sch_fq() {
     let lab = lab("delay");
     let before = router_state(&lab);
     if !kernel_has_fq(&lab) {
-        eprintln!(
-            "NOTE: this kernel has no sch_fq: checking the refusal only; delay and rate fidelity run in \
-             the VM tier (cargo xtask vm)"
+        impair_tests::note(
+            "this kernel has no sch_fq: checking the refusal only; delay and rate fidelity run in \
+             the VM tier (cargo xtask vm)",
         );
         let out = impair_in(&lab.router, &["attach", "r1", "--delay", "10ms"]);
         let err = String::from_utf8_lossy(&out.stderr);

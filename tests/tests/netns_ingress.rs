@@ -104,7 +104,7 @@ fn loss_end_to_end(tag: &str, args: &[&str], hook: &str, mode: Option<&str>) {
 fn loss_10_percent_tc_ingress_tcx_measured_at_receiver() {
     use aya::util::KernelVersion;
     if !KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)) {
-        eprintln!("NOTE: this kernel has no tcx (Linux < 6.6): checking the refusal only");
+        impair_tests::note("this kernel has no tcx (Linux < 6.6): checking the refusal only");
         let lab = lab("itcxno");
         let before = iface_state(&lab, &lab.server, S0);
         let out = impair_in(
