@@ -25,9 +25,9 @@ use crate::{
     discover,
     input::{usage, UsageError},
     maps::Maps,
+    model::{compile_all, RuleSet, RuleSpec},
     qdisc,
     qdisc::FqState,
-    rules::{compile_all, RuleSet, RuleSpec},
     sys,
 };
 
@@ -422,7 +422,7 @@ impl Engine {
     pub fn attach_with(opts: AttachOptions, hooks: HookOptions) -> Result<Self> {
         ensure_real_object()?;
         hooks.check_rules(&opts.rules)?;
-        let rules = compile_all(&opts.rules)?;
+        let rules = compile_all(&opts.rules).map_err(UsageError::from)?;
         let ifindex = sys::ifindex(&opts.iface)?;
         if !sys::is_root() {
             return Err(usage!(
@@ -669,7 +669,7 @@ impl Engine {
     /// Replaces the whole rule set atomically while traffic flows.
     pub fn update(&mut self, rules: &[RuleSpec]) -> Result<()> {
         self.hooks.check_rules(rules)?;
-        let rules = compile_all(rules)?;
+        let rules = compile_all(rules).map_err(UsageError::from)?;
         if self.hooks.direction.egress() && rules.needs_fq() && self.fq.is_none() {
             let fq = qdisc::ensure_fq(&self.iface, rules.max_hold_ns())?;
             if fq == FqState::Installed {
@@ -1068,7 +1068,7 @@ pub fn update_instance(
 ) -> Result<()> {
     let hooks = hooks_of(&inst.owner);
     hooks.check_rules(rules)?;
-    let set = compile_all(rules)?;
+    let set = compile_all(rules).map_err(UsageError::from)?;
     let mut owner = inst.maps.owner()?;
     if hooks.direction.egress() && set.needs_fq() {
         let installed_here = owner.flags & owner_flags::INSTALLED_FQ != 0;

@@ -1,23 +1,24 @@
-//! impair's controller library: loads the embedded eBPF data path, compiles
-//! rules into map values, attaches and detaches safely, and reads counters.
-pub mod cli;
-pub mod demo;
+//! impair's controller library, in layers whose arrows point one way:
+//!
+//! - [`model`]: rules as a domain model (units, validation, compilation to
+//!   the map ABI); [`profile`]: TOML profiles and scenarios that build it;
+//! - the engine ([`engine`], [`discover`], [`maps`], [`ebpf`]): load,
+//!   attach, update, detach, lease, qdisc and clsact ownership, leftovers;
+//! - [`observe`]: counters and snapshots, Prometheus metrics, doctor;
+//! - beneath all of them, [`statistics`], [`sys`], [`netns`] and [`input`].
+//!
+//! The namespace lab, probe, sweep runner and demo live in the
+//! `impair-tools` crate; flags, rendering and the live view in `impair-cli`.
+//! docs/architecture.md has the concept → file table.
 pub mod discover;
-pub mod dist;
-pub mod doctor;
 pub mod ebpf;
 pub mod engine;
 pub mod input;
-pub mod lab;
 pub mod maps;
-pub mod metrics;
+pub mod model;
 pub mod netns;
-pub mod probe;
-pub mod profiles;
+pub mod observe;
+pub mod profile;
 pub mod qdisc;
-pub mod rules;
-pub mod run;
-pub mod scenario;
-pub mod stats;
-pub mod sweep;
+pub mod statistics;
 pub mod sys;

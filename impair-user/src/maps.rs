@@ -1,6 +1,6 @@
 //! Typed handles on one instance's maps, taken from a freshly loaded object or
 //! found again by id through the attached program (another process).
-use crate::rules::RuleSet;
+use crate::model::RuleSet;
 use anyhow::{anyhow, Context as _, Result};
 use aya::{
     maps::{Array, Map, MapData, MapInfo, PerCpuArray, PerCpuValues},

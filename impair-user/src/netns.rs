@@ -112,7 +112,7 @@ fn tail(s: &str, n: usize) -> &str {
 }
 
 /// The message of a panic payload (`&str` or `String`), or a placeholder.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {

@@ -8,9 +8,9 @@ use std::{
     time::Duration,
 };
 
-use impair::{
+use impair::netns;
+use impair_tools::{
     lab::{self, Lab},
-    netns,
     probe::{self, ProbeConfig, ProbeReport},
 };
 
@@ -253,7 +253,7 @@ pub fn lab(tag: &str) -> Lab {
 
 /// The measured loss `lost / sent` has `configured` inside its 99% Wilson interval.
 pub fn assert_inside_99(configured: f64, lost: u64, sent: u64) {
-    let (lo, hi) = impair::stats::wilson_interval(lost, sent, Z99);
+    let (lo, hi) = impair::statistics::wilson_interval(lost, sent, Z99);
     assert!(
         lo <= configured && configured <= hi,
         "configured {configured}: measured {lost}/{sent}, 99% interval {lo}..{hi}"

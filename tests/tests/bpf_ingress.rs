@@ -11,8 +11,8 @@ use std::time::Duration;
 use aya::programs::{TestRun as _, TestRunOptions, TestRunResult};
 use impair::{
     engine::Loaded,
-    input::{parse_cidr, QueueLimit},
-    rules::{compile_all, CorruptMode, DelaySpec, MatchSpec, RateSpec, RuleSpec},
+    model::{compile_all, CorruptMode, DelaySpec, MatchSpec, RateSpec, RuleSpec},
+    model::{units::parse_cidr, QueueLimit},
 };
 use impair_common::RuleCounters;
 use impair_tests::{
@@ -141,7 +141,8 @@ fn bernoulli_loss_rate_is_inside_the_99_percent_interval() {
         let c = counters(&l, 0);
         assert_eq!(c.packets, u64::from(n), "{p:?}");
         assert_eq!(c.packets, c.dropped_loss + c.passed, "{p:?}");
-        let (lo, hi) = impair::stats::wilson_interval(c.dropped_loss, c.packets, 2.5758293035489);
+        let (lo, hi) =
+            impair::statistics::wilson_interval(c.dropped_loss, c.packets, 2.5758293035489);
         assert!(
             lo <= 0.10 && 0.10 <= hi,
             "{p:?}: {} of {} dropped: 99% interval {lo}..{hi}",
@@ -155,7 +156,7 @@ fn bernoulli_loss_rate_is_inside_the_99_percent_interval() {
 #[test]
 fn gilbert_elliott_loss_runs_at_both_hooks() {
     pin_to_cpu0();
-    let ge = impair::input::parse_loss_model("ge:5%,20%").unwrap();
+    let ge = impair::model::units::parse_loss_model("ge:5%,20%").unwrap();
     for p in RECEIVE {
         let mut l = load(&[RuleSpec {
             loss_model: Some(ge),

@@ -4,11 +4,11 @@
 //! in-kernel generator. Needs root and the real eBPF object.
 use aya::programs::{TestRun as _, TestRunOptions};
 use impair::{
-    dist::Distribution,
     engine::Loaded,
-    input::QueueLimit,
-    input::{parse_cidr, parse_proto},
-    rules::{compile_all, CorruptMode, DelaySpec, MatchSpec, RateSpec, RuleSpec},
+    model::Distribution,
+    model::QueueLimit,
+    model::{compile_all, CorruptMode, DelaySpec, MatchSpec, RateSpec, RuleSpec},
+    model::units::{parse_cidr, parse_proto},
 };
 use impair_common::{RuleCounters, MAX_RULES};
 use impair_tests::{
@@ -331,7 +331,7 @@ fn bernoulli_loss_rate_in_kernel_is_inside_99_percent_interval() {
     let c = counters(&l, 0);
     assert_eq!(c.packets, u64::from(n));
     assert_eq!(c.packets, c.dropped_loss + c.passed);
-    let (lo, hi) = impair::stats::wilson_interval(c.dropped_loss, c.packets, 2.5758293035489);
+    let (lo, hi) = impair::statistics::wilson_interval(c.dropped_loss, c.packets, 2.5758293035489);
     assert!(
         lo <= 0.10 && 0.10 <= hi,
         "measured {} of {} dropped: 99% interval {lo}..{hi}",
@@ -657,8 +657,8 @@ fn normal_jitter_in_kernel_passes_a_ks_test() {
         let (_, ts) = run_tstamp(&mut l, &udp4(CLIENT_V4, SERVER_V4, 1, 2));
         z.push(((ts - before) as f64 - 1e9) / 1e8);
     }
-    let d = impair::dist::ks_statistic(&mut z, impair::dist::normal_cdf);
-    let crit = impair::dist::ks_critical_99(z.len());
+    let d = impair::statistics::ks_statistic(&mut z, impair::statistics::normal_cdf);
+    let crit = impair::statistics::ks_critical_99(z.len());
     assert!(d < crit, "KS D = {d}, 99% critical value {crit}");
 }
 

@@ -10,7 +10,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use impair::lab::{self};
 use impair_tests::{
     impair_bin,
     ns::{
@@ -18,6 +17,7 @@ use impair_tests::{
         stats_json, Controller,
     },
 };
+use impair_tools::lab::{self};
 
 fn ok(out: &std::process::Output) -> String {
     assert!(
@@ -73,12 +73,12 @@ fn update_changes_the_rules_atomically_under_traffic() {
                 .unwrap()
                 .unwrap();
             let to = rx.local_addr().unwrap();
-            let cfg = impair::probe::ProbeConfig {
+            let cfg = impair_tools::probe::ProbeConfig {
                 count: 20_000,
                 rate_pps: 10_000,
                 ..Default::default()
             };
-            impair::probe::run_pair(tx, rx, to, &cfg).unwrap()
+            impair_tools::probe::run_pair(tx, rx, to, &cfg).unwrap()
         })
     };
     for loss in ["5%", "30%", "50%"] {

@@ -11,16 +11,14 @@ use std::{
     time::Duration,
 };
 
-use impair::{
-    dist::{ks_statistic, Distribution},
-    lab::{Lab, LabOptions},
-    netns,
-    probe::{run_pair_with_log, ProbeConfig, ProbeReport, Verdict},
-    stats::wilson_interval,
-};
+use impair::{model::Distribution, netns, statistics::ks_statistic, statistics::wilson_interval};
 use impair_tests::{
     ns::{assert_restored, router_state, stats_json, Controller},
     require_privileges,
+};
+use impair_tools::{
+    lab::{Lab, LabOptions},
+    probe::{run_pair_with_log, ProbeConfig, ProbeReport, Verdict},
 };
 use serde_json::json;
 
@@ -244,7 +242,7 @@ fn jitter_distributions_pass_ks_at_the_receiver() {
             Box::new(table_cdf(&dist))
         };
         let d = ks_statistic(&mut z, cdf);
-        let crit = impair::dist::ks_critical(z.len(), alpha);
+        let crit = impair::statistics::ks_critical(z.len(), alpha);
         let netem_dist: Vec<&str> = if name == "uniform" {
             vec![]
         } else {

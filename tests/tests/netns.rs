@@ -5,11 +5,11 @@
 //! was. Needs root and the real eBPF object.
 use std::time::Duration;
 
-use impair::lab::Lab;
 use impair_tests::ns::{
     assert_inside_99, assert_restored, impair_in, kernel_has_fq, lab, probe, router_state,
     stats_json, Controller,
 };
+use impair_tools::lab::Lab;
 
 fn loss_end_to_end(tag: &str, mode: &str) {
     let lab = lab(tag);
@@ -308,7 +308,7 @@ fn delay_at_the_receiver_or_a_clear_refusal_without_sch_fq() {
 
 /// Sends `count` probe datagrams with the given IPv4 TOS byte (ECN bits in
 /// the low two) and returns the report and the intact sequence numbers seen.
-fn probe_tos(lab: &Lab, tos: u8, count: u64) -> (impair::probe::ProbeReport, Vec<u64>) {
+fn probe_tos(lab: &Lab, tos: u8, count: u64) -> (impair_tools::probe::ProbeReport, Vec<u64>) {
     use std::{
         net::{SocketAddr, UdpSocket},
         os::fd::AsRawFd as _,
@@ -337,17 +337,17 @@ fn probe_tos(lab: &Lab, tos: u8, count: u64) -> (impair::probe::ProbeReport, Vec
     };
     assert_eq!(rc, 0);
     let to = rx.local_addr().unwrap();
-    let cfg = impair::probe::ProbeConfig {
+    let cfg = impair_tools::probe::ProbeConfig {
         count,
         rate_pps: 20_000,
         ..Default::default()
     };
-    let (report, log) = impair::probe::run_pair_with_log(tx, rx, to, &cfg).unwrap();
+    let (report, log) = impair_tools::probe::run_pair_with_log(tx, rx, to, &cfg).unwrap();
     let seqs = log
         .receptions
         .iter()
         .filter_map(|r| match r.verdict {
-            impair::probe::Verdict::Valid { seq, .. } => Some(seq),
+            impair_tools::probe::Verdict::Valid { seq, .. } => Some(seq),
             _ => None,
         })
         .collect();

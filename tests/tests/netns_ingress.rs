@@ -7,13 +7,13 @@
 //! Needs root and the real eBPF object.
 use std::time::Duration;
 
-use impair::{
-    lab::{self, Lab},
-    probe::ProbeConfig,
-};
 use impair_tests::ns::{
     assert_iface_restored, assert_inside_99, iface_state, impair_in, lab, probe, probe_with_log,
     stats_json_in, Controller,
+};
+use impair_tools::{
+    lab::{self, Lab},
+    probe::ProbeConfig,
 };
 
 const S0: &str = lab::SERVER_IF;
@@ -570,7 +570,7 @@ fn netlink_ingress_detach_keeps_a_clsact_qdisc_it_did_not_create() {
 fn someone_elses_xdp_program_is_not_replaced() {
     let lab = lab("ixbusy");
     let foreign = impair::netns::run_in(&lab.server, || {
-        let rules = impair::rules::compile_all(&[impair::rules::RuleSpec::default()]).unwrap();
+        let rules = impair::model::compile_all(&[impair::model::RuleSpec::default()]).unwrap();
         let mut l = impair::engine::Loaded::new(&rules, 1).unwrap();
         l.xdp()
             .unwrap()

@@ -11,11 +11,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use impair::lab::Lab;
 use impair_tests::{
     impair_bin,
     ns::{assert_restored, impair_in, lab, router_state},
 };
+use impair_tools::lab::Lab;
 
 /// The client's tolerance: it sends REQUESTS requests and needs NEEDED answers.
 const REQUESTS: u32 = 50;
@@ -354,7 +354,7 @@ fn the_probe_characterises_each_level_at_the_receiver() {
         let sent = l["probe"]["sent"].as_u64().unwrap();
         let lost = l["probe"]["lost"].as_u64().unwrap();
         assert!(sent >= 1_000, "{l}");
-        let (lo, hi) = impair::stats::wilson_interval(lost, sent, 3.29);
+        let (lo, hi) = impair::statistics::wilson_interval(lost, sent, 3.29);
         assert!(
             lo <= p && p <= hi,
             "level {p}: receiver lost {lost}/{sent} (99.9% {lo}..{hi})"

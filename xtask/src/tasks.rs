@@ -128,7 +128,7 @@ pub fn bench(quick: bool, rounds: Option<usize>, vm: bool) -> Result<()> {
         "build",
         "--release",
         "-p",
-        "impair-tests",
+        "impair-bench",
         "--bin",
         "impair-bench",
     ]))?;

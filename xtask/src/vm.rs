@@ -361,7 +361,7 @@ fn build(tiers: &[Tier], release: bool) -> Result<Built> {
             "build",
             "--release",
             "-p",
-            "impair-tests",
+            "impair-bench",
             "--bin",
             Tier::Bench.target(),
             "--message-format=json-render-diagnostics",

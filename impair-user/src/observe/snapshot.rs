@@ -3,10 +3,12 @@ use anyhow::Result;
 use impair_common::{owner_flags, Owner};
 use serde::Serialize;
 
-use crate::{maps::Maps, rules::RuleView, sys};
-
-/// z for a two-sided 95% interval.
-const Z95: f64 = 1.959_963_984_540_054;
+use crate::{
+    maps::Maps,
+    model::RuleView,
+    statistics::{wilson_interval, Z95},
+    sys,
+};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RuleStats {
@@ -164,9 +166,9 @@ impl Snapshot {
             let measured = match (r.measured_loss, r.measured_loss_ci95) {
                 (Some(m), Some((lo, hi))) => format!(
                     "measured {} (95% {}..{})",
-                    crate::rules::fmt_percent(m),
-                    crate::rules::fmt_percent(lo),
-                    crate::rules::fmt_percent(hi)
+                    crate::model::fmt_percent(m),
+                    crate::model::fmt_percent(lo),
+                    crate::model::fmt_percent(hi)
                 ),
                 _ => "measured -".into(),
             };
@@ -204,7 +206,7 @@ impl Snapshot {
                 "rule {} {:.0} pkt/s {} dropped {:.0}/s",
                 r.index,
                 pps,
-                crate::rules::fmt_rate_bps(bps as u64),
+                crate::model::fmt_rate_bps(bps as u64),
                 dps
             ));
         }
@@ -244,33 +246,6 @@ pub fn fmt_age_secs(s: u64) -> String {
     }
 }
 
-/// Wilson score interval for a binomial proportion: `successes` of `n` at
-/// normal quantile `z`. Unlike the normal approximation it stays inside [0, 1]
-/// and is honest near 0% and 100%, where impairment rates often are.
-pub fn wilson_interval(successes: u64, n: u64, z: f64) -> (f64, f64) {
-    if n == 0 {
-        return (0.0, 1.0);
-    }
-    let n_f = n as f64;
-    let p = successes.min(n) as f64 / n_f;
-    let z2 = z * z;
-    let denom = 1.0 + z2 / n_f;
-    let centre = (p + z2 / (2.0 * n_f)) / denom;
-    let half = z * ((p * (1.0 - p) / n_f) + z2 / (4.0 * n_f * n_f)).sqrt() / denom;
-    // At p = 0 (p = 1) the bound is exactly 0 (1); rounding could leave ±1e-17.
-    let lo = if successes == 0 {
-        0.0
-    } else {
-        (centre - half).max(0.0)
-    };
-    let hi = if successes >= n {
-        1.0
-    } else {
-        (centre + half).min(1.0)
-    };
-    (lo, hi)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,18 +264,5 @@ mod tests {
         assert_eq!(fmt_age_secs(42), "42s");
         assert_eq!(fmt_age_secs(3 * 3600 + 5 * 60), "3h05m");
         assert_eq!(fmt_age_secs(2 * 86_400 + 4 * 3600), "2d04h");
-    }
-
-    #[test]
-    fn wilson_matches_published_values() {
-        // 10 of 100 at 95%: 0.0552 .. 0.1744 (Newcombe 1998, method 3).
-        let (lo, hi) = wilson_interval(10, 100, Z95);
-        assert!(
-            (lo - 0.0552).abs() < 1e-4 && (hi - 0.1744).abs() < 1e-4,
-            "{lo} {hi}"
-        );
-        assert_eq!(wilson_interval(0, 0, Z95), (0.0, 1.0));
-        let (lo, _) = wilson_interval(0, 50, Z95);
-        assert_eq!(lo, 0.0);
     }
 }

@@ -8,42 +8,37 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use clap::Args;
+use impair::{
+    engine::{ensure_real_object, AttachMode, AttachOptions, Engine},
+    model::fmt_percent,
+    netns,
+    observe::snapshot::Snapshot,
+    profile as profiles,
+    statistics::{wilson_interval, Z99},
+    sys,
+};
 use serde::Serialize;
 
 use crate::{
-    engine::{ensure_real_object, AttachMode, AttachOptions, Engine},
-    input::usage,
     lab::{self, Lab, LabOptions},
-    netns,
     probe::{self, ProbeConfig, ProbeReport},
-    profiles,
-    rules::fmt_percent,
-    stats::{wilson_interval, Snapshot},
-    sys,
+    signals::stop_flag,
+    usage,
 };
 
-/// z for a two-sided 99% interval.
-const Z99: f64 = 2.575_829_303_548_901;
-
-#[derive(Args, Debug)]
+/// What the demo runs (the command line's `impair demo` flags).
+#[derive(Debug, Clone)]
 pub struct DemoArgs {
-    /// Profile to attach on the router: a built-in (`impair profiles`) or a TOML file.
-    #[arg(long, default_value = "lossy")]
+    /// Profile to attach on the router: a built-in or a TOML file.
     pub profile: String,
     /// Probe datagrams to send from the client to the server.
-    #[arg(long, default_value_t = 20_000)]
     pub count: u64,
     /// Probe send rate, packets per second.
-    #[arg(long, default_value_t = 20_000)]
     pub rate_pps: u64,
     /// Seed of the data path's generators (random if omitted).
-    #[arg(long)]
     pub seed: Option<u64>,
-    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     pub attach_mode: AttachMode,
     /// Print the result as JSON.
-    #[arg(long)]
     pub json: bool,
 }
 
@@ -72,7 +67,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         return Err(usage!("invalid --count 0: send at least one packet").into());
     }
     // Ctrl-C during the demo must not kill us before the lab is removed.
-    let stop = crate::cli::stop_flag()?;
+    let stop = stop_flag()?;
 
     let say = |s: String| {
         if !a.json {

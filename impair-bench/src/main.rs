@@ -37,12 +37,15 @@ use anyhow::{bail, Context as _, Result};
 use aya::programs::{TestRun as _, TestRunOptions};
 use impair::{
     engine::{AttachOptions, Engine, Loaded},
-    input::parse_cidr,
-    lab::{self, Lab, LabOptions},
+    model::{compile_all, CorruptMode, DelaySpec, MatchSpec, RateSpec, RuleSpec},
     netns,
-    rules::{compile_all, CorruptMode, DelaySpec, MatchSpec, RateSpec, RuleSpec},
+    model::units::parse_cidr,
 };
 use impair_tests::{packet::udp4, pin_to_cpu0, CLIENT_V4, SERVER_V4};
+use impair_tools::{
+    lab::{self, Lab, LabOptions},
+    svg::Svg,
+};
 use rand::{seq::SliceRandom as _, Rng as _, SeedableRng as _};
 use serde::Serialize;
 
@@ -166,7 +169,7 @@ fn micro(quick: bool) -> Result<Vec<Micro>> {
         (
             "Gilbert-Elliott",
             vec![RuleSpec {
-                loss_model: Some(impair::input::parse_loss_model("ge:1%,30%").unwrap()),
+                loss_model: Some(impair::model::units::parse_loss_model("ge:1%,30%").unwrap()),
                 ..Default::default()
             }],
         ),
@@ -552,18 +555,9 @@ struct ArmSummary {
     cpu_ns_per_packet_median: f64,
 }
 
+/// The median of `v` (NaN when empty).
 fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
+    impair::statistics::median(&mut v.to_vec()).unwrap_or(f64::NAN)
 }
 
 /// Median and percentile-bootstrap 95% interval of the median.
@@ -676,11 +670,8 @@ fn bar_svg(title: &str, rows: &[(String, f64, (f64, f64))], target: Option<f64>)
     let xmax = rows.iter().map(|r| r.2 .1.max(r.1)).fold(1.1f64, f64::max) * 1.05;
     let pw = w - left - 40.0;
     let x = |v: f64| left + v / xmax * pw;
+    let mut doc = Svg::new(w, h);
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="{w}" height="{h}" fill="white"/>"#
-    );
     let _ = writeln!(
         s,
         r#"<text x="{}" y="22" text-anchor="middle" font-size="14">{title}</text>"#,
@@ -734,8 +725,8 @@ fn bar_svg(title: &str, rows: &[(String, f64, (f64, f64))], target: Option<f64>)
             x(t)
         );
     }
-    s.push_str("</svg>\n");
-    s
+    doc.raw(&s);
+    doc.finish()
 }
 
 fn rules_svg(points: &[(usize, f64)]) -> String {
@@ -743,11 +734,8 @@ fn rules_svg(points: &[(usize, f64)]) -> String {
     let ymax = points.iter().map(|p| p.1).fold(1.0f64, f64::max) * 1.25;
     let px = |n: usize| left + (n as f64).log2() / 6.0 * pw;
     let py = |v: f64| top + (1.0 - v / ymax) * ph;
+    let mut doc = Svg::new(w, h);
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="{w}" height="{h}" fill="white"/>"#
-    );
     let _ = writeln!(
         s,
         r#"<text x="{}" y="22" text-anchor="middle" font-size="14">impair_egress ns per packet vs rules walked (BPF_PROG_TEST_RUN)</text>"#,
@@ -802,8 +790,8 @@ fn rules_svg(points: &[(usize, f64)]) -> String {
         top + ph / 2.0,
         top + ph / 2.0
     );
-    s.push_str("</svg>\n");
-    s
+    doc.raw(&s);
+    doc.finish()
 }
 
 fn markdown(r: &Report) -> String {

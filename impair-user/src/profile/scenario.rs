@@ -18,9 +18,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::{
-    input::{self, usage, UsageError},
-    profiles::{self, RuleToml, SourceText},
-    rules::{compile_all, RuleSpec},
+    input::{usage, UsageError},
+    model::{compile_all, units, RuleSpec},
+    profile::{self as profiles, RuleToml, SourceText},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +136,7 @@ pub fn parse(label: &str, text: &str, base: Option<&Path>) -> Result<Scenario, U
     }
     let mut steps = Vec::with_capacity(raw.step.len());
     for (i, st) in raw.step.iter().enumerate() {
-        let duration_ns = input::parse_duration_ns("duration", st.duration.get_ref())
+        let duration_ns = units::parse_duration_ns("duration", st.duration.get_ref())
             .map_err(|e| src.at(st.duration.span(), "duration", e))?;
         if duration_ns < 10_000_000 {
             return Err(src.at(
@@ -170,7 +170,7 @@ pub fn parse(label: &str, text: &str, base: Option<&Path>) -> Result<Scenario, U
                 let views: Vec<String> = set
                     .rules
                     .iter()
-                    .map(|r| crate::rules::RuleView::from_rule(r).impairments)
+                    .map(|r| crate::model::RuleView::from_rule(r).impairments)
                     .collect();
                 (views.join("; "), rules)
             }

@@ -123,7 +123,7 @@ pub fn checks() -> Vec<Check> {
         ));
         return out;
     }
-    let loaded = crate::engine::Loaded::new(&crate::rules::RuleSet::default(), 1);
+    let loaded = crate::engine::Loaded::new(&crate::model::RuleSet::default(), 1);
     out.push(check(
         "verifier",
         loaded.is_ok(),
@@ -209,7 +209,7 @@ fn private_probes() -> Result<Vec<Check>> {
     ));
     let mut xdp = |mode: crate::engine::XdpMode, name: &'static str, what: &'static str| {
         let r = crate::engine::Loaded::with_programs(
-            &crate::rules::RuleSet::default(),
+            &crate::model::RuleSet::default(),
             1,
             &[crate::engine::Program::Xdp],
         )

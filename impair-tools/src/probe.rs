@@ -56,7 +56,7 @@ use std::{
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::sys::monotonic_ns;
+use impair::sys::monotonic_ns;
 
 /// The first four payload bytes.
 pub const MAGIC: [u8; 4] = *b"IMPR";
@@ -625,7 +625,7 @@ impl ProbeReport {
     }
 }
 
-pub use crate::stats::wilson_interval;
+pub use impair::statistics::wilson_interval;
 
 // ---------------------------------------------------------------------------
 // Receiver
@@ -801,7 +801,7 @@ impl Receiver {
 /// `cfg.linger` after the last send, and merges both sides into a report.
 ///
 /// The sockets may live in different network namespaces (create them with
-/// [`crate::netns::run_in`]). Sending starts only once the receiver thread is
+/// [`impair::netns::run_in`]). Sending starts only once the receiver thread is
 /// reading, so the first datagrams' delays do not include thread start-up.
 pub fn run_pair(
     tx: UdpSocket,
@@ -856,7 +856,7 @@ pub fn run_pair_with_log(
         Err(payload) => {
             return Err(anyhow!(
                 "probe receiver panicked: {}",
-                crate::netns::panic_message(&*payload)
+                impair::netns::panic_message(&*payload)
             ));
         }
     };

@@ -35,7 +35,7 @@ use std::{
 
 use anyhow::{anyhow, bail, Context as _, Result};
 
-use crate::netns;
+use impair::netns;
 
 /// The client's interface (client namespace), peer of [`ROUTER_INGRESS`].
 pub const CLIENT_IF: &str = "c0";

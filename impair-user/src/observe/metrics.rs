@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result};
 
 use crate::{
     input::{usage, UsageError},
-    stats::Snapshot,
+    observe::snapshot::Snapshot,
 };
 
 pub struct MetricsServer {
@@ -135,7 +135,7 @@ pub fn render(snaps: &[Snapshot]) -> String {
         "Rule-set generation: 1 at attach, +1 per atomic update.",
         global(|s| s.generation as f64),
     );
-    type RuleField = fn(&crate::stats::RuleStats) -> Option<f64>;
+    type RuleField = fn(&crate::observe::snapshot::RuleStats) -> Option<f64>;
     let per_rule: &[(&str, &str, &str, RuleField)] = &[
         (
             "impair_rule_packets_total",

@@ -16,13 +16,15 @@ use std::{
 
 use anyhow::{anyhow, Context as _, Result};
 
-use crate::{
+use impair::{
     engine::{AttachMode, AttachOptions, Engine},
-    input::{usage, UsageError},
-    rules::RuleSpec,
-    stats::Snapshot,
+    input::UsageError,
+    model::RuleSpec,
+    observe::snapshot::Snapshot,
     sys,
 };
+
+use crate::usage;
 
 /// A cgroup v2 made for one run; removed on drop.
 pub struct RunCgroup {

@@ -1,0 +1,164 @@
+//! Flags → the model: the command line's one place that builds rules and
+//! hooks, and renders the model's errors with flag names.
+use anyhow::Result;
+use impair::{
+    engine::{HookOptions, IngressHook},
+    input::UsageError,
+    model::{Field, MatchSpec, ModelError, RuleSpec, RuleView},
+    profile as profiles,
+};
+
+use crate::{
+    args::{AttachArgs, ImpairArgs, MatchArgs},
+    usage,
+};
+
+/// A model error in the command line's words (`--loss-model`, `--rate`).
+pub(crate) fn flags(e: ModelError) -> UsageError {
+    UsageError(e.render(&|f: Field| format!("--{}", f.key())))
+}
+
+/// Rules from `--profile`, or from the impairment and match flags; with a
+/// label for `impair status`.
+pub(crate) fn rules_from(
+    profile: Option<&str>,
+    impair: &ImpairArgs,
+    matcher: &MatchArgs,
+) -> Result<(Vec<RuleSpec>, String)> {
+    if let Some(name) = profile {
+        if impair.given() {
+            return Err(usage!("--profile {name} sets the impairments itself: drop the impairment flags, or drop --profile").into());
+        }
+        let p = profiles::load(name)?;
+        let mut rules = p.rules;
+        if matcher.given() {
+            if rules.iter().any(|r| r.matcher != MatchSpec::default()) {
+                return Err(usage!(
+                    "profile {name} has match fields of its own: drop --src/--dst/--proto/--sport/--dport, or edit the profile"
+                )
+                .into());
+            }
+            let specs = matcher.lists().specs().map_err(flags)?;
+            rules = rules
+                .into_iter()
+                .flat_map(|r| {
+                    specs.iter().map(move |m| RuleSpec {
+                        matcher: m.clone(),
+                        ..r.clone()
+                    })
+                })
+                .collect();
+        }
+        return Ok((rules, format!("profile {name}")));
+    }
+    if !impair.given() {
+        return Err(usage!(
+            "nothing to do: give an impairment (--loss, --loss-model, --delay, --rate, --corrupt, --duplicate, --mtu, --blackhole), --profile NAME|FILE or --scenario FILE"
+        )
+        .into());
+    }
+    let rules = matcher
+        .lists()
+        .rules(&impair.impairments())
+        .map_err(flags)?;
+    let first = rules
+        .first()
+        .ok_or_else(|| flags(ModelError::NoFamilyPair))?;
+    let label = RuleView::from_rule(&first.compile().map_err(flags)?).impairments;
+    Ok((rules, label))
+}
+
+/// The hooks `a` asks for; refuses combinations that make no sense.
+pub(crate) fn hooks_from(a: &AttachArgs) -> Result<HookOptions> {
+    if a.hook == IngressHook::Xdp && !a.direction.ingress() {
+        return Err(usage!(
+            "--hook xdp chooses the receive-side hook: XDP sees only arriving traffic, so it needs --direction \
+             ingress or both"
+        )
+        .into());
+    }
+    if a.xdp_mode.is_some() && a.hook != IngressHook::Xdp {
+        return Err(usage!(
+            "--xdp-mode applies to the XDP hook: add --hook xdp (and --direction ingress or both)"
+        )
+        .into());
+    }
+    Ok(HookOptions {
+        direction: a.direction,
+        ingress_hook: a.hook,
+        xdp_mode: a.xdp_mode.unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::args::{Cli, Command};
+
+    fn m(args: &[&str]) -> Result<Vec<MatchSpec>, UsageError> {
+        let mut v = vec!["impair", "attach", "x", "--loss", "1%"];
+        v.extend(args);
+        match Cli::try_parse_from(v).unwrap().command {
+            Command::Attach(a) => a.matcher.lists().specs().map_err(flags),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn repeated_match_flags_make_one_match_per_combination_in_order() {
+        assert_eq!(m(&[]).unwrap(), vec![MatchSpec::default()]);
+        let s = m(&[
+            "--dst",
+            "198.18.2.0/24",
+            "--dst",
+            "2001:2::/48",
+            "--dport",
+            "53",
+            "--dport",
+            "853",
+        ])
+        .unwrap();
+        assert_eq!(s.len(), 4);
+        assert_eq!(s[0].dport, Some((53, 53)));
+        assert_eq!(s[1].dport, Some((853, 853)));
+        assert!(s[2].dst.unwrap().addr().is_ipv6());
+        // Mixed-version pairs are skipped; none left is an error.
+        let s = m(&[
+            "--src",
+            "198.18.1.0/24",
+            "--dst",
+            "198.18.2.0/24",
+            "--dst",
+            "2001:2::/48",
+        ])
+        .unwrap();
+        assert_eq!(s.len(), 1);
+        let e = m(&["--src", "198.18.1.0/24", "--dst", "2001:2::/48"])
+            .unwrap_err()
+            .0;
+        assert!(e.contains("IP version") && e.contains("--src/--dst"), "{e}");
+    }
+
+    #[test]
+    fn model_errors_name_flags() {
+        let parse = |v: &[&str]| {
+            let mut args = vec!["impair", "attach", "x"];
+            args.extend(v);
+            match Cli::try_parse_from(args).unwrap().command {
+                Command::Attach(a) => rules_from(None, &a.impair, &a.matcher)
+                    .unwrap_err()
+                    .to_string(),
+                _ => unreachable!(),
+            }
+        };
+        let e = parse(&["--loss", "1%", "--loss-model", "ge:1%"]);
+        assert_eq!(
+            e,
+            "give either --loss (independent) or --loss-model (bursts), not both"
+        );
+        let e = parse(&["--loss", "1%", "--queue", "10p"]);
+        assert_eq!(e, "--queue needs a rate in the same rule (--rate)");
+    }
+}

@@ -1,0 +1,346 @@
+//! The other verbs: run, update, stats, status, detach, profiles, doctor,
+//! man (completions are in main).
+use std::{
+    io::IsTerminal as _,
+    sync::atomic::Ordering,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use clap::CommandFactory as _;
+use impair::{discover, observe::snapshot::Snapshot, profile as profiles, sys};
+use impair_tools::signals::stop_flag;
+
+use crate::{
+    args::{
+        Cli, DetachArgs, DoctorArgs, ManArgs, ProfilesArgs, ProfilesCommand, RunArgs, StatsArgs,
+        StatusArgs, UpdateArgs,
+    },
+    attach::redraw,
+    convert::rules_from,
+    instances::{at_side, instances_here, instances_on, on_side, one_instance},
+    usage,
+};
+
+pub(crate) fn run_cmd(a: RunArgs) -> Result<()> {
+    let (rules, label) = rules_from(a.profile.as_deref(), &a.impair, &a.matcher)?;
+    let ifaces = if a.ifaces.is_empty() {
+        impair_tools::run::default_route_ifaces()?
+    } else {
+        a.ifaces.clone()
+    };
+    let stop = stop_flag()?;
+    let status = impair_tools::run::run(
+        impair_tools::run::RunOptions {
+            ifaces,
+            rules,
+            label,
+            seed: a.seed,
+            mode: a.attach_mode,
+            cmd: a.cmd.clone(),
+            quiet: a.quiet,
+        },
+        &stop,
+    )?;
+    // Everything is restored by now; pass CMD's status on.
+    std::process::exit(impair_tools::run::exit_code(status));
+}
+
+pub(crate) fn update(a: UpdateArgs) -> Result<()> {
+    let (rules, label) = rules_from(a.profile.as_deref(), &a.impair, &a.matcher)?;
+    if !sys::is_root() {
+        return Err(usage!("permission denied: impair update needs root (CAP_BPF)").into());
+    }
+    let mut inst = one_instance(&a.iface, a.direction)?;
+    if !inst.alive {
+        return Err(usage!(
+            "the instance on {} belongs to pid {}, which died (its traffic passes unimpaired): `impair detach {}` removes it",
+            a.iface,
+            inst.owner.pid,
+            a.iface
+        )
+        .into());
+    }
+    impair::engine::update_instance(&a.iface, &mut inst, &rules, &label)?;
+    println!(
+        "impair: updated {} {} (pid {}): {label}",
+        a.iface,
+        inst.owner.hook_name(),
+        inst.owner.pid
+    );
+    Ok(())
+}
+
+pub(crate) fn stats(a: StatsArgs) -> Result<()> {
+    let read_all = || -> Result<Vec<Snapshot>> {
+        match &a.iface {
+            Some(iface) => {
+                let inst = one_instance(iface, a.direction)?;
+                Ok(vec![Snapshot::read(&inst.maps, iface)?])
+            }
+            None => instances_here()?
+                .iter()
+                .filter(|(_, i)| on_side(i, a.direction))
+                .map(|(name, i)| Snapshot::read(&i.maps, name))
+                .collect(),
+        }
+    };
+    if !a.watch {
+        let snaps = read_all()?;
+        if a.json {
+            match (&a.iface, snaps.as_slice()) {
+                (Some(_), [one]) => println!("{}", serde_json::to_string_pretty(one)?),
+                _ => println!("{}", serde_json::to_string_pretty(&snaps)?),
+            }
+        } else if snaps.is_empty() {
+            println!("no impair instances in this network namespace");
+        } else {
+            for s in &snaps {
+                for l in s.render() {
+                    println!("{l}");
+                }
+            }
+        }
+        return Ok(());
+    }
+    let stop = stop_flag()?;
+    let tty = std::io::stdout().is_terminal() && !a.json;
+    let interval = Duration::from_millis(a.interval_ms.max(50));
+    let mut prev: Option<(Instant, Vec<Snapshot>)> = None;
+    let mut drawn = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        let snaps = read_all()?;
+        if a.json {
+            println!("{}", serde_json::to_string(&snaps)?);
+        } else {
+            let mut lines = Vec::new();
+            if snaps.is_empty() {
+                lines.push("no impair instances in this network namespace".to_owned());
+            }
+            for s in &snaps {
+                lines.extend(s.render());
+                let before = prev.as_ref().and_then(|(t, p)| {
+                    p.iter()
+                        .find(|o| o.interface == s.interface && o.hook == s.hook)
+                        .map(|o| (now.duration_since(*t), o))
+                });
+                if let Some((dt, o)) = before {
+                    lines.push(s.rates_line(o, dt));
+                }
+            }
+            drawn = redraw(&lines, tty, drawn)?;
+        }
+        prev = Some((now, snaps));
+        let until = now + interval;
+        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn status(a: StatusArgs) -> Result<()> {
+    let here = sys::netns_ino()?;
+    let mut rows = Vec::new();
+    for inst in discover::instances()? {
+        if inst.owner.netns_ino != here && !a.all_namespaces {
+            continue;
+        }
+        let iface = if inst.owner.netns_ino == here {
+            sys::ifname(inst.owner.ifindex)
+                .unwrap_or_else(|| format!("ifindex {}", inst.owner.ifindex))
+        } else {
+            format!(
+                "ifindex {} (netns {})",
+                inst.owner.ifindex, inst.owner.netns_ino
+            )
+        };
+        let snap = Snapshot::read(&inst.maps, &iface)?;
+        rows.push(snap);
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no impair instances");
+    }
+    for s in rows {
+        let age = sys::unix_ns().saturating_sub(s.owner.attached_unix_ns) / 1_000_000_000;
+        println!(
+            "{} {}  {}  pid {}{}  since {} ({} ago)  generation {}  {}",
+            s.interface,
+            s.hook,
+            s.owner.attach_mode,
+            s.owner.pid,
+            if !s.owner.alive {
+                " (dead: leftover, traffic passes; `impair detach` removes it)"
+            } else if s.owner.pinned {
+                " (pinned)"
+            } else {
+                ""
+            },
+            impair::observe::snapshot::fmt_unix_time(s.owner.attached_unix_ns),
+            impair::observe::snapshot::fmt_age_secs(age),
+            s.generation,
+            s.owner.label
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn detach(a: DetachArgs) -> Result<()> {
+    let targets: Vec<(String, discover::Instance)> = match &a.iface {
+        Some(iface) => instances_on(iface, a.direction)?
+            .into_iter()
+            .map(|i| (iface.clone(), i))
+            .collect(),
+        None => instances_here()?
+            .into_iter()
+            .filter(|(_, i)| on_side(i, a.direction))
+            .collect(),
+    };
+    if targets.is_empty() {
+        return Err(match &a.iface {
+            Some(iface) => usage!(
+                "{iface} is not impaired{}: nothing to detach",
+                at_side(a.direction)
+            ),
+            None => usage!("no impair instances in this network namespace: nothing to detach"),
+        }
+        .into());
+    }
+    let mut result = Ok(());
+    for (iface, inst) in targets {
+        if let Err(e) = detach_one(&iface, inst) {
+            eprintln!("impair: {iface}: {e:#}");
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+    }
+    result
+}
+
+/// Stops the controller of `inst` (which restores the interface), or removes
+/// the leftover of a dead one.
+pub(crate) fn detach_one(iface: &str, inst: discover::Instance) -> Result<()> {
+    let hook = inst.owner.hook_name();
+    if inst.alive && !inst.pinned() {
+        let pid = inst.owner.pid;
+        // SAFETY: kill(2) with a pid we verified (pid + start time) is our controller.
+        if unsafe { libc::kill(pid as i32, libc::SIGTERM) } != 0 {
+            return Err(anyhow::anyhow!(
+                "signalling impair pid {pid}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sys::process_alive(pid, inst.owner.pid_start_ticks) {
+            if Instant::now() > deadline {
+                return Err(anyhow::anyhow!(
+                    "impair pid {pid} did not exit within 10 s of SIGTERM"
+                ));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        println!("impair: stopped pid {pid}; {iface} {hook} restored");
+        return Ok(());
+    }
+    impair::engine::remove_leftover(iface, &inst)?;
+    if inst.pinned() {
+        println!("impair: removed the pinned instance from {iface} {hook}; restored");
+    } else {
+        println!(
+            "impair: removed the leftover of pid {} from {iface} {hook}",
+            inst.owner.pid
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn profiles_cmd(a: ProfilesArgs) -> Result<()> {
+    match a.command.unwrap_or(ProfilesCommand::List { json: false }) {
+        ProfilesCommand::List { json } => {
+            let all: Vec<profiles::Profile> = profiles::names()
+                .into_iter()
+                .map(profiles::find)
+                .collect::<Result<_, _>>()?;
+            if json {
+                let v: Vec<serde_json::Value> = all
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({
+                            "name": p.name,
+                            "summary": p.summary,
+                            "source": p.source,
+                            "rules": p.rules.len(),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let w = all.iter().map(|p| p.name.len()).max().unwrap_or(0);
+                for p in &all {
+                    println!("{:w$}  {}", p.name, p.summary);
+                }
+                println!("\n`impair profiles show NAME` prints one with its source; docs/profiles.md has the format.");
+            }
+        }
+        ProfilesCommand::Show { name } => {
+            let p = profiles::load(&name)?;
+            print!("{}", p.text);
+            if !p.text.ends_with('\n') {
+                println!();
+            }
+            let set = impair::model::compile_all(&p.rules)?;
+            println!("# compiled:");
+            for (i, r) in set.rules.iter().enumerate() {
+                let v = impair::model::RuleView::from_rule(r);
+                println!("#   rule {i} [{}] {}", v.matches, v.impairments);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn doctor(a: DoctorArgs) -> Result<()> {
+    let checks = impair::observe::doctor::checks();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+    } else {
+        for l in impair::observe::doctor::render(&checks) {
+            println!("{l}");
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn man(a: ManArgs) -> Result<()> {
+    let cmd = Cli::command();
+    match a.out {
+        None => {
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| usage!("cannot create {}: {e}", dir.display()))?;
+            let mut pages = vec![("impair".to_owned(), cmd.clone())];
+            for sub in cmd.get_subcommands() {
+                let name = format!("impair-{}", sub.get_name());
+                // clap names are 'static; a man page per subcommand is made once.
+                let leaked: &'static str = Box::leak(name.clone().into_boxed_str());
+                pages.push((name, sub.clone().name(leaked)));
+            }
+            for (name, c) in pages {
+                let path = dir.join(format!("{name}.1"));
+                let mut f = std::fs::File::create(&path)?;
+                clap_mangen::Man::new(c).render(&mut f)?;
+                println!("{}", path.display());
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,265 @@
+//! The domain model: a rule is what it matches and what it does to the
+//! packets it matches, in unit-bearing types. Every front end (flags, TOML
+//! profiles, scenarios, sweeps, the API) fills an [`Impairments`] and a
+//! [`MatchSpec`], and [`Impairments::rule`] validates them in one place
+//! ([`super::validate`]). No clap, no printing, no process exit here.
+use std::str::FromStr;
+
+use ipnet::IpNet;
+
+use super::{
+    dist::Distribution,
+    error::{ModelError, ValueError},
+    units::{LossModelSpec, Proto, QueueLimit},
+};
+
+/// What a rule matches; every field `None` matches every packet (like netem).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MatchSpec {
+    pub src: Option<IpNet>,
+    pub dst: Option<IpNet>,
+    pub proto: Option<Proto>,
+    pub sport: Option<(u16, u16)>,
+    pub dport: Option<(u16, u16)>,
+    /// Only packets sent by sockets of this cgroup v2 (its id: the
+    /// directory's inode); tc egress only (`impair run`).
+    pub cgroup: Option<u64>,
+}
+
+/// How corruption treats the L4 checksum.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CorruptMode {
+    /// The receiver's checksum catches it and drops the packet (like netem).
+    #[default]
+    Detectable,
+    /// The checksum is fixed up: the corrupted payload reaches the application.
+    Silent,
+}
+
+/// One rule: a match and its impairments.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RuleSpec {
+    pub matcher: MatchSpec,
+    /// Independent (Bernoulli) loss probability in [0, 1].
+    pub loss: Option<f64>,
+    /// A burst-loss model instead of independent loss.
+    pub loss_model: Option<LossModelSpec>,
+    /// CE-mark ECN-capable packets instead of dropping them.
+    pub ecn: bool,
+    /// Drop everything the rule matches.
+    pub blackhole: bool,
+    /// Drop IP packets longer than this many bytes.
+    pub mtu_bytes: Option<u32>,
+    /// Probability of flipping one payload bit.
+    pub corrupt: Option<f64>,
+    pub corrupt_mode: CorruptMode,
+    /// Probability of one extra, clean copy.
+    pub duplicate: Option<f64>,
+    /// Delay and jitter; see [`DelaySpec`].
+    pub delay: Option<DelaySpec>,
+    /// Probability that a packet skips the delay (needs a delay).
+    pub reorder: Option<f64>,
+    /// Rate limit (EDT pacing); see [`RateSpec`].
+    pub rate: Option<RateSpec>,
+}
+
+/// Delay added to every matching packet.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DelaySpec {
+    pub delay_ns: u64,
+    pub jitter_ns: u64,
+    /// How jitter is drawn; `None` with jitter means uniform (like netem).
+    pub distribution: Option<Distribution>,
+    /// Delay correlation in [0, 1] (see `Rule::delay_corr_u32`).
+    pub correlation: Option<f64>,
+    /// Keep each flow's packets in order despite jitter.
+    pub in_order: bool,
+}
+
+/// A rate limit, paced with departure times.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RateSpec {
+    pub rate_bps: u64,
+    pub overhead_bytes: i32,
+    pub cell_bytes: u32,
+    pub cell_overhead_bytes: i32,
+    /// Drop beyond this backlog instead of queueing without bound.
+    pub queue: Option<QueueLimit>,
+}
+
+impl FromStr for CorruptMode {
+    type Err = ValueError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "detectable" => Ok(CorruptMode::Detectable),
+            "silent" => Ok(CorruptMode::Silent),
+            other => Err(ValueError(format!(
+                "invalid value '{other}': expected detectable or silent"
+            ))),
+        }
+    }
+}
+
+impl CorruptMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            CorruptMode::Detectable => "detectable",
+            CorruptMode::Silent => "silent",
+        }
+    }
+}
+
+impl RuleSpec {
+    /// Whether the rule does anything to the packets it matches.
+    pub fn impairs(&self) -> bool {
+        self.loss.is_some()
+            || self.loss_model.is_some()
+            || self.delay.is_some()
+            || self.rate.is_some()
+            || self.blackhole
+            || self.mtu_bytes.is_some()
+            || self.corrupt.is_some()
+            || self.duplicate.is_some()
+    }
+}
+
+/// A rule's impairments as every front end gives them: one optional value
+/// per field, in units. [`Impairments::rule`] checks how they combine and
+/// builds the structured [`RuleSpec`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Impairments {
+    pub loss: Option<f64>,
+    pub loss_model: Option<LossModelSpec>,
+    pub ecn: bool,
+    pub blackhole: bool,
+    pub mtu_bytes: Option<u32>,
+    pub corrupt: Option<f64>,
+    pub corrupt_mode: CorruptMode,
+    pub duplicate: Option<f64>,
+    pub delay_ns: Option<u64>,
+    pub jitter_ns: Option<u64>,
+    pub distribution: Option<Distribution>,
+    pub delay_corr: Option<f64>,
+    pub in_order: bool,
+    pub reorder: Option<f64>,
+    pub rate_bps: Option<u64>,
+    pub overhead_bytes: Option<i32>,
+    /// Cell size and per-cell overhead, in bytes.
+    pub cell: Option<(u32, i32)>,
+    pub queue: Option<QueueLimit>,
+}
+
+impl Impairments {
+    /// Whether any impairment (or a modifier of one) is given.
+    pub fn given(&self) -> bool {
+        *self != Impairments::default()
+    }
+
+    /// The rule under `matcher`, validated.
+    pub fn rule(&self, matcher: MatchSpec) -> Result<RuleSpec, ModelError> {
+        super::validate::impairments(self)?;
+        let spec = RuleSpec {
+            matcher,
+            loss: self.loss,
+            loss_model: self.loss_model,
+            ecn: self.ecn,
+            blackhole: self.blackhole,
+            mtu_bytes: self.mtu_bytes,
+            corrupt: self.corrupt,
+            corrupt_mode: self.corrupt_mode,
+            duplicate: self.duplicate,
+            delay: (self.delay_ns.is_some()
+                || self.jitter_ns.is_some()
+                || self.distribution.is_some()
+                || self.in_order)
+                .then(|| DelaySpec {
+                    delay_ns: self.delay_ns.unwrap_or(0),
+                    jitter_ns: self.jitter_ns.unwrap_or(0),
+                    distribution: self.distribution.clone(),
+                    correlation: self.delay_corr,
+                    in_order: self.in_order,
+                }),
+            reorder: self.reorder,
+            rate: self.rate_bps.map(|rate_bps| RateSpec {
+                rate_bps,
+                overhead_bytes: self.overhead_bytes.unwrap_or(0),
+                cell_bytes: self.cell.map_or(0, |c| c.0),
+                cell_overhead_bytes: self.cell.map_or(0, |c| c.1),
+                queue: self.queue,
+            }),
+        };
+        super::validate::rule(&spec)?;
+        Ok(spec)
+    }
+}
+
+/// Matches from lists of values, one per combination, in the order given
+/// (source outermost): `--dst A --dst B --dport 53 --dport 853` is four
+/// matches. Source/destination pairs of different IP versions cannot match a
+/// packet and are left out; if nothing is left, that is an error.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MatchLists {
+    pub src: Vec<IpNet>,
+    pub dst: Vec<IpNet>,
+    /// `None` is any protocol.
+    pub proto: Vec<Option<Proto>>,
+    pub sport: Vec<(u16, u16)>,
+    pub dport: Vec<(u16, u16)>,
+}
+
+/// `v` as options: `[None]` when empty, so a product over it keeps one slot.
+fn each<T: Clone>(v: &[T]) -> Vec<Option<T>> {
+    if v.is_empty() {
+        vec![None]
+    } else {
+        v.iter().cloned().map(Some).collect()
+    }
+}
+
+impl MatchLists {
+    /// Whether any match value is given.
+    pub fn given(&self) -> bool {
+        *self != MatchLists::default()
+    }
+
+    pub fn specs(&self) -> Result<Vec<MatchSpec>, ModelError> {
+        let mut out = Vec::new();
+        for src in each(&self.src) {
+            for dst in each(&self.dst) {
+                if let (Some(s), Some(d)) = (src, dst) {
+                    if s.addr().is_ipv4() != d.addr().is_ipv4() {
+                        continue;
+                    }
+                }
+                for proto in each(&self.proto) {
+                    for sport in each(&self.sport) {
+                        for dport in each(&self.dport) {
+                            out.push(MatchSpec {
+                                src,
+                                dst,
+                                proto: proto.flatten(),
+                                sport,
+                                dport,
+                                cgroup: None,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        if out.is_empty() {
+            return Err(ModelError::NoFamilyPair);
+        }
+        Ok(out)
+    }
+
+    /// The rules for `impairments` under every match.
+    pub fn rules(&self, impairments: &Impairments) -> Result<Vec<RuleSpec>, ModelError> {
+        self.specs()?
+            .into_iter()
+            .map(|m| impairments.rule(m))
+            .collect()
+    }
+}

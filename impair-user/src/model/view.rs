@@ -1,0 +1,251 @@
+//! Rules read back from a running instance's map values, for display and
+//! JSON (so `impair stats` needs no side files), and the formatting of the
+//! units they carry.
+use std::net::IpAddr;
+
+use impair_common::{delay_dist, loss, loss_model, match_flags, prob, rule_flags, Prefix, Rule};
+use ipnet::IpNet;
+use serde::Serialize;
+
+use super::{rule::CorruptMode, units::Proto};
+
+fn prefix_to_net(p: &Prefix, v6: bool) -> Option<IpNet> {
+    if v6 {
+        let mut a = [0u8; 16];
+        let mut len = 0u32;
+        for i in 0..4 {
+            a[4 * i..4 * i + 4].copy_from_slice(&p.addr[i].to_ne_bytes());
+            len += u32::from_be(p.mask[i]).count_ones();
+        }
+        IpNet::new(IpAddr::from(a), len as u8).ok()
+    } else {
+        let a = p.addr[0].to_ne_bytes();
+        IpNet::new(IpAddr::from(a), u32::from_be(p.mask[0]).count_ones() as u8).ok()
+    }
+}
+
+/// A rule read back from the kernel, for display and JSON.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RuleView {
+    /// Human-readable match, e.g. `dst 198.18.2.0/24 udp dport 5000`; `all` for none.
+    pub matches: String,
+    /// Configured impairments, e.g. `loss 10%`.
+    pub impairments: String,
+    /// Configured loss rate (fraction): the probability for Bernoulli loss,
+    /// the model's stationary loss rate for Gilbert-Elliott and 4-state.
+    pub loss: Option<f64>,
+    pub ecn: bool,
+    pub blackhole: bool,
+    pub mtu_bytes: Option<u32>,
+    pub corrupt: Option<f64>,
+    pub corrupt_mode: CorruptMode,
+    pub duplicate: Option<f64>,
+    pub delay_ns: u64,
+    pub jitter_ns: u64,
+    pub rate_bps: Option<u64>,
+    pub reorder: Option<f64>,
+}
+
+/// Formats nanoseconds in the largest unit that keeps it readable.
+pub fn fmt_duration_ns(ns: u64) -> String {
+    if ns == 0 {
+        "0".into()
+    } else if ns.is_multiple_of(1_000_000_000) {
+        format!("{}s", ns / 1_000_000_000)
+    } else if ns >= 1_000_000 {
+        format!("{}ms", trim_float(ns as f64 / 1e6))
+    } else if ns >= 1_000 {
+        format!("{}us", trim_float(ns as f64 / 1e3))
+    } else {
+        format!("{ns}ns")
+    }
+}
+
+/// Formats a rate in bits per second with tc's units.
+pub fn fmt_rate_bps(bps: u64) -> String {
+    for (unit, scale) in [("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3)] {
+        if bps as f64 >= scale {
+            return format!("{}{unit}", trim_float(bps as f64 / scale));
+        }
+    }
+    format!("{bps}bit")
+}
+
+fn trim_float(v: f64) -> String {
+    let s = format!("{v:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+impl RuleView {
+    pub fn from_rule(r: &Rule) -> Self {
+        let m = &r.matcher;
+        let v6 = m.flags & match_flags::IPV6 != 0;
+        let mut parts = Vec::new();
+        if m.flags & match_flags::SRC != 0 {
+            if let Some(n) = prefix_to_net(&m.src, v6) {
+                parts.push(format!("src {n}"));
+            }
+        }
+        if m.flags & match_flags::DST != 0 {
+            if let Some(n) = prefix_to_net(&m.dst, v6) {
+                parts.push(format!("dst {n}"));
+            }
+        }
+        if m.flags & match_flags::PROTO != 0 {
+            parts.push(Proto(m.l4_proto).name());
+        }
+        let range = |lo: u16, hi: u16| {
+            if lo == hi {
+                lo.to_string()
+            } else {
+                format!("{lo}-{hi}")
+            }
+        };
+        if m.flags & match_flags::SPORT != 0 {
+            parts.push(format!("sport {}", range(m.sport_min, m.sport_max)));
+        }
+        if m.flags & match_flags::DPORT != 0 {
+            parts.push(format!("dport {}", range(m.dport_min, m.dport_max)));
+        }
+        if m.flags & match_flags::CGROUP != 0 {
+            parts.push(format!("cgroup {}", m.cgroup_id));
+        }
+        let p = &r.loss.p;
+        let pc = |i: usize| fmt_percent(prob::to_fraction(p[i]));
+        let (loss, loss_text) = match r.loss.model {
+            loss_model::BERNOULLI => {
+                let l = prob::to_fraction(p[0]);
+                (Some(l), format!("loss {}", fmt_percent(l)))
+            }
+            loss_model::GILBERT_ELLIOTT => {
+                let l = loss::gilbert_elliott_expectation(p).loss_rate;
+                (
+                    Some(l),
+                    format!(
+                        "loss ge:{},{},{},{} (mean {})",
+                        pc(0),
+                        pc(1),
+                        pc(2),
+                        pc(3),
+                        fmt_percent(l)
+                    ),
+                )
+            }
+            loss_model::FOUR_STATE => {
+                let l = loss::four_state_expectation(p).loss_rate;
+                (
+                    Some(l),
+                    format!(
+                        "loss state:{},{},{},{},{} (mean {})",
+                        pc(0),
+                        pc(1),
+                        pc(2),
+                        pc(3),
+                        pc(4),
+                        fmt_percent(l)
+                    ),
+                )
+            }
+            _ => (None, String::new()),
+        };
+        let ecn = r.flags & rule_flags::ECN != 0;
+        let blackhole = r.flags & rule_flags::BLACKHOLE != 0;
+        let mtu_bytes = (r.mtu_bytes != 0).then_some(r.mtu_bytes);
+        let corrupt = (r.corrupt_u32 != 0).then(|| prob::to_fraction(r.corrupt_u32));
+        let corrupt_mode = if r.flags & rule_flags::CORRUPT_SILENT != 0 {
+            CorruptMode::Silent
+        } else {
+            CorruptMode::Detectable
+        };
+        let duplicate = (r.duplicate_u32 != 0).then(|| prob::to_fraction(r.duplicate_u32));
+        let mut imp = Vec::new();
+        if blackhole {
+            imp.push("blackhole".to_string());
+        }
+        if let Some(m) = mtu_bytes {
+            imp.push(format!("mtu {m}"));
+        }
+        if loss.is_some() {
+            imp.push(format!("{loss_text}{}", if ecn { " ecn" } else { "" }));
+        }
+        if let Some(p) = corrupt {
+            let mode = if corrupt_mode == CorruptMode::Silent {
+                " silent"
+            } else {
+                ""
+            };
+            imp.push(format!("corrupt {}{mode}", fmt_percent(p)));
+        }
+        if let Some(p) = duplicate {
+            imp.push(format!("duplicate {}", fmt_percent(p)));
+        }
+        if r.delay_ns | r.jitter_ns != 0 {
+            let mut d = format!("delay {}", fmt_duration_ns(r.delay_ns));
+            if r.jitter_ns != 0 {
+                let dist = if r.delay_dist == delay_dist::TABLE {
+                    " table"
+                } else {
+                    " uniform"
+                };
+                d += &format!(" jitter {}{dist}", fmt_duration_ns(r.jitter_ns));
+            }
+            if r.delay_corr_u32 != 0 {
+                d += &format!(" corr {}", fmt_percent(prob::to_fraction(r.delay_corr_u32)));
+            }
+            if r.flags & rule_flags::IN_ORDER != 0 {
+                d += " in-order";
+            }
+            imp.push(d);
+        }
+        let reorder = (r.reorder_u32 != 0).then(|| prob::to_fraction(r.reorder_u32));
+        if let Some(p) = reorder {
+            imp.push(format!("reorder {}", fmt_percent(p)));
+        }
+        let rate_bps =
+            (r.rate_ps_per_byte != 0).then(|| (8e12 / r.rate_ps_per_byte as f64).round() as u64);
+        if let Some(bps) = rate_bps {
+            let mut t = format!("rate {}", fmt_rate_bps(bps));
+            if r.overhead_bytes != 0 {
+                t += &format!(" overhead {}", r.overhead_bytes);
+            }
+            if r.cell_bytes != 0 {
+                t += &format!(" cell {}/{}", r.cell_bytes, r.cell_overhead_bytes);
+            }
+            if r.queue_limit_ns != 0 {
+                t += &format!(" queue {}", fmt_duration_ns(r.queue_limit_ns));
+            }
+            imp.push(t);
+        }
+        Self {
+            matches: if parts.is_empty() {
+                "all".into()
+            } else {
+                parts.join(" ")
+            },
+            impairments: if imp.is_empty() {
+                "none".into()
+            } else {
+                imp.join(" ")
+            },
+            loss,
+            ecn,
+            blackhole,
+            mtu_bytes,
+            corrupt,
+            corrupt_mode,
+            duplicate,
+            delay_ns: r.delay_ns,
+            jitter_ns: r.jitter_ns,
+            rate_bps,
+            reorder,
+        }
+    }
+}
+
+/// Formats a fraction as a percentage with as many digits as it needs.
+pub fn fmt_percent(p: f64) -> String {
+    let pct = p * 100.0;
+    let s = format!("{pct:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s}%")
+}

@@ -1,0 +1,6 @@
+//! Observation: what a running instance did. Counter snapshots with
+//! configured vs measured loss ([`snapshot`]), Prometheus text
+//! ([`metrics`]), and what this kernel supports ([`doctor`]).
+pub mod doctor;
+pub mod metrics;
+pub mod snapshot;
