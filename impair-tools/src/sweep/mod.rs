@@ -42,8 +42,6 @@ use crate::{
 };
 
 /// z for a two-sided 95% interval.
-/// Most levels one sweep may have (all axes multiplied).
-
 /// What an axis varies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

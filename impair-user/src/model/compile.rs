@@ -50,8 +50,7 @@ impl RuleSet {
     }
 }
 
-/// The smallest MTU accepted (IPv4's minimum datagram a host must accept).
-
+/// A prefix as the map's address and mask words (network byte order).
 fn prefix(net: &IpNet) -> Prefix {
     let mut p = Prefix::default();
     match net {

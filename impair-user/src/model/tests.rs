@@ -154,10 +154,16 @@ fn delay_and_rate_compile_and_read_back() {
         reorder: Some(0.1),
         ..Default::default()
     };
-    assert!(no_delay
-        .compile()
-        .unwrap_err()
-        .to_string()
+    let e = no_delay.compile().unwrap_err();
+    assert_eq!(
+        e,
+        ModelError::Requires {
+            field: Field::Reorder,
+            needs: Field::Delay
+        }
+    );
+    assert!(e
+        .render(&|f: Field| format!("--{}", f.key()))
         .contains("--delay"));
 }
 
