@@ -1,6 +1,11 @@
 //! The `impair` command line: flags ([`args`]) → the model's builders
 //! ([`convert`]) → the library and tools; rendering and the live view here.
 //! Bad input is one line and exit code 2; other failures exit 1.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the command line: printing is its job"
+)]
 use std::process::ExitCode;
 
 use anyhow::Result;

@@ -4,6 +4,11 @@
 //! ([`run`]), the scenario player ([`player`]), the demo ([`demo`]), the
 //! one SVG writer ([`svg`]) and the stop signals ([`signals`]). The tests
 //! and the benchmarks use the same lab and probe.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the tools (demo, sweep, run) report to the terminal of the command that runs them"
+)]
 pub mod demo;
 pub mod lab;
 pub mod player;

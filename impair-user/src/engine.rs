@@ -767,7 +767,7 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         if let Err(e) = self.teardown() {
-            eprintln!("impair: detaching from {}: {e:#}", self.iface);
+            tracing::error!("detaching from {}: {e:#}", self.iface);
         }
     }
 }

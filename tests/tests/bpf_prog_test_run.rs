@@ -5,10 +5,10 @@
 use aya::programs::{TestRun as _, TestRunOptions};
 use impair::{
     engine::Loaded,
+    model::units::{parse_cidr, parse_proto},
     model::Distribution,
     model::QueueLimit,
     model::{compile_all, CorruptMode, DelaySpec, MatchSpec, RateSpec, RuleSpec},
-    model::units::{parse_cidr, parse_proto},
 };
 use impair_common::{RuleCounters, MAX_RULES};
 use impair_tests::{

@@ -9,6 +9,11 @@
 //!   target/vm-kernels (docs/vm.md).
 //!
 //! See docs/toolchain.md for the two toolchain routes.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a developer tool: it reports progress and results on the terminal"
+)]
 mod accuracy;
 mod kernels;
 mod setup;

@@ -1,0 +1,174 @@
+//! BPF_PROG_TEST_RUN per-path cost and rule scaling.
+#[allow(clippy::wildcard_imports)]
+use crate::*;
+
+#[derive(Serialize, Clone)]
+pub(crate) struct Micro {
+    pub(crate) case: String,
+    pub(crate) rules: usize,
+    pub(crate) ns_per_packet: f64,
+}
+
+pub(crate) fn nomatch() -> MatchSpec {
+    MatchSpec {
+        dst: Some(parse_cidr("dst", "198.19.0.0/16").unwrap()),
+        ..Default::default()
+    }
+}
+
+/// The kernel's average ns per run of `impair_egress` on `frame`: the median
+/// of five BPF_PROG_TEST_RUN calls of `repeat` runs each.
+pub(crate) fn time_prog(l: &mut Loaded, frame: &[u8], repeat: u32) -> Result<f64> {
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut samples = Vec::new();
+    for _ in 0..5 {
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat,
+            ..Default::default()
+        };
+        let r = l.tc_egress()?.test_run(opts)?;
+        samples.push(r.duration.as_nanos() as f64);
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(samples[2])
+}
+
+pub(crate) fn micro(quick: bool) -> Result<Vec<Micro>> {
+    pin_to_cpu0();
+    let repeat = if quick { 20_000 } else { 1_000_000 };
+    let frame = udp4(CLIENT_V4, SERVER_V4, 1000, 2000);
+    let full = RuleSpec {
+        loss: Some(0.01),
+        corrupt: Some(0.01),
+        corrupt_mode: CorruptMode::Silent,
+        delay: Some(DelaySpec {
+            delay_ns: 10_000_000,
+            jitter_ns: 2_000_000,
+            distribution: Some("normal".parse().unwrap()),
+            in_order: true,
+            ..Default::default()
+        }),
+        rate: Some(RateSpec {
+            rate_bps: 100_000_000_000,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let cases: Vec<(&str, Vec<RuleSpec>)> = vec![
+        ("empty rule set", vec![]),
+        (
+            "unmatched (1 rule)",
+            vec![RuleSpec {
+                matcher: nomatch(),
+                loss: Some(1.0),
+                ..Default::default()
+            }],
+        ),
+        ("matched, no impairment", vec![RuleSpec::default()]),
+        (
+            "loss 1%",
+            vec![RuleSpec {
+                loss: Some(0.01),
+                ..Default::default()
+            }],
+        ),
+        (
+            "Gilbert-Elliott",
+            vec![RuleSpec {
+                loss_model: Some(impair::model::units::parse_loss_model("ge:1%,30%").unwrap()),
+                ..Default::default()
+            }],
+        ),
+        (
+            "corrupt 100% (silent)",
+            vec![RuleSpec {
+                corrupt: Some(1.0),
+                corrupt_mode: CorruptMode::Silent,
+                ..Default::default()
+            }],
+        ),
+        (
+            "delay 10ms",
+            vec![RuleSpec {
+                delay: Some(DelaySpec {
+                    delay_ns: 10_000_000,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+        ),
+        (
+            "rate 100gbit",
+            vec![RuleSpec {
+                rate: Some(RateSpec {
+                    rate_bps: 100_000_000_000,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+        ),
+        (
+            "full: loss+corrupt+jitter in-order+rate",
+            vec![full.clone()],
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, rules) in cases {
+        let mut l = Loaded::new(&compile_all(&rules)?, 7)?;
+        let ns = time_prog(&mut l, &frame, repeat)?;
+        eprintln!("micro  {name:<42} {ns:7.1} ns/packet");
+        out.push(Micro {
+            case: name.into(),
+            rules: rules.len(),
+            ns_per_packet: ns,
+        });
+    }
+    for n in [1usize, 2, 4, 8, 16, 32, 64] {
+        // Distinct prefixes, so the index has as many intervals as the rules
+        // can make: the walk it saves is the whole list.
+        let mut rules: Vec<RuleSpec> = (0..n - 1)
+            .map(|i| RuleSpec {
+                matcher: MatchSpec {
+                    dst: Some(parse_cidr("dst", &format!("198.19.{i}.0/24")).unwrap()),
+                    ..Default::default()
+                },
+                loss: Some(1.0),
+                ..Default::default()
+            })
+            .collect();
+        rules.push(RuleSpec {
+            loss: Some(0.01),
+            ..Default::default()
+        });
+        let mut l = Loaded::new(&compile_all(&rules)?, 7)?;
+        let ns = time_prog(&mut l, &frame, repeat)?;
+        eprintln!(
+            "micro  {:<42} {ns:7.1} ns/packet",
+            format!("{n} rules, last matches")
+        );
+        out.push(Micro {
+            case: "rules".into(),
+            rules: n,
+            ns_per_packet: ns,
+        });
+    }
+    // Many flows: the in-order table holds 1 or 10 000 flows when timed.
+    for flows in [1u16, 10_000] {
+        let mut l = Loaded::new(&compile_all(std::slice::from_ref(&full))?, 7)?;
+        for sport in 0..flows {
+            let f = udp4(CLIENT_V4, SERVER_V4, 1024 + sport, 2000);
+            time_prog(&mut l, &f, 1)?;
+        }
+        let ns = time_prog(&mut l, &frame, repeat)?;
+        let name = format!("full, {flows} flows in the in-order table");
+        eprintln!("micro  {name:<42} {ns:7.1} ns/packet");
+        out.push(Micro {
+            case: name,
+            rules: 1,
+            ns_per_packet: ns,
+        });
+    }
+    Ok(out)
+}
