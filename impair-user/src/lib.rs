@@ -14,7 +14,6 @@ pub mod metrics;
 pub mod netns;
 pub mod probe;
 pub mod profiles;
-pub mod qdisc;
 pub mod rules;
 pub mod run;
 pub mod scenario;
