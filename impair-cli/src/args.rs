@@ -123,6 +123,16 @@ pub(crate) fn ports(s: &str) -> Result<(u16, u16), String> {
 pub(crate) fn mtu(s: &str) -> Result<u32, String> {
     parse_mtu(s).map_err(|e| e.0)
 }
+/// One of the engine's named choices (`auto`, `tcx`, ...), listed in the
+/// help and completions; the engine parses the name.
+fn choice<T>(names: &'static [&'static str]) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: std::str::FromStr<Err = String> + Clone + Send + Sync + 'static,
+{
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(names).try_map(|s| s.parse::<T>())
+}
+
 pub(crate) fn corrupt_mode(s: &str) -> Result<CorruptMode, String> {
     s.parse::<CorruptMode>().map_err(|e| e.0)
 }
@@ -287,7 +297,7 @@ pub struct AttachArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// tcx (Linux 6.6+), netlink (clsact filter), or auto; for the tc hooks.
-    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+    #[arg(long, value_parser = choice::<AttachMode>(AttachMode::NAMES), default_value = "auto")]
     pub attach_mode: AttachMode,
     /// Which traffic to impair. egress: leaving IFACE, every impairment.
     /// ingress: arriving on IFACE; loss, --ecn, --corrupt, --mtu, --blackhole
@@ -297,15 +307,15 @@ pub struct AttachArgs {
     /// received packets pass no qdisc that could hold them. both: one rule set
     /// on both directions; its counters then count both directions together
     /// (--rate is refused: the directions would share one link).
-    #[arg(long, value_enum, default_value_t = Direction::Egress)]
+    #[arg(long, value_parser = choice::<Direction>(Direction::NAMES), default_value = "egress")]
     pub direction: Direction,
     /// The receive-side hook for --direction ingress/both: tc (tc ingress) or
     /// xdp (before the stack; same impairments).
-    #[arg(long, value_enum, default_value_t = IngressHook::Tc)]
+    #[arg(long, value_parser = choice::<IngressHook>(IngressHook::NAMES), default_value = "tc")]
     pub hook: IngressHook,
     /// XDP attach mode with --hook xdp: auto (native where the driver has it,
     /// else generic), native, or generic.
-    #[arg(long, value_enum, value_name = "MODE")]
+    #[arg(long, value_parser = choice::<XdpMode>(XdpMode::NAMES), value_name = "MODE")]
     pub xdp_mode: Option<XdpMode>,
     /// Serve the counters in Prometheus text format on IP:PORT (GET /metrics).
     #[arg(long, value_parser = metrics_addr, value_name = "IP:PORT")]
@@ -364,7 +374,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// tcx (Linux 6.6+), netlink (clsact filter), or auto.
-    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+    #[arg(long, value_parser = choice::<AttachMode>(AttachMode::NAMES), default_value = "auto")]
     pub attach_mode: AttachMode,
     /// No messages from impair (CMD's output is untouched).
     #[arg(long)]
@@ -507,7 +517,7 @@ pub struct DemoArgs {
     /// Seed of the data path's generators (random if omitted).
     #[arg(long)]
     pub seed: Option<u64>,
-    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+    #[arg(long, value_parser = choice::<AttachMode>(AttachMode::NAMES), default_value = "auto")]
     pub attach_mode: AttachMode,
     /// Print the result as JSON.
     #[arg(long)]

@@ -52,7 +52,7 @@ pub(crate) fn attach(a: AttachArgs) -> Result<()> {
             }
             let s = scenario::load(path)?;
             for st in &s.steps {
-                hooks.check_rules(&st.rules)?;
+                hooks.check(&st.rules)?;
             }
             Some(s)
         }

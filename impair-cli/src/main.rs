@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{CommandFactory as _, Parser as _};
-use impair::{input::UsageError, sys};
+use impair::sys;
 use impair_tools::signals::stop_flag;
 
 use crate::args::{Cli, Command};
@@ -19,6 +19,7 @@ mod args;
 mod attach;
 mod convert;
 mod instances;
+mod render;
 mod sweep_args;
 mod verbs;
 
@@ -40,8 +41,8 @@ fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if let Some(u) = e.downcast_ref::<UsageError>() {
-                eprintln!("impair: error: {u}");
+            if let Some(line) = render::usage_line(&e) {
+                eprintln!("impair: error: {line}");
                 ExitCode::from(2)
             } else {
                 eprintln!("impair: error: {e:#}");

@@ -79,7 +79,7 @@ pub fn instances() -> Result<Vec<Instance>> {
         };
         let Ok(owner) = maps.owner() else { continue };
         if owner.pid == 0 {
-            continue; // loaded but never attached (tests, or an attach in progress)
+            continue; // loaded but never attached (tests, an attach in progress) or detached (engine/owner.rs `retire`)
         }
         seen_owner_maps.push(owner_map);
         let alive = owner.flags & owner_flags::PINNED != 0

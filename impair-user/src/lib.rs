@@ -19,6 +19,5 @@ pub mod model;
 pub mod netns;
 pub mod observe;
 pub mod profile;
-pub mod qdisc;
 pub mod statistics;
 pub mod sys;

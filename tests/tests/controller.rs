@@ -902,3 +902,58 @@ fn not_root_is_one_clear_line_exit_2_and_changes_nothing() {
     }
     assert_eq!(router_state(&lab), before);
 }
+
+/// Issue 16: a netlink-mode controller that ended cleanly (exit 0, the
+/// interface restored) is no leftover of a dead controller for the next
+/// attach on the interface, even while its program is still in the kernel.
+/// The kernel frees a deleted clsact filter's program only after an RCU
+/// grace period, so on a busy machine the next `impair` sometimes found it,
+/// took it for a dead controller's, and failed removing its (gone) filter.
+/// Here the test holds the program open across the controller's exit, which
+/// makes that window as long as it likes.
+#[test]
+fn a_cleanly_ended_netlink_instance_is_no_leftover_for_the_next_attach() {
+    let lab = lab("clean");
+    let before = router_state(&lab);
+    for run in 1..=6 {
+        let mut ctl = Controller::start(
+            &lab,
+            &[
+                "--loss",
+                "5%",
+                "--attach-mode",
+                "netlink",
+                "--duration",
+                "1s",
+            ],
+        );
+        let held = impair::netns::run_in(&lab.router, || {
+            let ifindex = impair::sys::ifindex(lab::ROUTER_EGRESS).unwrap();
+            let ids: Vec<u32> = impair::discover::on_interface(ifindex)
+                .unwrap()
+                .iter()
+                .map(|i| i.prog_id)
+                .collect();
+            aya::programs::loaded_programs()
+                .filter_map(Result::ok)
+                .filter(|p| ids.contains(&p.id()))
+                .map(|p| p.fd().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .unwrap();
+        assert_eq!(held.len(), 1, "run {run}: the controller's program");
+        let status = ctl.child.wait().unwrap();
+        std::mem::forget(ctl);
+        assert!(status.success(), "run {run}: {status:?}");
+        // auto: tcx where the kernel has it (as in the report), else netlink.
+        let out = impair_in(
+            &lab.router,
+            &["attach", "r1", "--loss", "5%", "--duration", "1s"],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "run {run}: {err}");
+        assert!(!err.contains("leftover"), "run {run}: {err}");
+        drop(held);
+        assert_restored(&lab, &before);
+    }
+}

@@ -398,7 +398,7 @@ pub fn run(iface: &str, plan: &Plan, stop: &AtomicBool) -> Result<Report> {
     };
     for p in &points {
         let rules = plan.rules(p)?;
-        hooks.check_rules(&rules)?;
+        hooks.check(&rules)?;
         compile_all(&rules).map_err(|e| UsageError(e.render(&|f| format!("--{}", f.key()))))?;
     }
     std::fs::create_dir_all(&plan.out).map_err(|e| {

@@ -13,7 +13,10 @@
 //! root that is already fq is used as it is and left alone.
 //!
 //! iproute2's `tc` does the work: it is on every host that can run impair and
-//! its error messages are the ones users know.
+//! its error messages are the ones users know. (The clsact qdisc, by
+//! contrast, is added and deleted through netlink: `link/clsact.rs`. fq
+//! stays with `tc`: mq with one fq per queue, fq's options and the drain
+//! wait's backlog are what `tc -j` already parses.)
 use std::{
     process::Command,
     time::{Duration, Instant},
@@ -21,7 +24,7 @@ use std::{
 
 use anyhow::{anyhow, bail, Context as _, Result};
 
-use crate::input::{usage, UsageError};
+use super::error::Error;
 
 /// What impair did to the root qdisc, so detach can undo exactly that.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,10 +119,11 @@ pub fn ensure_fq(iface: &str, max_hold_ns: u64) -> Result<FqState> {
         return Ok(FqState::Existing);
     }
     if handle != "0:" {
-        return Err(usage!(
-            "{iface} has a configured root qdisc ({kind} {handle}); delay and rate need fq as the root and impair \
-             will not destroy your configuration: remove it (tc qdisc del dev {iface} root) or use fq"
-        )
+        return Err(Error::ConfiguredRootQdisc {
+            iface: iface.to_owned(),
+            kind,
+            handle,
+        }
         .into());
     }
     let params = fq_params(max_hold_ns);
@@ -153,12 +157,9 @@ pub fn ensure_fq(iface: &str, max_hold_ns: u64) -> Result<FqState> {
         }
         let text = format!("{e:#}");
         if text.contains("unknown") || text.contains("No such file") {
-            return Err(anyhow!(UsageError(format!(
-                "delay and rate need the fq qdisc (sch_fq), which this kernel does not have or cannot load \
-                 (`tc qdisc add ... fq` said: {}); nothing was changed. Loss, corruption, duplication, ECN and \
-                 MTU work without it. `impair doctor` lists what this kernel supports",
-                text.lines().last().unwrap_or("").trim()
-            ))));
+            return Err(anyhow!(Error::NoFq {
+                said: text.lines().last().unwrap_or("").trim().to_owned(),
+            }));
         }
         return Err(e.context(format!("installing fq on {iface}")));
     }

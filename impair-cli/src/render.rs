@@ -1,0 +1,128 @@
+//! How the command line words the engine's refusals: with its flag names
+//! and what to do instead. The engine's own `Display` names no flag; the
+//! error printer in main downcasts [`Error`] and prints [`engine_error`] as
+//! one line with exit code 2, like every other usage error.
+use impair::engine::{EgressOnly, Error};
+
+/// The refusal in the command line's words.
+pub(crate) fn engine_error(e: &Error) -> String {
+    {
+        match e {
+            Error::InvalidInterfaceName { iface } => {
+                format!("invalid interface name '{iface}': 1-15 characters, no '/'")
+            }
+            Error::NoSuchInterface { iface } => format!(
+                "unknown interface '{iface}': no such device in this network namespace (see `ip link`)"
+            ),
+            Error::NotRoot => {
+                "permission denied: impair needs root (CAP_BPF and CAP_NET_ADMIN) to attach".into()
+            }
+            Error::PermissionDenied => {
+                "permission denied: impair needs root (CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)".into()
+            }
+            Error::TcxUnsupported => {
+                "--attach-mode tcx needs Linux 6.6 or newer; use netlink (clsact) or auto".into()
+            }
+            Error::CgroupAtIngress => "matching a cgroup (impair run) works at egress only: received packets \
+                                       have no sending socket"
+                .into(),
+            Error::EgressOnlyAtIngress(what) => {
+                let flag = match what {
+                    EgressOnly::Delay => "--delay",
+                    EgressOnly::Jitter => "--jitter",
+                    EgressOnly::Distribution => "--distribution",
+                    EgressOnly::DelayCorrelation => "--delay-corr",
+                    EgressOnly::InOrder => "--in-order",
+                    EgressOnly::Reorder => "--reorder",
+                    EgressOnly::Duplicate => "--duplicate",
+                };
+                format!(
+                    "{flag} is impossible at ingress (tc ingress or XDP): delay, jitter and reordering need \
+                     a queue that holds packets, and duplicates are sent through one, but received packets \
+                     pass no qdisc; to impair arriving traffic with it, redirect that traffic through an ifb \
+                     or veth device and attach impair at that device's egress, or attach at the sender's \
+                     egress. At ingress impair does loss, --ecn, --corrupt, --mtu, --blackhole and --rate \
+                     (as a policer)"
+                )
+            }
+            Error::RateInBothDirections => "--rate with --direction both would make the two directions share \
+                                            one emulated link (egress pacing and ingress policing on the same \
+                                            state): attach egress and ingress separately, one `impair attach` \
+                                            each"
+                .into(),
+            Error::AlreadyImpaired {
+                iface,
+                hook,
+                pid,
+                pinned,
+                label,
+            } => format!(
+                "{iface} is already impaired at {hook} by impair (pid {pid}{}, '{label}'): stop it or run \
+                 `impair detach {iface}` first",
+                if *pinned { ", pinned" } else { "" },
+            ),
+            Error::XdpBusy { iface } => format!(
+                "{iface} already has an XDP program that is not this impair's: impair will not replace \
+                 it (remove it, or use --hook tc); nothing was changed"
+            ),
+            Error::NoNativeXdp { iface } => format!(
+                "the driver of {iface} has no native XDP support: use --xdp-mode generic or auto; \
+                 nothing was changed"
+            ),
+            Error::ConfiguredRootQdisc {
+                iface,
+                kind,
+                handle,
+            } => format!(
+                "{iface} has a configured root qdisc ({kind} {handle}); delay and rate need fq as the root and \
+                 impair will not destroy your configuration: remove it (tc qdisc del dev {iface} root) or use fq"
+            ),
+            Error::NoFq { said } => format!(
+                "delay and rate need the fq qdisc (sch_fq), which this kernel does not have or cannot load \
+                 (`tc qdisc add ... fq` said: {said}); nothing was changed. Loss, corruption, duplication, ECN and \
+                 MTU work without it. `impair doctor` lists what this kernel supports"
+            ),
+        }
+    }
+}
+
+/// The one line a usage-class error prints (exit code 2): bad input, or a
+/// refusal of the engine; `None` for every other failure (exit code 1).
+pub(crate) fn usage_line(e: &anyhow::Error) -> Option<String> {
+    if let Some(u) = e.downcast_ref::<impair::input::UsageError>() {
+        return Some(u.to_string());
+    }
+    e.downcast_ref::<Error>().map(engine_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_become_the_usage_lines_the_cli_printed_before() {
+        assert_eq!(
+            engine_error(&Error::TcxUnsupported),
+            "--attach-mode tcx needs Linux 6.6 or newer; use netlink (clsact) or auto"
+        );
+        let e = anyhow::Error::new(Error::EgressOnlyAtIngress(EgressOnly::Jitter));
+        let line = usage_line(&e).expect("a usage error");
+        assert!(
+            line.starts_with("--jitter is impossible at ingress"),
+            "{line}"
+        );
+        let wrapped = e.context("attaching");
+        assert!(usage_line(&wrapped).is_some(), "found through context");
+        assert!(usage_line(&anyhow::anyhow!("netlink said no")).is_none());
+        // The library's own wording names no flag.
+        for e in [
+            Error::TcxUnsupported,
+            Error::RateInBothDirections,
+            Error::EgressOnlyAtIngress(EgressOnly::InOrder),
+            Error::NoNativeXdp { iface: "x".into() },
+            Error::XdpBusy { iface: "x".into() },
+        ] {
+            assert!(!e.to_string().contains("--"), "{e}");
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! The engine's refusals: what a caller asked for that cannot be done here,
+//! detected before anything changed. Each front end renders them in its own
+//! words (the command line names its flags; see `cli_compat.rs`); the texts
+//! here name no flag of any front end.
+//!
+//! Failures of the system (a netlink or bpf(2) call that failed) stay
+//! `anyhow` errors with context: nothing but a person reading them acts on them.
+
+/// A request the engine refuses, changing nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("invalid interface name '{iface}': 1-15 characters, no '/'")]
+    InvalidInterfaceName { iface: String },
+    #[error("unknown interface '{iface}': no such device in this network namespace")]
+    NoSuchInterface { iface: String },
+    /// Attaching needs CAP_BPF and CAP_NET_ADMIN.
+    #[error("permission denied: attaching needs root (CAP_BPF and CAP_NET_ADMIN)")]
+    NotRoot,
+    /// The kernel refused to load a program and this process is not root.
+    #[error("permission denied: loading the programs needs root (CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)")]
+    PermissionDenied,
+    /// tcx links need Linux 6.6.
+    #[error("tcx needs Linux 6.6 or newer; attach through a clsact filter (netlink) instead")]
+    TcxUnsupported,
+    /// A rule matches a cgroup at a receive hook.
+    #[error("matching a cgroup works at egress only: received packets have no sending socket")]
+    CgroupAtIngress,
+    /// A rule holds or duplicates packets at a receive hook.
+    #[error(
+        "{0} is impossible at ingress (tc ingress or XDP): it needs a queue that holds packets, and received \
+         packets pass no qdisc"
+    )]
+    EgressOnlyAtIngress(EgressOnly),
+    /// A rate in both directions would make the two share one emulated link.
+    #[error(
+        "a rate in both directions would make the two directions share one emulated link (egress pacing \
+         and ingress policing on the same state): attach egress and ingress separately"
+    )]
+    RateInBothDirections,
+    /// A live controller (or a pinned instance) already impairs this
+    /// interface in an overlapping direction.
+    #[error("{iface} is already impaired at {hook} by impair (pid {pid}{}, '{label}')", if *pinned { ", pinned" } else { "" })]
+    AlreadyImpaired {
+        iface: String,
+        hook: &'static str,
+        pid: u32,
+        pinned: bool,
+        label: String,
+    },
+    /// Someone else's XDP program is attached; impair never replaces it.
+    #[error("{iface} already has an XDP program that is not this impair's; nothing was changed")]
+    XdpBusy { iface: String },
+    /// Native XDP was asked for and the driver has none.
+    #[error("the driver of {iface} has no native XDP support; nothing was changed")]
+    NoNativeXdp { iface: String },
+    /// The root qdisc is someone's configuration, which fq would destroy.
+    #[error(
+        "{iface} has a configured root qdisc ({kind} {handle}); delay and rate need fq as the root and impair \
+         will not destroy that configuration"
+    )]
+    ConfiguredRootQdisc {
+        iface: String,
+        kind: String,
+        handle: String,
+    },
+    /// The kernel has no sch_fq (delay and rate need it).
+    #[error("delay and rate need the fq qdisc (sch_fq), which this kernel does not have or cannot load (tc said: {said}); nothing was changed")]
+    NoFq { said: String },
+}
+
+/// What a rule asks for that only tc egress can do, in the order the checks
+/// report them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EgressOnly {
+    Delay,
+    Jitter,
+    Distribution,
+    DelayCorrelation,
+    InOrder,
+    Reorder,
+    Duplicate,
+}
+
+impl std::fmt::Display for EgressOnly {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EgressOnly::Delay => "delay",
+            EgressOnly::Jitter => "jitter",
+            EgressOnly::Distribution => "a delay distribution",
+            EgressOnly::DelayCorrelation => "delay correlation",
+            EgressOnly::InOrder => "keeping delayed packets in order",
+            EgressOnly::Reorder => "reordering",
+            EgressOnly::Duplicate => "duplication",
+        })
+    }
+}
+
+/// Whether any error in `e`'s source chain is the OS error `errno`.
+pub(crate) fn chain_has_errno(e: &(dyn std::error::Error + 'static), errno: i32) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.raw_os_error() == Some(errno) {
+                return true;
+            }
+        }
+        if format!("{err}").contains(&format!("(os error {errno})")) {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}

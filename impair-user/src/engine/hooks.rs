@@ -1,0 +1,232 @@
+//! Where an attachment hooks in: the attach mode, the direction, the
+//! receive-side hook and XDP mode, the programs they load, and which rules
+//! can run there.
+use impair_common::{owner_flags, prog_names};
+
+use super::error::{EgressOnly, Error};
+use crate::model::RuleSpec;
+
+/// How the tc program is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// tcx where the kernel has it (6.6+), netlink clsact otherwise.
+    #[default]
+    Auto,
+    /// A tcx link: the kernel drops it when the controller's descriptors close.
+    Tcx,
+    /// A clsact qdisc filter (kernels before 6.6); the lease covers a killed controller.
+    Netlink,
+}
+
+/// Which traffic of the interface is impaired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Leaving the interface (tc egress): every impairment.
+    #[default]
+    Egress,
+    /// Arriving on the interface (tc ingress or XDP): loss, ECN, corruption,
+    /// MTU, blackhole and rate policing; no delay, jitter, reordering or
+    /// duplication (nothing can hold a received packet back).
+    Ingress,
+    /// Both, with one rule set and one set of counters for the two directions.
+    Both,
+}
+
+impl Direction {
+    pub fn egress(self) -> bool {
+        matches!(self, Direction::Egress | Direction::Both)
+    }
+
+    pub fn ingress(self) -> bool {
+        matches!(self, Direction::Ingress | Direction::Both)
+    }
+}
+
+/// The hook that sees received traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IngressHook {
+    /// tc ingress (tcx or a clsact filter, as --attach-mode says).
+    #[default]
+    Tc,
+    /// XDP: before the kernel allocates an skb (native) or right after (generic).
+    Xdp,
+}
+
+/// How the XDP program is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Native where the driver supports it, generic otherwise (the kernel chooses).
+    #[default]
+    Auto,
+    /// In the driver (fails where the driver has no XDP support).
+    Native,
+    /// In the core stack, on the skb (works on every device; slower).
+    Generic,
+}
+
+/// Lower-case names for a fieldless enum, and parsing them back: how every
+/// front end (flags, JSON) spells the engine's choices.
+macro_rules! named {
+    ($t:ident { $($v:ident => $n:literal),+ $(,)? }) => {
+        impl $t {
+            /// Every name, in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$($n),+];
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($t::$v => $n),+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $t {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($n => Ok($t::$v),)+
+                    other => Err(format!(
+                        "invalid value '{other}': expected {}",
+                        Self::NAMES.join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+named!(AttachMode { Auto => "auto", Tcx => "tcx", Netlink => "netlink" });
+named!(Direction { Egress => "egress", Ingress => "ingress", Both => "both" });
+named!(IngressHook { Tc => "tc", Xdp => "xdp" });
+named!(XdpMode { Auto => "auto", Native => "native", Generic => "generic" });
+
+impl XdpMode {
+    pub fn aya(self) -> aya::programs::XdpMode {
+        match self {
+            XdpMode::Auto => aya::programs::XdpMode::Default,
+            XdpMode::Native => aya::programs::XdpMode::Driver,
+            XdpMode::Generic => aya::programs::XdpMode::Skb,
+        }
+    }
+}
+
+/// Where an attachment hooks in; the default is tc egress, as before receive
+/// hooks existed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HookOptions {
+    pub direction: Direction,
+    /// The receive-side hook (with [`Direction::Ingress`] or [`Direction::Both`]).
+    pub ingress_hook: IngressHook,
+    pub xdp_mode: XdpMode,
+}
+
+impl HookOptions {
+    /// The programs this attachment loads and attaches.
+    pub fn programs(&self) -> Vec<Program> {
+        let mut p = Vec::with_capacity(2);
+        if self.direction.egress() {
+            p.push(Program::TcEgress);
+        }
+        if self.direction.ingress() {
+            p.push(match self.ingress_hook {
+                IngressHook::Tc => Program::TcIngress,
+                IngressHook::Xdp => Program::Xdp,
+            });
+        }
+        p
+    }
+
+    /// The owner-map hook bits of this attachment.
+    pub fn owner_hooks(&self) -> u32 {
+        self.programs()
+            .iter()
+            .fold(0, |acc, p| acc | p.owner_hook())
+    }
+
+    /// Checks that the rules can run at these hooks, before anything changes.
+    /// Delay, jitter, reordering and duplication need a queue that holds
+    /// packets (fq at egress); the receive path has none, in tc ingress and
+    /// XDP alike, so they are refused there.
+    pub fn check(&self, rules: &[RuleSpec]) -> Result<(), Error> {
+        if self.direction.ingress() && rules.iter().any(|r| r.matcher.cgroup.is_some()) {
+            return Err(Error::CgroupAtIngress);
+        }
+        if self.direction.ingress() {
+            if let Some(what) = rules.iter().find_map(egress_only) {
+                return Err(Error::EgressOnlyAtIngress(what));
+            }
+        }
+        if self.direction == Direction::Both && rules.iter().any(|r| r.rate.is_some()) {
+            return Err(Error::RateInBothDirections);
+        }
+        Ok(())
+    }
+}
+
+/// The first impairment of `r` that only tc egress can do, in the order the
+/// user is told about them.
+fn egress_only(r: &RuleSpec) -> Option<EgressOnly> {
+    if let Some(d) = &r.delay {
+        return Some(if d.delay_ns != 0 {
+            EgressOnly::Delay
+        } else if d.jitter_ns != 0 {
+            EgressOnly::Jitter
+        } else if d.distribution.is_some() {
+            EgressOnly::Distribution
+        } else if d.correlation.is_some() {
+            EgressOnly::DelayCorrelation
+        } else if d.in_order {
+            EgressOnly::InOrder
+        } else {
+            EgressOnly::Delay
+        });
+    }
+    if r.reorder.is_some() {
+        return Some(EgressOnly::Reorder);
+    }
+    if r.duplicate.is_some() {
+        return Some(EgressOnly::Duplicate);
+    }
+    None
+}
+
+/// The programs of the eBPF object (one object serves every hook).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    TcEgress,
+    TcIngress,
+    Xdp,
+}
+
+impl Program {
+    pub const ALL: [Program; 3] = [Program::TcEgress, Program::TcIngress, Program::Xdp];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Program::TcEgress => prog_names::TC_EGRESS,
+            Program::TcIngress => prog_names::TC_INGRESS,
+            Program::Xdp => prog_names::XDP,
+        }
+    }
+
+    pub(crate) fn owner_hook(self) -> u32 {
+        match self {
+            Program::TcEgress => owner_flags::HOOK_TC_EGRESS,
+            Program::TcIngress => owner_flags::HOOK_TC_INGRESS,
+            Program::Xdp => owner_flags::HOOK_XDP,
+        }
+    }
+
+    /// The hook as `impair status` names it.
+    pub fn hook_name(self) -> &'static str {
+        match self {
+            Program::TcEgress => "tc-egress",
+            Program::TcIngress => "tc-ingress",
+            Program::Xdp => "xdp",
+        }
+    }
+}

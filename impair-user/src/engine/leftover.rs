@@ -1,0 +1,112 @@
+//! What dead controllers and expired pins leave behind, found and removed.
+//!
+//! A tcx or XDP link dies with its controller; a clsact filter does not. So a
+//! controller killed with SIGKILL (or a pinned instance) leaves its filters
+//! on the interface, with the clsact qdisc and the fq root it may have
+//! added. Its lease has ended, so the data path passes everything; the next
+//! `impair` on the interface removes the rest. Removing is idempotent: what
+//! is already gone (another `impair` got there first) counts as removed.
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use impair_common::owner_flags;
+
+use super::{
+    error::Error,
+    fq::{self, FqState},
+    hooks::Program,
+    link::clsact,
+    owner,
+};
+use crate::{discover, sys};
+
+/// Before an attach at `hooks` (owner hook bits) on `iface`: refuses when a
+/// live controller (or a pinned instance) impairs the same direction, and
+/// removes the leftovers of dead ones there. The other direction's
+/// instances are left alone: egress and ingress instances may coexist.
+pub(crate) fn clear_for_attach(iface: &str, ifindex: u32, hooks: u32) -> Result<()> {
+    for existing in discover::on_interface(ifindex)? {
+        if !owner::overlaps(existing.owner.hooks(), hooks) {
+            continue;
+        }
+        if existing.alive {
+            let o = &existing.owner;
+            return Err(Error::AlreadyImpaired {
+                iface: iface.to_owned(),
+                hook: o.hook_name(),
+                pid: o.pid,
+                pinned: existing.pinned(),
+                label: o.label_str().to_owned(),
+            }
+            .into());
+        }
+        tracing::warn!(
+            pid = existing.owner.pid,
+            "removing a leftover from a controller that died"
+        );
+        remove_leftover(iface, &existing)?;
+    }
+    Ok(())
+}
+
+/// Removes what a controller that died (or a pinned instance) left: its
+/// netlink filters (egress and ingress), the clsact qdisc if it had created
+/// it and nothing else uses it, and the fq root it installed. Then clears
+/// its owner record, so the program, until the kernel frees it, is no one's.
+/// tcx and XDP links die with their controller, so nothing of theirs remains.
+pub fn remove_leftover(iface: &str, inst: &discover::Instance) -> Result<()> {
+    if inst.netlink() {
+        let hooks = inst.owner.hooks();
+        for (bit, program) in [
+            (owner_flags::HOOK_TC_EGRESS, Program::TcEgress),
+            (owner_flags::HOOK_TC_INGRESS, Program::TcIngress),
+        ] {
+            if hooks & bit != 0 {
+                clsact::remove_filter(iface, program)?;
+            }
+        }
+        if inst.owner.flags & owner_flags::CREATED_CLSACT != 0 {
+            owner::release_clsact(iface, inst.owner.ifindex, Some(&inst.owner))?;
+        }
+    }
+    if inst.owner.flags & owner_flags::INSTALLED_FQ != 0
+        && fq::root_qdisc(iface).is_ok_and(|(k, _)| k == "fq" || k == "mq")
+    {
+        // Its delays ended with its lease; whatever fq still holds leaves
+        // within the longest delay fq accepts (its horizon).
+        fq::restore(iface, &FqState::Installed, Duration::from_secs(2))
+            .with_context(|| format!("removing the fq root qdisc a dead impair left on {iface}"))?;
+    }
+    // Best effort: the filters are gone, which is what matters; the program
+    // leaves the kernel once the last reference to it does.
+    if let Err(e) = owner::retire_instance(inst) {
+        tracing::debug!(iface, "clearing the leftover's owner record: {e:#}");
+    }
+    Ok(())
+}
+
+/// Removes pinned instances in this network namespace whose `--duration`
+/// has passed (their data path already passes everything: the lease ended).
+/// Every `impair` invocation that touches instances runs this first: the
+/// "next invocation" that enforces a pinned run's deadline. Returns what was
+/// removed, as `IFACE HOOK` strings.
+pub fn sweep_expired_pins() -> Result<Vec<String>> {
+    let here = sys::netns_ino()?;
+    let now = sys::monotonic_ns();
+    let mut removed = Vec::new();
+    for inst in discover::instances()? {
+        if !inst.pinned() || inst.owner.netns_ino != here {
+            continue;
+        }
+        let deadline = inst.maps.lease_deadline_ns()?;
+        if deadline == impair_common::LEASE_FOREVER || deadline > now {
+            continue;
+        }
+        let Some(iface) = sys::ifname(inst.owner.ifindex) else {
+            continue;
+        };
+        remove_leftover(&iface, &inst)?;
+        removed.push(format!("{iface} {}", inst.owner.hook_name()));
+    }
+    Ok(removed)
+}

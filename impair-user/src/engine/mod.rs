@@ -1,0 +1,457 @@
+//! The engine: loads the data path, attaches it, updates its rules live,
+//! and detaches it leaving the interface as it was. One concept per file:
+//!
+//! - `hooks.rs`: where an attachment hooks in, and which rules can run there;
+//! - `load.rs`: loading the eBPF object ([`Loaded`]);
+//! - `link/`: one file per way of attaching (tcx, clsact filter, XDP) behind
+//!   one interface; `link/clsact.rs` also adds and deletes the clsact qdisc;
+//! - `fq.rs`: the fq root qdisc that delay and rate need;
+//! - `lease.rs`: the lease that makes a killed controller stop impairing;
+//! - `owner.rs`: the owner record, and who removes the clsact and fq;
+//! - `leftover.rs`: removing what dead controllers and expired pins left;
+//! - `guard.rs`: undo-on-failure for every step of an attach;
+//! - `error.rs`: the engine's refusals, `cli_compat.rs` their CLI wording.
+mod error;
+mod fq;
+mod guard;
+mod hooks;
+mod lease;
+mod leftover;
+mod link;
+mod load;
+mod owner;
+
+use std::{
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use aya::Ebpf;
+use impair_common::{owner_flags, Owner};
+
+pub use self::{
+    error::{EgressOnly, Error},
+    hooks::{AttachMode, Direction, HookOptions, IngressHook, Program, XdpMode},
+    lease::LEASE,
+    leftover::{remove_leftover, sweep_expired_pins},
+    load::{ensure_real_object, Loaded},
+    owner::hooks_of,
+};
+use self::{
+    fq::FqState,
+    guard::Undo,
+    lease::Lease,
+    link::{clsact, tcx, Link, Via},
+};
+use crate::{
+    discover,
+    maps::Maps,
+    model::{compile_all, RuleSpec},
+    sys,
+};
+
+/// Grace period before a rule-set slot that was active is written again: every
+/// program run that read the old slot index has finished long before (they run
+/// for microseconds under RCU), so no packet sees a half-written rule set.
+const SLOT_REUSE_GRACE: Duration = Duration::from_millis(20);
+
+#[derive(Debug, Clone, Default)]
+pub struct AttachOptions {
+    pub iface: String,
+    pub mode: AttachMode,
+    pub rules: Vec<RuleSpec>,
+    /// Seed of the per-CPU generators; random when `None`.
+    pub seed: Option<u64>,
+    /// Shown by `impair status/stats` (profile name or flag summary).
+    pub label: String,
+    /// `--duration`: the data path stops impairing this long after attach,
+    /// enforced by the kernel through the lease (even if the controller is
+    /// killed or stopped).
+    pub duration: Option<Duration>,
+}
+
+/// A running, attached instance. Dropping it detaches and restores the
+/// interface as it was (also when unwinding from a panic).
+pub struct Engine {
+    // Field order matters for drop: the links (detached explicitly by
+    // `teardown` before) go before the object whose programs they attach.
+    links: Vec<Link>,
+    /// The loaded object: holds the programs (and their descriptors) the
+    /// links attach, for as long as the engine lives.
+    _ebpf: Ebpf,
+    hooks: HookOptions,
+    iface: String,
+    ifindex: u32,
+    mode: AttachMode,
+    created_clsact: bool,
+    maps: Arc<Mutex<Maps>>,
+    lease: Lease,
+    generation: u64,
+    last_flip: Instant,
+    seed: u64,
+    /// The network namespace attached in: netlink detach and `tc` must run
+    /// there, whichever thread drops the engine.
+    netns: std::fs::File,
+    /// The fq root impair installed or uses (rules with delay or rate).
+    fq: Option<FqState>,
+    /// The longest a packet can be held (how long detach lets fq drain).
+    max_hold: Duration,
+    /// Set by the first teardown (`detach`, then `Drop`, must not undo twice:
+    /// a second pass would delete a clsact qdisc someone added since).
+    torn_down: bool,
+}
+
+/// The index of `iface`, or why there is none.
+fn interface_index(iface: &str) -> Result<u32, Error> {
+    sys::ifindex(iface).map_err(|_| {
+        if iface.is_empty() || iface.len() >= libc::IFNAMSIZ || iface.contains('/') {
+            Error::InvalidInterfaceName {
+                iface: iface.to_owned(),
+            }
+        } else {
+            Error::NoSuchInterface {
+                iface: iface.to_owned(),
+            }
+        }
+    })
+}
+
+impl Engine {
+    /// Attaches at tc egress (see [`Engine::attach_with`]).
+    pub fn attach(opts: AttachOptions) -> Result<Self> {
+        Self::attach_with(opts, HookOptions::default())
+    }
+
+    /// Validates everything, then loads one object, attaches the programs
+    /// `hooks` names, and starts the lease. Refuses (changing nothing) when
+    /// an instance of a live controller already impairs the same interface
+    /// in the same direction; egress and ingress instances may coexist.
+    pub fn attach_with(opts: AttachOptions, hooks: HookOptions) -> Result<Self> {
+        Self::attach_here(opts, hooks)
+    }
+
+    fn attach_here(opts: AttachOptions, hooks: HookOptions) -> Result<Self> {
+        ensure_real_object()?;
+        hooks.check(&opts.rules)?;
+        let rules = compile_all(&opts.rules)?;
+        let iface = opts.iface.as_str();
+        let ifindex = interface_index(iface)?;
+        if !sys::is_root() {
+            return Err(Error::NotRoot.into());
+        }
+        let programs = hooks.programs();
+        let uses_tc = programs
+            .iter()
+            .any(|p| matches!(p, Program::TcEgress | Program::TcIngress));
+        let mode = match opts.mode {
+            AttachMode::Auto if tcx::supported() => AttachMode::Tcx,
+            AttachMode::Auto => AttachMode::Netlink,
+            AttachMode::Tcx if uses_tc && !tcx::supported() => {
+                return Err(Error::TcxUnsupported.into())
+            }
+            m => m,
+        };
+        leftover::clear_for_attach(iface, ifindex, hooks.owner_hooks())?;
+
+        // Each step below undoes itself if a later one fails (guard.rs).
+        // fq first: if the kernel lacks it, refuse before anything changed.
+        // Only egress holds packets; the receive side never needs it.
+        let fq = Undo::new(
+            if hooks.direction.egress() && rules.needs_fq() {
+                Some(fq::ensure_fq(iface, rules.max_hold_ns())?)
+            } else {
+                None
+            },
+            |fq| {
+                if let Some(fq) = fq {
+                    if let Err(e) = fq::restore(iface, &fq, Duration::ZERO) {
+                        tracing::warn!("undoing a partial attach: {e:#}");
+                    }
+                }
+            },
+        );
+        let seed = opts.seed.unwrap_or_else(rand::random);
+        let Loaded { mut ebpf, mut maps } = Loaded::load(&rules, seed, &programs)?;
+        let lease_cap_ns = lease::cap_ns(opts.duration);
+        maps.set_lease_deadline_ns(lease::capped(lease_cap_ns))?;
+
+        // One clsact qdisc serves both tc directions; created only if there
+        // is none (then recorded in the owner map, so it is removed again).
+        let created_clsact = Undo::new(
+            mode == AttachMode::Netlink && uses_tc && clsact::ensure_qdisc(iface)?,
+            |created| {
+                if created {
+                    if let Err(e) = clsact::delete_qdisc_if_unused(iface, ifindex) {
+                        tracing::warn!("undoing a partial attach: {e:#}");
+                    }
+                }
+            },
+        );
+        let mut links = Vec::with_capacity(programs.len());
+        for &p in &programs {
+            links.push(Link::attach(
+                &mut ebpf,
+                iface,
+                p,
+                Via::of(p, mode),
+                hooks.xdp_mode,
+            )?);
+        }
+
+        let owner = owner::record(&owner::Attached {
+            ifindex,
+            mode,
+            hooks,
+            created_clsact: *created_clsact,
+            installed_fq: *fq == Some(FqState::Installed),
+            seed,
+            label: &opts.label,
+        })?;
+        maps.owner.set(0, owner, 0)?;
+        let maps = Arc::new(Mutex::new(maps));
+        let lease = Lease::start(Arc::clone(&maps), lease_cap_ns)?;
+        let netns = std::fs::File::open("/proc/thread-self/ns/net")
+            .context("opening this thread's network namespace")?;
+        Ok(Self {
+            links,
+            _ebpf: ebpf,
+            hooks,
+            ifindex,
+            mode,
+            created_clsact: created_clsact.keep(),
+            maps,
+            lease,
+            generation: 1,
+            last_flip: Instant::now(),
+            seed,
+            netns,
+            fq: fq.keep(),
+            max_hold: Duration::from_nanos(rules.max_hold_ns()),
+            torn_down: false,
+            iface: opts.iface,
+        })
+    }
+
+    /// Where this engine is attached.
+    pub fn hooks(&self) -> HookOptions {
+        self.hooks
+    }
+
+    /// The hooks as `impair status` names them (e.g. `tc-ingress`).
+    pub fn hook_name(&self) -> &'static str {
+        Owner {
+            flags: self.hooks.owner_hooks(),
+            ..Default::default()
+        }
+        .hook_name()
+    }
+
+    pub fn iface(&self) -> &str {
+        &self.iface
+    }
+
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    pub fn mode(&self) -> AttachMode {
+        self.mode
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Shared access to the maps (counters, rules) for display.
+    pub fn maps(&self) -> std::sync::MutexGuard<'_, Maps> {
+        self.maps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `--pin`: leaves the instance attached when this process exits. The
+    /// lease becomes the `--duration` deadline (or never expires), the owner
+    /// map says PINNED, and the engine is forgotten instead of dropped, so
+    /// nothing detaches: the kernel keeps the clsact filters (and through
+    /// them the programs and maps) without any process or bpffs pin, like
+    /// `tc filter add ... bpf`. `impair detach` removes it; an expired one is
+    /// removed by the next `impair` invocation.
+    pub fn persist(mut self) -> Result<()> {
+        if self.links.iter().any(|l| l.via() != Via::Clsact) {
+            bail!("only netlink (clsact) attachments can be pinned");
+        }
+        self.lease.stop();
+        {
+            let deadline = self.lease.unattended_deadline_ns();
+            let mut maps = self.maps();
+            maps.set_lease_deadline_ns(deadline)?;
+            owner::add_flags(&mut maps, owner_flags::PINNED)?;
+        }
+        // The links, programs and maps stay with the kernel; this process's
+        // descriptors close when it exits.
+        std::mem::forget(self);
+        Ok(())
+    }
+
+    /// Changes the label `impair status` shows (scenario steps).
+    pub fn set_label(&self, label: &str) -> Result<()> {
+        let mut maps = self.maps();
+        let mut o = maps.owner()?;
+        o.set_label(label);
+        maps.owner.set(0, o, 0)?;
+        Ok(())
+    }
+
+    /// Replaces the whole rule set atomically while traffic flows.
+    pub fn update(&mut self, rules: &[RuleSpec]) -> Result<()> {
+        self.update_here(rules)
+    }
+
+    fn update_here(&mut self, rules: &[RuleSpec]) -> Result<()> {
+        self.hooks.check(rules)?;
+        let rules = compile_all(rules)?;
+        if self.hooks.direction.egress() && rules.needs_fq() && self.fq.is_none() {
+            let fq = fq::ensure_fq(&self.iface, rules.max_hold_ns())?;
+            if fq == FqState::Installed {
+                owner::add_flags(&mut self.maps(), owner_flags::INSTALLED_FQ)?;
+            }
+            self.fq = Some(fq);
+        }
+        self.max_hold = self.max_hold.max(Duration::from_nanos(rules.max_hold_ns()));
+        let since = self.last_flip.elapsed();
+        if since < SLOT_REUSE_GRACE {
+            thread::sleep(SLOT_REUSE_GRACE - since);
+        }
+        let generation = self.generation + 1;
+        let mut maps = self.maps();
+        // Another process (`impair update`) may have flipped slots meanwhile.
+        let generation = generation.max(maps.active_rules()?.1.generation + 1);
+        let next = 1 - maps.active_slot()?;
+        maps.write_and_activate(next, &rules, generation)?;
+        drop(maps);
+        self.generation = generation;
+        self.last_flip = Instant::now();
+        Ok(())
+    }
+
+    /// Detaches and restores the interface; errors are reported, not hidden.
+    pub fn detach(mut self) -> Result<()> {
+        self.teardown()
+    }
+
+    /// Runs `teardown_here` in the namespace the engine attached in (on a
+    /// helper thread when the caller's thread is elsewhere).
+    fn teardown(&mut self) -> Result<()> {
+        if std::mem::replace(&mut self.torn_down, true) {
+            return Ok(());
+        }
+        if sys::netns_ino().ok()
+            == std::os::unix::fs::MetadataExt::ino(&self.netns.metadata()?).into()
+        {
+            return self.teardown_here();
+        }
+        let netns = self.netns.try_clone()?;
+        thread::scope(|s| {
+            s.spawn(|| {
+                crate::sys::setns_net(&netns)?;
+                self.teardown_here()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(anyhow!("detach thread panicked")))
+        })
+    }
+
+    fn teardown_here(&mut self) -> Result<()> {
+        self.lease.stop();
+        let mut result = Ok(());
+        if let Err(e) = link::detach_all(&mut self.links) {
+            result = Err(e.context(format!("detaching from {}", self.iface)));
+        }
+        // Another impair instance on this interface may have handed us the
+        // clsact qdisc it created (see `owner::release_clsact`).
+        let own = self.maps().owner().ok();
+        let created =
+            self.created_clsact || own.is_some_and(|o| o.flags & owner_flags::CREATED_CLSACT != 0);
+        if created {
+            self.created_clsact = false;
+            if let Err(e) = owner::release_clsact(&self.iface, self.ifindex, own.as_ref()) {
+                result = result.and(Err(e));
+            }
+        }
+        // `impair update` from another process may have installed fq for us.
+        if self.fq.is_none() && own.is_some_and(|o| o.flags & owner_flags::INSTALLED_FQ != 0) {
+            self.fq = Some(FqState::Installed);
+        }
+        if let Some(fq) = self.fq.take() {
+            // Packets already scheduled leave on time; then the default qdisc returns.
+            let drain = self.max_hold + Duration::from_millis(200);
+            if let Err(e) = fq::restore(&self.iface, &fq, drain) {
+                result = result.and(Err(e));
+            }
+        }
+        // Nothing of this instance is attached any more: it is no one's, so
+        // the next `impair` does not mistake the program (which the kernel
+        // frees a moment after this process exits) for a dead controller's
+        // leftover. Kept when detaching failed: then it is a leftover.
+        if result.is_ok() {
+            if let Err(e) = owner::retire(&mut self.maps()) {
+                result = Err(e);
+            }
+        }
+        result
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Err(e) = self.teardown() {
+            tracing::error!("detaching from {}: {e:#}", self.iface);
+        }
+    }
+}
+
+/// `impair update`: replaces the rule set of a running instance (any
+/// controller's) atomically, by writing the inactive slot and flipping the
+/// active one. Checks the rules against the instance's hooks first; installs
+/// fq (recording it in the owner map, so whoever detaches removes it) or
+/// resizes impair's fq when the new rules hold packets longer.
+pub fn update_instance(
+    iface: &str,
+    inst: &mut discover::Instance,
+    rules: &[RuleSpec],
+    label: &str,
+) -> Result<()> {
+    update_instance_here(iface, inst, rules, label)
+}
+
+fn update_instance_here(
+    iface: &str,
+    inst: &mut discover::Instance,
+    rules: &[RuleSpec],
+    label: &str,
+) -> Result<()> {
+    let hooks = hooks_of(&inst.owner);
+    hooks.check(rules)?;
+    let set = compile_all(rules)?;
+    let mut owner = inst.maps.owner()?;
+    if hooks.direction.egress() && set.needs_fq() {
+        let installed_here = owner.flags & owner_flags::INSTALLED_FQ != 0;
+        if installed_here {
+            fq::resize_fq(iface, set.max_hold_ns())?;
+        } else if fq::ensure_fq(iface, set.max_hold_ns())? == FqState::Installed {
+            owner.flags |= owner_flags::INSTALLED_FQ;
+        }
+    }
+    // A slot the data path might still be reading is never rewritten: wait
+    // out a flip the owner may have made just before.
+    thread::sleep(SLOT_REUSE_GRACE);
+    let (_, header, _) = inst.maps.active_rules()?;
+    let next = 1 - inst.maps.active_slot()?;
+    inst.maps
+        .write_and_activate(next, &set, header.generation + 1)?;
+    owner.set_label(label);
+    inst.maps.owner.set(0, owner, 0)?;
+    Ok(())
+}
