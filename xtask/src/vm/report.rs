@@ -236,9 +236,15 @@ pub fn print_summary(outcomes: &[KernelOutcome], total: Duration) {
         .max()
         .unwrap_or(3)
         .max(3);
+    let result_width = outcomes
+        .iter()
+        .flat_map(|o| o.runs.iter().map(|r| r.status.word().len()))
+        .max()
+        .unwrap_or(6)
+        .max(6);
     println!("\n=== vm: summary ===");
     println!(
-        "{:<width$}  {:<run_width$}  {:<16}  {:>7}  tests",
+        "{:<width$}  {:<run_width$}  {:<result_width$}  {:>7}  tests",
         "kernel", "run", "result", "time"
     );
     for o in outcomes {
@@ -248,7 +254,7 @@ pub fn print_summary(outcomes: &[KernelOutcome], total: Duration) {
                 .map(|s| format!("{s:.0} s"))
                 .unwrap_or_else(|| "-".into());
             println!(
-                "{:<width$}  {:<run_width$}  {:<16}  {:>7}  {}",
+                "{:<width$}  {:<run_width$}  {:<result_width$}  {:>7}  {}",
                 o.label,
                 r.label,
                 r.status.word(),
