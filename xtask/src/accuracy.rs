@@ -20,15 +20,14 @@ pub fn accuracy(kernel: &str, from_logs: bool) -> Result<()> {
         vm::vm(&vm::Options {
             kernel: kernel.to_owned(),
             tier: vm::VmTier::Fidelity,
-            timeout_secs: 1200,
+            timeout_secs: None,
             release: false,
-            no_skip: false,
             extra: vec![],
             bench_args: vec![],
         })
     };
     section("accuracy: docs/accuracy.md");
-    let logs = workspace_root().join("target").join("vm-logs");
+    let logs = vm::logs_dir();
     let mut by_kernel: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for entry in fs::read_dir(&logs).with_context(|| format!("reading {}", logs.display()))? {
         let text = fs::read(entry?.path())?;

@@ -21,7 +21,7 @@ use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    setup::{apt_get, Apt},
+    apt::{apt_get, Apt},
     util::{self, output, probe, run_timed, section, workspace_root},
 };
 
@@ -50,7 +50,6 @@ pub struct Kernel {
     pub series: String,
     pub version: String,
     pub dir: PathBuf,
-    #[allow(dead_code)] // for the VM tier (a later `vm` module)
     pub manifest: Manifest,
 }
 

@@ -8,6 +8,11 @@
 //! - `vm`: the privileged test tiers inside qemu on the kernels in
 //!   target/vm-kernels (docs/vm.md).
 //!
+//! Modules import only downwards, never in a cycle: `tasks`, `accuracy` →
+//! `vm` → `setup` → `kernels` → `apt` → `util`; `tasks`, `vm` → `cargo` →
+//! `util`. The guest's init (src/bin/vm-init.rs) shares only `guest`
+//! (src/lib.rs) with them.
+//!
 //! See docs/toolchain.md for the two toolchain routes.
 #![allow(
     clippy::print_stdout,
@@ -15,6 +20,8 @@
     reason = "a developer tool: it reports progress and results on the terminal"
 )]
 mod accuracy;
+mod apt;
+mod cargo;
 mod kernels;
 mod setup;
 mod tasks;
@@ -52,7 +59,8 @@ enum Cmd {
     },
     /// Run the test suite: setup, build target/debug/impair, then cargo test.
     Test {
-        /// Which tests: unit (unprivileged), bpf and netns (root), or all.
+        /// Which tests: unit (unprivileged), bpf and netns (root), vm (in qemu:
+        /// only what differs by kernel), or all.
         #[arg(long, value_enum, default_value = "all")]
         tier: tasks::Tier,
         /// Kernels for the VM tier (part of `all`): all, a series (6.1, 6.12) or a release.
@@ -82,23 +90,22 @@ enum Cmd {
     },
     /// The bpf, netns, fidelity and bench tiers inside qemu (TCG) on the Debian
     /// cloud kernels that setup unpacks (6.1: clsact fallback; 6.12: tcx).
+    /// By default the full matrix; `--tier selective` is what CI runs.
     /// No root needed. See docs/vm.md.
     Vm {
         /// A kernel release (as in target/vm-kernels), a series (6.1, 6.12), or all.
         #[arg(long, default_value = "all")]
         kernel: String,
-        /// Which test binaries run in the guest.
+        /// Which test binaries run in the guest (all: every one, unfiltered).
         #[arg(long, value_enum, default_value = "all")]
         tier: vm::VmTier,
-        /// Per kernel, from qemu start to power-off; qemu is killed after it (TIMEOUT).
-        #[arg(long, default_value_t = 1200)]
-        timeout_secs: u64,
+        /// Per boot, from qemu's start to its power-off; then qemu is killed
+        /// (TIMEOUT). Default: 2.5 times what the boot's runs measured.
+        #[arg(long)]
+        timeout_secs: Option<u64>,
         /// Build and test the release profile.
         #[arg(long)]
         release: bool,
-        /// Also run the tests that need tcx on kernels before 6.6 (they fail there).
-        #[arg(long)]
-        no_skip: bool,
         /// Passed to every test binary in the guest (filters, `--nocapture`, ...).
         #[arg(last = true)]
         extra: Vec<String>,
@@ -149,14 +156,12 @@ fn main() -> ExitCode {
             tier,
             timeout_secs,
             release,
-            no_skip,
             extra,
         } => vm::vm(&vm::Options {
             kernel,
             tier,
             timeout_secs,
             release,
-            no_skip,
             extra,
             bench_args: vm::Options::quick_bench(),
         }),

@@ -164,3 +164,20 @@ pub fn warn_loudly(msg: &str) {
 pub fn section(title: &str) {
     eprintln!("\n=== {title} ===");
 }
+
+/// A host tool by name: PATH first, then the sbin directories a non-root
+/// PATH often lacks. The error names the Debian package.
+pub fn host_tool(name: &str, package: &str) -> Result<PathBuf> {
+    find_on_path(name)
+        .or_else(|| {
+            ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+                .iter()
+                .map(|d| Path::new(d).join(name))
+                .find(|p| p.is_file())
+        })
+        .with_context(|| {
+            format!(
+                "`{name}` not found (Debian package {package}; `cargo xtask setup` installs it)"
+            )
+        })
+}
