@@ -23,6 +23,7 @@ mod accuracy;
 mod apt;
 mod cargo;
 mod kernels;
+mod layers;
 mod setup;
 mod tasks;
 mod util;
