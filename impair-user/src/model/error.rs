@@ -94,6 +94,8 @@ pub enum ModelError {
     Conflict { field: Field, with: Field },
     /// `field` means nothing without `needs`.
     Requires { field: Field, needs: Field },
+    /// `field` can never act beside `with` (a blackhole drops every packet).
+    Redundant { field: Field, with: Field },
     /// A value outside its range.
     OutOfRange {
         field: Field,
@@ -117,6 +119,7 @@ impl ModelError {
             ModelError::Value { field, .. }
             | ModelError::Conflict { field, .. }
             | ModelError::Requires { field, .. }
+            | ModelError::Redundant { field, .. }
             | ModelError::OutOfRange { field, .. } => *field,
             ModelError::MixedFamilies { .. } | ModelError::NoFamilyPair => Field::Dst,
             ModelError::PortsWithoutPorts { .. } => Field::Dport,
@@ -138,7 +141,9 @@ impl ModelError {
     /// [`predicate`](Self::predicate).
     pub fn subject(&self, name: &dyn Fn(Field) -> String) -> Option<String> {
         match self {
-            ModelError::Requires { field, .. } => Some(name(*field)),
+            ModelError::Requires { field, .. } | ModelError::Redundant { field, .. } => {
+                Some(name(*field))
+            }
             ModelError::OutOfRange { field, .. } => Some(format!("{}:", name(*field))),
             _ => None,
         }
@@ -168,8 +173,21 @@ impl ModelError {
                 (Field::Overhead | Field::Cell | Field::Queue, _) => {
                     format!("needs a rate in the same rule ({})", name(*needs))
                 }
+                (Field::Jitter, _) => format!(
+                    "varies the delay around its mean: it needs {} (0ms for netem's jitter \
+                     around no delay)",
+                    name(*needs)
+                ),
+                (Field::InOrder, _) => format!(
+                    "keeps jittered packets in order: without {} nothing reorders them",
+                    name(*needs)
+                ),
                 (_, needs) => format!("needs {}", name(*needs)),
             },
+            ModelError::Redundant { with, .. } => format!(
+                "would never act: {} drops every packet the rule matches; drop one of the two",
+                name(*with)
+            ),
             ModelError::OutOfRange {
                 value, expected, ..
             } => format!("{value} is out of range: expected {expected}"),

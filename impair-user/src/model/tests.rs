@@ -236,3 +236,70 @@ fn match_lists_make_one_match_per_combination_in_order() {
     };
     assert_eq!(none.specs().unwrap_err(), ModelError::NoFamilyPair);
 }
+
+#[test]
+fn probabilities_read_back_as_given() {
+    for p in [0.1, 0.25, 0.001, 0.000_001, 1.0, 0.0] {
+        let spec = RuleSpec {
+            loss: Some(p),
+            ..Default::default()
+        };
+        let v = RuleView::from_rule(&spec.compile().unwrap());
+        assert_eq!(v.loss, Some(p), "{p}");
+    }
+}
+
+#[test]
+fn rules_that_cannot_act_are_refused() {
+    let e = Impairments {
+        blackhole: true,
+        loss: Some(0.05),
+        ..Default::default()
+    }
+    .rule(MatchSpec::default())
+    .unwrap_err();
+    assert_eq!(
+        e,
+        ModelError::Redundant {
+            field: Field::Loss,
+            with: Field::Blackhole
+        }
+    );
+    let flags = |e: &ModelError| e.render(&|f: Field| format!("--{}", f.key()));
+    assert!(
+        flags(&e).starts_with("--loss would never act: --blackhole"),
+        "{}",
+        flags(&e)
+    );
+    let e = Impairments {
+        jitter_ns: Some(1_000_000),
+        ..Default::default()
+    }
+    .rule(MatchSpec::default())
+    .unwrap_err();
+    assert!(
+        flags(&e).starts_with("--jitter ") && flags(&e).contains("--delay"),
+        "{}",
+        flags(&e)
+    );
+    // An explicit zero delay keeps netem's jitter around no delay.
+    assert!(Impairments {
+        delay_ns: Some(0),
+        jitter_ns: Some(1_000_000),
+        ..Default::default()
+    }
+    .rule(MatchSpec::default())
+    .is_ok());
+    let e = Impairments {
+        delay_ns: Some(10_000_000),
+        in_order: true,
+        ..Default::default()
+    }
+    .rule(MatchSpec::default())
+    .unwrap_err();
+    assert!(
+        flags(&e).starts_with("--in-order ") && flags(&e).contains("--jitter"),
+        "{}",
+        flags(&e)
+    );
+}

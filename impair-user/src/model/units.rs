@@ -75,7 +75,12 @@ pub fn parse_rate_bps(s: &str) -> Result<u64, ValueError> {
     } else if let Some(p) = unit.strip_suffix("bps") {
         (p.to_owned(), true)
     } else if unit.is_empty() {
-        (String::new(), false)
+        // tc reads a bare number as bit/s, comcast as kbit/s: refuse to guess.
+        return Err(value_error!(
+            "invalid rate '{s}': a unit is required (a bare number means bit/s to tc and \
+             kbit/s to comcast): write {t}kbit, {t}mbit or {t}bit (bits/s), or {t}kbps (bytes/s)",
+            t = s.trim()
+        ));
     } else {
         return Err(bad());
     };
@@ -128,6 +133,8 @@ pub fn parse_queue(s: &str) -> Result<QueueLimit, ValueError> {
             bytes: (v * 1024.0 * 1024.0) as u64,
         },
         "p" | "pkt" | "pkts" | "packets" => QueueLimit::Packets { packets: v as u64 },
+        // A bare number could be packets, bytes or time: say which forms exist.
+        "" if v != 0.0 => return Err(bad()),
         _ => QueueLimit::Time {
             ns: parse_duration_ns("queue", s)?,
         },
@@ -431,7 +438,10 @@ mod tests {
         assert_eq!(parse_rate_bps("1gbit"), Ok(1_000_000_000));
         assert_eq!(parse_rate_bps("1kibit"), Ok(1024));
         assert_eq!(parse_rate_bps("2mbps"), Ok(16_000_000));
-        assert_eq!(parse_rate_bps("56000"), Ok(56_000));
+        // A bare number is refused (tc means bit/s, comcast kbit/s); the
+        // error offers both spellings.
+        let e = parse_rate_bps("1000").unwrap_err().0;
+        assert!(e.contains("1000kbit") && e.contains("1000bit"), "{e}");
         for bad in ["10mb", "fast", "0bit", "99tbit"] {
             assert!(
                 parse_rate_bps(bad)
@@ -448,6 +458,12 @@ mod tests {
             Ok(QueueLimit::Packets { packets: 100 })
         );
         assert!(parse_queue("0ms").is_err());
+        // A bare number lists every form, not just times.
+        let e = parse_queue("100").unwrap_err().0;
+        assert!(
+            e.contains("100p") && e.contains("64kb") && e.contains("50ms"),
+            "{e}"
+        );
         assert!(parse_queue("lots").unwrap_err().0.contains("'lots'"));
     }
 

@@ -26,6 +26,12 @@ pub fn impairments(i: &Impairments) -> Result<(), ModelError> {
             with: Field::Loss,
         });
     }
+    if i.jitter_ns.is_some() && i.delay_ns.is_none() {
+        return Err(ModelError::Requires {
+            field: Field::Jitter,
+            needs: Field::Delay,
+        });
+    }
     if i.rate_bps.is_none() {
         for (field, given) in [
             (Field::Overhead, i.overhead_bytes.is_some()),
@@ -80,6 +86,25 @@ pub fn rule(r: &RuleSpec) -> Result<(), ModelError> {
         });
     }
     fraction(Field::Loss, r.loss)?;
+    if r.blackhole {
+        let others = [
+            (Field::Loss, r.loss.is_some()),
+            (Field::LossModel, r.loss_model.is_some()),
+            (Field::Ecn, r.ecn),
+            (Field::Mtu, r.mtu_bytes.is_some()),
+            (Field::Corrupt, r.corrupt.is_some()),
+            (Field::Duplicate, r.duplicate.is_some()),
+            (Field::Delay, r.delay.is_some()),
+            (Field::Reorder, r.reorder.is_some()),
+            (Field::Rate, r.rate.is_some()),
+        ];
+        if let Some((field, _)) = others.into_iter().find(|(_, given)| *given) {
+            return Err(ModelError::Redundant {
+                field,
+                with: Field::Blackhole,
+            });
+        }
+    }
     if r.ecn && r.loss.is_none() && r.loss_model.is_none() {
         return Err(ModelError::Requires {
             field: Field::Ecn,
@@ -118,6 +143,12 @@ pub fn rule(r: &RuleSpec) -> Result<(), ModelError> {
             });
         }
         fraction(Field::DelayCorr, d.correlation)?;
+        if d.in_order && d.jitter_ns == 0 {
+            return Err(ModelError::Requires {
+                field: Field::InOrder,
+                needs: Field::Jitter,
+            });
+        }
     }
     if r.reorder.is_some()
         && r.delay

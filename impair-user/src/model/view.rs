@@ -76,6 +76,14 @@ fn trim_float(v: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
+/// A probability read back from its u32 threshold, as it was given: the
+/// threshold's step is 2^-32 (about 2.3e-10), so rounding to 1e-9 gives back
+/// any percentage written with up to seven decimals (10% reads 0.1, not
+/// 0.1000000003).
+pub fn as_given(threshold: u32) -> f64 {
+    (prob::to_fraction(threshold) * 1e9).round() / 1e9
+}
+
 impl RuleView {
     pub fn from_rule(r: &Rule) -> Self {
         let m = &r.matcher;
@@ -111,10 +119,10 @@ impl RuleView {
             parts.push(format!("cgroup {}", m.cgroup_id));
         }
         let p = &r.loss.p;
-        let pc = |i: usize| fmt_percent(prob::to_fraction(p[i]));
+        let pc = |i: usize| fmt_percent(as_given(p[i]));
         let (loss, loss_text) = match r.loss.model {
             loss_model::BERNOULLI => {
-                let l = prob::to_fraction(p[0]);
+                let l = as_given(p[0]);
                 (Some(l), format!("loss {}", fmt_percent(l)))
             }
             loss_model::GILBERT_ELLIOTT => {
@@ -151,13 +159,13 @@ impl RuleView {
         let ecn = r.flags & rule_flags::ECN != 0;
         let blackhole = r.flags & rule_flags::BLACKHOLE != 0;
         let mtu_bytes = (r.mtu_bytes != 0).then_some(r.mtu_bytes);
-        let corrupt = (r.corrupt_u32 != 0).then(|| prob::to_fraction(r.corrupt_u32));
+        let corrupt = (r.corrupt_u32 != 0).then(|| as_given(r.corrupt_u32));
         let corrupt_mode = if r.flags & rule_flags::CORRUPT_SILENT != 0 {
             CorruptMode::Silent
         } else {
             CorruptMode::Detectable
         };
-        let duplicate = (r.duplicate_u32 != 0).then(|| prob::to_fraction(r.duplicate_u32));
+        let duplicate = (r.duplicate_u32 != 0).then(|| as_given(r.duplicate_u32));
         let mut imp = Vec::new();
         if blackhole {
             imp.push("blackhole".to_string());
@@ -190,14 +198,14 @@ impl RuleView {
                 d += &format!(" jitter {}{dist}", fmt_duration_ns(r.jitter_ns));
             }
             if r.delay_corr_u32 != 0 {
-                d += &format!(" corr {}", fmt_percent(prob::to_fraction(r.delay_corr_u32)));
+                d += &format!(" corr {}", fmt_percent(as_given(r.delay_corr_u32)));
             }
             if r.flags & rule_flags::IN_ORDER != 0 {
                 d += " in-order";
             }
             imp.push(d);
         }
-        let reorder = (r.reorder_u32 != 0).then(|| prob::to_fraction(r.reorder_u32));
+        let reorder = (r.reorder_u32 != 0).then(|| as_given(r.reorder_u32));
         if let Some(p) = reorder {
             imp.push(format!("reorder {}", fmt_percent(p)));
         }
