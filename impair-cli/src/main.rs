@@ -65,16 +65,22 @@ fn run() -> Result<()> {
             ) {
                 e.exit();
             }
-            // One line, like every other usage error (`--help` has the rest).
+            // One line, like every other usage error (`--help` has the rest),
+            // with clap's "did you mean" tip and a hint for syntax brought
+            // from tc netem or comcast.
             let text = e.render().to_string();
             let msg: Vec<&str> = text
                 .lines()
                 .map(str::trim)
                 .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
-                .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+                .filter(|l| !l.is_empty())
                 .collect();
-            let msg = msg.join(" ");
+            let msg = msg.join("; ");
             let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
+            let args: Vec<String> = std::env::args().skip(1).collect();
+            if let Some(hint) = render::hint_for_foreign_syntax(&args) {
+                return Err(usage!("{msg}; {hint}").into());
+            }
             return Err(usage!("{msg} (see impair --help)").into());
         }
     };
@@ -115,13 +121,9 @@ fn run() -> Result<()> {
         Command::Profiles(a) => verbs::profiles_cmd(a),
         Command::Doctor(a) => verbs::doctor(a),
         Command::Completions(a) => {
-            clap_complete::generate(
-                a.shell,
-                &mut Cli::command(),
-                "impair",
-                &mut std::io::stdout(),
-            );
-            Ok(())
+            let mut script = Vec::new();
+            clap_complete::generate(a.shell, &mut Cli::command(), "impair", &mut script);
+            render::print_all(&script)
         }
         Command::Man(a) => verbs::man(a),
         Command::Demo(a) => impair_tools::demo::run(&(&a).into()),

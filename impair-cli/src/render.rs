@@ -95,9 +95,73 @@ pub(crate) fn usage_line(e: &anyhow::Error) -> Option<String> {
     e.downcast_ref::<Error>().map(engine_error)
 }
 
+/// Writes `bytes` to stdout. A reader that closed the pipe early
+/// (`impair man | head`) has all it wanted: that ends the output quietly,
+/// not with a panic or an error.
+pub(crate) fn print_all(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// netem's keywords, which impair spells as flags.
+const NETEM_WORDS: &[&str] = &[
+    "delay", "loss", "rate", "corrupt", "duplicate", "reorder", "jitter", "distribution", "limit",
+    "slot", "ecn", "gemodel", "state",
+];
+
+/// A hint for syntax users bring from tc netem or comcast, when `args` (the
+/// command line without the program name) has it.
+pub(crate) fn hint_for_foreign_syntax(args: &[String]) -> Option<String> {
+    // Only the verbs that take impairments (after a global `--netns NS`).
+    let verb = args
+        .iter()
+        .enumerate()
+        .find(|(i, a)| !a.starts_with('-') && (*i == 0 || args[i - 1] != "--netns"))
+        .map(|(i, a)| (i, a.as_str()));
+    let Some((at, "attach" | "update" | "run")) = verb else {
+        return None;
+    };
+    for (i, a) in args.iter().enumerate().skip(at + 1) {
+        let next = args.get(i + 1).map(String::as_str).unwrap_or("");
+        // netem's positional words: `impair attach eth0 delay 100ms`.
+        if NETEM_WORDS.contains(&a.as_str()) && i >= at + 2 {
+            return Some(format!(
+                "impair spells netem's words as flags: write --{a} {next}",
+                next = if next.starts_with('-') { "" } else { next }
+            ).trim_end().to_owned());
+        }
+        // netem's loss correlation: `--loss 10% 25%`.
+        if a == "--loss" && args.get(i + 2).is_some_and(|c| {
+            c.ends_with('%') && !c.starts_with('-')
+        }) {
+            return Some(
+                "impair has no loss correlation (netem's changes the loss rate itself): for bursts \
+                 use --loss-model ge:P,R (Gilbert-Elliott), see impair attach --help"
+                    .into(),
+            );
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn netem_and_comcast_syntax_gets_a_hint() {
+        let v = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        let h = hint_for_foreign_syntax(&v("attach eth0 delay 100ms")).unwrap();
+        assert!(h.contains("--delay 100ms"), "{h}");
+        let h = hint_for_foreign_syntax(&v("attach eth0 --loss 10% 25%")).unwrap();
+        assert!(h.contains("--loss-model"), "{h}");
+        assert_eq!(hint_for_foreign_syntax(&v("attach eth0 --loss 10%")), None);
+        assert_eq!(hint_for_foreign_syntax(&v("profiles show loss")), None);
+    }
 
     #[test]
     fn refusals_become_the_usage_lines_the_cli_printed_before() {

@@ -322,7 +322,9 @@ pub(crate) fn man(a: ManArgs) -> Result<()> {
     let cmd = Cli::command();
     match a.out {
         None => {
-            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut page)?;
+            crate::render::print_all(&page)?;
         }
         Some(dir) => {
             std::fs::create_dir_all(&dir)

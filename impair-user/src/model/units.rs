@@ -291,6 +291,19 @@ pub fn parse_port_range(what: &str, s: &str) -> Result<(u16, u16), ValueError> {
         value_error!("invalid {what} '{s}': expected a port 0-65535 or a range such as 5000-5010")
     };
     let t = s.trim();
+    if t.contains(',') {
+        return Err(value_error!(
+            "invalid {what} '{s}': one port or range per value; for several, give each \
+             separately (repeat the flag: one rule per port)"
+        ));
+    }
+    if let Some((a, b)) = t.split_once(':') {
+        return Err(value_error!(
+            "invalid {what} '{s}': a range is written A-B, e.g. {}-{}",
+            a.trim(),
+            b.trim()
+        ));
+    }
     let (lo, hi) = match t.split_once('-') {
         Some((a, b)) => (
             a.trim().parse::<u16>().map_err(|_| bad())?,
@@ -469,6 +482,10 @@ mod tests {
 
     #[test]
     fn ports_and_protocols() {
+        let e = parse_port_range("port", "80,443").unwrap_err().0;
+        assert!(e.contains("repeat the flag"), "{e}");
+        let e = parse_port_range("port", "5000:5010").unwrap_err().0;
+        assert!(e.contains("5000-5010"), "{e}");
         assert_eq!(parse_port_range("dport", "53"), Ok((53, 53)));
         assert_eq!(parse_port_range("dport", "5000-5010"), Ok((5000, 5010)));
         assert!(parse_port_range("dport", "10-5")
