@@ -351,6 +351,11 @@ pub struct UpdateArgs {
     /// Replace the rules with a built-in profile or a TOML profile file.
     #[arg(long, value_name = "NAME|FILE")]
     pub profile: Option<String>,
+    /// Replace the whole rule set with the rule these flags describe
+    /// (without it, each running rule keeps its match and every impairment
+    /// the flags do not set).
+    #[arg(long, conflicts_with = "profile")]
+    pub replace: bool,
     #[command(flatten)]
     pub impair: ImpairArgs,
     #[command(flatten)]

@@ -4,12 +4,12 @@ use anyhow::Result;
 use impair::{
     engine::{HookOptions, IngressHook},
     input::UsageError,
-    model::{Field, MatchSpec, ModelError, RuleSpec, RuleView},
+    model::{Field, Impairments, MatchSpec, ModelError, RuleSpec, RuleView},
     profile as profiles,
 };
 
 use crate::{
-    args::{AttachArgs, ImpairArgs, MatchArgs},
+    args::{AttachArgs, ImpairArgs, MatchArgs, UpdateArgs},
     usage,
 };
 
@@ -64,6 +64,44 @@ pub(crate) fn rules_from(
     let first = rules
         .first()
         .ok_or_else(|| flags(ModelError::NoFamilyPair))?;
+    let label = RuleView::from_rule(&first.compile().map_err(flags)?).impairments;
+    Ok((rules, label))
+}
+
+/// The rule set an `impair update` leaves running: with `--profile` or
+/// `--replace`, what the flags or the profile say; otherwise each running
+/// rule keeps its match and every impairment the flags do not set
+/// ([`Impairments::overlay`]).
+pub(crate) fn update_rules(
+    current: &[RuleSpec],
+    a: &UpdateArgs,
+) -> Result<(Vec<RuleSpec>, String)> {
+    if a.replace || a.profile.is_some() {
+        return rules_from(a.profile.as_deref(), &a.impair, &a.matcher);
+    }
+    if a.matcher.given() {
+        return Err(usage!(
+            "update keeps each running rule's match: to change what is matched, give --replace \
+             with the whole rule (impairments and matches) or --profile"
+        )
+        .into());
+    }
+    let given = a.impair.impairments();
+    if !given.given() {
+        return Err(usage!(
+            "nothing to update: give the impairments to change (e.g. --loss 20%), --replace with a \
+             whole rule, or --profile NAME|FILE"
+        )
+        .into());
+    }
+    let rules = current
+        .iter()
+        .map(|r| Impairments::of(r).overlay(&given).rule(r.matcher.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(flags)?;
+    let first = rules
+        .first()
+        .ok_or_else(|| usage!("the running rule set is empty"))?;
     let label = RuleView::from_rule(&first.compile().map_err(flags)?).impairments;
     Ok((rules, label))
 }

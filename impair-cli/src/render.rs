@@ -109,8 +109,19 @@ pub(crate) fn print_all(bytes: &[u8]) -> anyhow::Result<()> {
 
 /// netem's keywords, which impair spells as flags.
 const NETEM_WORDS: &[&str] = &[
-    "delay", "loss", "rate", "corrupt", "duplicate", "reorder", "jitter", "distribution", "limit",
-    "slot", "ecn", "gemodel", "state",
+    "delay",
+    "loss",
+    "rate",
+    "corrupt",
+    "duplicate",
+    "reorder",
+    "jitter",
+    "distribution",
+    "limit",
+    "slot",
+    "ecn",
+    "gemodel",
+    "state",
 ];
 
 /// A hint for syntax users bring from tc netem or comcast, when `args` (the
@@ -129,15 +140,21 @@ pub(crate) fn hint_for_foreign_syntax(args: &[String]) -> Option<String> {
         let next = args.get(i + 1).map(String::as_str).unwrap_or("");
         // netem's positional words: `impair attach eth0 delay 100ms`.
         if NETEM_WORDS.contains(&a.as_str()) && i >= at + 2 {
-            return Some(format!(
-                "impair spells netem's words as flags: write --{a} {next}",
-                next = if next.starts_with('-') { "" } else { next }
-            ).trim_end().to_owned());
+            return Some(
+                format!(
+                    "impair spells netem's words as flags: write --{a} {next}",
+                    next = if next.starts_with('-') { "" } else { next }
+                )
+                .trim_end()
+                .to_owned(),
+            );
         }
         // netem's loss correlation: `--loss 10% 25%`.
-        if a == "--loss" && args.get(i + 2).is_some_and(|c| {
-            c.ends_with('%') && !c.starts_with('-')
-        }) {
+        if a == "--loss"
+            && args
+                .get(i + 2)
+                .is_some_and(|c| c.ends_with('%') && !c.starts_with('-'))
+        {
             return Some(
                 "impair has no loss correlation (netem's changes the loss rate itself): for bursts \
                  use --loss-model ge:P,R (Gilbert-Elliott), see impair attach --help"

@@ -18,7 +18,7 @@ use crate::{
         StatusArgs, UpdateArgs,
     },
     attach::redraw,
-    convert::rules_from,
+    convert::{rules_from, update_rules},
     instances::{at_side, instances_here, instances_on, on_side, one_instance},
     usage,
 };
@@ -48,7 +48,6 @@ pub(crate) fn run_cmd(a: RunArgs) -> Result<()> {
 }
 
 pub(crate) fn update(a: UpdateArgs) -> Result<()> {
-    let (rules, label) = rules_from(a.profile.as_deref(), &a.impair, &a.matcher)?;
     if !sys::is_root() {
         return Err(usage!("permission denied: impair update needs root (CAP_BPF)").into());
     }
@@ -62,6 +61,8 @@ pub(crate) fn update(a: UpdateArgs) -> Result<()> {
         )
         .into());
     }
+    let current = running_rules(&inst)?;
+    let (rules, label) = update_rules(&current, &a)?;
     impair::engine::update_instance(&a.iface, &mut inst, &rules, &label)?;
     println!(
         "impair: updated {} {} (pid {}): {label}",
@@ -69,7 +70,37 @@ pub(crate) fn update(a: UpdateArgs) -> Result<()> {
         inst.owner.hook_name(),
         inst.owner.pid
     );
+    // The whole rule set now in force, as the kernel holds it.
+    let (_, header, now) = inst.maps.active_rules()?;
+    for (i, r) in now.iter().enumerate() {
+        let v = impair::model::RuleView::from_rule(r);
+        println!(
+            "  rule {} (generation {}): {}: {}",
+            i + 1,
+            header.generation,
+            v.matches,
+            v.impairments
+        );
+    }
     Ok(())
+}
+
+/// The running rules of `inst`, read back into the model.
+fn running_rules(inst: &discover::Instance) -> Result<Vec<impair::model::RuleSpec>> {
+    let (slot, _, rules) = inst.maps.active_rules()?;
+    rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let table = (r.delay_dist == impair_common::delay_dist::TABLE)
+                .then(|| inst.maps.delay_table(slot, i as u32))
+                .transpose()?;
+            Ok(impair::model::view::spec_of(
+                r,
+                table.as_ref().map(|t| &t[..]),
+            ))
+        })
+        .collect()
 }
 
 pub(crate) fn stats(a: StatsArgs) -> Result<()> {

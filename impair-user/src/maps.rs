@@ -133,6 +133,12 @@ impl Maps {
         Ok((slot, header, rules))
     }
 
+    /// The jitter table of rule `i` of `slot` (meaningful when the rule draws
+    /// from a table).
+    pub fn delay_table(&self, slot: u32, i: u32) -> Result<DelayTable> {
+        Ok(self.tables.get(&(slot * MAX_RULES + i), 0)?)
+    }
+
     /// Counters of rule `i` of `slot`, summed over CPUs.
     pub fn rule_counters(&self, slot: u32, i: u32) -> Result<RuleCounters> {
         let per_cpu = self.rule_counters.get(&(slot * MAX_RULES + i), 0)?;

@@ -152,6 +152,82 @@ pub struct Impairments {
 }
 
 impl Impairments {
+    /// The flat form of `spec`'s impairments.
+    pub fn of(spec: &RuleSpec) -> Self {
+        let d = spec.delay.as_ref();
+        let r = spec.rate.as_ref();
+        Impairments {
+            loss: spec.loss,
+            loss_model: spec.loss_model,
+            ecn: spec.ecn,
+            blackhole: spec.blackhole,
+            mtu_bytes: spec.mtu_bytes,
+            corrupt: spec.corrupt,
+            corrupt_mode: spec.corrupt_mode,
+            duplicate: spec.duplicate,
+            delay_ns: d.map(|d| d.delay_ns),
+            jitter_ns: d.and_then(|d| (d.jitter_ns != 0).then_some(d.jitter_ns)),
+            distribution: d.and_then(|d| d.distribution.clone()),
+            delay_corr: d.and_then(|d| d.correlation),
+            in_order: d.is_some_and(|d| d.in_order),
+            reorder: spec.reorder,
+            rate_bps: r.map(|r| r.rate_bps),
+            overhead_bytes: r.and_then(|r| (r.overhead_bytes != 0).then_some(r.overhead_bytes)),
+            cell: r
+                .and_then(|r| (r.cell_bytes != 0).then_some((r.cell_bytes, r.cell_overhead_bytes))),
+            queue: r.and_then(|r| r.queue),
+        }
+    }
+
+    /// These impairments with `given` laid over them: what `given` sets
+    /// wins, the rest is kept. A loss replaces a loss model and the reverse;
+    /// a blackhole and the other impairments replace each other (a blackhole
+    /// drops everything, so nothing beside it could act).
+    pub fn overlay(&self, given: &Impairments) -> Impairments {
+        if given.blackhole {
+            return Impairments {
+                blackhole: true,
+                ..Impairments::default()
+            };
+        }
+        let mut out = if self.blackhole && given.given() {
+            Impairments::default()
+        } else {
+            self.clone()
+        };
+        fn set<T: Clone>(slot: &mut Option<T>, v: &Option<T>) {
+            if v.is_some() {
+                slot.clone_from(v);
+            }
+        }
+        if given.loss.is_some() {
+            out.loss_model = None;
+        }
+        if given.loss_model.is_some() {
+            out.loss = None;
+        }
+        set(&mut out.loss, &given.loss);
+        set(&mut out.loss_model, &given.loss_model);
+        out.ecn |= given.ecn;
+        set(&mut out.mtu_bytes, &given.mtu_bytes);
+        set(&mut out.corrupt, &given.corrupt);
+        if given.corrupt.is_some() || given.corrupt_mode != CorruptMode::default() {
+            out.corrupt_mode = given.corrupt_mode;
+        }
+        set(&mut out.duplicate, &given.duplicate);
+        set(&mut out.delay_ns, &given.delay_ns);
+        set(&mut out.jitter_ns, &given.jitter_ns);
+        set(&mut out.distribution, &given.distribution);
+        set(&mut out.delay_corr, &given.delay_corr);
+        out.in_order |= given.in_order;
+        set(&mut out.reorder, &given.reorder);
+        set(&mut out.rate_bps, &given.rate_bps);
+        set(&mut out.overhead_bytes, &given.overhead_bytes);
+        set(&mut out.cell, &given.cell);
+        set(&mut out.queue, &given.queue);
+        out
+    }
+
     /// Whether any impairment (or a modifier of one) is given.
     pub fn given(&self) -> bool {
         *self != Impairments::default()

@@ -303,3 +303,91 @@ fn rules_that_cannot_act_are_refused() {
         flags(&e)
     );
 }
+
+/// Every rule read back from its map value compiles to the same map value,
+/// so a live update that keeps a rule's other impairments keeps them exactly.
+#[test]
+fn rules_read_back_compile_to_the_same_map_value() {
+    let m = MatchSpec {
+        src: Some(parse_cidr("src", "198.18.1.0/24").unwrap()),
+        dst: Some(parse_cidr("dst", "198.19.20.2/32").unwrap()),
+        proto: parse_proto("udp").unwrap(),
+        sport: Some((1000, 2000)),
+        dport: Some((5000, 5010)),
+        cgroup: None,
+    };
+    let specs = [
+        Impairments {
+            loss: Some(0.1),
+            ecn: true,
+            mtu_bytes: Some(1280),
+            corrupt: Some(0.001),
+            corrupt_mode: CorruptMode::Silent,
+            duplicate: Some(0.05),
+            ..Default::default()
+        },
+        Impairments {
+            loss_model: Some(units::parse_loss_model("ge:1%,30%,80%,0.1%").unwrap()),
+            delay_ns: Some(100_000_000),
+            jitter_ns: Some(20_000_000),
+            distribution: Some(Distribution::Normal),
+            delay_corr: Some(0.25),
+            in_order: true,
+            rate_bps: Some(10_000_000),
+            overhead_bytes: Some(14),
+            cell: Some((48, 5)),
+            queue: Some(QueueLimit::Packets { packets: 50 }),
+            ..Default::default()
+        },
+        Impairments {
+            loss_model: Some(units::parse_loss_model("state:2%,40%,5%,70%,0.5%").unwrap()),
+            delay_ns: Some(30_000_000),
+            reorder: Some(0.25),
+            ..Default::default()
+        },
+    ];
+    for imp in specs {
+        let spec = imp.rule(m.clone()).unwrap();
+        let rule = spec.compile().unwrap();
+        let table = spec.table();
+        let back = view::spec_of(&rule, table.as_ref().map(|t| &t[..]));
+        assert_eq!(back.compile().unwrap(), rule, "{spec:?} → {back:?}");
+        assert_eq!(back.table(), table);
+        assert_eq!(back.matcher, spec.matcher);
+    }
+}
+
+#[test]
+fn an_update_keeps_what_it_does_not_set() {
+    let running = Impairments {
+        loss: Some(0.1),
+        delay_ns: Some(10_000_000),
+        ..Default::default()
+    };
+    let given = Impairments {
+        loss: Some(0.25),
+        ..Default::default()
+    };
+    let out = running.overlay(&given);
+    assert_eq!((out.loss, out.delay_ns), (Some(0.25), Some(10_000_000)));
+    let model = Impairments {
+        loss_model: Some(units::parse_loss_model("ge:1%").unwrap()),
+        ..Default::default()
+    };
+    let out = running.overlay(&model);
+    assert!(out.loss.is_none() && out.loss_model.is_some());
+    // A blackhole and the other impairments replace each other.
+    let hole = running.overlay(&Impairments {
+        blackhole: true,
+        ..Default::default()
+    });
+    assert_eq!(
+        hole,
+        Impairments {
+            blackhole: true,
+            ..Default::default()
+        }
+    );
+    let back = hole.overlay(&given);
+    assert!(!back.blackhole && back.loss == Some(0.25));
+}

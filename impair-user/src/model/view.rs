@@ -3,11 +3,17 @@
 //! units they carry.
 use std::net::IpAddr;
 
-use impair_common::{delay_dist, loss, loss_model, match_flags, prob, rule_flags, Prefix, Rule};
+use impair_common::{
+    delay_dist, dist::TABLE_SCALE, loss, loss_model, match_flags, prob, rule_flags, Prefix, Rule,
+};
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::{rule::CorruptMode, units::Proto};
+use super::{
+    dist::Distribution,
+    rule::{CorruptMode, DelaySpec, MatchSpec, RateSpec, RuleSpec},
+    units::{LossModelSpec, Proto, QueueLimit},
+};
 
 fn prefix_to_net(p: &Prefix, v6: bool) -> Option<IpNet> {
     if v6 {
@@ -209,8 +215,7 @@ impl RuleView {
         if let Some(p) = reorder {
             imp.push(format!("reorder {}", fmt_percent(p)));
         }
-        let rate_bps =
-            (r.rate_ps_per_byte != 0).then(|| (8e12 / r.rate_ps_per_byte as f64).round() as u64);
+        let rate_bps = (r.rate_ps_per_byte != 0).then(|| rate_of(r.rate_ps_per_byte));
         if let Some(bps) = rate_bps {
             let mut t = format!("rate {}", fmt_rate_bps(bps));
             if r.overhead_bytes != 0 {
@@ -256,4 +261,102 @@ pub fn fmt_percent(p: f64) -> String {
     let s = format!("{pct:.4}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
     format!("{s}%")
+}
+
+/// The rate in bits per second that compiled to `ps_per_byte`.
+fn rate_of(ps_per_byte: u64) -> u64 {
+    (8e12 / ps_per_byte as f64).round() as u64
+}
+
+/// A running rule read back into the model, so that a live update can keep
+/// what it was not told to change. `table` is the rule's jitter table when
+/// it draws from one (it comes back as [`Distribution::Custom`], the same
+/// table). Probabilities come back as given ([`as_given`]); a queue limit
+/// comes back as the time it stands for at the rule's rate.
+pub fn spec_of(r: &Rule, table: Option<&[i32]>) -> RuleSpec {
+    let m = &r.matcher;
+    let v6 = m.flags & match_flags::IPV6 != 0;
+    let has = |f: u32| m.flags & f != 0;
+    let matcher = MatchSpec {
+        src: has(match_flags::SRC)
+            .then(|| prefix_to_net(&m.src, v6))
+            .flatten(),
+        dst: has(match_flags::DST)
+            .then(|| prefix_to_net(&m.dst, v6))
+            .flatten(),
+        proto: has(match_flags::PROTO).then_some(Proto(m.l4_proto)),
+        sport: has(match_flags::SPORT).then_some((m.sport_min, m.sport_max)),
+        dport: has(match_flags::DPORT).then_some((m.dport_min, m.dport_max)),
+        cgroup: has(match_flags::CGROUP).then_some(m.cgroup_id),
+    };
+    let p = |i: usize| as_given(r.loss.p[i]);
+    let (loss, loss_model) = match r.loss.model {
+        loss_model::BERNOULLI => (Some(p(0)), None),
+        loss_model::GILBERT_ELLIOTT => (
+            None,
+            Some(LossModelSpec::GilbertElliott {
+                p: p(0),
+                r: p(1),
+                one_minus_h: p(2),
+                one_minus_k: p(3),
+            }),
+        ),
+        loss_model::FOUR_STATE => (
+            None,
+            Some(LossModelSpec::FourState {
+                p13: p(0),
+                p31: p(1),
+                p32: p(2),
+                p23: p(3),
+                p14: p(4),
+            }),
+        ),
+        _ => (None, None),
+    };
+    let given = |t: u32| (t != 0).then(|| as_given(t));
+    let delay =
+        (r.delay_ns != 0 || r.jitter_ns != 0 || r.flags & rule_flags::IN_ORDER != 0).then(|| {
+            DelaySpec {
+                delay_ns: r.delay_ns,
+                jitter_ns: r.jitter_ns,
+                distribution: match (r.delay_dist, table) {
+                    (delay_dist::TABLE, Some(t)) => Some(Distribution::Custom(
+                        t[..t.len().saturating_sub(1)]
+                            .iter()
+                            .map(|&v| f64::from(v) / TABLE_SCALE as f64)
+                            .collect(),
+                    )),
+                    _ => None,
+                },
+                correlation: given(r.delay_corr_u32),
+                in_order: r.flags & rule_flags::IN_ORDER != 0,
+            }
+        });
+    let rate = (r.rate_ps_per_byte != 0).then(|| RateSpec {
+        rate_bps: rate_of(r.rate_ps_per_byte),
+        overhead_bytes: r.overhead_bytes,
+        cell_bytes: r.cell_bytes,
+        cell_overhead_bytes: r.cell_overhead_bytes,
+        queue: (r.queue_limit_ns != 0).then_some(QueueLimit::Time {
+            ns: r.queue_limit_ns,
+        }),
+    });
+    RuleSpec {
+        matcher,
+        loss,
+        loss_model,
+        ecn: r.flags & rule_flags::ECN != 0,
+        blackhole: r.flags & rule_flags::BLACKHOLE != 0,
+        mtu_bytes: (r.mtu_bytes != 0).then_some(r.mtu_bytes),
+        corrupt: given(r.corrupt_u32),
+        corrupt_mode: if r.flags & rule_flags::CORRUPT_SILENT != 0 {
+            CorruptMode::Silent
+        } else {
+            CorruptMode::Detectable
+        },
+        duplicate: given(r.duplicate_u32),
+        delay,
+        reorder: given(r.reorder_u32),
+        rate,
+    }
 }

@@ -133,12 +133,13 @@ impl Snapshot {
     /// A few lines for people; the live view redraws them in place.
     pub fn render(&self) -> Vec<String> {
         let mut lines = vec![format!(
-            "{} {}  mode {}  pid {}  seed {}  packets {}  unmatched {}  errors {}{}",
+            "{} {}  mode {}  pid {}  seed {}  generation {}  packets {}  unmatched {}  errors {}{}",
             self.interface,
             self.hook,
             self.owner.attach_mode,
             self.owner.pid,
             self.owner.seed,
+            self.generation,
             self.packets,
             self.unmatched,
             self.errors,
