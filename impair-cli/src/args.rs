@@ -468,6 +468,10 @@ pub struct DetachArgs {
     /// Only the instance impairing this direction (default: every instance on IFACE).
     #[arg(long, value_enum)]
     pub direction: Option<Side>,
+    /// Nothing attached is success (exit 0), not a usage error (exit 2): for
+    /// scripts that clean up whether or not impair is running.
+    #[arg(long)]
+    pub if_exists: bool,
 }
 
 #[derive(Args, Debug)]

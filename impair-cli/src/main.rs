@@ -106,6 +106,23 @@ fn run() -> Result<()> {
             eprintln!("impair: removed the pinned instance on {gone}: its --duration has passed");
         }
     }
+    if !sys::is_root() {
+        let verb = match &cli.command {
+            Command::Status(_) => Some("status"),
+            Command::Stats(_) => Some("stats"),
+            Command::Detach(_) => Some("detach"),
+            _ => None,
+        };
+        if let Some(verb) = verb {
+            // Unprivileged, the kernel shows no BPF program: "nothing
+            // attached" would be a guess, not an answer.
+            return Err(usage!(
+                "permission denied: impair {verb} needs root to see impair's BPF programs and maps \
+                 (CAP_SYS_ADMIN or CAP_BPF); run it with sudo"
+            )
+            .into());
+        }
+    }
     match cli.command {
         Command::Attach(a) => attach::attach(*a),
         Command::Update(a) => verbs::update(*a),

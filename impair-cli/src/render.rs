@@ -11,9 +11,22 @@ pub(crate) fn engine_error(e: &Error) -> String {
             Error::InvalidInterfaceName { iface } => {
                 format!("invalid interface name '{iface}': 1-15 characters, no '/'")
             }
-            Error::NoSuchInterface { iface } => format!(
-                "unknown interface '{iface}': no such device in this network namespace (see `ip link`)"
-            ),
+            Error::NoSuchInterface { iface } => {
+                let elsewhere = impair::netns::holding_interface(iface);
+                if elsewhere.is_empty() {
+                    format!(
+                        "unknown interface '{iface}': no such device in this network namespace (see `ip link`)"
+                    )
+                } else {
+                    format!(
+                        "unknown interface '{iface}' in this network namespace; it exists in network \
+                         namespace {}: add --netns {} (e.g. impair --netns {} attach {iface} ...)",
+                        elsewhere.join(", "),
+                        elsewhere[0],
+                        elsewhere[0]
+                    )
+                }
+            }
             Error::NotRoot => {
                 "permission denied: impair needs root (CAP_BPF and CAP_NET_ADMIN) to attach".into()
             }

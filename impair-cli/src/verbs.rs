@@ -174,19 +174,29 @@ pub(crate) fn stats(a: StatsArgs) -> Result<()> {
 
 pub(crate) fn status(a: StatusArgs) -> Result<()> {
     let here = sys::netns_ino()?;
+    let names = impair::netns::names_by_ino();
     let mut rows = Vec::new();
+    let mut elsewhere = 0usize;
     for inst in discover::instances()? {
         if inst.owner.netns_ino != here && !a.all_namespaces {
+            elsewhere += 1;
             continue;
         }
         let iface = if inst.owner.netns_ino == here {
             sys::ifname(inst.owner.ifindex)
                 .unwrap_or_else(|| format!("ifindex {}", inst.owner.ifindex))
         } else {
-            format!(
-                "ifindex {} (netns {})",
-                inst.owner.ifindex, inst.owner.netns_ino
-            )
+            match names.get(&inst.owner.netns_ino) {
+                Some(ns) => format!(
+                    "{} (netns {ns})",
+                    impair::netns::ifname_in(ns, inst.owner.ifindex)
+                        .unwrap_or_else(|| format!("ifindex {}", inst.owner.ifindex))
+                ),
+                None => format!(
+                    "ifindex {} (unnamed netns {}: not in `ip netns`)",
+                    inst.owner.ifindex, inst.owner.netns_ino
+                ),
+            }
         };
         let snap = Snapshot::read(&inst.maps, &iface)?;
         rows.push(snap);
@@ -197,6 +207,12 @@ pub(crate) fn status(a: StatusArgs) -> Result<()> {
     }
     if rows.is_empty() {
         println!("no impair instances");
+    }
+    if elsewhere > 0 {
+        // On stderr: a note for people, not a row of the listing.
+        eprintln!(
+            "impair: {elsewhere} more in other network namespaces (impair status --all-namespaces)"
+        );
     }
     for s in rows {
         let age = sys::unix_ns().saturating_sub(s.owner.attached_unix_ns) / 1_000_000_000;
@@ -234,6 +250,9 @@ pub(crate) fn detach(a: DetachArgs) -> Result<()> {
             .collect(),
     };
     if targets.is_empty() {
+        if a.if_exists {
+            return Ok(());
+        }
         return Err(match &a.iface {
             Some(iface) => usage!(
                 "{iface} is not impaired{}: nothing to detach",

@@ -135,6 +135,43 @@ pub fn exists(name: &str) -> bool {
     ns_path(name).map(|p| p.exists()).unwrap_or(false)
 }
 
+/// The named network namespaces (`ip netns`), by their namespace inode.
+pub fn names_by_ino() -> std::collections::BTreeMap<u64, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        // The bind mount's inode is the namespace's (nsfs).
+        if let Ok(m) = std::fs::metadata(e.path()) {
+            out.insert(m.ino(), name);
+        }
+    }
+    out
+}
+
+/// The named network namespaces that have an interface called `iface`.
+pub fn holding_interface(iface: &str) -> Vec<String> {
+    let here = current_ino().ok();
+    let mut found = Vec::new();
+    for (ino, name) in names_by_ino() {
+        if Some(ino) == here {
+            continue;
+        }
+        let probe = iface.to_owned();
+        if run_in(&name, move || crate::sys::ifindex(&probe).is_ok()).unwrap_or(false) {
+            found.push(name);
+        }
+    }
+    found
+}
+
+/// The name of interface `ifindex` in the named namespace `ns`.
+pub fn ifname_in(ns: &str, ifindex: u32) -> Option<String> {
+    run_in(ns, move || crate::sys::ifname(ifindex)).ok().flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
