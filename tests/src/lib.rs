@@ -1,7 +1,10 @@
-//! Shared helpers for impair's privileged test tiers (BPF_PROG_TEST_RUN and
-//! network-namespace tests). These tests need root, the real eBPF object and
-//! the `impair` binary; when any is missing they fail with the reason rather
-//! than pass silently.
+//! Shared fixtures for impair's privileged test tiers (BPF_PROG_TEST_RUN and
+//! network-namespace tests), each defined once: crafted frames (`packet`),
+//! the BPF programs at each hook (`bpf`), labs, controllers and probes
+//! (`ns`), what the running kernel can do (`kernel`), and the statistics
+//! every assertion uses (`stats`). These tests need root, the real eBPF
+//! object and the `impair` binary; when any is missing they fail with the
+//! reason rather than pass silently.
 use std::{net::Ipv4Addr, net::Ipv6Addr, path::PathBuf};
 
 pub mod bpf;
