@@ -169,7 +169,9 @@ pub fn holding_interface(iface: &str) -> Vec<String> {
 
 /// The name of interface `ifindex` in the named namespace `ns`.
 pub fn ifname_in(ns: &str, ifindex: u32) -> Option<String> {
-    run_in(ns, move || crate::sys::ifname(ifindex)).ok().flatten()
+    run_in(ns, move || crate::sys::ifname(ifindex))
+        .ok()
+        .flatten()
 }
 
 #[cfg(test)]

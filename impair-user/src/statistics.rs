@@ -9,6 +9,19 @@
 pub const Z95: f64 = 1.959_963_984_540_054;
 /// z for a two-sided 99% interval.
 pub const Z99: f64 = 2.575_829_303_548_901;
+/// z for a two-sided 99.9% interval.
+pub const Z999: f64 = 3.290_526_731_491_894;
+
+/// P(X <= k) for X ~ Binomial(n, p), summed term by term.
+pub fn binomial_cdf(k: u32, n: u32, p: f64) -> f64 {
+    let mut term = (1.0 - p).powi(n as i32);
+    let mut sum = term;
+    for i in 1..=k {
+        term *= (n - i + 1) as f64 / i as f64 * p / (1.0 - p);
+        sum += term;
+    }
+    sum.min(1.0)
+}
 
 /// Wilson score interval for `successes` of `n` at normal quantile `z`:
 /// (lo, hi) in [0, 1]; (0, 1) when n = 0.
@@ -372,6 +385,7 @@ mod tests {
     fn z_constants_are_the_normal_quantiles() {
         assert!((normal_quantile(0.975) - Z95).abs() < 1e-12);
         assert!((normal_quantile(0.995) - Z99).abs() < 1e-12);
+        assert!((normal_quantile(0.9995) - Z999).abs() < 1e-12);
     }
 
     #[test]

@@ -1,11 +1,17 @@
-//! Shared helpers for impair's privileged test tiers (BPF_PROG_TEST_RUN and
-//! network-namespace tests). These tests need root, the real eBPF object and
-//! the `impair` binary; when any is missing they fail with the reason rather
-//! than pass silently.
+//! Shared fixtures for impair's privileged test tiers (BPF_PROG_TEST_RUN and
+//! network-namespace tests), each defined once: crafted frames (`packet`),
+//! the BPF programs at each hook (`bpf`), labs, controllers and probes
+//! (`ns`), what the running kernel can do (`kernel`), and the statistics
+//! every assertion uses (`stats`). These tests need root, the real eBPF
+//! object and the `impair` binary; when any is missing they fail with the
+//! reason rather than pass silently.
 use std::{net::Ipv4Addr, net::Ipv6Addr, path::PathBuf};
 
+pub mod bpf;
+pub mod kernel;
 pub mod ns;
 pub mod packet;
+pub mod stats;
 
 /// Says what a passing test could not check on this machine and where it is
 /// checked instead. libtest swallows `eprintln!` of passing tests; a direct
@@ -80,5 +86,43 @@ pub fn set_loopback_up() {
         ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
         assert_eq!(libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr), 0);
         libc::close(fd);
+    }
+}
+
+/// A scratch directory for profile, scenario and report files, created
+/// fresh and removed on drop.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// `$TMPDIR/impair-test-TAG-PID`, emptied if a previous run left it.
+    pub fn new(tag: &str) -> Self {
+        let d = std::env::temp_dir().join(format!("impair-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Scratch(d)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    /// Writes `text` to the file `name` in the directory; returns its path.
+    pub fn file(&self, name: &str, text: &str) -> String {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    }
+
+    /// Leaves the directory in place (to read what a test wrote); returns it.
+    pub fn keep(self) -> PathBuf {
+        let d = self.0.clone();
+        std::mem::forget(self);
+        d
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -1,11 +1,12 @@
-//! Helpers for namespace tests: run the real `impair` binary inside the lab's
-//! router namespace, send probe traffic, and snapshot the router's tc state.
+//! Helpers for namespace tests: run the real `impair` binary inside one of
+//! the lab's namespaces, send probe traffic, and snapshot what attaching could
+//! change on an interface.
 use std::{
     io::{BufRead as _, BufReader},
     net::{IpAddr, SocketAddr, UdpSocket},
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, ExitStatus, Output, Stdio},
     sync::mpsc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use impair::netns;
@@ -15,6 +16,13 @@ use impair_tools::{
 };
 
 use crate::impair_bin;
+
+/// A fresh client → router → server lab (offloads off, so the probe's
+/// checksums are real), after checking privileges.
+pub fn lab(tag: &str) -> Lab {
+    crate::require_privileges();
+    Lab::create_with(tag, lab::LabOptions { offloads: false }).unwrap()
+}
 
 /// `impair ARGS` run in namespace `ns`, to completion.
 pub fn impair_in(ns: &str, args: &[&str]) -> Output {
@@ -26,7 +34,97 @@ pub fn impair_in(ns: &str, args: &[&str]) -> Output {
         .expect("running impair")
 }
 
-/// A foreground `impair attach` running in the router namespace.
+/// The stdout of a command that must have succeeded (else its exit code and
+/// stderr are the failure).
+pub fn stdout_ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts that `out` is impair's refusal of bad input: exit code 2, and a
+/// stderr that names each of `needles` and is no panic (`what` says which
+/// command it was). Returns the stderr.
+pub fn assert_refused(what: &str, out: &Output, needles: &[&str]) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+    for needle in needles {
+        assert!(
+            err.contains(needle),
+            "{what}: the error must name '{needle}': {err}"
+        );
+    }
+    assert!(!err.contains("panicked"), "{what}: {err}");
+    err
+}
+
+/// Where a test attaches impair in the lab: the router's `r1` at egress (the
+/// client's traffic leaves the router there), or the server's `s0` on the
+/// receive side (`--direction ingress`, tc ingress or XDP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Site {
+    RouterEgress,
+    ServerIngress,
+}
+
+impl Site {
+    pub const BOTH: [Site; 2] = [Site::RouterEgress, Site::ServerIngress];
+
+    /// The namespace the interface lives in.
+    pub fn ns(self, lab: &Lab) -> &str {
+        match self {
+            Site::RouterEgress => &lab.router,
+            Site::ServerIngress => &lab.server,
+        }
+    }
+
+    pub fn iface(self) -> &'static str {
+        match self {
+            Site::RouterEgress => lab::ROUTER_EGRESS,
+            Site::ServerIngress => lab::SERVER_IF,
+        }
+    }
+
+    /// The flags that pick the direction (none for egress, the default).
+    pub fn direction_args(self) -> &'static [&'static str] {
+        match self {
+            Site::RouterEgress => &[],
+            Site::ServerIngress => &["--direction", "ingress"],
+        }
+    }
+
+    /// `impair attach IFACE [--direction ingress] ARGS`, attached.
+    pub fn attach(self, lab: &Lab, args: &[&str]) -> Controller {
+        let all = [self.direction_args(), args].concat();
+        Controller::start_in(self.ns(lab), self.iface(), &all)
+    }
+
+    /// `impair ARGS` in this site's namespace.
+    pub fn impair(self, lab: &Lab, args: &[&str]) -> Output {
+        impair_in(self.ns(lab), args)
+    }
+
+    /// `impair stats IFACE --json`, parsed.
+    pub fn stats(self, lab: &Lab) -> serde_json::Value {
+        stats_json_in(self.ns(lab), self.iface(), &[])
+    }
+
+    /// [`iface_state`] of this site's interface.
+    pub fn state(self, lab: &Lab) -> String {
+        iface_state(lab, self.ns(lab), self.iface())
+    }
+
+    /// [`assert_iface_restored`] for this site's interface.
+    pub fn assert_restored(self, lab: &Lab, before: &str) {
+        assert_iface_restored(lab, self.ns(lab), self.iface(), before);
+    }
+}
+
+/// A foreground `impair attach` running in a lab namespace.
 pub struct Controller {
     pub child: Child,
     pub first_line: String,
@@ -36,106 +134,9 @@ impl Controller {
     /// Starts `impair attach r1 ARGS` in the router and waits until it says
     /// it is attached.
     pub fn start(lab: &Lab, args: &[&str]) -> Controller {
-        Controller::start_in(&lab.router, lab::ROUTER_EGRESS, args)
+        Site::RouterEgress.attach(lab, args)
     }
 
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    /// Sends `sig` and waits for the process; returns its exit status.
-    pub fn signal_and_wait(mut self, sig: i32) -> std::process::ExitStatus {
-        // `ip netns exec` execs impair, so the child pid is impair itself.
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.pid(), sig) };
-        let status = self.child.wait().unwrap();
-        std::mem::forget(self);
-        status
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child; errors (already gone) are fine.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-/// Sends `count` probe datagrams client → server (IPv4 or IPv6) to `port`
-/// (0 = any free port) and reports what the server received.
-pub fn probe(lab: &Lab, v6: bool, port: u16, count: u64, payload_len: usize) -> ProbeReport {
-    let (src, dst): (IpAddr, IpAddr) = if v6 {
-        (lab.client_v6().into(), lab.server_v6().into())
-    } else {
-        (lab.client_v4().into(), lab.server_v4().into())
-    };
-    let rx = netns::run_in(&lab.server, move || {
-        UdpSocket::bind(SocketAddr::new(dst, port))
-    })
-    .unwrap()
-    .unwrap();
-    let tx = netns::run_in(&lab.client, move || {
-        UdpSocket::bind(SocketAddr::new(src, 0))
-    })
-    .unwrap()
-    .unwrap();
-    let to = rx.local_addr().unwrap();
-    let cfg = ProbeConfig {
-        count,
-        rate_pps: 20_000,
-        payload_len,
-        ..Default::default()
-    };
-    probe::run_pair(tx, rx, to, &cfg).unwrap()
-}
-
-/// `impair stats r1 --json` from another process, parsed.
-pub fn stats_json(lab: &Lab) -> serde_json::Value {
-    let out = impair_in(&lab.router, &["stats", lab::ROUTER_EGRESS, "--json"]);
-    assert!(
-        out.status.success(),
-        "impair stats failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Everything tc shows about the router's impaired interface, plus impair's
-/// own view: equal before attach and after detach means nothing was left.
-pub fn router_state(lab: &Lab) -> String {
-    let iface = lab::ROUTER_EGRESS;
-    let mut s = String::new();
-    for args in [
-        vec!["tc", "qdisc", "show", "dev", iface],
-        vec!["tc", "filter", "show", "dev", iface, "egress"],
-        vec!["tc", "filter", "show", "dev", iface, "ingress"],
-    ] {
-        s += &lab.exec(&lab.router, &args).unwrap();
-    }
-    let status = impair_in(&lab.router, &["status"]);
-    s += &String::from_utf8_lossy(&status.stdout);
-    s
-}
-
-/// Asserts the router is back to `before`. The kernel frees a detached
-/// program after an RCU grace period, so its disappearance from the loaded
-/// list can trail the controller's exit by a few milliseconds: poll briefly.
-pub fn assert_restored(lab: &Lab, before: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    loop {
-        let now = router_state(lab);
-        if now == before {
-            return;
-        }
-        if std::time::Instant::now() > deadline {
-            assert_eq!(now, before, "the router was not restored exactly");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-impl Controller {
     /// Starts `impair attach IFACE ARGS` in namespace `ns` (any of the lab's,
     /// e.g. the server's `s0` for receive-side hooks) and waits until it says
     /// it is attached.
@@ -173,19 +174,88 @@ impl Controller {
             }
         }
     }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits for the controller to exit by itself (detach from elsewhere,
+    /// `--duration`); returns its exit status.
+    pub fn wait(mut self) -> ExitStatus {
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+
+    /// Sends `sig` and waits for the process; returns its exit status.
+    pub fn signal_and_wait(self, sig: i32) -> ExitStatus {
+        // `ip netns exec` execs impair, so the child pid is impair itself.
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.pid(), sig) };
+        self.wait()
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child; errors (already gone) are fine.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// A sending socket in the client namespace and a receiving one in the
+/// server namespace (IPv4 or IPv6; the server's on `port`, 0 = any free),
+/// and the receiver's address.
+pub fn socket_pair(lab: &Lab, v6: bool, port: u16) -> (UdpSocket, UdpSocket, SocketAddr) {
+    let (src, dst): (IpAddr, IpAddr) = if v6 {
+        (lab.client_v6().into(), lab.server_v6().into())
+    } else {
+        (lab.client_v4().into(), lab.server_v4().into())
+    };
+    let rx = netns::run_in(&lab.server, move || {
+        UdpSocket::bind(SocketAddr::new(dst, port))
+    })
+    .unwrap()
+    .unwrap();
+    let tx = netns::run_in(&lab.client, move || {
+        UdpSocket::bind(SocketAddr::new(src, 0))
+    })
+    .unwrap()
+    .unwrap();
+    let to = rx.local_addr().unwrap();
+    (tx, rx, to)
+}
+
+/// Sends `count` probe datagrams client → server (IPv4 or IPv6) to `port`
+/// (0 = any free port) and reports what the server received.
+pub fn probe(lab: &Lab, v6: bool, port: u16, count: u64, payload_len: usize) -> ProbeReport {
+    let (tx, rx, to) = socket_pair(lab, v6, port);
+    let cfg = ProbeConfig {
+        count,
+        rate_pps: 20_000,
+        payload_len,
+        ..Default::default()
+    };
+    probe::run_pair(tx, rx, to, &cfg).unwrap()
+}
+
+/// Sends `cfg.count` probe datagrams client → server over IPv4 at
+/// `cfg.rate_pps` and returns the report and every reception (arrival times).
+pub fn probe_with_log(lab: &Lab, cfg: &ProbeConfig) -> (ProbeReport, probe::ReceiveLog) {
+    let (tx, rx, to) = socket_pair(lab, false, 0);
+    probe::run_pair_with_log(tx, rx, to, cfg).unwrap()
+}
+
+/// `impair stats r1 --json` from another process, parsed.
+pub fn stats_json(lab: &Lab) -> serde_json::Value {
+    Site::RouterEgress.stats(lab)
 }
 
 /// `impair stats IFACE --json EXTRA` in namespace `ns`, parsed.
 pub fn stats_json_in(ns: &str, iface: &str, extra: &[&str]) -> serde_json::Value {
-    let mut args = vec!["stats", iface, "--json"];
-    args.extend_from_slice(extra);
-    let out = impair_in(ns, &args);
-    assert!(
-        out.status.success(),
-        "impair stats failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let args = [&["stats", iface, "--json"][..], extra].concat();
+    serde_json::from_str(&stdout_ok(&impair_in(ns, &args))).unwrap()
 }
 
 /// Everything that attaching at `iface` (in namespace `ns`) could change:
@@ -207,70 +277,29 @@ pub fn iface_state(lab: &Lab, ns: &str, iface: &str) -> String {
     s
 }
 
-/// [`assert_restored`] for any interface: polls briefly for the kernel's
-/// deferred program free, then requires `iface_state` to equal `before`.
+/// [`iface_state`] of the router's impaired interface `r1`.
+pub fn router_state(lab: &Lab) -> String {
+    Site::RouterEgress.state(lab)
+}
+
+/// Asserts `iface` in `ns` is back to `before`. The kernel frees a detached
+/// program after an RCU grace period, so its disappearance from the loaded
+/// list can trail the controller's exit by a few milliseconds: poll briefly.
 pub fn assert_iface_restored(lab: &Lab, ns: &str, iface: &str, before: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let deadline = Instant::now() + Duration::from_secs(3);
     loop {
         let now = iface_state(lab, ns, iface);
         if now == before {
             return;
         }
-        if std::time::Instant::now() > deadline {
+        if Instant::now() > deadline {
             assert_eq!(now, before, "{iface} in {ns} was not restored exactly");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-/// Sends `cfg.count` probe datagrams client → server over IPv4 at
-/// `cfg.rate_pps` and returns the report and every reception (arrival times).
-pub fn probe_with_log(lab: &Lab, cfg: &ProbeConfig) -> (ProbeReport, probe::ReceiveLog) {
-    let (src, dst): (IpAddr, IpAddr) = (lab.client_v4().into(), lab.server_v4().into());
-    let rx = netns::run_in(&lab.server, move || {
-        UdpSocket::bind(SocketAddr::new(dst, 0))
-    })
-    .unwrap()
-    .unwrap();
-    let tx = netns::run_in(&lab.client, move || {
-        UdpSocket::bind(SocketAddr::new(src, 0))
-    })
-    .unwrap()
-    .unwrap();
-    let to = rx.local_addr().unwrap();
-    probe::run_pair_with_log(tx, rx, to, cfg).unwrap()
-}
-
-/// z for a two-sided 99% interval.
-pub const Z99: f64 = 2.575_829_303_548_901;
-
-/// A fresh client → router → server lab (offloads off, so the probe's
-/// checksums are real), after checking privileges.
-pub fn lab(tag: &str) -> Lab {
-    crate::require_privileges();
-    Lab::create_with(tag, lab::LabOptions { offloads: false }).unwrap()
-}
-
-/// The measured loss `lost / sent` has `configured` inside its 99% Wilson interval.
-pub fn assert_inside_99(configured: f64, lost: u64, sent: u64) {
-    let (lo, hi) = impair::statistics::wilson_interval(lost, sent, Z99);
-    assert!(
-        lo <= configured && configured <= hi,
-        "configured {configured}: measured {lost}/{sent}, 99% interval {lo}..{hi}"
-    );
-}
-
-/// Whether the kernel has sch_fq (tried on the router's `r0`, then removed).
-pub fn kernel_has_fq(lab: &Lab) -> bool {
-    let ok = lab
-        .exec(
-            &lab.router,
-            &["tc", "qdisc", "add", "dev", "r0", "root", "fq"],
-        )
-        .is_ok();
-    if ok {
-        lab.exec(&lab.router, &["tc", "qdisc", "del", "dev", "r0", "root"])
-            .unwrap();
-    }
-    ok
+/// [`assert_iface_restored`] for the router's `r1`.
+pub fn assert_restored(lab: &Lab, before: &str) {
+    Site::RouterEgress.assert_restored(lab, before);
 }

@@ -148,6 +148,21 @@ fn pseudo4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> u32 {
     sum16(&p, 0)
 }
 
+/// A UDP datagram with its checksum over `pseudo(length)` (the folded sum of
+/// the IP version's pseudo-header) and itself; a computed 0 is sent as
+/// 0xffff, since 0 means "no checksum".
+fn udp_checked(
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+    pseudo: impl FnOnce(usize) -> u32,
+) -> Vec<u8> {
+    let mut u = udp(sport, dport, payload);
+    let c = !(sum16(&u, pseudo(u.len())) as u16);
+    u[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+    u
+}
+
 /// IPv4/UDP frame with correct IP and UDP checksums, and an ECN field.
 pub fn udp4_csum(
     src: Ipv4Addr,
@@ -157,9 +172,7 @@ pub fn udp4_csum(
     ecn: u8,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut u = udp(sport, dport, payload);
-    let c = !(sum16(&u, pseudo4(src, dst, 17, u.len())) as u16);
-    u[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+    let u = udp_checked(sport, dport, payload, |len| pseudo4(src, dst, 17, len));
     let mut ip = ipv4(src, dst, 17, 0, &u);
     ip[1] = ecn & 3;
     ip[10..12].copy_from_slice(&[0, 0]);
@@ -220,9 +233,7 @@ pub fn udp6_csum(
     ecn: u8,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut u = udp(sport, dport, payload);
-    let c = !(sum16(&u, pseudo6(src, dst, 17, u.len())) as u16);
-    u[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+    let u = udp_checked(sport, dport, payload, |len| pseudo6(src, dst, 17, len));
     let mut ip = ipv6(src, dst, &[], 17, &u);
     ip[1] |= (ecn & 3) << 4;
     eth(&[], ETH_P_IPV6, &ip)

@@ -6,35 +6,29 @@
 //! tier (`cargo xtask vm`, which passes `--include-ignored`). Each scenario
 //! prints one `IMPAIR-FIDELITY {json}` line; `cargo xtask accuracy` collects
 //! them into docs/accuracy.md.
-use std::{
-    net::{IpAddr, SocketAddr, UdpSocket},
-    time::Duration,
-};
+use std::time::Duration;
 
-use impair::{model::Distribution, netns, statistics::ks_statistic, statistics::wilson_interval};
+use impair::{model::Distribution, statistics::ks_statistic};
 use impair_tests::{
-    ns::{assert_restored, router_state, stats_json, Controller},
-    require_privileges,
+    kernel::has_qdisc,
+    ns::{assert_restored, router_state, socket_pair, stats_json, Controller},
+    stats::{assert_inside, median, quantile, Z99},
 };
 use impair_tools::{
-    lab::{Lab, LabOptions},
+    lab::Lab,
     probe::{run_pair_with_log, ProbeConfig, ProbeReport, Verdict},
 };
 use serde_json::json;
 
 const NEEDS: &str = "needs sch_fq and sch_netem: runs in the VM tier (cargo xtask vm)";
-const Z99: f64 = 2.575_829_303_548_901;
 
 fn lab(tag: &str) -> Lab {
-    require_privileges();
-    let lab = Lab::create_with(tag, LabOptions { offloads: false }).unwrap();
+    let lab = impair_tests::ns::lab(tag);
     for q in ["fq", "netem"] {
-        let ok = lab
-            .exec(&lab.router, &["tc", "qdisc", "add", "dev", "r0", "root", q])
-            .is_ok();
-        assert!(ok, "this kernel cannot run sch_{q}: the fidelity tier needs it (run it with cargo xtask vm)");
-        lab.exec(&lab.router, &["tc", "qdisc", "del", "dev", "r0", "root"])
-            .unwrap();
+        assert!(
+            has_qdisc(&lab, q),
+            "this kernel cannot run sch_{q}: the fidelity tier needs it (run it with cargo xtask vm)"
+        );
     }
     lab
 }
@@ -49,18 +43,7 @@ struct Run {
 }
 
 fn measure(lab: &Lab, count: u64, rate_pps: u64, payload_len: usize, linger: Duration) -> Run {
-    let (src, dst): (IpAddr, IpAddr) = (lab.client_v4().into(), lab.server_v4().into());
-    let rx = netns::run_in(&lab.server, move || {
-        UdpSocket::bind(SocketAddr::new(dst, 0))
-    })
-    .unwrap()
-    .unwrap();
-    let tx = netns::run_in(&lab.client, move || {
-        UdpSocket::bind(SocketAddr::new(src, 0))
-    })
-    .unwrap()
-    .unwrap();
-    let to = rx.local_addr().unwrap();
+    let (tx, rx, to) = socket_pair(lab, false, 0);
     let cfg = ProbeConfig {
         count,
         rate_pps,
@@ -86,10 +69,6 @@ fn measure(lab: &Lab, count: u64, rate_pps: u64, payload_len: usize, linger: Dur
     }
 }
 
-fn quantile(sorted: &[u64], q: f64) -> u64 {
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
 fn summary(delays: &[u64]) -> serde_json::Value {
     let mut s = delays.to_vec();
     s.sort_unstable();
@@ -113,14 +92,18 @@ fn report(scenario: &str, configured: &str, impair: serde_json::Value, netem: se
         "scenario": scenario, "kernel": kernel.trim(), "configured": configured,
         "impair": impair, "netem": netem,
     });
-    println!("IMPAIR-FIDELITY {line}");
+    #[allow(
+        clippy::print_stdout,
+        reason = "the line `cargo xtask accuracy` reads from the VM's console"
+    )]
+    {
+        println!("IMPAIR-FIDELITY {line}");
+    }
 }
 
 /// The unimpaired path's median one-way delay (TCG makes it far from zero).
 fn base_latency_ns(lab: &Lab) -> u64 {
-    let mut d = measure(lab, 300, 300, 200, Duration::from_millis(300)).delays_ns;
-    d.sort_unstable();
-    quantile(&d, 0.5)
+    median(&measure(lab, 300, 300, 200, Duration::from_millis(300)).delays_ns)
 }
 
 /// Runs `f` with netem configured on the router's egress, then removes it.
@@ -160,9 +143,7 @@ fn constant_delay() {
         min >= 20_000_000,
         "a packet arrived before its delay: {min} ns"
     );
-    let mut s = run.delays_ns.clone();
-    s.sort_unstable();
-    let excess = quantile(&s, 0.5).saturating_sub(20_000_000 + base);
+    let excess = median(&run.delays_ns).saturating_sub(20_000_000 + base);
     assert!(
         excess < 2_000_000,
         "median delay exceeds 20 ms + base ({base} ns) by {excess} ns"
@@ -204,10 +185,9 @@ fn jitter_distributions_pass_ks_at_the_receiver() {
     // edge (pareto). What is tested is the jitter added on top of the delay.
     let base = {
         let ctl = Controller::start(&lab, &["--delay", "300ms", "--seed", "5"]);
-        let mut d = measure(&lab, 1000, 500, 200, Duration::from_secs(1)).delays_ns;
+        let d = measure(&lab, 1000, 500, 200, Duration::from_secs(1)).delays_ns;
         drop(ctl);
-        d.sort_unstable();
-        quantile(&d, 0.5) - 300_000_000
+        median(&d) - 300_000_000
     };
     let names = ["uniform", "normal", "pareto", "paretonormal"];
     // All four must pass: 99% family-wise, so each KS test runs at
@@ -376,12 +356,7 @@ fn reorder_fraction_skips_the_delay() {
         "{} skipped packets did not arrive early",
         engine - early
     );
-    let (lo, hi) = wilson_interval(early, run.report.sent, Z99);
-    assert!(
-        lo <= 0.10 && 0.10 <= hi,
-        "{early} of {} early: 99% interval {lo}..{hi}",
-        run.report.sent
-    );
+    assert_inside("packets early", Z99, 0.10, early, run.report.sent);
 }
 
 /// Frame bytes per second in each full 1 s window of arrivals.

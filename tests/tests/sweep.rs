@@ -13,7 +13,9 @@ use std::{
 
 use impair_tests::{
     impair_bin,
-    ns::{assert_restored, impair_in, lab, router_state},
+    ns::{assert_refused, assert_restored, impair_in, lab, router_state},
+    stats::{assert_inside, binomial_cdf, Z999},
+    Scratch,
 };
 use impair_tools::lab::Lab;
 
@@ -106,17 +108,6 @@ impl Drop for Echo {
     }
 }
 
-fn binomial_cdf(k: u32, n: u32, p: f64) -> f64 {
-    // P(X <= k) for X ~ Binomial(n, p), summed term by term.
-    let mut term = (1.0 - p).powi(n as i32);
-    let mut sum = term;
-    for i in 1..=k {
-        term *= (n - i + 1) as f64 / i as f64 * p / (1.0 - p);
-        sum += term;
-    }
-    sum.min(1.0)
-}
-
 fn sweep(lab: &Lab, args: &[&str], echo: Option<&Echo>) -> Output {
     let mut c = Command::new(impair_bin());
     c.args(["--netns", &lab.router, "sweep", "r1"]).args(args);
@@ -126,18 +117,13 @@ fn sweep(lab: &Lab, args: &[&str], echo: Option<&Echo>) -> Output {
     c.output().unwrap()
 }
 
-fn scratch(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("impair-sweep-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
 #[test]
 fn sweep_finds_the_breaking_level_the_math_predicts() {
     let lab = lab("swp");
     let before = router_state(&lab);
     let echo = Echo::start(&lab);
-    let out_dir = scratch("break");
+    let dir = Scratch::new("sweep-break");
+    let out_dir = dir.path().join("out");
     let exe = std::env::current_exe().unwrap();
     let exe = exe.to_str().unwrap();
     let (repeat, step) = (31u32, 0.02);
@@ -224,9 +210,7 @@ fn sweep_finds_the_breaking_level_the_math_predicts() {
     // docs/sweep.md's worked example comes from this run:
     // IMPAIR_SWEEP_KEEP=1 cargo test -p impair-tests --test sweep breaking -- --nocapture
     if std::env::var_os("IMPAIR_SWEEP_KEEP").is_some() {
-        println!("{stdout}\nkept {}", out_dir.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&out_dir);
+        println!("{stdout}\nkept {}", dir.keep().join("out").display());
     }
 }
 
@@ -234,7 +218,8 @@ fn sweep_finds_the_breaking_level_the_math_predicts() {
 fn a_hanging_command_times_out_and_ctrl_c_leaves_nothing_behind() {
     let lab = lab("swphang");
     let before = router_state(&lab);
-    let out_dir = scratch("hang");
+    let dir = Scratch::new("sweep-hang");
+    let out_dir = dir.path().join("out");
     let t = Instant::now();
     let out = sweep(
         &lab,
@@ -304,14 +289,14 @@ fn a_hanging_command_times_out_and_ctrl_c_leaves_nothing_behind() {
         .output()
         .unwrap();
     assert!(procs.stdout.is_empty(), "CMD was killed with its sweep");
-    let _ = std::fs::remove_dir_all(&out_dir);
 }
 
 #[test]
 fn the_probe_characterises_each_level_at_the_receiver() {
     let lab = lab("swpprobe");
     let before = router_state(&lab);
-    let out_dir = scratch("probe");
+    let dir = Scratch::new("sweep-probe");
+    let out_dir = dir.path().join("out");
     let server = lab.server_v4().to_string();
     let out = sweep(
         &lab,
@@ -354,10 +339,12 @@ fn the_probe_characterises_each_level_at_the_receiver() {
         let sent = l["probe"]["sent"].as_u64().unwrap();
         let lost = l["probe"]["lost"].as_u64().unwrap();
         assert!(sent >= 1_000, "{l}");
-        let (lo, hi) = impair::statistics::wilson_interval(lost, sent, 3.29);
-        assert!(
-            lo <= p && p <= hi,
-            "level {p}: receiver lost {lost}/{sent} (99.9% {lo}..{hi})"
+        assert_inside(
+            &format!("level {p}: receiver losses, 99.9%"),
+            Z999,
+            p,
+            lost,
+            sent,
         );
         assert_eq!(
             l["engine"]["dropped_loss"].as_u64().unwrap(),
@@ -366,7 +353,6 @@ fn the_probe_characterises_each_level_at_the_receiver() {
         );
     }
     assert_restored(&lab, &before);
-    let _ = std::fs::remove_dir_all(&out_dir);
 }
 
 #[test]
@@ -403,12 +389,7 @@ fn bad_sweep_input_is_one_clear_line_exit_2_and_changes_nothing() {
         ),
     ] {
         let out = impair_in(&lab.router, &[&["sweep", "r1"][..], &args[..]].concat());
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert!(
-            err.contains(needle),
-            "{args:?}: must name '{needle}': {err}"
-        );
+        let err = assert_refused(&format!("{args:?}"), &out, &[needle]);
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
     assert_eq!(router_state(&lab), before);

@@ -1,116 +1,43 @@
-//! Namespace tier: the real `impair` binary attached to a veth in a
-//! client → router → server lab, traffic from the project's probe, and what
-//! the receiver saw compared with the configuration and the engine's
-//! counters. Every test checks that detaching leaves the router exactly as it
-//! was. Needs root and the real eBPF object.
-use std::time::Duration;
+//! At the router's `r1` egress, alike on every kernel: tcx loss and SIGKILL,
+//! one owner per interface, bad input, IPv6 prefix and port matching, the
+//! MTU blackhole, duplicates, detectable vs silent corruption, ECN marks and
+//! Gilbert-Elliott bursts — each as the receiver sees it.
+use std::os::fd::AsRawFd as _;
 
-use impair_tests::ns::{
-    assert_inside_99, assert_restored, impair_in, kernel_has_fq, lab, probe, router_state,
-    stats_json, Controller,
+use impair_tests::{
+    ns::{
+        assert_refused, impair_in, lab, probe, router_state, socket_pair, stats_json, stdout_ok,
+        Controller, Site,
+    },
+    stats::{assert_inside_99, Z99},
 };
-use impair_tools::lab::Lab;
+use impair_tools::{
+    lab::Lab,
+    probe::{run_pair_with_log, ProbeConfig, ProbeReport, Verdict},
+};
 
-fn loss_end_to_end(tag: &str, mode: &str) {
-    let lab = lab(tag);
-    let before = router_state(&lab);
-    let ctl = Controller::start(
-        &lab,
-        &["--loss", "10%", "--seed", "42", "--attach-mode", mode],
-    );
-    let report = probe(&lab, false, 0, 20_000, 200);
-    assert_eq!(report.sent, 20_000);
-    assert_eq!(report.corrupted + report.duplicated + report.reordered, 0);
-    assert_inside_99(0.10, report.lost, report.sent);
-
-    let stats = stats_json(&lab);
-    let rule = &stats["rules"][0];
-    assert_eq!(stats["owner"]["attach_mode"], mode);
-    assert_eq!(
-        rule["packets"], report.sent,
-        "the engine saw every probe packet: {stats}"
-    );
-    assert_eq!(
-        rule["dropped_loss"],
-        report.sent - report.received,
-        "engine drops == sent − received: {stats}"
-    );
-    assert_eq!(stats["errors"], 0);
-
-    let status = ctl.signal_and_wait(libc::SIGTERM);
-    assert!(status.success(), "SIGTERM exits cleanly: {status:?}");
-    assert_restored(&lab, &before);
-    assert_eq!(
-        probe(&lab, false, 0, 2_000, 200).lost,
-        0,
-        "traffic is unimpaired after detach"
-    );
-}
+use super::{loss_end_to_end, sigkill_leaves_traffic_unimpaired, tcx_or_refused};
 
 #[test]
 fn loss_10_percent_tcx_measured_at_receiver() {
-    loss_end_to_end("tcx", "tcx");
-}
-
-#[test]
-fn loss_10_percent_netlink_clsact_measured_at_receiver() {
-    loss_end_to_end("nl", "netlink");
-}
-
-#[test]
-fn netlink_detach_keeps_a_clsact_qdisc_it_did_not_create() {
-    let lab = lab("keepq");
-    lab.exec(&lab.router, &["tc", "qdisc", "add", "dev", "r1", "clsact"])
-        .unwrap();
-    let before = router_state(&lab);
-    let ctl = Controller::start(&lab, &["--loss", "50%", "--attach-mode", "netlink"]);
-    assert!(ctl.signal_and_wait(libc::SIGINT).success());
-    assert_restored(&lab, &before);
-    assert!(before.contains("clsact"));
-}
-
-fn sigkill_leaves_traffic_unimpaired(tag: &str, mode: &str) {
-    let lab = lab(tag);
-    let before = router_state(&lab);
-    let ctl = Controller::start(&lab, &["--blackhole", "--attach-mode", mode]);
-    assert_eq!(
-        probe(&lab, false, 0, 500, 200).received,
-        0,
-        "blackholed while the controller runs"
-    );
-    let status = ctl.signal_and_wait(libc::SIGKILL);
-    assert!(!status.success());
-    if mode == "netlink" {
-        // The filter outlives the process; the lease runs out within 2 s.
-        std::thread::sleep(impair::engine::LEASE + Duration::from_millis(500));
-    }
-    let after = probe(&lab, false, 0, 2_000, 200);
-    assert_eq!(
-        after.lost, 0,
-        "a killed controller must not leave traffic impaired"
-    );
-    if mode == "netlink" {
-        let status = impair_in(&lab.router, &["status"]);
-        let text = String::from_utf8_lossy(&status.stdout);
-        assert!(text.contains("dead"), "status names the leftover: {text}");
-        let out = impair_in(&lab.router, &["detach", "r1"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+    let test = "egress::loss_10_percent_tcx_measured_at_receiver";
+    if tcx_or_refused("tcxno", Site::RouterEgress, test) {
+        loss_end_to_end(
+            "tcx",
+            Site::RouterEgress,
+            &["--attach-mode", "tcx"],
+            "tc-egress",
+            Some("tcx"),
         );
     }
-    assert_restored(&lab, &before);
 }
 
 #[test]
 fn sigkill_tcx_leaves_traffic_unimpaired() {
-    sigkill_leaves_traffic_unimpaired("ktcx", "tcx");
-}
-
-#[test]
-fn sigkill_netlink_leaves_traffic_unimpaired_within_the_lease() {
-    sigkill_leaves_traffic_unimpaired("knl", "netlink");
+    let test = "egress::sigkill_tcx_leaves_traffic_unimpaired";
+    if tcx_or_refused("ktcxno", Site::RouterEgress, test) {
+        sigkill_leaves_traffic_unimpaired("ktcx", Site::RouterEgress, "tcx");
+    }
 }
 
 #[test]
@@ -122,18 +49,12 @@ fn second_attach_is_refused_naming_the_owner_and_detach_stops_it() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("pid {}", ctl.pid())), "{err}");
-    let out = impair_in(&lab.router, &["detach", "r1"]);
+    stdout_ok(&impair_in(&lab.router, &["detach", "r1"]));
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut ctl = ctl;
-    assert!(
-        ctl.child.wait().unwrap().success(),
+        ctl.wait().success(),
         "the controller exits cleanly on detach"
     );
-    assert_restored(&lab, &before);
+    Site::RouterEgress.assert_restored(&lab, &before);
 }
 
 #[test]
@@ -159,14 +80,11 @@ fn bad_input_is_one_clear_line_exit_2_and_changes_nothing() {
         (&["stats", "r1"], "not impaired"),
     ];
     for (args, needle) in cases {
-        let out = impair_in(&lab.router, args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert!(
-            err.contains(needle),
-            "{args:?}: the error must name '{needle}': {err}"
+        assert_refused(
+            &format!("{args:?}"),
+            &impair_in(&lab.router, args),
+            &[needle],
         );
-        assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
     assert_eq!(router_state(&lab), before, "bad input changes nothing");
 }
@@ -266,64 +184,10 @@ fn corruption_detectable_is_dropped_by_the_receiver_and_silent_reaches_it() {
     }
 }
 
-/// Delay needs fq. Where the kernel has it, the receiver sees the delay and
-/// detach gives the device its default qdisc back; where it does not (this
-/// project's host kernel), attach refuses with a clear error and changes
-/// nothing — and the fidelity of delay and rate is measured in the VM tier.
-#[test]
-fn delay_at_the_receiver_or_a_clear_refusal_without_sch_fq() {
-    let lab = lab("delay");
-    let before = router_state(&lab);
-    if !kernel_has_fq(&lab) {
-        impair_tests::note(
-            "this kernel has no sch_fq: checking the refusal only; delay and rate fidelity run in \
-             the VM tier (cargo xtask vm)",
-        );
-        let out = impair_in(&lab.router, &["attach", "r1", "--delay", "10ms"]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{err}");
-        assert!(
-            err.contains("sch_fq") && err.contains("nothing was changed"),
-            "{err}"
-        );
-        assert_eq!(router_state(&lab), before);
-        return;
-    }
-    let ctl = Controller::start(&lab, &["--delay", "20ms"]);
-    assert!(
-        router_state(&lab).contains("qdisc fq"),
-        "fq installed as root"
-    );
-    let r = probe(&lab, false, 0, 500, 200);
-    assert_eq!(r.lost, 0);
-    let d = r.delay.expect("delay stats");
-    assert!(
-        d.min_ns >= 20_000_000,
-        "no packet arrives before its delay: {d:?}"
-    );
-    assert!(d.p50_ns < 40_000_000, "median delay near 20 ms: {d:?}");
-    assert!(ctl.signal_and_wait(libc::SIGTERM).success());
-    assert_restored(&lab, &before);
-}
-
 /// Sends `count` probe datagrams with the given IPv4 TOS byte (ECN bits in
 /// the low two) and returns the report and the intact sequence numbers seen.
-fn probe_tos(lab: &Lab, tos: u8, count: u64) -> (impair_tools::probe::ProbeReport, Vec<u64>) {
-    use std::{
-        net::{SocketAddr, UdpSocket},
-        os::fd::AsRawFd as _,
-    };
-    let (src, dst) = (lab.client_v4(), lab.server_v4());
-    let rx = impair::netns::run_in(&lab.server, move || {
-        UdpSocket::bind(SocketAddr::from((dst, 0)))
-    })
-    .unwrap()
-    .unwrap();
-    let tx = impair::netns::run_in(&lab.client, move || {
-        UdpSocket::bind(SocketAddr::from((src, 0)))
-    })
-    .unwrap()
-    .unwrap();
+fn probe_tos(lab: &Lab, tos: u8, count: u64) -> (ProbeReport, Vec<u64>) {
+    let (tx, rx, to) = socket_pair(lab, false, 0);
     let v = libc::c_int::from(tos);
     // SAFETY: setsockopt on an open socket with a valid int option value.
     let rc = unsafe {
@@ -336,18 +200,17 @@ fn probe_tos(lab: &Lab, tos: u8, count: u64) -> (impair_tools::probe::ProbeRepor
         )
     };
     assert_eq!(rc, 0);
-    let to = rx.local_addr().unwrap();
-    let cfg = impair_tools::probe::ProbeConfig {
+    let cfg = ProbeConfig {
         count,
         rate_pps: 20_000,
         ..Default::default()
     };
-    let (report, log) = impair_tools::probe::run_pair_with_log(tx, rx, to, &cfg).unwrap();
+    let (report, log) = run_pair_with_log(tx, rx, to, &cfg).unwrap();
     let seqs = log
         .receptions
         .iter()
         .filter_map(|r| match r.verdict {
-            impair_tools::probe::Verdict::Valid { seq, .. } => Some(seq),
+            Verdict::Valid { seq, .. } => Some(seq),
             _ => None,
         })
         .collect();
@@ -398,7 +261,7 @@ fn gilbert_elliott_bursts_at_the_receiver() {
     let n = runs.len() as f64;
     let mean = runs.iter().sum::<u64>() as f64 / n;
     let r = 0.30f64;
-    let half = 2.576 * ((1.0 - r).sqrt() / r) / n.sqrt();
+    let half = Z99 * ((1.0 - r).sqrt() / r) / n.sqrt();
     assert!(
         (mean - 1.0 / r).abs() < half,
         "mean loss run {mean} vs 1/r = {} ± {half} over {n} runs",
