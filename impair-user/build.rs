@@ -64,7 +64,21 @@ fn main() -> Result<()> {
             let kept: Vec<PathBuf> = env::split_paths(&path)
                 .filter(|d| !d.join("rustup").exists())
                 .collect();
-            let mut dirs = vec![PathBuf::from("/usr/bin")];
+            // aya-build warns "which(rustup)" when it finds none. A stand-in
+            // `rustup` in OUT_DIR that runs `rustup run <toolchain> PROGRAM ...`
+            // as plain `PROGRAM ...` keeps Debian's toolchain and that
+            // build quiet.
+            let shim_dir = out_dir.join("rustup-shim");
+            fs::create_dir_all(&shim_dir).context("creating the rustup stand-in's directory")?;
+            let shim = shim_dir.join("rustup");
+            fs::write(&shim, "#!/bin/sh\n# impair's build.rs: `rustup run TOOLCHAIN PROGRAM ARGS` as `PROGRAM ARGS`\nshift 2\nexec \"$@\"\n")
+                .context("writing the rustup stand-in")?;
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                fs::set_permissions(&shim, fs::Permissions::from_mode(0o755))
+                    .context("making the rustup stand-in executable")?;
+            }
+            let mut dirs = vec![shim_dir, PathBuf::from("/usr/bin")];
             dirs.extend(kept);
             // SAFETY: build scripts are single-threaded at this point; the values
             // are inherited by the nested cargo that aya-build spawns.
@@ -78,6 +92,13 @@ fn main() -> Result<()> {
             aya_build::Toolchain::Nightly
         }
     };
+    // The nested build's progress lines would each become a
+    // `warning: impair-user@...` line; only its errors should show.
+    // SAFETY: build scripts are single-threaded here; the nested cargo
+    // inherits it.
+    unsafe {
+        env::set_var("CARGO_TERM_QUIET", "true");
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join(PACKAGE);

@@ -254,6 +254,21 @@ mod tests {
         assert_eq!(s.repeat, crate::profile::scenario::Repeat::Loop);
     }
 
+    /// The files the README's tour uses are shipped and load as they are.
+    #[test]
+    fn the_shipped_examples_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let office = dir.join("office.toml");
+        let p = load(office.to_str().unwrap()).unwrap();
+        assert_eq!(p.rules.len(), 3);
+        assert!(p.rules[1].delay.as_ref().is_some_and(|d| d.in_order));
+        let outage = dir.join("outage.toml");
+        let s = crate::profile::scenario::load(outage.to_str().unwrap()).unwrap();
+        assert_eq!(s.steps.len(), 3);
+        assert_eq!(s.repeat, crate::profile::scenario::Repeat::Loop);
+        assert!(s.steps[1].rules[0].blackhole);
+    }
+
     #[test]
     fn a_missing_file_is_a_usage_error() {
         let e = load("/nonexistent/x.toml").unwrap_err().0;
