@@ -120,6 +120,11 @@ fn test_notes(body: &[(f64, String)]) -> Vec<String> {
     notes
 }
 
+/// libtest's counts say that no test ran ("ok. 0 passed; 0 failed; ...").
+fn ran_no_test(counts: &str) -> bool {
+    counts.starts_with("ok. 0 passed; 0 failed;")
+}
+
 /// Where `marker` names run `name` first.
 fn marker_at(lines: &Lines, marker: Marker, name: &str) -> Option<usize> {
     lines
@@ -188,6 +193,11 @@ pub fn outcome(label: String, runs: &[GuestRun], boot: &Boot, budget_secs: u64) 
                 .map(|c| c.split("; finished").next().unwrap_or(&c).to_string())
                 .unwrap_or_default();
             let status = match code {
+                // A filter that matches nothing passes in libtest: here it
+                // would hide that the tests moved or were renamed.
+                Some(0) if !run.filters.is_empty() && ran_no_test(&counts) => Status::Fail(
+                    format!("no test matched the filter {}", run.filters.join(" ")),
+                ),
                 Some(0) => Status::Pass,
                 Some(c) => Status::Fail(format!("exit {c}")),
                 None if boot.timed_out.is_some() && start.is_some() => {
@@ -314,6 +324,32 @@ mod tests {
         ]);
         assert_eq!(failed_tests(&body), ["a", "b"]);
         assert!(failed_tests(&body[..2]).is_empty());
+    }
+
+    #[test]
+    fn a_filter_that_matches_nothing_fails() {
+        let runs = plan(VmTier::Selective, "6.1", &[], &[]);
+        let boot = Boot {
+            lines: lines(&[
+                "IMPAIR-VM-BOOTED 6.1.0 2 cpus, uptime 3.0 s",
+                "IMPAIR-VM-START bpf uptime 4.0",
+                "test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 62 filtered out; finished in 0.00s",
+                "IMPAIR-VM-RESULT bpf 0 uptime 4.1",
+                "IMPAIR-VM-START netns uptime 4.2",
+                "test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 11 filtered out; finished in 60s",
+                "IMPAIR-VM-RESULT netns 0 uptime 64.0",
+                "IMPAIR-VM-DONE",
+            ]),
+            timed_out: None,
+            status: None,
+            secs: 70.0,
+        };
+        let o = outcome("6.1".into(), &runs, &boot, 900);
+        assert_eq!(
+            o.runs[0].status,
+            Status::Fail("no test matched the filter verifier::".into())
+        );
+        assert_eq!(o.runs[1].status, Status::Pass);
     }
 
     #[test]
