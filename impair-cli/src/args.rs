@@ -234,7 +234,8 @@ pub struct ImpairArgs {
     #[arg(long, value_parser = cell, value_name = "SIZE[/OVERHEAD]")]
     pub cell: Option<(u32, i32)>,
     /// Rate queue limit: a time (50ms), bytes (64kb) or packets (100p);
-    /// beyond it packets are dropped and counted.
+    /// beyond it packets are dropped and counted. Default at egress: 1000
+    /// packets (netem's limit); at ingress: a 10ms burst.
     #[arg(long, value_parser = queue, value_name = "LIMIT")]
     pub queue: Option<QueueLimit>,
 }

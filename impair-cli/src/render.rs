@@ -90,8 +90,14 @@ pub(crate) fn engine_error(e: &Error) -> String {
                 "{iface} has a configured root qdisc ({kind} {handle}); delay and rate need fq as the root and \
                  impair will not destroy your configuration: remove it (tc qdisc del dev {iface} root) or use fq"
             ),
-            Error::NoFq { said } => format!(
-                "delay and rate need the fq qdisc (sch_fq), which this kernel does not have or cannot load \
+            Error::NoFq { said } => {
+                tracing::debug!("tc said: {said}");
+                "delay and rate need the fq qdisc (sch_fq), which this kernel lacks: load its module \
+                 (`modprobe sch_fq`) or use a kernel built with CONFIG_NET_SCH_FQ; nothing was changed. \
+                 Loss, corruption, duplication, ECN and MTU work without it; `impair doctor` lists what \
+                 this kernel supports"
+                    .into()
+            } which this kernel does not have or cannot load \
                  (`tc qdisc add ... fq` said: {said}); nothing was changed. Loss, corruption, duplication, ECN and \
                  MTU work without it. `impair doctor` lists what this kernel supports"
             ),
@@ -104,6 +110,9 @@ pub(crate) fn engine_error(e: &Error) -> String {
 pub(crate) fn usage_line(e: &anyhow::Error) -> Option<String> {
     if let Some(u) = e.downcast_ref::<impair::input::UsageError>() {
         return Some(u.to_string());
+    }
+    if let Some(m) = e.downcast_ref::<impair::model::ModelError>() {
+        return Some(crate::convert::flags(m.clone()).0);
     }
     e.downcast_ref::<Error>().map(engine_error)
 }

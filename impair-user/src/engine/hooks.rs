@@ -4,7 +4,7 @@
 use impair_common::{owner_flags, prog_names};
 
 use super::error::{EgressOnly, Error};
-use crate::model::RuleSpec;
+use crate::model::{compile_all, ModelError, RuleSet, RuleSpec};
 
 /// How the tc program is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -148,6 +148,20 @@ impl HookOptions {
     }
 
     /// Checks that the rules can run at these hooks, before anything changes.
+    /// The rules compiled for these hooks. At egress a rate without a
+    /// queue limit gets the default one
+    /// ([`RuleSpec::with_default_queue`]): without it packets would wait up to
+    /// fq's horizon and fq would drop them uncounted. At ingress the
+    /// policer's own default burst applies instead.
+    pub fn compile(&self, rules: &[RuleSpec]) -> Result<RuleSet, ModelError> {
+        if self.direction == Direction::Egress {
+            let rules: Vec<RuleSpec> = rules.iter().map(RuleSpec::with_default_queue).collect();
+            compile_all(&rules)
+        } else {
+            compile_all(rules)
+        }
+    }
+
     /// Delay, jitter, reordering and duplication need a queue that holds
     /// packets (fq at egress); the receive path has none, in tc ingress and
     /// XDP alike, so they are refused there.

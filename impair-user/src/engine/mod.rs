@@ -45,12 +45,7 @@ use self::{
     lease::Lease,
     link::{clsact, tcx, Link, Via},
 };
-use crate::{
-    discover,
-    maps::Maps,
-    model::{compile_all, RuleSpec},
-    sys,
-};
+use crate::{discover, maps::Maps, model::RuleSpec, sys};
 
 /// Grace period before a rule-set slot that was active is written again: every
 /// program run that read the old slot index has finished long before (they run
@@ -135,7 +130,7 @@ impl Engine {
     fn attach_here(opts: AttachOptions, hooks: HookOptions) -> Result<Self> {
         ensure_real_object()?;
         hooks.check(&opts.rules)?;
-        let rules = compile_all(&opts.rules)?;
+        let rules = hooks.compile(&opts.rules)?;
         let iface = opts.iface.as_str();
         let ifindex = interface_index(iface)?;
         if !sys::is_root() {
@@ -311,7 +306,7 @@ impl Engine {
 
     fn update_here(&mut self, rules: &[RuleSpec]) -> Result<()> {
         self.hooks.check(rules)?;
-        let rules = compile_all(rules)?;
+        let rules = self.hooks.compile(rules)?;
         if self.hooks.direction.egress() && rules.needs_fq() && self.fq.is_none() {
             let fq = fq::ensure_fq(&self.iface, rules.max_hold_ns())?;
             if fq == FqState::Installed {
@@ -434,7 +429,7 @@ fn update_instance_here(
 ) -> Result<()> {
     let hooks = hooks_of(&inst.owner);
     hooks.check(rules)?;
-    let set = compile_all(rules)?;
+    let set = hooks.compile(rules)?;
     let mut owner = inst.maps.owner()?;
     if hooks.direction.egress() && set.needs_fq() {
         let installed_here = owner.flags & owner_flags::INSTALLED_FQ != 0;

@@ -111,7 +111,23 @@ impl CorruptMode {
     }
 }
 
+/// The queue limit of a paced rule that gives none, at egress: netem's
+/// default limit (1000 packets), as a time at the rule's rate.
+pub const DEFAULT_QUEUE_PACKETS: u64 = 1000;
+
 impl RuleSpec {
+    /// This rule with [`DEFAULT_QUEUE_PACKETS`] as its queue limit when it
+    /// has a rate and no limit of its own.
+    pub fn with_default_queue(&self) -> RuleSpec {
+        let mut r = self.clone();
+        if let Some(rate) = r.rate.as_mut() {
+            rate.queue.get_or_insert(QueueLimit::Packets {
+                packets: DEFAULT_QUEUE_PACKETS,
+            });
+        }
+        r
+    }
+
     /// Whether the rule does anything to the packets it matches.
     pub fn impairs(&self) -> bool {
         self.loss.is_some()

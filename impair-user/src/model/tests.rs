@@ -391,3 +391,35 @@ fn an_update_keeps_what_it_does_not_set() {
     let back = hole.overlay(&given);
     assert!(!back.blackhole && back.loss == Some(0.25));
 }
+
+#[test]
+fn an_egress_rate_without_a_queue_gets_netems_default_limit() {
+    let r = Impairments {
+        rate_bps: Some(10_000_000),
+        ..Default::default()
+    }
+    .rule(MatchSpec::default())
+    .unwrap();
+    assert_eq!(
+        r.rate.unwrap().queue,
+        None,
+        "the model keeps what was given"
+    );
+    let d = r.with_default_queue();
+    assert_eq!(
+        d.rate.unwrap().queue,
+        Some(QueueLimit::Packets {
+            packets: rule::DEFAULT_QUEUE_PACKETS
+        })
+    );
+    // 1000 frames of 1514 bytes at 10 Mbit/s: 1.2112 s.
+    assert_eq!(d.compile().unwrap().queue_limit_ns, 1_211_200_000);
+    let given = Impairments {
+        rate_bps: Some(10_000_000),
+        queue: Some(QueueLimit::Time { ns: 5_000_000 }),
+        ..Default::default()
+    }
+    .rule(MatchSpec::default())
+    .unwrap();
+    assert_eq!(given.with_default_queue(), given, "a given limit stays");
+}
