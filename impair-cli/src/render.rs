@@ -97,10 +97,7 @@ pub(crate) fn engine_error(e: &Error) -> String {
                  Loss, corruption, duplication, ECN and MTU work without it; `impair doctor` lists what \
                  this kernel supports"
                     .into()
-            } which this kernel does not have or cannot load \
-                 (`tc qdisc add ... fq` said: {said}); nothing was changed. Loss, corruption, duplication, ECN and \
-                 MTU work without it. `impair doctor` lists what this kernel supports"
-            ),
+            }
         }
     }
 }
