@@ -205,8 +205,8 @@ mod tests {
         assert!(e.starts_with("t.toml:1: "), "{e}");
         let e = err("[[rule]]\nloss = 1\n");
         assert!(
-            e.starts_with("t.toml:2: "),
-            "a number where a string is due: {e}"
+            e.starts_with("t.toml:2: loss: ") && e.contains(r#"loss = "10%""#),
+            "a number where a string is due names the key and the right form: {e}"
         );
         let e = err("summary = \"nothing\"\n");
         assert!(e.contains("no [[rule]]"), "{e}");

@@ -80,12 +80,32 @@ impl SourceText<'_> {
         )
     }
 
-    /// A TOML syntax or schema error, with its line.
+    /// A TOML syntax or schema error, with its line; a value of the wrong
+    /// type names its key and shows the value written right.
     pub fn toml_error(&self, e: &toml::de::Error) -> UsageError {
         let msg = e.message().trim_end();
-        match e.span() {
-            Some(span) => usage!("{}:{}: {msg}", self.label, self.line_of(span.start)),
-            None => usage!("{}: {msg}", self.label),
+        let Some(span) = e.span() else {
+            return usage!("{}:1: {msg}", self.label);
+        };
+        let line = self.line_of(span.start);
+        let key = self
+            .text
+            .lines()
+            .nth(line - 1)
+            .and_then(|l| l.split_once('='))
+            .map(|(k, _)| k.trim().trim_matches('"'))
+            .filter(|k| !k.is_empty() && !k.starts_with('['));
+        match (key, key.and_then(example_of)) {
+            (Some(key), Some(example)) if msg.starts_with("invalid type") => {
+                usage!(
+                    "{}:{line}: {key}: {msg}; write it as {key} = {example}",
+                    self.label
+                )
+            }
+            (Some(key), _) if msg.starts_with("invalid type") => {
+                usage!("{}:{line}: {key}: {msg}", self.label)
+            }
+            _ => usage!("{}:{line}: {msg}", self.label),
         }
     }
 }
@@ -270,4 +290,27 @@ impl RuleToml {
             .map_err(|e| self.model_error(src, &e))?;
         Ok(rules.swap_remove(0))
     }
+}
+
+/// How a rule's key is written, for an error about its type.
+fn example_of(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "loss" | "corrupt" | "duplicate" | "reorder" | "delay-corr" => "\"10%\"",
+        "loss-model" => "\"ge:1%,30%\"",
+        "delay" | "jitter" => "\"100ms\"",
+        "rate" => "\"10mbit\"",
+        "queue" => "\"50ms\" (or \"64kb\", \"100p\")",
+        "cell" => "\"48/5\"",
+        "distribution" => "\"normal\"",
+        "corrupt-mode" => "\"detectable\"",
+        "src" | "dst" => "\"198.18.0.0/15\"",
+        "proto" => "\"udp\"",
+        "sport" | "dport" => "443 (or \"1000-2000\")",
+        "mtu" => "1280",
+        "overhead" => "14",
+        "ecn" | "blackhole" | "in-order" => "true",
+        "duration" => "\"30s\"",
+        "profile" => "\"lte\"",
+        _ => return None,
+    })
 }

@@ -104,6 +104,14 @@ pub fn load(path: &str) -> Result<Scenario, UsageError> {
 
 pub fn parse(label: &str, text: &str, base: Option<&Path>) -> Result<Scenario, UsageError> {
     let src = SourceText { label, text };
+    if let Ok(table) = text.parse::<toml::Table>() {
+        if table.contains_key("rule") && !table.contains_key("step") {
+            return Err(usage!(
+                "{label}: this is a profile ([[rule]] tables, no [[step]]): give it to --profile, \
+                 or wrap it in a scenario's [[step]] (see docs/profiles.md)"
+            ));
+        }
+    }
     let raw: ScenarioToml = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
     let repeat = match &raw.repeat {
         None => Repeat::Times(1),
@@ -226,6 +234,17 @@ mod tests {
         let s = parse("s.toml", &text, None).unwrap();
         assert_eq!(s.step_at(Duration::from_secs(50)), (0, false));
         assert_eq!(s.step_at(Duration::from_secs(90)), (2, true));
+    }
+
+    #[test]
+    fn a_profile_given_as_a_scenario_is_named() {
+        let e = parse("p.toml", "[[rule]]\nloss = \"1%\"\n", None)
+            .unwrap_err()
+            .0;
+        assert!(
+            e.contains("this is a profile") && e.contains("--profile"),
+            "{e}"
+        );
     }
 
     #[test]
