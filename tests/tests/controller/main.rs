@@ -14,6 +14,7 @@ use std::{process::Command, time::Duration};
 
 mod clsact;
 mod fq;
+mod newcomer;
 mod verbs;
 
 /// Not a test of its own: `impair run` starts this test binary as CMD (see

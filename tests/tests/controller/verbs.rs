@@ -511,6 +511,9 @@ fn not_root_is_one_clear_line_exit_2_and_changes_nothing() {
         vec!["attach", "r1", "--loss", "1%"],
         vec!["update", "r1", "--loss", "1%"],
         vec!["run", "--iface", "r1", "--loss", "1%", "--", "true"],
+        vec!["status"],
+        vec!["stats", "r1"],
+        vec!["detach", "r1"],
     ] {
         let mut cmd = vec![
             "setpriv",
