@@ -40,7 +40,7 @@ pub(crate) fn redraw(lines: &[String], tty: bool, drawn: usize) -> Result<usize>
     Ok(lines.len())
 }
 
-pub(crate) fn attach(a: AttachArgs) -> Result<()> {
+pub(crate) fn attach(a: AttachArgs, netns: Option<&str>) -> Result<()> {
     let hooks = hooks_from(&a)?;
     let scenario = match &a.scenario {
         Some(path) => {
@@ -114,7 +114,30 @@ pub(crate) fn attach(a: AttachArgs) -> Result<()> {
     } else {
         format!("{:?}", engine.mode())
     };
-    if !a.json {
+    let metrics_url = metrics
+        .as_ref()
+        .and_then(|m| m.local_addr().ok())
+        .map(|m| format!("http://{m}/metrics"));
+    // The address actually bound (`:0` picks a port), and where: a server
+    // started under --netns listens inside that namespace.
+    let metrics_where = netns.map_or(String::new(), |ns| {
+        format!(" inside network namespace {ns}")
+    });
+    if a.json {
+        // The first line says what was attached; snapshots follow.
+        let event = serde_json::json!({
+            "event": "attached",
+            "interface": engine.iface(),
+            "hook": engine.hook_name(),
+            "mode": how,
+            "label": label,
+            "seed": engine.seed(),
+            "duration_ns": duration.map(|d| d.as_nanos() as u64),
+            "metrics": metrics_url,
+            "netns": netns,
+        });
+        println!("{event}");
+    } else {
         println!(
             "impair: attached to {} {} ({how}, {label}, seed {}){}{}; Ctrl-C detaches",
             engine.iface(),
@@ -124,12 +147,9 @@ pub(crate) fn attach(a: AttachArgs) -> Result<()> {
                 ", for {}",
                 fmt_duration_ns(d.as_nanos() as u64)
             )),
-            metrics
-                .as_ref()
-                .and_then(|m| m.local_addr().ok())
-                .map_or(String::new(), |m| format!(
-                    ", metrics on http://{m}/metrics"
-                )),
+            metrics_url.as_ref().map_or(String::new(), |m| format!(
+                ", metrics on {m}{metrics_where}"
+            )),
         );
     }
     let tty = std::io::stdout().is_terminal() && !a.json;

@@ -124,7 +124,7 @@ fn run() -> Result<()> {
         }
     }
     match cli.command {
-        Command::Attach(a) => attach::attach(*a),
+        Command::Attach(a) => attach::attach(*a, cli.netns.as_deref()),
         Command::Update(a) => verbs::update(*a),
         Command::Run(a) => verbs::run_cmd(*a),
         Command::Sweep(a) => {

@@ -179,3 +179,40 @@ fn detach_if_exists_and_status_across_namespaces() {
     );
     drop(ctl);
 }
+
+/// `attach --json` first says what it attached, with the metrics address
+/// actually bound (`:0` picks the port) and the namespace it listens in.
+#[test]
+fn json_attach_says_where_its_metrics_listen() {
+    let lab = lab("jsonmet");
+    let before = router_state(&lab);
+    let out = stdout_ok(&impair_in(
+        &lab.router,
+        &[
+            "attach",
+            "r1",
+            "--loss",
+            "1%",
+            "--json",
+            "--metrics",
+            "127.0.0.1:0",
+            "--duration",
+            "1s",
+            "--interval-ms",
+            "200",
+        ],
+    ));
+    let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(first["event"], "attached", "{first}");
+    assert_eq!(first["interface"], "r1", "{first}");
+    let url = first["metrics"].as_str().unwrap();
+    let port: u16 = url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/metrics")
+        .parse()
+        .unwrap();
+    assert_ne!(port, 0, "the bound port, not 0: {url}");
+    let snapshot: serde_json::Value = serde_json::from_str(out.lines().nth(1).unwrap()).unwrap();
+    assert!(snapshot["rules"].is_array(), "then snapshots: {snapshot}");
+    assert_restored(&lab, &before);
+}
