@@ -92,8 +92,21 @@ pub(crate) fn percent(s: &str) -> Result<f64, String> {
 pub(crate) fn delay(s: &str) -> Result<u64, String> {
     parse_duration_ns("time", s).map_err(|e| e.0)
 }
-pub(crate) fn rate(s: &str) -> Result<u64, String> {
-    parse_rate_bps(s).map_err(|e| e.0)
+/// `--rate` as given: the rate and the text it was written as (to echo a
+/// bytes-per-second unit back unambiguously).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateArg {
+    pub bps: u64,
+    pub text: String,
+}
+
+pub(crate) fn rate(s: &str) -> Result<RateArg, String> {
+    parse_rate_bps(s)
+        .map(|bps| RateArg {
+            bps,
+            text: s.trim().to_owned(),
+        })
+        .map_err(|e| e.0)
 }
 pub(crate) fn queue(s: &str) -> Result<QueueLimit, String> {
     parse_queue(s).map_err(|e| e.0)
@@ -226,7 +239,7 @@ pub struct ImpairArgs {
     pub reorder: Option<f64>,
     /// Rate limit: bit, kbit, mbit, gbit (or bps, kbps, mbps for bytes/s).
     #[arg(long, value_parser = rate, value_name = "RATE")]
-    pub rate: Option<u64>,
+    pub rate: Option<RateArg>,
     /// Bytes added to each packet for the rate (framing), may be negative.
     #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
     pub overhead: Option<i32>,
@@ -258,7 +271,7 @@ impl ImpairArgs {
             delay_corr: self.delay_corr,
             in_order: self.in_order,
             reorder: self.reorder,
-            rate_bps: self.rate,
+            rate_bps: self.rate.as_ref().map(|r| r.bps),
             overhead_bytes: self.overhead,
             cell: self.cell,
             queue: self.queue,
@@ -267,6 +280,23 @@ impl ImpairArgs {
 
     pub fn given(&self) -> bool {
         self.impairments().given()
+    }
+
+    /// Values whose unit readers from elsewhere take for another: a rate in
+    /// bytes per second (tc's `mbps`, which NLC and comcast users read as
+    /// megabits), echoed in bits.
+    pub fn unit_notes(&self) -> Vec<String> {
+        let Some(r) = &self.rate else {
+            return Vec::new();
+        };
+        if !r.text.to_ascii_lowercase().ends_with("bps") {
+            return Vec::new();
+        }
+        vec![format!(
+            "--rate {} is bytes per second (tc's unit): {} Mbit/s; write mbit for megabits",
+            r.text,
+            r.bps as f64 / 1e6
+        )]
     }
 }
 

@@ -151,6 +151,9 @@ pub(crate) fn attach(a: AttachArgs, netns: Option<&str>) -> Result<()> {
                 ", metrics on {m}{metrics_where}"
             )),
         );
+        for note in a.impair.unit_notes() {
+            println!("impair: note: {note}");
+        }
     }
     let tty = std::io::stdout().is_terminal() && !a.json;
     let interval = Duration::from_millis(a.interval_ms.max(50));

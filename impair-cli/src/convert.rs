@@ -180,6 +180,32 @@ mod tests {
     }
 
     #[test]
+    fn a_rate_in_bytes_per_second_is_echoed_in_bits() {
+        let a = match Cli::try_parse_from(["impair", "attach", "x", "--rate", "1mbps"])
+            .unwrap()
+            .command
+        {
+            Command::Attach(a) => a,
+            _ => unreachable!(),
+        };
+        let notes = a.impair.unit_notes();
+        assert_eq!(notes.len(), 1);
+        assert!(
+            notes[0].contains("bytes per second") && notes[0].contains("8 Mbit/s"),
+            "{notes:?}"
+        );
+        assert_eq!(a.impair.impairments().rate_bps, Some(8_000_000));
+        let bits = match Cli::try_parse_from(["impair", "attach", "x", "--rate", "8mbit"])
+            .unwrap()
+            .command
+        {
+            Command::Attach(a) => a,
+            _ => unreachable!(),
+        };
+        assert!(bits.impair.unit_notes().is_empty());
+    }
+
+    #[test]
     fn model_errors_name_flags() {
         let parse = |v: &[&str]| {
             let mut args = vec!["impair", "attach", "x"];

@@ -70,6 +70,9 @@ pub(crate) fn update(a: UpdateArgs) -> Result<()> {
         inst.owner.hook_name(),
         inst.owner.pid
     );
+    for note in a.impair.unit_notes() {
+        println!("impair: note: {note}");
+    }
     // The whole rule set now in force, as the kernel holds it.
     let (_, header, now) = inst.maps.active_rules()?;
     for (i, r) in now.iter().enumerate() {
