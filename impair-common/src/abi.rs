@@ -1,4 +1,5 @@
-//! The map ABI between the eBPF programs and the controller.
+//! The map ABI between the eBPF programs and the controller (the counters
+//! are in [`crate::counters`]).
 //!
 //! Every type here is `#[repr(C)]`, has no implicit padding (each struct is
 //! checked by a size assert), and is plain old data. The object embedded in the
@@ -7,9 +8,15 @@
 
 /// Rules per rule set. First match wins; a packet no rule matches passes.
 pub const MAX_RULES: u32 = 64;
+// Sets of rules are `u64` bit-vectors (bit n: rule n) in the index
+// (`crate::index`) and in the data path's candidate walk, which also
+// computes `(1 << rule_count) - 1` for counts below `MAX_RULES`.
+const _: () = assert!(MAX_RULES <= u64::BITS);
 /// Rule-set slots: the controller writes the inactive slot, then flips
 /// [`CONTROL_ACTIVE_SLOT`] with one map write, so no packet sees a half-written set.
 pub const SLOTS: u32 = 2;
+// The data path reads the active slot as `CONTROL[CONTROL_ACTIVE_SLOT] & 1`.
+const _: () = assert!(SLOTS == 2);
 /// Entries of the per-slot rule arrays (`RULES`, `RULE_COUNTERS`).
 pub const RULE_ENTRIES: u32 = MAX_RULES * SLOTS;
 
@@ -25,6 +32,8 @@ pub const CONTROL_LEASE_DEADLINE_NS: u32 = 1;
 pub const CONTROL_ENTRIES: u32 = 2;
 /// A lease that never expires (pinned attachments without `--duration`).
 pub const LEASE_FOREVER: u64 = u64::MAX;
+const _: () =
+    assert!(CONTROL_ACTIVE_SLOT < CONTROL_ENTRIES && CONTROL_LEASE_DEADLINE_NS < CONTROL_ENTRIES);
 
 /// Map names. The controller finds a running instance's maps by these names
 /// through the program attached to an interface (no files are needed).
@@ -313,77 +322,6 @@ pub struct Rule {
     pub queue_limit_ns: u64,
 }
 
-/// Per-rule, per-CPU counters (`RULE_COUNTERS[slot * MAX_RULES + rule]`).
-/// The controller zeroes a slot's counters before it writes a rule set there.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RuleCounters {
-    /// Packets that matched the rule.
-    pub packets: u64,
-    /// Bytes (skb->len, L2 included) that matched the rule.
-    pub bytes: u64,
-    /// Matching packets that went on (possibly modified or delayed).
-    pub passed: u64,
-    /// Dropped by the loss process or a blackhole.
-    pub dropped_loss: u64,
-    /// Dropped because the IP packet exceeded the rule's MTU.
-    pub dropped_mtu: u64,
-    /// CE-marked instead of dropped (ECN).
-    pub ecn_marked: u64,
-    /// Payload bit flipped.
-    pub corrupted: u64,
-    /// Extra copies sent.
-    pub duplicated: u64,
-    /// Dropped because the rate queue was over its limit.
-    pub dropped_queue: u64,
-    /// Sent at once, skipping the delay (reorder).
-    pub reordered: u64,
-    /// Given a departure time in the future.
-    pub delayed: u64,
-    pub _reserved: u64,
-}
-
-impl RuleCounters {
-    /// Adds another CPU's counters (the controller sums per-CPU values).
-    pub fn add(&mut self, o: &Self) {
-        self.packets += o.packets;
-        self.bytes += o.bytes;
-        self.passed += o.passed;
-        self.dropped_loss += o.dropped_loss;
-        self.dropped_mtu += o.dropped_mtu;
-        self.ecn_marked += o.ecn_marked;
-        self.corrupted += o.corrupted;
-        self.duplicated += o.duplicated;
-        self.dropped_queue += o.dropped_queue;
-        self.reordered += o.reordered;
-        self.delayed += o.delayed;
-    }
-}
-
-/// Per-CPU counters not tied to a rule (`GLOBAL_COUNTERS[0]`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GlobalCounters {
-    /// Every packet the program saw.
-    pub packets: u64,
-    /// Packets no rule matched (passed).
-    pub unmatched: u64,
-    /// Packets passed because the lease had expired (controller gone).
-    pub lease_expired: u64,
-    /// Data-path errors: the packet was passed untouched and counted here.
-    pub errors: u64,
-}
-
-impl GlobalCounters {
-    /// Adds another CPU's counters.
-    pub fn add(&mut self, o: &Self) {
-        self.packets += o.packets;
-        self.unmatched += o.unmatched;
-        self.lease_expired += o.lease_expired;
-        self.errors += o.errors;
-    }
-}
-
 /// `Owner::flags` bits.
 pub mod owner_flags {
     /// The attachment is pinned in bpffs and outlives its controller.
@@ -459,11 +397,14 @@ const _: () = {
     assert!(core::mem::size_of::<PacketKey>() == 56);
     assert!(core::mem::size_of::<Loss>() == 32);
     assert!(core::mem::size_of::<Rule>() == 192);
-    assert!(core::mem::size_of::<RuleCounters>() == 96);
-    assert!(core::mem::size_of::<GlobalCounters>() == 32);
     assert!(core::mem::size_of::<Owner>() == 112);
     assert!(core::mem::size_of::<FlowKey>() == 8);
 };
+
+/// Largest value of a per-CPU array map (`PCPU_MIN_UNIT_SIZE`; larger values
+/// fail map creation, kernel/bpf/arraymap.c).
+pub(crate) const PERCPU_VALUE_MAX: usize = 32 << 10;
+const _: () = assert!(core::mem::size_of::<PacketKey>() <= PERCPU_VALUE_MAX);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -473,10 +414,6 @@ mod pod {
     unsafe impl aya::Pod for super::RuleSetHeader {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Rule {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::RuleCounters {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::GlobalCounters {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Owner {}
     // SAFETY: as above.

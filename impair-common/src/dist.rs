@@ -17,6 +17,11 @@
 
 /// Knots per table (a power of two; `TABLE_SIZE - 1` intervals).
 pub const TABLE_SIZE: u32 = 4096;
+// The data path masks a table index with `TABLE_SIZE - 1` to show the
+// verifier it is in bounds; that only keeps every index when it is a power of two.
+const _: () = assert!(TABLE_SIZE.is_power_of_two());
+// `sample_index_frac` multiplies a 48-bit fraction by `TABLE_SIZE - 1` in u64.
+const _: () = assert!(TABLE_SIZE <= 1 << 16);
 
 /// Table values are standardized quantiles × `TABLE_SCALE`, stored as i32: a
 /// resolution of 1/65536 σ and a range of ±32768 σ. (netem: 8192 and ±4 σ in

@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod abi;
+pub mod counters;
 pub mod dist;
 pub mod edt;
 pub mod index;
@@ -15,3 +16,4 @@ pub mod prob;
 pub mod rng;
 
 pub use abi::*;
+pub use counters::*;

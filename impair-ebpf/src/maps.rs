@@ -1,4 +1,6 @@
-//! The maps, named as in `impair_common::map_names` (docs/map-abi.md).
+//! The maps, named as in `impair_common::map_names` (docs/map-abi.md): their
+//! definitions in the object. impair-user/src/maps.rs opens the same maps
+//! from the controller's side.
 use aya_ebpf::{
     macros::map,
     maps::{Array, LruHashMap, PerCpuArray},
@@ -67,24 +69,13 @@ pub static FLOWS: LruHashMap<FlowKey, u64> = LruHashMap::with_max_entries(65_536
 #[map(name = "IMPAIR_DUP")]
 pub static DUPLICATING: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
-/// Scratch: the parsed headers of the current packet (see `rules::try_decide`);
+/// Scratch: the parsed headers of the current packet (see `classify::parse_key`);
 /// shared by the three programs, which never run nested on one CPU except
 /// egress on its own duplicate, which returns before touching it.
 #[map(name = "IMPAIR_KEY")]
 pub static KEY: PerCpuArray<PacketKey> = PerCpuArray::with_max_entries(1, 0);
 
 /// Scratch: the index of the rule that matched the current packet (see
-/// `rules::try_decide` for why it goes through a map).
+/// `classify::first_match` for why it goes through a map).
 #[map(name = "IMPAIR_MATCHED")]
 pub static MATCHED: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
-
-/// The next 64 bits of this CPU's generator; 0 if the map is unreadable.
-#[inline(always)]
-pub fn random_u64() -> u64 {
-    match RNG.get_ptr_mut(0) {
-        // SAFETY: per-CPU array value of this CPU; programs do not migrate while
-        // running, so nothing else touches it concurrently.
-        Some(state) => impair_common::rng::next_u64(unsafe { &mut *state }),
-        None => 0,
-    }
-}

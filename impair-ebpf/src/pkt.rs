@@ -8,9 +8,13 @@
 //! hook: tc ingress sees the MAC header pushed back in front of the data, as
 //! tc egress and XDP do.
 use aya_ebpf::programs::{TcContext, XdpContext};
+use impair_common::DataPathError::{Csum, LoadBytes, StoreBytes};
 
-/// What the impairment code needs from a packet. Errors are `()`: the caller
-/// passes the packet and counts `GlobalCounters::errors` (fail open).
+use crate::Result;
+
+/// What the impairment code needs from a packet. Each failure names its cause
+/// (loads [`LoadBytes`], stores [`StoreBytes`], checksum updates [`Csum`]);
+/// the pipeline passes the packet and counts it (fail open).
 pub trait Packet {
     /// Frame length in bytes, L2 header included (skb->len at tc; the linear
     /// frame in XDP).
@@ -22,10 +26,10 @@ pub trait Packet {
     /// Makes up to `bytes` header bytes linear where that is needed (tc);
     /// a failure only means the parser sees less.
     fn linearize(&self, bytes: u32);
-    fn load_u8(&self, off: u32) -> Result<u8, ()>;
-    fn load_u16(&self, off: u32) -> Result<[u8; 2], ()>;
-    fn store_u8(&self, off: u32, v: u8) -> Result<(), ()>;
-    fn store_u16(&self, off: u32, v: [u8; 2]) -> Result<(), ()>;
+    fn load_u8(&self, off: u32) -> Result<u8>;
+    fn load_u16(&self, off: u32) -> Result<[u8; 2]>;
+    fn store_u8(&self, off: u32, v: u8) -> Result<()>;
+    fn store_u16(&self, off: u32, v: [u8; 2]) -> Result<()>;
     /// Stores a byte whose change no checksum field compensates (the IPv6
     /// traffic class). A received skb may carry the sum of its bytes
     /// (CHECKSUM_COMPLETE), which the stack uses to validate L4 checksums;
@@ -33,15 +37,15 @@ pub trait Packet {
     /// checksum moves with it) or meant to fail validation (detectable
     /// corruption), but this one must update that sum, or the stack reports
     /// a hardware checksum fault. XDP has no such sum.
-    fn store_u8_update_sum(&self, off: u32, v: u8) -> Result<(), ()>;
+    fn store_u8_update_sum(&self, off: u32, v: u8) -> Result<()>;
     /// Updates the IPv4 header checksum at `csum_off` for a 16-bit header
     /// word that changed from `old` to `new` (bytes in network order).
-    fn l3_csum_replace(&self, csum_off: u32, old: [u8; 2], new: [u8; 2]) -> Result<(), ()>;
+    fn l3_csum_replace(&self, csum_off: u32, old: [u8; 2], new: [u8; 2]) -> Result<()>;
     /// Updates the L4 checksum at `csum_off` for a 16-bit word of the segment
     /// that changed from `old` to `new`. A checksum of 0 (UDP: "none") stays
     /// 0 and a result of 0 is stored as 0xffff, like the kernel's
     /// `BPF_F_MARK_MANGLED_0`.
-    fn l4_csum_replace(&self, csum_off: u32, old: [u8; 2], new: [u8; 2]) -> Result<(), ()>;
+    fn l4_csum_replace(&self, csum_off: u32, old: [u8; 2], new: [u8; 2]) -> Result<()>;
 }
 
 /// `BPF_F_MARK_MANGLED_0` (include/uapi/linux/bpf.h).
@@ -77,33 +81,33 @@ impl Packet for TcContext {
     }
 
     #[inline(always)]
-    fn load_u8(&self, off: u32) -> Result<u8, ()> {
-        self.load(off as usize).map_err(|_| ())
+    fn load_u8(&self, off: u32) -> Result<u8> {
+        self.load(off as usize).map_err(|_| LoadBytes)
     }
 
     #[inline(always)]
-    fn load_u16(&self, off: u32) -> Result<[u8; 2], ()> {
-        self.load(off as usize).map_err(|_| ())
+    fn load_u16(&self, off: u32) -> Result<[u8; 2]> {
+        self.load(off as usize).map_err(|_| LoadBytes)
     }
 
     #[inline(always)]
-    fn store_u8(&self, off: u32, v: u8) -> Result<(), ()> {
-        self.store(off as usize, &v, 0).map_err(|_| ())
+    fn store_u8(&self, off: u32, v: u8) -> Result<()> {
+        self.store(off as usize, &v, 0).map_err(|_| StoreBytes)
     }
 
     #[inline(always)]
-    fn store_u16(&self, off: u32, v: [u8; 2]) -> Result<(), ()> {
-        self.store(off as usize, &v, 0).map_err(|_| ())
+    fn store_u16(&self, off: u32, v: [u8; 2]) -> Result<()> {
+        self.store(off as usize, &v, 0).map_err(|_| StoreBytes)
     }
 
     #[inline(always)]
-    fn store_u8_update_sum(&self, off: u32, v: u8) -> Result<(), ()> {
+    fn store_u8_update_sum(&self, off: u32, v: u8) -> Result<()> {
         self.store(off as usize, &v, BPF_F_RECOMPUTE_CSUM)
-            .map_err(|_| ())
+            .map_err(|_| StoreBytes)
     }
 
     #[inline(always)]
-    fn l3_csum_replace(&self, csum_off: u32, old: [u8; 2], new: [u8; 2]) -> Result<(), ()> {
+    fn l3_csum_replace(&self, csum_off: u32, old: [u8; 2], new: [u8; 2]) -> Result<()> {
         TcContext::l3_csum_replace(
             self,
             csum_off as usize,
@@ -111,11 +115,11 @@ impl Packet for TcContext {
             u64::from(u16::from_ne_bytes(new)),
             2,
         )
-        .map_err(|_| ())
+        .map_err(|_| Csum)
     }
 
     #[inline(always)]
-    fn l4_csum_replace(&self, csum_off: u32, old: [u8; 2], new: [u8; 2]) -> Result<(), ()> {
+    fn l4_csum_replace(&self, csum_off: u32, old: [u8; 2], new: [u8; 2]) -> Result<()> {
         TcContext::l4_csum_replace(
             self,
             csum_off as usize,
@@ -123,7 +127,7 @@ impl Packet for TcContext {
             u64::from(u16::from_ne_bytes(new)),
             2 | BPF_F_MARK_MANGLED_0,
         )
-        .map_err(|_| ())
+        .map_err(|_| Csum)
     }
 }
 
@@ -143,9 +147,9 @@ const XDP_MAX_OFFSET: u32 = 0x3fff;
 /// the verifier learns a range only from `p + N > end` with `p + N` a
 /// separate register (the constant in its offset), not from `p >= end`.
 #[inline(always)]
-fn xdp_at<const N: usize>(ctx: &XdpContext, off: u32) -> Result<*mut [u8; N], ()> {
+fn xdp_at<const N: usize>(ctx: &XdpContext, off: u32) -> Option<*mut [u8; N]> {
     if off > XDP_MAX_OFFSET {
-        return Err(());
+        return None;
     }
     let size = N;
     // SAFETY: `ctx.ctx` is the xdp_md the kernel passed to the program, and
@@ -159,9 +163,9 @@ fn xdp_at<const N: usize>(ctx: &XdpContext, off: u32) -> Result<*mut [u8; N], ()
     };
     let p = data + off as usize;
     if p + size > end {
-        return Err(());
+        return None;
     }
-    Ok(p as *mut [u8; N])
+    Some(p as *mut [u8; N])
 }
 
 /// Incremental update of a ones'-complement checksum (RFC 1624, eqn. 3):
@@ -197,43 +201,45 @@ impl Packet for XdpContext {
     }
 
     #[inline(always)]
-    fn load_u8(&self, off: u32) -> Result<u8, ()> {
-        let p = xdp_at::<1>(self, off)?;
+    fn load_u8(&self, off: u32) -> Result<u8> {
+        let p = xdp_at::<1>(self, off).ok_or(LoadBytes)?;
         // SAFETY: `xdp_at` checked that the byte lies inside the frame.
-        Ok(unsafe { (*p)[0] })
+        let v = unsafe { (*p)[0] };
+        Ok(v)
     }
 
     #[inline(always)]
-    fn load_u16(&self, off: u32) -> Result<[u8; 2], ()> {
-        let p = xdp_at::<2>(self, off)?;
+    fn load_u16(&self, off: u32) -> Result<[u8; 2]> {
+        let p = xdp_at::<2>(self, off).ok_or(LoadBytes)?;
         // SAFETY: `xdp_at` checked that both bytes lie inside the frame.
-        Ok(unsafe { *p })
+        let v = unsafe { *p };
+        Ok(v)
     }
 
     #[inline(always)]
-    fn store_u8(&self, off: u32, v: u8) -> Result<(), ()> {
-        let p = xdp_at::<1>(self, off)?;
+    fn store_u8(&self, off: u32, v: u8) -> Result<()> {
+        let p = xdp_at::<1>(self, off).ok_or(StoreBytes)?;
         // SAFETY: inside the frame (checked by `xdp_at`); XDP frames are writable.
         unsafe { (*p)[0] = v };
         Ok(())
     }
 
     #[inline(always)]
-    fn store_u16(&self, off: u32, v: [u8; 2]) -> Result<(), ()> {
-        let p = xdp_at::<2>(self, off)?;
+    fn store_u16(&self, off: u32, v: [u8; 2]) -> Result<()> {
+        let p = xdp_at::<2>(self, off).ok_or(StoreBytes)?;
         // SAFETY: as in `store_u8`.
         unsafe { *p = v };
         Ok(())
     }
 
     #[inline(always)]
-    fn store_u8_update_sum(&self, off: u32, v: u8) -> Result<(), ()> {
+    fn store_u8_update_sum(&self, off: u32, v: u8) -> Result<()> {
         self.store_u8(off, v)
     }
 
     #[inline(always)]
-    fn l3_csum_replace(&self, csum_off: u32, old: [u8; 2], new: [u8; 2]) -> Result<(), ()> {
-        let p = xdp_at::<2>(self, csum_off)?;
+    fn l3_csum_replace(&self, csum_off: u32, old: [u8; 2], new: [u8; 2]) -> Result<()> {
+        let p = xdp_at::<2>(self, csum_off).ok_or(Csum)?;
         // SAFETY: inside the frame (checked by `xdp_at`); XDP frames are writable.
         unsafe {
             let c = csum_replace(
@@ -247,8 +253,8 @@ impl Packet for XdpContext {
     }
 
     #[inline(always)]
-    fn l4_csum_replace(&self, csum_off: u32, old: [u8; 2], new: [u8; 2]) -> Result<(), ()> {
-        let p = xdp_at::<2>(self, csum_off)?;
+    fn l4_csum_replace(&self, csum_off: u32, old: [u8; 2], new: [u8; 2]) -> Result<()> {
+        let p = xdp_at::<2>(self, csum_off).ok_or(Csum)?;
         // SAFETY: inside the frame (checked by `xdp_at`); XDP frames are writable.
         unsafe {
             let c = u16::from_be_bytes(*p);

@@ -83,6 +83,8 @@ pub struct Snapshot {
     pub unmatched: u64,
     pub lease_expired: u64,
     pub errors: u64,
+    /// `errors` by cause (`impair_common::ErrorCounters`); they sum to `errors`.
+    pub error_causes: std::collections::BTreeMap<&'static str, u64>,
     pub rules: Vec<RuleStats>,
 }
 
@@ -126,6 +128,7 @@ impl Snapshot {
             unmatched: g.unmatched,
             lease_expired: g.lease_expired,
             errors: g.errors,
+            error_causes: g.error_causes.each().into_iter().collect(),
             rules: out,
         })
     }
@@ -133,7 +136,7 @@ impl Snapshot {
     /// A few lines for people; the live view redraws them in place.
     pub fn render(&self) -> Vec<String> {
         let mut lines = vec![format!(
-            "{} {}  mode {}  pid {}  seed {}  generation {}  packets {}  unmatched {}  errors {}{}",
+            "{} {}  mode {}  pid {}  seed {}  generation {}  packets {}  unmatched {}  errors {}{}{}",
             self.interface,
             self.hook,
             self.owner.attach_mode,
@@ -143,6 +146,7 @@ impl Snapshot {
             self.packets,
             self.unmatched,
             self.errors,
+            self.error_causes_text(),
             if self.lease_valid {
                 ""
             } else {
@@ -189,6 +193,21 @@ impl Snapshot {
 }
 
 impl Snapshot {
+    /// ` (clone-redirect 1, ...)`: the causes of errors, if there were any.
+    fn error_causes_text(&self) -> String {
+        let seen: Vec<String> = self
+            .error_causes
+            .iter()
+            .filter(|(_, v)| **v > 0)
+            .map(|(name, v)| format!("{} {v}", name.replace('_', "-")))
+            .collect();
+        if seen.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", seen.join(", "))
+        }
+    }
+
     /// Packet and bit rates since `before`, `dt` earlier, per rule.
     pub fn rates_line(&self, before: &Snapshot, dt: std::time::Duration) -> String {
         let secs = dt.as_secs_f64().max(1e-3);

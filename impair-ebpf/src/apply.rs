@@ -1,0 +1,120 @@
+//! Applying a packet's rule, in netem's order: the MTU blackhole, a
+//! blackhole, the duplicate decision, loss (or an ECN mark), then at tc
+//! egress the departure time (`timing`) and the clean duplicate
+//! (`duplicate`), or on the receive side the rate policer (`police`), and
+//! last corruption of the original (`mutate`).
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use impair_common::{loss, loss_model, prob, rule_flags, DataPathError, PacketKey, Rule};
+
+use crate::{
+    duplicate::send_duplicate,
+    hook::{Hook, Verdict},
+    maps::{LOSS_STATE, RULE_COUNTERS},
+    mutate::{corrupt, mark_ce},
+    police::police,
+    rng::random_u64,
+    timing::{schedule, set_departure, Schedule},
+    Result,
+};
+
+/// What rule `idx` (`IMPAIR_RULES` index) does to a packet of `len` bytes
+/// whose headers are `key`; counts it in the rule's counters.
+#[inline(always)]
+pub fn apply<H: Hook>(h: &H, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -> Result<Verdict> {
+    let c = RULE_COUNTERS
+        .get_ptr_mut(idx)
+        .ok_or(DataPathError::MapLookup)?;
+    // SAFETY: this CPU's per-CPU value; programs do not migrate while running.
+    let c = unsafe { &mut *c };
+    c.packets += 1;
+    c.bytes += u64::from(len);
+    let pkt = h.packet();
+
+    if rule.mtu_bytes != 0 && key.ip_version != 0 && len - u32::from(key.l3_offset) > rule.mtu_bytes
+    {
+        c.dropped_mtu += 1;
+        return Ok(Verdict::Drop);
+    }
+    if rule.flags & rule_flags::BLACKHOLE != 0 {
+        c.dropped_loss += 1;
+        return Ok(Verdict::Drop);
+    }
+    let r = random_u64();
+    // The duplicate decision draws from the same word at every hook, so a
+    // seed gives the same loss decisions wherever the rule runs.
+    let duplicate = H::EGRESS && prob::fires(rule.duplicate_u32, (r >> 32) as u32);
+    if lost(rule, idx, r)? {
+        if rule.flags & rule_flags::ECN != 0 && key.ecn != 0 {
+            mark_ce(pkt, key)?;
+            c.ecn_marked += 1;
+        } else if duplicate {
+            // netem: when both fire, one copy goes out: this one, as the duplicate.
+            c.dropped_loss += 1;
+            c.duplicated += 1;
+            return Ok(Verdict::Pass);
+        } else {
+            c.dropped_loss += 1;
+            return Ok(Verdict::Drop);
+        }
+    }
+    if let Some(ctx) = h.skb() {
+        // tc egress: a queue (fq) follows, so the packet gets a departure time.
+        if rule.delay_ns | rule.jitter_ns | rule.rate_ps_per_byte != 0 {
+            // SAFETY: bpf_ktime_get_ns has no preconditions.
+            let now = unsafe { bpf_ktime_get_ns() };
+            match schedule(ctx, rule, idx, len, now)? {
+                Schedule::Drop => {
+                    c.dropped_queue += 1;
+                    return Ok(Verdict::Drop);
+                }
+                Schedule::Now => c.reordered += 1,
+                Schedule::At(t) => {
+                    set_departure(ctx, t)?;
+                    if t > now {
+                        c.delayed += 1;
+                    }
+                }
+            }
+        }
+        // The duplicate is cloned after the departure time is set, so it leaves
+        // with the original.
+        if duplicate {
+            send_duplicate(ctx)?;
+            c.duplicated += 1;
+        }
+    } else if rule.rate_ps_per_byte != 0 && !police(rule, idx, len)? {
+        c.dropped_queue += 1;
+        return Ok(Verdict::Drop);
+    }
+    if prob::fires(rule.corrupt_u32, random_u64() as u32) && corrupt(pkt, key, len, rule.flags)? {
+        c.corrupted += 1;
+    }
+    c.passed += 1;
+    Ok(Verdict::Pass)
+}
+
+/// Whether the rule's loss process drops this packet; `r` is the packet's
+/// first random word (Bernoulli reads its low half).
+#[inline(always)]
+fn lost(rule: &Rule, idx: u32, r: u64) -> Result<bool> {
+    Ok(match rule.loss.model {
+        loss_model::BERNOULLI => prob::fires(rule.loss.p[0], r as u32),
+        loss_model::GILBERT_ELLIOTT => {
+            let st = LOSS_STATE
+                .get_ptr_mut(idx)
+                .ok_or(DataPathError::MapLookup)?;
+            // SAFETY: this CPU's per-CPU value; programs do not migrate.
+            let st = unsafe { &mut *st };
+            loss::gilbert_elliott(&rule.loss.p, st, random_u64())
+        }
+        loss_model::FOUR_STATE => {
+            let st = LOSS_STATE
+                .get_ptr_mut(idx)
+                .ok_or(DataPathError::MapLookup)?;
+            // SAFETY: as above.
+            let st = unsafe { &mut *st };
+            loss::four_state(&rule.loss.p, st, random_u64())
+        }
+        _ => false,
+    })
+}

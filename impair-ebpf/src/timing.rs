@@ -1,0 +1,159 @@
+//! When a packet may leave (tc egress only; fq releases it then): netem's
+//! order — reorder (skip the delay), delay plus jitter (uniform or from the
+//! rule's quantile table, optionally correlated, optionally kept in order per
+//! flow), then the rate's serialization on the emulated link and its queue
+//! limit. The link's booking ([`reserve_departure`]) is shared with the
+//! receive-side policer (`police`).
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_get_hash_recalc, bpf_skb_set_tstamp},
+    programs::TcContext,
+};
+use impair_common::{delay_dist, dist, edt, prob, rule_flags, DataPathError, FlowKey, Rule};
+
+use crate::{
+    atomic::{self, fetch_max, CAS_ATTEMPTS},
+    maps::{DELAY_STATE, FLOWS, RATE_STATE, TABLES},
+    rng::random_u64,
+    Result,
+};
+
+/// `BPF_SKB_TSTAMP_DELIVERY_MONO` (an anonymous enum in the bindings): the
+/// timestamp is a CLOCK_MONOTONIC delivery time, which fq honours, also for
+/// forwarded packets that arrived with a receive timestamp.
+const BPF_SKB_TSTAMP_DELIVERY_MONO: u32 = 1;
+
+pub enum Schedule {
+    /// Over the rate queue's limit.
+    Drop,
+    /// Skip the delay (reorder): leave at once.
+    Now,
+    /// Leave at this CLOCK_MONOTONIC time.
+    At(u64),
+}
+
+/// When the packet may leave, given the time `now`.
+#[inline(always)]
+pub fn schedule(ctx: &TcContext, rule: &Rule, idx: u32, len: u32, now: u64) -> Result<Schedule> {
+    if rule.reorder_u32 != 0 && prob::fires(rule.reorder_u32, random_u64() as u32) {
+        return Ok(Schedule::Now);
+    }
+    let delay = match rule.delay_dist {
+        delay_dist::UNIFORM => {
+            dist::uniform_delay_ns(rule.delay_ns, rule.jitter_ns, jitter_random(rule, idx)?)
+        }
+        delay_dist::TABLE => {
+            let (i, frac) = dist::sample_index_frac(jitter_random(rule, idx)?);
+            let table = TABLES.get(idx).ok_or(DataPathError::MapLookup)?;
+            // sample_index_frac keeps i < TABLE_SIZE - 1; the mask only shows
+            // the verifier that i and i + 1 are inside the (TABLE_SIZE + 1) table
+            // (TABLE_SIZE is a power of two, asserted in impair_common::dist).
+            let i = (i as usize) & (dist::TABLE_SIZE as usize - 1);
+            let q = dist::interpolate(table[i], table[i + 1], frac);
+            dist::jittered_delay_ns(rule.delay_ns, rule.jitter_ns, q)
+        }
+        _ => rule.delay_ns,
+    };
+    let mut t = now + delay;
+    if rule.flags & rule_flags::IN_ORDER != 0 {
+        // SAFETY: the helper only reads (and may compute) the skb's hash.
+        let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
+        let key = FlowKey { hash, rule: idx };
+        if FLOWS.get_ptr_mut(key).is_none() {
+            // BPF_NOEXIST: if another CPU created the entry first, keep its
+            // time and fold ours in below.
+            let _ = FLOWS.insert(key, 0u64, BPF_NOEXIST as u64);
+        }
+        if let Some(last) = FLOWS.get_ptr_mut(key) {
+            t = fetch_max(last, t);
+        }
+    }
+    if rule.rate_ps_per_byte != 0 {
+        let st = RATE_STATE
+            .get_ptr_mut(idx)
+            .ok_or(DataPathError::MapLookup)?;
+        let tx = serialization_ns(rule, len);
+        match reserve_departure(st, t, tx, rule.queue_limit_ns) {
+            None => return Ok(Schedule::Drop),
+            Some(d) => t = d,
+        }
+    }
+    Ok(Schedule::At(t))
+}
+
+/// Sets the packet's departure time (`t`, CLOCK_MONOTONIC) for fq.
+#[inline(always)]
+pub fn set_departure(ctx: &TcContext, t: u64) -> Result<()> {
+    // SAFETY: the helper only writes the context's skb.
+    let rc = unsafe { bpf_skb_set_tstamp(ctx.skb.skb, t, BPF_SKB_TSTAMP_DELIVERY_MONO) };
+    if rc != 0 {
+        return Err(DataPathError::SetTstamp);
+    }
+    Ok(())
+}
+
+/// How long a packet of `len` bytes occupies the rule's emulated link: its
+/// wire bytes (overhead, cells) at the rule's rate.
+#[inline(always)]
+pub fn serialization_ns(rule: &Rule, len: u32) -> u64 {
+    let bytes = edt::wire_bytes(
+        len,
+        rule.overhead_bytes,
+        rule.cell_bytes,
+        rule.cell_overhead_bytes,
+    );
+    edt::tx_time_ns(bytes, rule.rate_ps_per_byte)
+}
+
+/// Books this packet's serialization on the emulated link (`slot`, the
+/// rule's `IMPAIR_RATE_ST` value): the departure after the link's last one
+/// (or `ready_ns` if idle), unless that exceeds the queue limit (`None`:
+/// drop, the link state left alone). The link's state is shared by all CPUs
+/// and advanced with a compare-and-swap, so two packets never get the same
+/// slot.
+#[inline(always)]
+pub fn reserve_departure(
+    slot: *mut u64,
+    ready_ns: u64,
+    tx_ns: u64,
+    queue_limit_ns: u64,
+) -> Option<u64> {
+    // SAFETY: `slot` is a valid, 8-byte-aligned map value that lives as long
+    // as the program runs; all access to it is atomic.
+    let mut cur = unsafe { atomic::load(slot) };
+    let mut d = edt::rate_departure(ready_ns, cur, tx_ns, queue_limit_ns)?;
+    for _ in 0..CAS_ATTEMPTS {
+        // SAFETY: as above.
+        match unsafe { atomic::compare_exchange(slot, cur, d) } {
+            Ok(_) => return Some(d),
+            Err(seen) => {
+                cur = seen;
+                d = edt::rate_departure(ready_ns, cur, tx_ns, queue_limit_ns)?;
+            }
+        }
+    }
+    // Still contended: take the slot after the last value seen. At worst
+    // this packet shares a slot with another one (Cilium's EDT race).
+    Some(d)
+}
+
+/// The random word for this packet's jitter: with the rule's correlation
+/// probability, the previous packet's word again (so the draw, and the delay,
+/// repeats), else a fresh one.
+#[inline(always)]
+fn jitter_random(rule: &Rule, idx: u32) -> Result<u64> {
+    if rule.delay_corr_u32 == 0 {
+        return Ok(random_u64());
+    }
+    let st = DELAY_STATE
+        .get_ptr_mut(idx)
+        .ok_or(DataPathError::MapLookup)?;
+    // SAFETY: this CPU's per-CPU value; programs do not migrate.
+    let st = unsafe { &mut *st };
+    if *st != 0 && prob::fires(rule.delay_corr_u32, random_u64() as u32) {
+        return Ok(*st);
+    }
+    let r = random_u64() | 1;
+    *st = r;
+    Ok(r)
+}
