@@ -124,6 +124,19 @@ pub fn render(snaps: &[Snapshot]) -> String {
         global(|s| s.errors as f64),
     );
     family(
+        "impair_errors_by_cause_total",
+        "counter",
+        "Data-path errors by cause (map_lookup, set_tstamp, clone_redirect, load_bytes, store_bytes, csum); they sum to impair_errors_total.",
+        snaps
+            .iter()
+            .flat_map(|s| {
+                s.error_causes
+                    .iter()
+                    .map(move |(cause, n)| (format!("{},cause=\"{cause}\"", inst(s)), *n as f64))
+            })
+            .collect(),
+    );
+    family(
         "impair_lease_valid",
         "gauge",
         "1 while the controller's lease is current; 0: the data path passes everything.",

@@ -259,6 +259,11 @@ fn metrics_are_served_in_prometheus_text() {
         .unwrap();
     assert!(dropped.ends_with(&format!(" {}", r.lost)), "{dropped}");
     assert!(body.contains("# TYPE impair_rule_loss_measured_ratio gauge"));
+    assert!(
+        body.contains("# TYPE impair_errors_by_cause_total counter")
+            && body.contains("cause=\"clone_redirect\"} 0"),
+        "errors by cause: {body}"
+    );
     assert!(ctl.signal_and_wait(libc::SIGTERM).success());
     assert_restored(&lab, &before);
 }
