@@ -15,8 +15,10 @@ pub mod player;
 pub mod probe;
 pub mod run;
 pub mod signals;
-pub mod svg;
 pub mod sweep;
+
+/// The one SVG writer (its own crate, so xtask draws with it too).
+pub use impair_svg as svg;
 
 /// A [`impair::input::UsageError`] from a format string.
 #[macro_export]

@@ -83,6 +83,10 @@ fn summary(delays: &[u64]) -> serde_json::Value {
         "p90_ms": quantile(&s, 0.90) as f64 / 1e6,
         "p99_ms": quantile(&s, 0.99) as f64 / 1e6,
         "max_ms": s[s.len() - 1] as f64 / 1e6,
+        // The distribution at every 5%, for the CDF plots in docs/accuracy.md.
+        "cdf_ms": (0..=20)
+            .map(|i| (quantile(&s, f64::from(i) / 20.0) as f64 / 1e3).round() / 1e3)
+            .collect::<Vec<f64>>(),
     })
 }
 
@@ -408,7 +412,7 @@ fn rate_scenario(lab: &Lab, rate: &str, rate_bps: f64) {
     report(
         &format!("rate {rate}"),
         &format!("rate {rate} queue 100ms, offered 1.5x"),
-        json!({"window_bps": rates, "dropped_queue": stats["rules"][0]["dropped_queue"], "lost": run.report.lost}),
+        json!({"window_bps": rates, "configured_bps": rate_bps, "dropped_queue": stats["rules"][0]["dropped_queue"], "lost": run.report.lost}),
         json!({"netem_window_bps": netem_rates, "tbf_window_bps": tbf_rates}),
     );
     assert!(rates.len() >= 2, "at least two full 1 s windows: {rates:?}");
