@@ -116,7 +116,7 @@ pub struct Chart {
 
 /// About five round tick values covering `lo..=hi`.
 pub fn ticks(lo: f64, hi: f64) -> Vec<f64> {
-    if !(hi > lo) || !lo.is_finite() || !hi.is_finite() {
+    if hi <= lo || !lo.is_finite() || !hi.is_finite() {
         return vec![lo];
     }
     let raw = (hi - lo) / 5.0;
