@@ -160,6 +160,7 @@ pub(crate) fn attach(a: AttachArgs, netns: Option<&str>) -> Result<()> {
     let mut drawn = 0usize;
     let mut next = Instant::now();
     let mut player = scenario.map(Player::new);
+    let mut generation = 1u64;
     let reason = loop {
         if stop.load(Ordering::Relaxed) {
             break "stopped";
@@ -193,8 +194,18 @@ pub(crate) fn attach(a: AttachArgs, netns: Option<&str>) -> Result<()> {
             if a.json {
                 println!("{}", serde_json::to_string(&snap)?);
             } else {
+                if snap.generation != generation && player.is_none() {
+                    // `impair update` from another shell: say so above the
+                    // view, whose header line above still names the old rules.
+                    drawn = 0;
+                    println!(
+                        "impair: updated (generation {}): {}",
+                        snap.generation, snap.owner.label
+                    );
+                }
                 drawn = redraw(&snap.render(), tty, drawn)?;
             }
+            generation = snap.generation;
         }
         thread::sleep(Duration::from_millis(20));
     };
