@@ -216,3 +216,46 @@ fn json_attach_says_where_its_metrics_listen() {
     assert!(snapshot["rules"].is_array(), "then snapshots: {snapshot}");
     assert_restored(&lab, &before);
 }
+
+/// An update from another shell shows in the attach's live view (a line
+/// with the new generation and rules) and in text `stats` (the generation).
+#[test]
+fn an_update_shows_in_the_live_view_and_in_stats() {
+    let lab = lab("liveupd");
+    let before = router_state(&lab);
+    let child = Command::new("ip")
+        .args(["netns", "exec", &lab.router])
+        .arg(impair_bin())
+        .args([
+            "attach",
+            "r1",
+            "--loss",
+            "10%",
+            "--interval-ms",
+            "100",
+            "--duration",
+            "4s",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it is attached (its instance shows in status).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !stdout_ok(&impair_in(&lab.router, &["status"])).contains("r1 tc-egress") {
+        assert!(std::time::Instant::now() < deadline, "never attached");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    stdout_ok(&impair_in(&lab.router, &["update", "r1", "--loss", "20%"]));
+    let stats = stdout_ok(&impair_in(&lab.router, &["stats", "r1"]));
+    assert!(
+        stats.contains("generation 2"),
+        "text stats shows the generation: {stats}"
+    );
+    let out = child.wait_with_output().unwrap();
+    let view = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        view.contains("impair: updated (generation 2): loss 20%"),
+        "the live view announces the update: {view}"
+    );
+    assert_restored(&lab, &before);
+}
