@@ -225,4 +225,53 @@ mod tests {
         let e = parse(&["--loss", "1%", "--queue", "10p"]);
         assert_eq!(e, "--queue needs a rate in the same rule (--rate)");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+
+        /// Any flags and values: parsed into the model or refused in one
+        /// line, never a panic.
+        #[test]
+        fn any_attach_flags_parse_or_refuse_in_one_line(
+            args in proptest::collection::vec(
+                (
+                    proptest::prelude::prop_oneof![
+                        proptest::prelude::Just("--loss"), proptest::prelude::Just("--loss-model"),
+                        proptest::prelude::Just("--delay"), proptest::prelude::Just("--jitter"),
+                        proptest::prelude::Just("--rate"), proptest::prelude::Just("--queue"),
+                        proptest::prelude::Just("--mtu"), proptest::prelude::Just("--dst"),
+                        proptest::prelude::Just("--dport"), proptest::prelude::Just("--proto"),
+                        proptest::prelude::Just("--corrupt"), proptest::prelude::Just("--cell"),
+                        proptest::prelude::Just("--overhead"), proptest::prelude::Just("--distribution"),
+                        proptest::prelude::Just("--reorder"), proptest::prelude::Just("--blackhole"),
+                        proptest::prelude::Just("--in-order"), proptest::prelude::Just("delay"),
+                    ],
+                    "[^\n\r]{0,12}",
+                ),
+                0..6,
+            )
+        ) {
+            let mut argv = vec!["impair".to_owned(), "attach".to_owned(), "x".to_owned()];
+            for (flag, value) in &args {
+                argv.push((*flag).to_owned());
+                if !matches!(*flag, "--blackhole" | "--in-order") {
+                    argv.push(value.clone());
+                }
+            }
+            match Cli::try_parse_from(&argv) {
+                Ok(cli) => {
+                    if let Command::Attach(a) = cli.command {
+                        if let Err(e) = rules_from(None, &a.impair, &a.matcher) {
+                            let line = crate::render::usage_line(&e).unwrap_or_else(|| e.to_string());
+                            proptest::prop_assert!(!line.contains('\n'), "{argv:?}: {line}");
+                        }
+                    }
+                }
+                Err(e) => {
+                    // clap's own errors are folded into one line by main.
+                    proptest::prop_assert!(!e.render().to_string().is_empty());
+                }
+            }
+        }
+    }
 }
