@@ -253,6 +253,12 @@ pub(crate) fn detach(a: DetachArgs) -> Result<()> {
             .collect(),
     };
     if targets.is_empty() {
+        if let Some(iface) = &a.iface {
+            if impair::engine::remove_crash_leftovers(iface)? {
+                println!("impair: removed what a killed impair left on {iface}");
+                return Ok(());
+            }
+        }
         if a.if_exists {
             return Ok(());
         }

@@ -50,6 +50,18 @@ fn tc(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The handle of the root qdisc impair installs (fq, or mq over one fq per
+/// queue): 0x494d, "IM". The qdisc is its own record that impair put it
+/// there, so a controller killed before it recorded anything else (with
+/// tcx, nothing of it outlives it) still leaves a root the next impair
+/// command recognises and removes ([`super::leftover::remove_orphan_fq`]).
+pub const ROOT_HANDLE: &str = "494d:";
+
+/// Whether `(kind, handle)` is a root qdisc impair installed.
+pub fn is_impairs_root(kind: &str, handle: &str) -> bool {
+    (kind == "fq" || kind == "mq") && handle == ROOT_HANDLE
+}
+
 /// The root qdisc of `iface`: (kind, handle).
 pub fn root_qdisc(iface: &str) -> Result<(String, String)> {
     let json = tc(&["-j", "qdisc", "show", "dev", iface, "root"])?;
@@ -131,11 +143,18 @@ pub fn ensure_fq(iface: &str, max_hold_ns: u64) -> Result<FqState> {
     let queues = tx_queues(iface)?;
     let result = if queues > 1 {
         tc(&[
-            "qdisc", "replace", "dev", iface, "root", "handle", "1:", "mq",
+            "qdisc",
+            "replace",
+            "dev",
+            iface,
+            "root",
+            "handle",
+            ROOT_HANDLE,
+            "mq",
         ])
         .and_then(|_| {
             for q in 1..=queues {
-                let parent = format!("1:{q:x}");
+                let parent = format!("{ROOT_HANDLE}{q:x}");
                 let mut args = vec!["qdisc", "replace", "dev", iface, "parent", &parent, "fq"];
                 args.extend(&p);
                 tc(&args)?;
@@ -143,7 +162,16 @@ pub fn ensure_fq(iface: &str, max_hold_ns: u64) -> Result<FqState> {
             Ok(())
         })
     } else {
-        let mut args = vec!["qdisc", "replace", "dev", iface, "root", "fq"];
+        let mut args = vec![
+            "qdisc",
+            "replace",
+            "dev",
+            iface,
+            "root",
+            "handle",
+            ROOT_HANDLE,
+            "fq",
+        ];
         args.extend(&p);
         tc(&args).map(|_| ())
     };

@@ -25,6 +25,7 @@ use crate::{discover, sys};
 /// removes the leftovers of dead ones there. The other direction's
 /// instances are left alone: egress and ingress instances may coexist.
 pub(crate) fn clear_for_attach(iface: &str, ifindex: u32, hooks: u32) -> Result<()> {
+    remove_crash_leftovers(iface)?;
     for existing in discover::on_interface(ifindex)? {
         if !owner::overlaps(existing.owner.hooks(), hooks) {
             continue;
@@ -47,6 +48,40 @@ pub(crate) fn clear_for_attach(iface: &str, ifindex: u32, hooks: u32) -> Result<
         remove_leftover(iface, &existing)?;
     }
     Ok(())
+}
+
+/// Removes what a controller killed mid-step left on `iface` that no
+/// owner record describes: a clsact qdisc inside a journal window, an fq
+/// root with impair's handle that no live instance holds. Returns whether
+/// anything was removed.
+pub fn remove_crash_leftovers(iface: &str) -> Result<bool> {
+    let ifindex = crate::sys::ifindex(iface)?;
+    let clsact = super::journal::recover()?.contains(&ifindex);
+    let fq = remove_orphan_fq(iface, ifindex)?;
+    Ok(clsact || fq)
+}
+
+/// Removes a root qdisc impair installed ([`fq::ROOT_HANDLE`]) that no live
+/// instance on the interface holds: what a controller killed between
+/// installing fq and recording it, or one attached with tcx (whose program
+/// dies with it), leaves. Returns whether there was one.
+pub fn remove_orphan_fq(iface: &str, ifindex: u32) -> Result<bool> {
+    let Ok((kind, handle)) = fq::root_qdisc(iface) else {
+        return Ok(false);
+    };
+    if !fq::is_impairs_root(&kind, &handle) {
+        return Ok(false);
+    }
+    if discover::on_interface(ifindex)?
+        .iter()
+        .any(|i| i.alive && i.egress())
+    {
+        return Ok(false);
+    }
+    tracing::warn!(iface, "removing the fq root a killed impair left");
+    fq::restore(iface, &FqState::Installed, Duration::from_secs(2))
+        .with_context(|| format!("removing the fq root a killed impair left on {iface}"))?;
+    Ok(true)
 }
 
 /// Removes what a controller that died (or a pinned instance) left: its

@@ -12,9 +12,11 @@
 //! - `guard.rs`: undo-on-failure for every step of an attach;
 //! - `error.rs`: the engine's refusals, `cli_compat.rs` their CLI wording.
 mod error;
+mod fault;
 mod fq;
 mod guard;
 mod hooks;
+mod journal;
 mod lease;
 mod leftover;
 mod link;
@@ -35,7 +37,7 @@ pub use self::{
     error::{EgressOnly, Error},
     hooks::{AttachMode, Direction, HookOptions, IngressHook, Program, XdpMode},
     lease::LEASE,
-    leftover::{remove_leftover, sweep_expired_pins},
+    leftover::{remove_crash_leftovers, remove_leftover, sweep_expired_pins},
     load::{ensure_real_object, Loaded},
     owner::hooks_of,
 };
@@ -150,6 +152,27 @@ impl Engine {
         };
         leftover::clear_for_attach(iface, ifindex, hooks.owner_hooks())?;
 
+        // Load first: it changes nothing outside this process. Then record
+        // who is attaching before the first change to the system, and keep
+        // the record current after each one, so a controller killed at any
+        // step is a leftover the next impair command finds and removes (the
+        // fq root is its own record too: fq::ROOT_HANDLE).
+        let seed = opts.seed.unwrap_or_else(rand::random);
+        let Loaded { mut ebpf, mut maps } = Loaded::load(&rules, seed, &programs)?;
+        let lease_cap_ns = lease::cap_ns(opts.duration);
+        maps.set_lease_deadline_ns(lease::capped(lease_cap_ns))?;
+        let mut attached = owner::Attached {
+            ifindex,
+            mode,
+            hooks,
+            created_clsact: false,
+            installed_fq: false,
+            seed,
+            label: &opts.label,
+        };
+        maps.owner.set(0, owner::record(&attached)?, 0)?;
+        fault::point("attach:recorded");
+
         // Each step below undoes itself if a later one fails (guard.rs).
         // fq first: if the kernel lacks it, refuse before anything changed.
         // Only egress holds packets; the receive side never needs it.
@@ -167,13 +190,19 @@ impl Engine {
                 }
             },
         );
-        let seed = opts.seed.unwrap_or_else(rand::random);
-        let Loaded { mut ebpf, mut maps } = Loaded::load(&rules, seed, &programs)?;
-        let lease_cap_ns = lease::cap_ns(opts.duration);
-        maps.set_lease_deadline_ns(lease::capped(lease_cap_ns))?;
+        attached.installed_fq = *fq == Some(FqState::Installed);
+        maps.owner.set(0, owner::record(&attached)?, 0)?;
+        fault::point("attach:fq");
 
         // One clsact qdisc serves both tc directions; created only if there
         // is none (then recorded in the owner map, so it is removed again).
+        // From creating the clsact qdisc until a filter holds the program
+        // (whose owner record says it created it), only the journal knows.
+        let window = if mode == AttachMode::Netlink && uses_tc {
+            Some(journal::ClsactWindow::open(ifindex)?)
+        } else {
+            None
+        };
         let created_clsact = Undo::new(
             mode == AttachMode::Netlink && uses_tc && clsact::ensure_qdisc(iface)?,
             |created| {
@@ -184,6 +213,9 @@ impl Engine {
                 }
             },
         );
+        attached.created_clsact = *created_clsact;
+        maps.owner.set(0, owner::record(&attached)?, 0)?;
+        fault::point("attach:clsact");
         let mut links = Vec::with_capacity(programs.len());
         for &p in &programs {
             links.push(Link::attach(
@@ -194,17 +226,9 @@ impl Engine {
                 hooks.xdp_mode,
             )?);
         }
+        fault::point("attach:linked");
+        drop(window);
 
-        let owner = owner::record(&owner::Attached {
-            ifindex,
-            mode,
-            hooks,
-            created_clsact: *created_clsact,
-            installed_fq: *fq == Some(FqState::Installed),
-            seed,
-            label: &opts.label,
-        })?;
-        maps.owner.set(0, owner, 0)?;
         let maps = Arc::new(Mutex::new(maps));
         let lease = Lease::start(Arc::clone(&maps), lease_cap_ns)?;
         let netns = std::fs::File::open("/proc/thread-self/ns/net")
@@ -324,6 +348,7 @@ impl Engine {
         // Another process (`impair update`) may have flipped slots meanwhile.
         let generation = generation.max(maps.active_rules()?.1.generation + 1);
         let next = 1 - maps.active_slot()?;
+        fault::point("update:written");
         maps.write_and_activate(next, &rules, generation)?;
         drop(maps);
         self.generation = generation;
@@ -361,20 +386,29 @@ impl Engine {
     fn teardown_here(&mut self) -> Result<()> {
         self.lease.stop();
         let mut result = Ok(());
-        if let Err(e) = link::detach_all(&mut self.links) {
-            result = Err(e.context(format!("detaching from {}", self.iface)));
-        }
         // Another impair instance on this interface may have handed us the
         // clsact qdisc it created (see `owner::release_clsact`).
         let own = self.maps().owner().ok();
         let created =
             self.created_clsact || own.is_some_and(|o| o.flags & owner_flags::CREATED_CLSACT != 0);
+        // Between removing the filters and releasing the clsact qdisc it
+        // created, nothing but the journal records that qdisc.
+        let window = if created {
+            journal::ClsactWindow::open(self.ifindex).ok()
+        } else {
+            None
+        };
+        if let Err(e) = link::detach_all(&mut self.links) {
+            result = Err(e.context(format!("detaching from {}", self.iface)));
+        }
+        fault::point("detach:unlinked");
         if created {
             self.created_clsact = false;
             if let Err(e) = owner::release_clsact(&self.iface, self.ifindex, own.as_ref()) {
                 result = result.and(Err(e));
             }
         }
+        drop(window);
         // `impair update` from another process may have installed fq for us.
         if self.fq.is_none() && own.is_some_and(|o| o.flags & owner_flags::INSTALLED_FQ != 0) {
             self.fq = Some(FqState::Installed);
@@ -444,6 +478,7 @@ fn update_instance_here(
     thread::sleep(SLOT_REUSE_GRACE);
     let (_, header, _) = inst.maps.active_rules()?;
     let next = 1 - inst.maps.active_slot()?;
+    fault::point("update:written");
     inst.maps
         .write_and_activate(next, &set, header.generation + 1)?;
     owner.set_label(label);

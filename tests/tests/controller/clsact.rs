@@ -26,6 +26,10 @@ use impair_tests::{
 };
 use impair_tools::lab;
 
+/// Killed at every step (the VM runs these with `clsact::` on each kernel).
+#[path = "crash.rs"]
+mod crash;
+
 #[test]
 fn duration_is_enforced_by_the_kernel_even_when_the_controller_is_stopped() {
     let lab = lab("durstop");

@@ -116,3 +116,21 @@ pub(crate) fn delete_qdisc_if_unused(iface: &str, ifindex: u32) -> Result<Releas
         Err(e) => Err(anyhow!(e).context(format!("deleting the clsact qdisc of {iface}"))),
     }
 }
+
+/// After a crash inside a clsact window (`engine::journal`): deletes the
+/// clsact qdisc of `ifindex` if it is there and no filter uses it. Returns
+/// whether it deleted one.
+pub(crate) fn remove_if_unused_after_crash(ifindex: u32) -> Result<bool> {
+    if !netlink::clsact_present(ifindex).context("looking for a clsact qdisc")? {
+        return Ok(false);
+    }
+    if netlink::clsact_has_filters(ifindex).context("listing clsact filters")? {
+        return Ok(false);
+    }
+    tracing::warn!(ifindex, "removing the clsact qdisc a killed impair left");
+    match netlink::delete_clsact(ifindex) {
+        Ok(()) => Ok(true),
+        Err(_) if !netlink::clsact_present(ifindex).unwrap_or(true) => Ok(false),
+        Err(e) => Err(anyhow!(e).context("deleting the clsact qdisc a killed impair left")),
+    }
+}

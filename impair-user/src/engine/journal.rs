@@ -1,0 +1,77 @@
+//! A journal for the one change no kernel object records: a clsact qdisc
+//! impair is creating (or about to delete) while none of its filters holds
+//! the program whose owner record says so. Before such a window the engine
+//! writes a file in `/run/impair` naming the namespace, the interface and
+//! itself; after it, the file goes. A file whose process died (pid and start
+//! time) is a crash inside the window: the next impair command in that
+//! namespace removes the clsact qdisc if no filter uses it, then the file.
+//! `/run` is a tmpfs shared by `ip netns exec`'s mount namespaces.
+use std::{fs, path::PathBuf};
+
+use anyhow::{Context as _, Result};
+
+use super::link::clsact;
+use crate::sys;
+
+const DIR: &str = "/run/impair";
+
+/// An open window on (namespace, interface); closed by drop.
+#[derive(Debug)]
+pub(crate) struct ClsactWindow {
+    path: PathBuf,
+}
+
+impl ClsactWindow {
+    /// Opens a window for the clsact qdisc of `ifindex` in this namespace.
+    pub(crate) fn open(ifindex: u32) -> Result<Self> {
+        fs::create_dir_all(DIR).with_context(|| format!("creating {DIR}"))?;
+        let pid = std::process::id();
+        let ticks = sys::process_start_ticks(pid).unwrap_or(0);
+        let path = PathBuf::from(DIR).join(format!(
+            "clsact-{}-{ifindex}-{pid}-{ticks}",
+            sys::netns_ino()?
+        ));
+        fs::write(&path, b"").with_context(|| format!("writing {}", path.display()))?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for ClsactWindow {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Closes the windows dead processes left open in this namespace: each
+/// interface's clsact qdisc goes if no filter uses it. Returns the
+/// interfaces (by index) whose qdisc was removed.
+pub(crate) fn recover() -> Result<Vec<u32>> {
+    let Ok(entries) = fs::read_dir(DIR) else {
+        return Ok(Vec::new());
+    };
+    let here = sys::netns_ino()?;
+    let mut removed = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let parts: Vec<&str> = name.split('-').collect();
+        let ["clsact", ns, ifindex, pid, ticks] = parts[..] else {
+            continue;
+        };
+        let (Ok(ns), Ok(ifindex), Ok(pid), Ok(ticks)) = (
+            ns.parse::<u64>(),
+            ifindex.parse::<u32>(),
+            pid.parse::<u32>(),
+            ticks.parse::<u64>(),
+        ) else {
+            continue;
+        };
+        if ns != here || sys::process_alive(pid, ticks) {
+            continue;
+        }
+        if clsact::remove_if_unused_after_crash(ifindex)? {
+            removed.push(ifindex);
+        }
+        let _ = fs::remove_file(e.path());
+    }
+    Ok(removed)
+}
