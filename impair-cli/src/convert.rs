@@ -3,20 +3,15 @@
 use anyhow::Result;
 use impair::{
     engine::{HookOptions, IngressHook},
-    input::UsageError,
-    model::{Field, Impairments, MatchSpec, ModelError, RuleSpec, RuleView},
+    model::{Impairments, MatchSpec, ModelError, RuleSpec, RuleView},
     profile as profiles,
 };
 
 use crate::{
     args::{AttachArgs, ImpairArgs, MatchArgs, UpdateArgs},
+    render::flags,
     usage,
 };
-
-/// A model error in the command line's words (`--loss-model`, `--rate`).
-pub(crate) fn flags(e: ModelError) -> UsageError {
-    UsageError(e.render(&|f: Field| format!("--{}", f.key())))
-}
 
 /// Rules from `--profile`, or from the impairment and match flags; with a
 /// label for `impair status`.
@@ -131,6 +126,7 @@ pub(crate) fn hooks_from(a: &AttachArgs) -> Result<HookOptions> {
 #[cfg(test)]
 mod tests {
     use clap::Parser as _;
+    use impair::input::UsageError;
 
     use super::*;
     use crate::args::{Cli, Command};

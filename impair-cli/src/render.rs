@@ -102,6 +102,11 @@ pub(crate) fn engine_error(e: &Error) -> String {
     }
 }
 
+/// A model error in the command line's words (`--loss-model`, `--rate`).
+pub(crate) fn flags(e: impair::model::ModelError) -> impair::input::UsageError {
+    impair::input::UsageError(e.render(&|f: impair::model::Field| format!("--{}", f.key())))
+}
+
 /// The one line a usage-class error prints (exit code 2): bad input, or a
 /// refusal of the engine; `None` for every other failure (exit code 1).
 pub(crate) fn usage_line(e: &anyhow::Error) -> Option<String> {
@@ -109,7 +114,7 @@ pub(crate) fn usage_line(e: &anyhow::Error) -> Option<String> {
         return Some(u.to_string());
     }
     if let Some(m) = e.downcast_ref::<impair::model::ModelError>() {
-        return Some(crate::convert::flags(m.clone()).0);
+        return Some(flags(m.clone()).0);
     }
     e.downcast_ref::<Error>().map(engine_error)
 }

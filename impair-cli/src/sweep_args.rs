@@ -7,7 +7,7 @@ use impair_tools::sweep::{Axis, Knob, Plan, Target};
 
 use crate::{
     args::{self, MatchArgs},
-    convert::flags,
+    render::flags,
     usage,
 };
 
