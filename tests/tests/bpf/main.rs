@@ -13,10 +13,14 @@
 //! - `mutation`: ECN, MTU, blackhole, detectable and silent corruption;
 //! - `timing`: `skb->tstamp` (delay, jitter, rate, reorder, in-order),
 //!   policing at the receive hooks, duplication;
+//! - `fuzz`: random, truncated and malformed frames at every hook under rule
+//!   sets reaching every path: allowed verdicts, consistent counters, no
+//!   errors beyond the counted fail-open;
 //! - `verifier`: every program at every hook accepted by this kernel's
 //!   verifier within the instruction-count guard, and one packet through each
 //!   path. What differs by kernel: the VM tier runs `bpf verifier::` on every
 //!   kernel it boots (`cargo xtask vm`).
+mod fuzz;
 mod loss;
 mod matching;
 mod mutation;
