@@ -205,11 +205,22 @@ fn read_ports(c: &Cursor, proto: u8, key: &mut PacketKey) {
                 return;
             };
             // SAFETY: bounds checked by `peek`.
-            u16::from(unsafe { (*t)[12] } >> 4) * 4
+            let data_offset_words = unsafe { (*t)[12] } >> 4;
+            // Below 5 words it is no TCP header: where its payload starts is
+            // unknown, so nothing may be corrupted (0 = no payload).
+            if data_offset_words < 5 {
+                u16::MAX
+            } else {
+                u16::from(data_offset_words) * 4
+            }
         }
         _ => 0,
     };
-    key.payload_offset = key.l4_offset + hdr_len;
+    key.payload_offset = if hdr_len == u16::MAX {
+        0
+    } else {
+        key.l4_offset + hdr_len
+    };
     if !matches!(
         proto,
         IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE

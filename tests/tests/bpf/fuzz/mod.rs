@@ -25,10 +25,10 @@
 //! Over the run: every path (passed, loss, MTU, ECN, corruption, queue
 //! drops; at egress also duplicates, reorder and delay) is reached at every
 //! hook that has it, `errors` is the sum of its causes, and `unmatched +
-//! matched <= packets <= unmatched + matched + errors`. One known data-path
-//! bug the fuzz found is tolerated only by its exact signature and printed
-//! as a NOTE ([`known_bug_short_tcp_header`]); its reproducer is the ignored
-//! `tcp_data_offset_below_5_is_passed_untouched`.
+//! matched <= packets <= unmatched + matched + errors`. The fuzz found one
+//! data-path bug (a TCP data offset below 5 made corruption flip a header
+//! bit; the parser now treats such a header as having no known payload):
+//! `tcp_data_offset_below_5_is_passed_untouched` keeps it fixed.
 //!
 //! The generator is a fixed-seed SplitMix64 (not `rand`'s StdRng, whose
 //! algorithm may change between versions), so a failure names a frame that
@@ -273,7 +273,6 @@ struct Tally {
     lost_as_duplicate: u64,
     errors_before_match: u64,
     errors_after_match: u64,
-    known_bug: u64,
 }
 
 /// Runs `f` once at `p` and checks every per-frame property.
@@ -309,13 +308,7 @@ fn check_frame(l: &mut Loaded, p: Program, rules: u32, f: &[u8], t: &mut Tally) 
         if n == was || allowed_error(p, f) == Some(cause) {
             continue;
         }
-        assert!(
-            known_bug_short_tcp_header(cause, &d, f, &out),
-            "{}: data-path error of cause {cause}",
-            what()
-        );
-        t.known_bug += 1;
-        return;
+        panic!("{}: data-path error of cause {cause}", what());
     }
     let drops = d.dropped_loss + d.dropped_mtu + d.dropped_queue;
     if d.packets == 1 {
@@ -362,39 +355,13 @@ fn check_frame(l: &mut Loaded, p: Program, rules: u32, f: &[u8], t: &mut Tally) 
     }
 }
 
-/// KNOWN DATA-PATH BUG (found by this fuzz; not fixed here, see
-/// `tcp_data_offset_below_5_is_passed_untouched`): a TCP header whose data
-/// offset is below 5 gives `payload_offset = l4_offset + 4 * doff`, inside
-/// the TCP header (`parse::read_ports` takes the nibble as is), so
-/// corruption flips a header bit, then finds the checksum field past the
-/// frame's end and fails (`csum` when silent, `load_bytes` when detectable):
-/// the packet passes with one bit flipped, counted as an error, not as
-/// corrupted or passed. Recognised only by exactly that signature: a
-/// corruption-path cause, the rule counted the packet and nothing else, and
-/// exactly one bit of the frame changed.
-fn known_bug_short_tcp_header(cause: &str, d: &RuleCounters, f: &[u8], out: &[u8]) -> bool {
-    let flipped = bit_differences(f, out);
-    let signature = matches!(cause, "csum" | "load_bytes")
-        && (d.packets, d.passed, d.corrupted) == (1, 0, 0)
-        && out.len() == f.len()
-        && flipped.len() == 1
-        && flipped[0].1 == 1;
-    if signature {
-        note(format_args!(
-            "fuzz: KNOWN BUG (TCP data offset < 5, corrupted header, error {cause}): {f:02x?}"
-        ));
-    }
-    signature
-}
-
-/// The reproducer of the bug above: an IPv4 header claiming 24 bytes (IHL
-/// 6) in front of a 20-byte TCP header, so the parser reads the TCP header 4
-/// bytes late and finds a data offset of 0. Silent corruption of every
-/// matching packet must either corrupt payload (there is none) or pass the
-/// packet untouched; today it flips a bit of the TCP header and counts a
-/// `csum` error.
+/// The bug the fuzz found: an IPv4 header claiming 24 bytes (IHL 6) in
+/// front of a 20-byte TCP header, so the parser reads the TCP header 4 bytes
+/// late and finds a data offset of 0. Silent corruption of every matching
+/// packet must either corrupt payload (there is none) or pass the packet
+/// untouched; it used to flip a bit of the TCP header and count a `csum`
+/// error.
 #[test]
-#[ignore = "known data-path bug found by the fuzz: TCP data offset < 5 (issue 16)"]
 fn tcp_data_offset_below_5_is_passed_untouched() {
     let mut ip = ipv4(SERVER_V4, CLIENT_V4, 6, 0, &tcp(80, 8453));
     ip[0] = 0x46;
