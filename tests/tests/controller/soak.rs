@@ -53,19 +53,23 @@ enum Phase {
     Idle = 0,
     /// A tcx attach or detach in progress.
     TcxChange = 1,
-    /// A netlink (clsact) attach or detach in progress: the kernel adds or
-    /// removes the clsact qdisc.
-    NetlinkChange = 2,
+    /// A netlink (clsact) attach or detach at the router's egress in
+    /// progress: the kernel adds or removes the clsact qdisc of `r1`.
+    NetlinkEgressChange = 2,
     /// Attached, updates going on.
     Attached = 3,
+    /// A netlink (clsact) attach or detach at the server's ingress in
+    /// progress (the clsact qdisc of `s0`).
+    NetlinkIngressChange = 4,
 }
 
 impl Phase {
     fn from_u8(v: u8) -> Phase {
         match v {
             1 => Phase::TcxChange,
-            2 => Phase::NetlinkChange,
+            2 => Phase::NetlinkEgressChange,
             3 => Phase::Attached,
+            4 => Phase::NetlinkIngressChange,
             _ => Phase::Idle,
         }
     }
@@ -81,10 +85,10 @@ struct Variant {
 
 impl Variant {
     fn change_phase(self) -> Phase {
-        if self.mode == "tcx" {
-            Phase::TcxChange
-        } else {
-            Phase::NetlinkChange
+        match (self.mode, self.site) {
+            ("tcx", _) => Phase::TcxChange,
+            (_, Site::RouterEgress) => Phase::NetlinkEgressChange,
+            (_, Site::ServerIngress) => Phase::NetlinkIngressChange,
         }
     }
 
@@ -414,13 +418,15 @@ fn soak_attach_update_detach_leaves_nothing_and_loses_no_unrelated_packet() {
             .map(|(seq, _)| seq)
             .collect()
     };
-    let lost_netlink_change = lost(&|p| p == Phase::NetlinkChange);
-    let lost_elsewhere = lost(&|p| p != Phase::NetlinkChange);
+    let netlink = |p| matches!(p, Phase::NetlinkEgressChange | Phase::NetlinkIngressChange);
+    let lost_netlink_egress = lost(&|p| p == Phase::NetlinkEgressChange);
+    let lost_netlink_ingress = lost(&|p| p == Phase::NetlinkIngressChange);
+    let lost_elsewhere = lost(&|p| !netlink(p));
     let received_n = received.iter().filter(|&&r| r).count();
     eprintln!(
         "soak: {cycles} cycles ({} variants: {variants:?}) in {:.1} s ({:.0} ms/cycle); \
          {} unrelated datagrams sent, {received_n} received, {} lost while a netlink \
-         attach/detach was in progress, {} lost otherwise; impair stats ran {} times \
+         attach/detach was in progress at r1 egress, {} at s0 ingress, {} lost otherwise; impair stats ran {} times \
          ({stats_ok} with an instance, {stats_failed} without); {} programs, {} maps, \
          {} links of the soak's instances, all gone; whole kernel before/after \
          (programs, maps, links; other processes count too): {bpf_before:?} / {bpf_after:?}",
@@ -428,7 +434,8 @@ fn soak_attach_update_detach_leaves_nothing_and_loses_no_unrelated_packet() {
         elapsed.as_secs_f64(),
         elapsed.as_secs_f64() * 1e3 / cycles.max(1) as f64,
         sent.len(),
-        lost_netlink_change.len(),
+        lost_netlink_egress.len(),
+        lost_netlink_ingress.len(),
         lost_elsewhere.len(),
         stats_ok + stats_failed,
         ids.progs.len(),
@@ -448,15 +455,18 @@ fn soak_attach_update_detach_leaves_nothing_and_loses_no_unrelated_packet() {
         sent.len(),
         &lost_elsewhere[..lost_elsewhere.len().min(50)]
     );
-    if !lost_netlink_change.is_empty() {
+    let lost_netlink = lost_netlink_egress.len() + lost_netlink_ingress.len();
+    if lost_netlink > 0 {
         // As in clsact::run_impairs_only_the_commands_traffic: adding or
         // removing the clsact qdisc deactivates the device's queues for an
         // instant (qdisc_graft → dev_deactivate), as `tc qdisc add/del
         // clsact` does; see docs/architecture.md.
         note(format!(
-            "soak: the kernel dropped {} unrelated datagram(s) sent while a netlink (clsact) \
-             attach or detach was in progress (the clsact qdisc added or removed)",
-            lost_netlink_change.len()
+            "soak: the kernel dropped {lost_netlink} unrelated datagram(s) sent while a netlink \
+             (clsact) attach or detach was in progress (the clsact qdisc added or removed): \
+             {} at r1 egress, {} at s0 ingress",
+            lost_netlink_egress.len(),
+            lost_netlink_ingress.len()
         ));
     }
 }
