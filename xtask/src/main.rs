@@ -73,6 +73,16 @@ enum Cmd {
     },
     /// cargo clippy on the workspace, all targets, -D warnings.
     Clippy,
+    /// Issue 16's soak in full: the controller tier's `soak` tests with
+    /// 10,000 attach/update/detach cycles (tcx and clsact, egress and
+    /// ingress, under traffic and concurrent `impair stats`) and as many
+    /// updates of one long-running controller, whose RSS must stay flat.
+    /// Needs root. CI runs the quick form (`cargo xtask test --tier netns`).
+    Soak {
+        /// Attach/update/detach cycles, and updates of the RSS test.
+        #[arg(long, default_value_t = 10_000)]
+        cycles: usize,
+    },
     /// Run the fidelity tier in the VM and regenerate docs/accuracy.md.
     Accuracy {
         /// A kernel release, a series (6.1, 6.12), or all.
@@ -145,6 +155,7 @@ fn main() -> ExitCode {
             extra,
         } => tasks::test(tier, &vm_kernel, &extra),
         Cmd::Clippy => tasks::clippy(),
+        Cmd::Soak { cycles } => tasks::soak(cycles),
         Cmd::Demo { extra } => tasks::demo(&extra),
         Cmd::Bench {
             quick,

@@ -1,4 +1,4 @@
-//! `build`, `test`, `clippy`, `demo` and `bench`: cargo with the eBPF object
+//! `build`, `test`, `soak`, `clippy`, `demo` and `bench`: cargo with the eBPF object
 //! required, and the VM tier for `test`.
 use std::{path::PathBuf, process::Command, time::Instant};
 
@@ -236,6 +236,43 @@ pub fn test(tier: Tier, vm_kernel: &str, extra: &[String]) -> Result<()> {
     eprintln!(
         "\nxtask test --tier {}: passed in {:.1} s",
         tier.name(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Issue 16's soak: builds target/debug/impair and runs the controller
+/// tier's `soak` tests with `cycles` attach/update/detach cycles and as many
+/// updates of one controller (tests/tests/controller/soak.rs), one test at a
+/// time so the RSS samples are not shared with the cycles' load.
+pub fn soak(cycles: usize) -> Result<()> {
+    let start = Instant::now();
+    if !crate::util::is_root() {
+        bail!(
+            "the soak attaches BPF programs in network namespaces: it needs root \
+             (e.g. `sudo -E env \"PATH=$PATH\" cargo xtask soak`)"
+        );
+    }
+    setup::setup(&Options { kernels: false })?;
+    section("soak: build the impair binary (the tests run target/debug/impair)");
+    run_timed(cargo_require().args(["build", "--bin", "impair"]))?;
+    section(&format!("soak: {cycles} cycles, {cycles} updates"));
+    run_timed(
+        cargo_require()
+            .args([
+                "test",
+                "-p",
+                "impair-tests",
+                "--test",
+                "controller",
+                "soak::",
+            ])
+            .args(["--", "--nocapture", "--test-threads", "1"])
+            .env("IMPAIR_SOAK_CYCLES", cycles.to_string())
+            .env("IMPAIR_SOAK_UPDATES", cycles.to_string()),
+    )?;
+    eprintln!(
+        "\nxtask soak --cycles {cycles}: passed in {:.1} s",
         start.elapsed().as_secs_f64()
     );
     Ok(())

@@ -9,12 +9,14 @@
 //! on netlink clsact and their cleanup, and `impair run`'s attach and detach,
 //! which go through clsact before Linux 6.6) and `fq` (updates that install
 //! sch_fq). The VM tier runs `controller clsact::` and `controller fq::`
-//! (`cargo xtask vm`).
+//! (`cargo xtask vm`). `soak` is issue 16's soak (`cargo xtask soak` runs its
+//! full form).
 use std::{process::Command, time::Duration};
 
 mod clsact;
 mod fq;
 mod newcomer;
+mod soak;
 mod verbs;
 
 /// Not a test of its own: `impair run` starts this test binary as CMD (see
