@@ -6,6 +6,9 @@
 //! time) is a crash inside the window: the next impair command in that
 //! namespace removes the clsact qdisc if no filter uses it, then the file.
 //! `/run` is a tmpfs shared by `ip netns exec`'s mount namespaces.
+//!
+//! The same directory holds the update lock ([`UpdateLock`]): one rule-set
+//! write at a time per instance, across processes.
 use std::{fs, path::PathBuf};
 
 use anyhow::{Context as _, Result};
@@ -74,4 +77,36 @@ pub(crate) fn recover() -> Result<Vec<u32>> {
         let _ = fs::remove_file(e.path());
     }
     Ok(removed)
+}
+
+/// An exclusive lock on the rule sets of the instance on (this namespace,
+/// `ifindex`): two `impair update`s (or an update and a scenario step) never
+/// write the inactive slot at once, which could activate a mix of both.
+/// Held until dropped; the kernel releases it if the process dies. The lock
+/// file stays (a few bytes in tmpfs): deleting lock files races.
+#[derive(Debug)]
+pub(crate) struct UpdateLock {
+    _file: fs::File,
+}
+
+impl UpdateLock {
+    pub(crate) fn take(ifindex: u32) -> Result<Self> {
+        use std::os::fd::AsRawFd as _;
+        fs::create_dir_all(DIR).with_context(|| format!("creating {DIR}"))?;
+        let path = PathBuf::from(DIR).join(format!("update-{}-{ifindex}.lock", sys::netns_ino()?));
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: flock(2) on a descriptor this function owns; blocks until
+        // the lock is ours.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("locking {}", path.display()));
+        }
+        Ok(Self { _file: file })
+    }
 }

@@ -26,7 +26,7 @@ mod owner;
 use std::{
     sync::{Arc, Mutex},
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -86,7 +86,6 @@ pub struct Engine {
     maps: Arc<Mutex<Maps>>,
     lease: Lease,
     generation: u64,
-    last_flip: Instant,
     seed: u64,
     /// The network namespace attached in: netlink detach and `tc` must run
     /// there, whichever thread drops the engine.
@@ -243,7 +242,6 @@ impl Engine {
             maps,
             lease,
             generation: 1,
-            last_flip: Instant::now(),
             seed,
             netns,
             fq: fq.keep(),
@@ -339,10 +337,12 @@ impl Engine {
             self.fq = Some(fq);
         }
         self.max_hold = self.max_hold.max(Duration::from_nanos(rules.max_hold_ns()));
-        let since = self.last_flip.elapsed();
-        if since < SLOT_REUSE_GRACE {
-            thread::sleep(SLOT_REUSE_GRACE - since);
-        }
+        // One writer at a time, across processes; then wait out the last
+        // flip, whoever made it.
+        let _lock = journal::UpdateLock::take(self.ifindex)?;
+        // The whole grace, not what is left of it since our own last flip:
+        // another process may have flipped since.
+        thread::sleep(SLOT_REUSE_GRACE);
         let generation = self.generation + 1;
         let mut maps = self.maps();
         // Another process (`impair update`) may have flipped slots meanwhile.
@@ -352,7 +352,6 @@ impl Engine {
         maps.write_and_activate(next, &rules, generation)?;
         drop(maps);
         self.generation = generation;
-        self.last_flip = Instant::now();
         Ok(())
     }
 
@@ -473,8 +472,10 @@ fn update_instance_here(
             owner.flags |= owner_flags::INSTALLED_FQ;
         }
     }
-    // A slot the data path might still be reading is never rewritten: wait
-    // out a flip the owner may have made just before.
+    // One writer at a time, across processes (journal::UpdateLock). A slot
+    // the data path might still be reading is never rewritten: wait out a
+    // flip the owner or another update may have made just before.
+    let _lock = journal::UpdateLock::take(inst.owner.ifindex)?;
     thread::sleep(SLOT_REUSE_GRACE);
     let (_, header, _) = inst.maps.active_rules()?;
     let next = 1 - inst.maps.active_slot()?;
