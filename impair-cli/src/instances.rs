@@ -38,7 +38,7 @@ pub(crate) fn instances_on(iface: &str, side: Option<Side>) -> Result<Vec<discov
     let ifindex = sys::ifindex(iface)?;
     Ok(discover::on_interface(ifindex)?
         .into_iter()
-        .filter(|i| on_side(i, side))
+        .filter(|i| on_side(i, side) && !i.attaching())
         .collect())
 }
 
@@ -47,7 +47,7 @@ pub(crate) fn instances_here() -> Result<Vec<(String, discover::Instance)>> {
     let here = sys::netns_ino()?;
     Ok(discover::instances()?
         .into_iter()
-        .filter(|i| i.owner.netns_ino == here)
+        .filter(|i| i.owner.netns_ino == here && !i.attaching())
         .map(|i| {
             let name = sys::ifname(i.owner.ifindex)
                 .unwrap_or_else(|| format!("ifindex {}", i.owner.ifindex));

@@ -181,6 +181,9 @@ pub(crate) fn status(a: StatusArgs) -> Result<()> {
     let mut rows = Vec::new();
     let mut elsewhere = 0usize;
     for inst in discover::instances()? {
+        if inst.attaching() {
+            continue;
+        }
         if inst.owner.netns_ino != here && !a.all_namespaces {
             elsewhere += 1;
             continue;

@@ -19,6 +19,12 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// A live controller still attaching: its record is written before its
+    /// first change (for cleanup), its attach time only once it is attached.
+    pub fn attaching(&self) -> bool {
+        self.alive && self.owner.attached_unix_ns == 0
+    }
+
     pub fn pinned(&self) -> bool {
         self.owner.flags & owner_flags::PINNED != 0
     }

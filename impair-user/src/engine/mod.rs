@@ -169,7 +169,7 @@ impl Engine {
             seed,
             label: &opts.label,
         };
-        maps.owner.set(0, owner::record(&attached)?, 0)?;
+        maps.owner.set(0, owner::attaching(&attached)?, 0)?;
         fault::point("attach:recorded");
 
         // Each step below undoes itself if a later one fails (guard.rs).
@@ -190,7 +190,7 @@ impl Engine {
             },
         );
         attached.installed_fq = *fq == Some(FqState::Installed);
-        maps.owner.set(0, owner::record(&attached)?, 0)?;
+        maps.owner.set(0, owner::attaching(&attached)?, 0)?;
         fault::point("attach:fq");
 
         // One clsact qdisc serves both tc directions; created only if there
@@ -213,7 +213,7 @@ impl Engine {
             },
         );
         attached.created_clsact = *created_clsact;
-        maps.owner.set(0, owner::record(&attached)?, 0)?;
+        maps.owner.set(0, owner::attaching(&attached)?, 0)?;
         fault::point("attach:clsact");
         let mut links = Vec::with_capacity(programs.len());
         for &p in &programs {
@@ -226,6 +226,9 @@ impl Engine {
             )?);
         }
         fault::point("attach:linked");
+        // Attached: the record's attach time says so (status and stats show
+        // an instance only from here on; cleanup finds it all along).
+        maps.owner.set(0, owner::record(&attached)?, 0)?;
         drop(window);
 
         let maps = Arc::new(Mutex::new(maps));

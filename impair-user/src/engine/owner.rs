@@ -28,6 +28,15 @@ pub(crate) struct Attached<'a> {
     pub label: &'a str,
 }
 
+/// The owner record of an attach this process has begun and not finished:
+/// no attach time yet, so `impair status` and `stats` do not show it as
+/// attached, while cleanup still finds it if the process dies.
+pub(crate) fn attaching(a: &Attached<'_>) -> Result<Owner> {
+    let mut owner = record(a)?;
+    owner.attached_unix_ns = 0;
+    Ok(owner)
+}
+
 /// The owner record of an attach made by this process now.
 pub(crate) fn record(a: &Attached<'_>) -> Result<Owner> {
     let programs = a.hooks.programs();
