@@ -6,6 +6,7 @@ use impair_common::{dist::MAX_JITTER_NS, MAX_RULES};
 
 use super::{
     error::{Field, ModelError},
+    link::LinkRules,
     rule::{Impairments, MatchSpec, RuleSpec},
     units::Proto,
 };
@@ -182,4 +183,11 @@ pub fn rule_set(rules: &[RuleSpec]) -> Result<(), ModelError> {
         });
     }
     rules.iter().try_for_each(rule)
+}
+
+/// A link's two rule sets: each side on its own is a rule set the data path
+/// can hold (each side is its own instance, with its own rule table).
+pub fn link(l: &LinkRules) -> Result<(), ModelError> {
+    rule_set(&l.uplink)?;
+    rule_set(&l.downlink)
 }

@@ -7,17 +7,25 @@
 //! values (`loss = "1%"`, `delay = "50ms"`, `rate = "10mbit"`), so a command
 //! line becomes a profile by copying. Errors name the file, the line and the
 //! field.
+//!
+//! A profile describes a link from the host's point of view ([`sides`]):
+//! `[[uplink.rule]]` is what the host sends (egress), `[[downlink.rule]]`
+//! what it receives (ingress); a `direction` key on a `[[rule]]` does the
+//! same. A profile written without directions is the uplink, as before.
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::{
     input::{usage, UsageError},
-    model::{compile_all, RuleSpec},
+    model::{LinkRules, RuleSpec},
 };
 
 pub mod rule_toml;
 pub mod scenario;
+mod sides;
+#[cfg(test)]
+mod two_way_tests;
 
 pub(crate) use rule_toml::{RuleToml, SourceText};
 
@@ -55,7 +63,14 @@ pub struct Profile {
     pub summary: String,
     /// Where the numbers come from.
     pub source: String,
+    /// The uplink: what the host sends (egress). A profile written without
+    /// directions has all its rules here.
     pub rules: Vec<RuleSpec>,
+    /// The downlink: what the host receives (ingress); empty for a profile
+    /// written without directions.
+    pub downlink: Vec<RuleSpec>,
+    /// Written with directions (see [`LinkRules::two_way`]).
+    pub two_way: bool,
     /// The TOML text (what `impair profiles show` prints).
     pub text: String,
     pub origin: Origin,
@@ -70,6 +85,19 @@ struct ProfileToml {
     source: Option<String>,
     #[serde(default)]
     rule: Vec<RuleToml>,
+    uplink: Option<sides::SideToml>,
+    downlink: Option<sides::SideToml>,
+}
+
+impl Profile {
+    /// Both sides of the link.
+    pub fn link(&self) -> LinkRules {
+        LinkRules {
+            uplink: self.rules.clone(),
+            downlink: self.downlink.clone(),
+            two_way: self.two_way,
+        }
+    }
 }
 
 /// Reads a profile from TOML text; `label` names it in errors (a path or
@@ -83,21 +111,27 @@ pub fn parse(
 ) -> Result<Profile, UsageError> {
     let src = SourceText { label, text };
     let raw: ProfileToml = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
-    if raw.rule.is_empty() {
+    let link = sides::link_of(
+        &src,
+        "[[rule]]",
+        &raw.rule,
+        raw.uplink.as_ref(),
+        raw.downlink.as_ref(),
+        base,
+    )?;
+    if link.is_empty() {
         return Err(usage!(
-            "{label}: no [[rule]] tables: a profile needs at least one rule (see docs/profiles.md)"
+            "{label}: no [[rule]] tables: a profile needs at least one rule (a [[rule]], \
+             [[uplink.rule]] or [[downlink.rule]]; see docs/profiles.md)"
         ));
     }
-    let mut rules = Vec::with_capacity(raw.rule.len());
-    for r in &raw.rule {
-        rules.push(r.to_spec(&src, base)?);
-    }
-    compile_all(&rules).map_err(|e| usage!("{label}: {e}"))?;
     Ok(Profile {
         name: name.to_owned(),
         summary: raw.summary.unwrap_or_default(),
         source: raw.source.unwrap_or_default(),
-        rules,
+        rules: link.uplink,
+        downlink: link.downlink,
+        two_way: link.two_way,
         text: text.to_owned(),
         origin,
     })

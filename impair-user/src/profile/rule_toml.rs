@@ -16,7 +16,8 @@ use crate::{
             parse_cell, parse_cidr, parse_duration_ns, parse_loss_model, parse_percent,
             parse_port_range, parse_proto, parse_queue, parse_rate_bps,
         },
-        CorruptMode, Field, Impairments, MatchLists, ModelError, RuleSpec, ValueError,
+        CorruptMode, Field, Impairments, LinkDirection, MatchLists, ModelError, RuleSpec,
+        ValueError,
     },
 };
 
@@ -47,6 +48,9 @@ pub(crate) struct RuleToml {
     overhead: Option<Spanned<i64>>,
     cell: Option<Spanned<String>>,
     queue: Option<Spanned<String>>,
+    /// Which side of the link the rule is for: `uplink` (sent, egress),
+    /// `downlink` (received, ingress) or `both` (see [`crate::model::link`]).
+    pub(crate) direction: Option<Spanned<String>>,
 }
 
 /// A port is written `443` or `"1000-2000"`.
@@ -165,6 +169,21 @@ fn flag(v: &Option<Spanned<bool>>) -> bool {
 }
 
 impl RuleToml {
+    /// The rule's `direction`, if it gives one.
+    pub(crate) fn direction(
+        &self,
+        src: &SourceText<'_>,
+    ) -> Result<Option<LinkDirection>, UsageError> {
+        self.direction
+            .as_ref()
+            .map(|d| {
+                d.get_ref()
+                    .parse::<LinkDirection>()
+                    .map_err(|e| src.at(d.span(), "direction", e))
+            })
+            .transpose()
+    }
+
     /// Where `f` is written, for an error's line.
     fn span_of(&self, f: Field) -> Range<usize> {
         fn sp<T>(v: &Option<Spanned<T>>) -> Option<Range<usize>> {
@@ -309,6 +328,7 @@ fn example_of(key: &str) -> Option<&'static str> {
         "mtu" => "1280",
         "overhead" => "14",
         "ecn" | "blackhole" | "in-order" => "true",
+        "direction" => "\"downlink\" (or \"uplink\", \"both\")",
         "duration" => "\"30s\"",
         "profile" => "\"lte\"",
         _ => return None,
