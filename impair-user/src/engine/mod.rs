@@ -22,6 +22,8 @@ mod leftover;
 mod link;
 mod load;
 mod owner;
+// Two instances (egress + ingress) as one link: built on `Engine` only.
+pub mod pair;
 
 use std::{
     sync::{Arc, Mutex},

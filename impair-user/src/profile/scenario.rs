@@ -11,7 +11,13 @@
 //! duration = "5s"
 //! [[step.rule]]            # inline rules, same keys as a profile's [[rule]]
 //! blackhole = true
+//! direction = "both"       # sent and received (default: the uplink, sent)
 //! ```
+//!
+//! A step has both sides of a link, like a profile (`[[step.uplink.rule]]`,
+//! `[[step.downlink.rule]]`, or `direction` per rule): the player switches
+//! both together, each side's swap atomic. A step without a downlink leaves
+//! received traffic unimpaired while it lasts.
 use std::{path::Path, time::Duration};
 
 use serde::Deserialize;
@@ -19,8 +25,8 @@ use toml::Spanned;
 
 use crate::{
     input::{usage, UsageError},
-    model::{compile_all, units, RuleSpec},
-    profile::{self as profiles, RuleToml, SourceText},
+    model::{compile_all, units, LinkRules, RuleSpec},
+    profile::{self as profiles, sides, RuleToml, SourceText},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,8 +41,25 @@ pub enum Repeat {
 pub struct Step {
     /// The profile name, or a summary of inline rules.
     pub label: String,
+    /// The uplink (sent, egress): all the rules of a step written without
+    /// directions.
     pub rules: Vec<RuleSpec>,
+    /// The downlink (received, ingress); empty without directions.
+    pub downlink: Vec<RuleSpec>,
+    /// Written with directions (or a two-way profile).
+    pub two_way: bool,
     pub duration: Duration,
+}
+
+impl Step {
+    /// Both sides of the step's link.
+    pub fn link(&self) -> LinkRules {
+        LinkRules {
+            uplink: self.rules.clone(),
+            downlink: self.downlink.clone(),
+            two_way: self.two_way,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -67,9 +90,39 @@ struct StepToml {
     duration: Spanned<String>,
     #[serde(default)]
     rule: Vec<RuleToml>,
+    uplink: Option<sides::SideToml>,
+    downlink: Option<sides::SideToml>,
 }
 
 impl Scenario {
+    /// Whether any step has two sides: then a two-way attach (an egress and
+    /// an ingress instance) plays it.
+    pub fn two_way(&self) -> bool {
+        self.steps.iter().any(|s| s.two_way)
+    }
+
+    /// The scenario seen from the other end of the link: every step's
+    /// uplink and downlink swapped.
+    pub fn flipped(&self) -> Scenario {
+        Scenario {
+            steps: self
+                .steps
+                .iter()
+                .map(|s| {
+                    let l = s.link().flipped();
+                    Step {
+                        label: s.label.clone(),
+                        rules: l.uplink,
+                        downlink: l.downlink,
+                        two_way: l.two_way,
+                        duration: s.duration,
+                    }
+                })
+                .collect(),
+            repeat: self.repeat,
+        }
+    }
+
     /// How long one pass over the steps takes.
     pub fn period(&self) -> Duration {
         self.steps.iter().map(|s| s.duration).sum()
@@ -105,7 +158,8 @@ pub fn load(path: &str) -> Result<Scenario, UsageError> {
 pub fn parse(label: &str, text: &str, base: Option<&Path>) -> Result<Scenario, UsageError> {
     let src = SourceText { label, text };
     if let Ok(table) = text.parse::<toml::Table>() {
-        if table.contains_key("rule") && !table.contains_key("step") {
+        let profile_keys = ["rule", "uplink", "downlink"];
+        if profile_keys.iter().any(|k| table.contains_key(*k)) && !table.contains_key("step") {
             return Err(usage!(
                 "{label}: this is a profile ([[rule]] tables, no [[step]]): give it to --profile, \
                  or wrap it in a scenario's [[step]] (see docs/profiles.md)"
@@ -156,8 +210,9 @@ pub fn parse(label: &str, text: &str, base: Option<&Path>) -> Result<Scenario, U
                 ),
             ));
         }
-        let (label, rules) = match (&st.profile, st.rule.is_empty()) {
-            (Some(p), true) => {
+        let inline = !st.rule.is_empty() || st.uplink.is_some() || st.downlink.is_some();
+        let (label, link) = match (&st.profile, inline) {
+            (Some(p), false) => {
                 let name = p.get_ref();
                 let arg = match base {
                     Some(b) if profiles::is_file_arg(name) && Path::new(name).is_relative() => {
@@ -166,30 +221,32 @@ pub fn parse(label: &str, text: &str, base: Option<&Path>) -> Result<Scenario, U
                     _ => name.clone(),
                 };
                 let prof = profiles::load(&arg).map_err(|e| src.at(p.span(), "profile", e))?;
-                (name.clone(), prof.rules)
+                (name.clone(), prof.link())
             }
-            (None, false) => {
-                let mut rules = Vec::with_capacity(st.rule.len());
-                for r in &st.rule {
-                    rules.push(r.to_spec(&src, base)?);
-                }
-                let set =
-                    compile_all(&rules).map_err(|e| usage!("{label}: step {}: {e}", i + 1))?;
-                let views: Vec<String> = set
-                    .rules
-                    .iter()
-                    .map(|r| crate::model::RuleView::from_rule(r).impairments)
-                    .collect();
-                (views.join("; "), rules)
+            (None, true) => {
+                let link = sides::link_of(
+                    &src,
+                    "[[step.rule]]",
+                    &st.rule,
+                    st.uplink.as_ref(),
+                    st.downlink.as_ref(),
+                    base,
+                )
+                .map_err(|e| match e.0.strip_prefix(&format!("{label}: ")) {
+                    // A side's rule-set error has no line: name the step.
+                    Some(rest) => usage!("{label}: step {}: {rest}", i + 1),
+                    None => e,
+                })?;
+                (step_label(&link)?, link)
             }
-            (Some(p), false) => {
+            (Some(p), true) => {
                 return Err(src.at(
                     p.span(),
                     "profile",
                     "a step has either a profile or [[step.rule]] tables, not both",
                 ))
             }
-            (None, true) => {
+            (None, false) => {
                 return Err(src.at(
                     st.duration.span(),
                     &format!("step {}", i + 1),
@@ -199,11 +256,39 @@ pub fn parse(label: &str, text: &str, base: Option<&Path>) -> Result<Scenario, U
         };
         steps.push(Step {
             label,
-            rules,
+            rules: link.uplink,
+            downlink: link.downlink,
+            two_way: link.two_way,
             duration: Duration::from_nanos(duration_ns),
         });
     }
     Ok(Scenario { steps, repeat })
+}
+
+/// A summary of inline rules: each rule's impairments; with directions,
+/// `up: ...; down: ...`.
+fn step_label(link: &LinkRules) -> Result<String, UsageError> {
+    let views = |rules: &[RuleSpec]| -> Result<String, UsageError> {
+        let set = compile_all(rules).map_err(|e| usage!("{e}"))?;
+        let v: Vec<String> = set
+            .rules
+            .iter()
+            .map(|r| crate::model::RuleView::from_rule(r).impairments)
+            .collect();
+        Ok(if v.is_empty() {
+            "none".into()
+        } else {
+            v.join("; ")
+        })
+    };
+    if !link.two_way {
+        return views(&link.uplink);
+    }
+    Ok(format!(
+        "up: {}; down: {}",
+        views(&link.uplink)?,
+        views(&link.downlink)?
+    ))
 }
 
 #[cfg(test)]
@@ -292,5 +377,40 @@ mod tests {
             .unwrap_err()
             .0
             .contains("no [[step]]"));
+    }
+
+    #[test]
+    fn steps_have_both_sides_and_flip_together() {
+        let s = parse("s.toml", LTE_OUTAGE, None).unwrap();
+        assert!(s.two_way(), "lte is a two-way profile");
+        assert_eq!(s.steps[0].rules[0].rate.unwrap().rate_bps, 10_000_000);
+        assert_eq!(s.steps[0].downlink[0].rate.unwrap().rate_bps, 50_000_000);
+        // An inline step without directions is the uplink only, as before.
+        assert!(!s.steps[1].two_way && s.steps[1].downlink.is_empty());
+        let f = s.flipped();
+        assert_eq!(f.steps[0].rules[0].rate.unwrap().rate_bps, 50_000_000);
+        assert_eq!(f.steps[0].downlink[0].rate.unwrap().rate_bps, 10_000_000);
+        assert!(f.steps[1].rules.is_empty() && f.steps[1].downlink[0].blackhole);
+        assert_eq!(f.period(), s.period());
+
+        let text = "[[step]]\nduration = \"1s\"\n[[step.rule]]\ndirection = \"both\"\n\
+                    blackhole = true\n[[step]]\nduration = \"1s\"\n\
+                    [[step.downlink.rule]]\nloss = \"5%\"\n";
+        let s = parse("s.toml", text, None).unwrap();
+        assert!(s.steps[0].rules[0].blackhole && s.steps[0].downlink[0].blackhole);
+        assert!(s.steps[1].rules.is_empty());
+        assert_eq!(s.steps[1].label, "up: none; down: loss 5%");
+        let e = parse(
+            "s.toml",
+            "[[step]]\nduration = \"1s\"\n[[step.rule]]\ndirection = \"down\"\nloss = \"1%\"\n",
+            None,
+        )
+        .unwrap_err()
+        .0;
+        assert!(e.starts_with("s.toml:4: direction: "), "{e}");
+        let e = parse("p.toml", "[[downlink.rule]]\nloss = \"1%\"\n", None)
+            .unwrap_err()
+            .0;
+        assert!(e.contains("this is a profile"), "{e}");
     }
 }
