@@ -22,7 +22,9 @@ use ipnet::IpNet;
 const EXAMPLES: &str = "\
 Examples:
   impair attach eth1 --loss 10%                 drop 10% of everything leaving eth1
-  impair attach eth1 --profile lte              a documented LTE downlink (impair profiles list)
+  impair attach eth1 --profile lte              LTE as a client sees it: downloads 50 Mbit/s 50 ms,
+                                                uploads 10 Mbit/s 65 ms (impair profiles list)
+  impair attach eth1 --profile lte --flip       the same link from the router/server feeding the client
   impair attach eth1 --profile ./my-link.toml   several rules from a TOML file
   impair attach eth1 --scenario outage.toml     lte for 30 s, blackhole for 5 s, looped
   impair attach eth1 --loss 1% --dst 198.18.2.0/24 --proto udp --dport 5000-5010
@@ -337,9 +339,18 @@ pub struct AttachArgs {
     /// at once. Delay, jitter, reorder and duplicate are refused at ingress:
     /// received packets pass no qdisc that could hold them. both: one rule set
     /// on both directions; its counters then count both directions together
-    /// (--rate is refused: the directions would share one link).
-    #[arg(long, value_parser = choice::<Direction>(Direction::NAMES), default_value = "egress")]
-    pub direction: Direction,
+    /// (--rate is refused: the directions would share one link). Default:
+    /// egress for flags and one-direction profiles. With a two-way profile
+    /// (an uplink and a downlink) the default is both sides, each its own
+    /// instance (uplink at egress, downlink at ingress); egress or ingress
+    /// applies that side only.
+    #[arg(long, value_parser = choice::<Direction>(Direction::NAMES))]
+    pub direction: Option<Direction>,
+    /// Apply a two-way profile or scenario as seen from the other end of the
+    /// link (a router or server feeding the client): its downlink leaves
+    /// IFACE (egress) and its uplink arrives (ingress).
+    #[arg(long)]
+    pub flip: bool,
     /// The receive-side hook for --direction ingress/both: tc (tc ingress) or
     /// xdp (before the stack; same impairments).
     #[arg(long, value_parser = choice::<IngressHook>(IngressHook::NAMES), default_value = "tc")]
@@ -379,9 +390,14 @@ pub struct UpdateArgs {
     /// The instance impairing this direction (needed when both run on IFACE).
     #[arg(long, value_enum)]
     pub direction: Option<Side>,
-    /// Replace the rules with a built-in profile or a TOML profile file.
+    /// Replace the rules with a built-in profile or a TOML profile file (a
+    /// two-way profile updates the egress instance with its uplink and the
+    /// ingress instance with its downlink).
     #[arg(long, value_name = "NAME|FILE")]
     pub profile: Option<String>,
+    /// With a two-way --profile: as seen from the other end (see attach --flip).
+    #[arg(long)]
+    pub flip: bool,
     /// Replace the whole rule set with the rule these flags describe
     /// (without it, each running rule keeps its match and every impairment
     /// the flags do not set).

@@ -10,21 +10,29 @@ use std::{
 
 use anyhow::Result;
 use impair::{
-    engine::{AttachMode, AttachOptions, Engine, IngressHook},
+    engine::{AttachMode, AttachOptions, Direction, IngressHook},
     model::fmt_duration_ns,
     observe::{
         metrics::{self, MetricsServer},
         snapshot::Snapshot,
     },
-    profile::scenario,
 };
 use impair_tools::{player::Player, signals::stop_flag};
 
 use crate::{
     args::AttachArgs,
-    convert::{hooks_from, rules_from},
+    link::{self, Plan, Planned, Running},
     usage,
 };
+
+/// The counters of every instance of this attach (uplink first).
+fn snapshots(running: &Running) -> Result<Vec<Snapshot>> {
+    running
+        .engines()
+        .iter()
+        .map(|e| Snapshot::read(&e.maps(), e.iface()))
+        .collect()
+}
 
 /// Redraws `lines` in place on a terminal (moving up over the previous
 /// block), or appends them otherwise; returns how many lines were drawn.
@@ -41,37 +49,28 @@ pub(crate) fn redraw(lines: &[String], tty: bool, drawn: usize) -> Result<usize>
 }
 
 pub(crate) fn attach(a: AttachArgs, netns: Option<&str>) -> Result<()> {
-    let hooks = hooks_from(&a)?;
-    let scenario = match &a.scenario {
-        Some(path) => {
-            if a.impair.given() || a.matcher.given() {
-                return Err(usage!(
-                    "--scenario {path} sets the rules itself: drop the impairment and match flags"
-                )
-                .into());
-            }
-            let s = scenario::load(path)?;
-            for st in &s.steps {
-                hooks.check(&st.rules)?;
-            }
-            Some(s)
-        }
-        None => None,
-    };
-    let (rules, label) = match &scenario {
-        Some(s) => (
-            s.steps[0].rules.clone(),
-            format!("scenario step 1: {}", s.steps[0].label),
-        ),
-        None => rules_from(a.profile.as_deref(), &a.impair, &a.matcher)?,
-    };
+    let Planned {
+        plan,
+        label,
+        scenario,
+    } = link::plan(&a)?;
     let duration = a.duration.map(Duration::from_nanos);
     if duration == Some(Duration::ZERO) {
         return Err(usage!("invalid duration '0': give a positive time such as 30s").into());
     }
     let mut mode = a.attach_mode;
     if a.pin {
-        if hooks.direction.ingress() && hooks.ingress_hook == IngressHook::Xdp {
+        let xdp = match &plan {
+            Plan::One { hooks, .. } => {
+                hooks.direction.ingress() && hooks.ingress_hook == IngressHook::Xdp
+            }
+            Plan::Pair {
+                downlink,
+                ingress_hook,
+                ..
+            } => downlink.is_some() && *ingress_hook == IngressHook::Xdp,
+        };
+        if xdp {
             return Err(usage!("--pin works with the tc hooks only: an XDP attachment ends with its process; use --hook tc").into());
         }
         if mode == AttachMode::Tcx {
@@ -82,23 +81,70 @@ pub(crate) fn attach(a: AttachArgs, netns: Option<&str>) -> Result<()> {
     // Bind first: a taken port refuses before anything is attached.
     let metrics = a.metrics.map(MetricsServer::bind).transpose()?;
     let stop = stop_flag()?;
-    let mut engine = Engine::attach_with(
+    let mut running = link::attach(
+        plan,
         AttachOptions {
             iface: a.iface.clone(),
             mode,
-            rules,
+            rules: Vec::new(),
             seed: a.seed,
             label: label.clone(),
             duration,
         },
-        hooks,
+        &label,
     )?;
     let started = Instant::now();
+    let iface = a.iface.clone();
+    // One line per instance: where it hooks, how, and its seed.
+    let parts: Vec<String> = running
+        .engines()
+        .iter()
+        .map(|e| {
+            let how = if e.hooks().direction == Direction::Ingress
+                && e.hooks().ingress_hook == IngressHook::Xdp
+            {
+                format!("XDP {:?}", e.hooks().xdp_mode)
+            } else {
+                format!("{:?}", e.mode())
+            };
+            format!("{} ({how}, seed {})", e.hook_name(), e.seed())
+        })
+        .collect();
+    let sides = match &running {
+        Running::Pair(p) => [
+            ("uplink", p.uplink.is_some()),
+            ("downlink", p.downlink.is_some()),
+        ]
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>(),
+        Running::One(_) => Vec::new(),
+    };
+    let instances: Vec<serde_json::Value> = running
+        .engines()
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            serde_json::json!({
+                "direction": e.hooks().direction.name(),
+                "side": sides.get(i),
+                "hook": e.hook_name(),
+                "seed": e.seed(),
+            })
+        })
+        .collect();
+    let first = running.engines()[0];
+    let (hook0, seed0, mode0) = (
+        first.hook_name(),
+        first.seed(),
+        format!("{:?}", first.mode()),
+    );
     if a.pin {
-        let (iface, hook, seed) = (engine.iface().to_owned(), engine.hook_name(), engine.seed());
-        engine.persist()?;
+        running.persist()?;
         println!(
-            "impair: pinned on {iface} {hook} (netlink, {label}, seed {seed}){}; `impair detach {iface}` removes it",
+            "impair: pinned on {iface} {} (netlink, {label}){}; `impair detach {iface}` removes it",
+            parts.join(" and "),
             duration.map_or(String::new(), |d| format!(
                 ", until {} from now (then the next impair command removes it)",
                 fmt_duration_ns(d.as_nanos() as u64)
@@ -106,14 +152,6 @@ pub(crate) fn attach(a: AttachArgs, netns: Option<&str>) -> Result<()> {
         );
         return Ok(());
     }
-    let how = if hooks.direction.ingress()
-        && hooks.ingress_hook == IngressHook::Xdp
-        && !hooks.direction.egress()
-    {
-        format!("XDP {:?}", hooks.xdp_mode)
-    } else {
-        format!("{:?}", engine.mode())
-    };
     let metrics_url = metrics
         .as_ref()
         .and_then(|m| m.local_addr().ok())
@@ -124,25 +162,40 @@ pub(crate) fn attach(a: AttachArgs, netns: Option<&str>) -> Result<()> {
         format!(" inside network namespace {ns}")
     });
     if a.json {
-        // The first line says what was attached; snapshots follow.
+        // The first line says what was attached; snapshots follow (one line
+        // per instance: a two-way link has two).
+        let how = parts
+            .first()
+            .and_then(|p| p.split_once(" ("))
+            .map_or(mode0, |(_, rest)| {
+                rest.split(", seed").next().unwrap_or("").to_owned()
+            });
         let event = serde_json::json!({
             "event": "attached",
-            "interface": engine.iface(),
-            "hook": engine.hook_name(),
+            "interface": iface,
+            "hook": hook0,
             "mode": how,
             "label": label,
-            "seed": engine.seed(),
+            "seed": seed0,
+            "instances": instances,
             "duration_ns": duration.map(|d| d.as_nanos() as u64),
             "metrics": metrics_url,
             "netns": netns,
         });
         println!("{event}");
     } else {
+        let at = if sides.len() == 2 {
+            format!(
+                "uplink (sent) at {}, downlink (received) at {}",
+                parts[0], parts[1]
+            )
+        } else if let [side] = sides.as_slice() {
+            format!("{side} only, at {}", parts[0])
+        } else {
+            parts.join(", ")
+        };
         println!(
-            "impair: attached to {} {} ({how}, {label}, seed {}){}{}; Ctrl-C detaches",
-            engine.iface(),
-            engine.hook_name(),
-            engine.seed(),
+            "impair: attached to {iface} {at}: {label}{}{}; Ctrl-C detaches",
             duration.map_or(String::new(), |d| format!(
                 ", for {}",
                 fmt_duration_ns(d.as_nanos() as u64)
@@ -160,7 +213,7 @@ pub(crate) fn attach(a: AttachArgs, netns: Option<&str>) -> Result<()> {
     let mut drawn = 0usize;
     let mut next = Instant::now();
     let mut player = scenario.map(Player::new);
-    let mut generation = 1u64;
+    let mut generations: Vec<u64> = vec![1; running.engines().len()];
     let reason = loop {
         if stop.load(Ordering::Relaxed) {
             break "stopped";
@@ -169,7 +222,11 @@ pub(crate) fn attach(a: AttachArgs, netns: Option<&str>) -> Result<()> {
             break "duration elapsed";
         }
         if let Some(p) = player.as_mut() {
-            if let Some(st) = p.tick(&mut engine, started.elapsed())? {
+            let changed = match &mut running {
+                Running::One(engine) => p.tick(engine, started.elapsed())?,
+                Running::Pair(pair) => p.tick_pair(pair, started.elapsed())?,
+            };
+            if let Some(st) = changed {
                 if !a.json {
                     drawn = 0;
                     println!(
@@ -183,34 +240,39 @@ pub(crate) fn attach(a: AttachArgs, netns: Option<&str>) -> Result<()> {
             }
         }
         if let Some(m) = &metrics {
-            m.poll(|| match Snapshot::read(&engine.maps(), engine.iface()) {
-                Ok(s) => metrics::render(&[s]),
+            m.poll(|| match snapshots(&running) {
+                Ok(s) => metrics::render(&s),
                 Err(e) => format!("# impair: reading counters: {e:#}\n"),
             });
         }
         if Instant::now() >= next {
             next += interval;
-            let snap = Snapshot::read(&engine.maps(), engine.iface())?;
+            let snaps = snapshots(&running)?;
             if a.json {
-                println!("{}", serde_json::to_string(&snap)?);
-            } else {
-                if snap.generation != generation && player.is_none() {
-                    // `impair update` from another shell: say so above the
-                    // view, whose header line above still names the old rules.
-                    drawn = 0;
-                    println!(
-                        "impair: updated (generation {}): {}",
-                        snap.generation, snap.owner.label
-                    );
+                for snap in &snaps {
+                    println!("{}", serde_json::to_string(snap)?);
                 }
-                drawn = redraw(&snap.render(), tty, drawn)?;
+            } else {
+                let mut lines = Vec::new();
+                for (snap, generation) in snaps.iter().zip(&generations) {
+                    if snap.generation != *generation && player.is_none() {
+                        // `impair update` from another shell: say so above the
+                        // view, whose header line above still names the old rules.
+                        drawn = 0;
+                        println!(
+                            "impair: updated {} (generation {}): {}",
+                            snap.hook, snap.generation, snap.owner.label
+                        );
+                    }
+                    lines.extend(snap.render());
+                }
+                drawn = redraw(&lines, tty, drawn)?;
             }
-            generation = snap.generation;
+            generations = snaps.iter().map(|s| s.generation).collect();
         }
         thread::sleep(Duration::from_millis(20));
     };
-    let iface = engine.iface().to_owned();
-    engine.detach()?;
+    running.detach()?;
     if !a.json {
         println!("impair: {reason}: detached from {iface}; interface restored");
     }

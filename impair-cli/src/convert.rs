@@ -3,7 +3,7 @@
 use anyhow::Result;
 use impair::{
     engine::{HookOptions, IngressHook},
-    model::{Impairments, MatchSpec, ModelError, RuleSpec, RuleView},
+    model::{Impairments, LinkRules, MatchSpec, ModelError, RuleSpec, RuleView},
     profile as profiles,
 };
 
@@ -14,37 +14,16 @@ use crate::{
 };
 
 /// Rules from `--profile`, or from the impairment and match flags; with a
-/// label for `impair status`.
+/// label for `impair status`. A two-way profile gives its uplink here (what
+/// the host sends); [`profile_link`] has both sides.
 pub(crate) fn rules_from(
     profile: Option<&str>,
     impair: &ImpairArgs,
     matcher: &MatchArgs,
 ) -> Result<(Vec<RuleSpec>, String)> {
     if let Some(name) = profile {
-        if impair.given() {
-            return Err(usage!("--profile {name} sets the impairments itself: drop the impairment flags, or drop --profile").into());
-        }
-        let p = profiles::load(name)?;
-        let mut rules = p.rules;
-        if matcher.given() {
-            if rules.iter().any(|r| r.matcher != MatchSpec::default()) {
-                return Err(usage!(
-                    "profile {name} has match fields of its own: drop --src/--dst/--proto/--sport/--dport, or edit the profile"
-                )
-                .into());
-            }
-            let specs = matcher.lists().specs().map_err(flags)?;
-            rules = rules
-                .into_iter()
-                .flat_map(|r| {
-                    specs.iter().map(move |m| RuleSpec {
-                        matcher: m.clone(),
-                        ..r.clone()
-                    })
-                })
-                .collect();
-        }
-        return Ok((rules, format!("profile {name}")));
+        let (link, label) = profile_link(name, impair, matcher)?;
+        return Ok((link.uplink, label));
     }
     if !impair.given() {
         return Err(usage!(
@@ -61,6 +40,43 @@ pub(crate) fn rules_from(
         .ok_or_else(|| flags(ModelError::NoFamilyPair))?;
     let label = RuleView::from_rule(&first.compile().map_err(flags)?).impairments;
     Ok((rules, label))
+}
+
+/// `--profile NAME|FILE`: both sides of its link, with the match flags
+/// applied to every rule of each side; refuses impairment flags beside it.
+pub(crate) fn profile_link(
+    name: &str,
+    impair: &ImpairArgs,
+    matcher: &MatchArgs,
+) -> Result<(LinkRules, String)> {
+    if impair.given() {
+        return Err(usage!("--profile {name} sets the impairments itself: drop the impairment flags, or drop --profile").into());
+    }
+    let p = profiles::load(name)?;
+    let mut link = p.link();
+    if matcher.given() {
+        if link.all().any(|r| r.matcher != MatchSpec::default()) {
+            return Err(usage!(
+                "profile {name} has match fields of its own: drop --src/--dst/--proto/--sport/--dport, or edit the profile"
+            )
+            .into());
+        }
+        let specs = matcher.lists().specs().map_err(flags)?;
+        let with_matches = |rules: Vec<RuleSpec>| -> Vec<RuleSpec> {
+            rules
+                .into_iter()
+                .flat_map(|r| {
+                    specs.iter().map(move |m| RuleSpec {
+                        matcher: m.clone(),
+                        ..r.clone()
+                    })
+                })
+                .collect()
+        };
+        link.uplink = with_matches(link.uplink);
+        link.downlink = with_matches(link.downlink);
+    }
+    Ok((link, format!("profile {name}")))
 }
 
 /// The rule set an `impair update` leaves running: with `--profile` or
@@ -103,7 +119,8 @@ pub(crate) fn update_rules(
 
 /// The hooks `a` asks for; refuses combinations that make no sense.
 pub(crate) fn hooks_from(a: &AttachArgs) -> Result<HookOptions> {
-    if a.hook == IngressHook::Xdp && !a.direction.ingress() {
+    let direction = a.direction.unwrap_or_default();
+    if a.hook == IngressHook::Xdp && !direction.ingress() {
         return Err(usage!(
             "--hook xdp chooses the receive-side hook: XDP sees only arriving traffic, so it needs --direction \
              ingress or both"
@@ -117,7 +134,7 @@ pub(crate) fn hooks_from(a: &AttachArgs) -> Result<HookOptions> {
         .into());
     }
     Ok(HookOptions {
-        direction: a.direction,
+        direction,
         ingress_hook: a.hook,
         xdp_mode: a.xdp_mode.unwrap_or_default(),
     })

@@ -73,3 +73,21 @@ pub(crate) fn at_side(side: Option<Side>) -> &'static str {
         Some(Side::Ingress) => " at ingress",
     }
 }
+
+/// The two instances of one two-way link on `iface`: an egress and an
+/// ingress instance of the same live controller (one `impair attach` of a
+/// two-way profile), uplink first; `None` when `iface` has anything else.
+pub(crate) fn link_pair(iface: &str) -> Result<Option<Vec<discover::Instance>>> {
+    let mut found = instances_on(iface, None)?;
+    let one_side = |i: &discover::Instance| i.egress() != i.ingress();
+    let same_owner = found.len() == 2
+        && found.iter().all(|i| i.alive && one_side(i))
+        && found[0].owner.pid == found[1].owner.pid
+        && found[0].owner.pid_start_ticks == found[1].owner.pid_start_ticks
+        && found[0].egress() != found[1].egress();
+    if !same_owner {
+        return Ok(None);
+    }
+    found.sort_by_key(|i| !i.egress());
+    Ok(Some(found))
+}

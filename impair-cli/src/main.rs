@@ -19,8 +19,10 @@ mod args;
 mod attach;
 mod convert;
 mod instances;
+mod link;
 mod render;
 mod sweep_args;
+mod update;
 mod verbs;
 
 /// A [`UsageError`] from a format string.
@@ -125,7 +127,7 @@ fn run() -> Result<()> {
     }
     match cli.command {
         Command::Attach(a) => attach::attach(*a, cli.netns.as_deref()),
-        Command::Update(a) => verbs::update(*a),
+        Command::Update(a) => update::update(*a),
         Command::Run(a) => verbs::run_cmd(*a),
         Command::Sweep(a) => {
             let plan = sweep_args::parse(&a.args)?;

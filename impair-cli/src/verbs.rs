@@ -15,16 +15,31 @@ use impair_tools::signals::stop_flag;
 use crate::{
     args::{
         Cli, DetachArgs, DoctorArgs, ManArgs, ProfilesArgs, ProfilesCommand, RunArgs, StatsArgs,
-        StatusArgs, UpdateArgs,
+        StatusArgs,
     },
     attach::redraw,
-    convert::{rules_from, update_rules},
-    instances::{at_side, instances_here, instances_on, on_side, one_instance},
+    convert::{profile_link, rules_from},
+    instances::{at_side, instances_here, instances_on, link_pair, on_side, one_instance},
     usage,
 };
 
 pub(crate) fn run_cmd(a: RunArgs) -> Result<()> {
     let (rules, label) = rules_from(a.profile.as_deref(), &a.impair, &a.matcher)?;
+    if let Some(name) = &a.profile {
+        let (link, _) = profile_link(name, &a.impair, &a.matcher)?;
+        if rules.is_empty() {
+            return Err(usage!(
+                "impair run impairs CMD's sent traffic (the uplink), and profile {name} has only a downlink"
+            )
+            .into());
+        }
+        if !link.downlink.is_empty() && !a.quiet {
+            eprintln!(
+                "impair: note: impair run impairs CMD's sent traffic: profile {name}'s uplink; its downlink \
+                 (received traffic) is not applied"
+            );
+        }
+    }
     let ifaces = if a.ifaces.is_empty() {
         impair_tools::run::default_route_ifaces()?
     } else {
@@ -47,69 +62,19 @@ pub(crate) fn run_cmd(a: RunArgs) -> Result<()> {
     std::process::exit(impair_tools::run::exit_code(status));
 }
 
-pub(crate) fn update(a: UpdateArgs) -> Result<()> {
-    if !sys::is_root() {
-        return Err(usage!("permission denied: impair update needs root (CAP_BPF)").into());
-    }
-    let mut inst = one_instance(&a.iface, a.direction)?;
-    if !inst.alive {
-        return Err(usage!(
-            "the instance on {} belongs to pid {}, which died (its traffic passes unimpaired): `impair detach {}` removes it",
-            a.iface,
-            inst.owner.pid,
-            a.iface
-        )
-        .into());
-    }
-    let current = running_rules(&inst)?;
-    let (rules, label) = update_rules(&current, &a)?;
-    impair::engine::update_instance(&a.iface, &mut inst, &rules, &label)?;
-    println!(
-        "impair: updated {} {} (pid {}): {label}",
-        a.iface,
-        inst.owner.hook_name(),
-        inst.owner.pid
-    );
-    for note in a.impair.unit_notes() {
-        println!("impair: note: {note}");
-    }
-    // The whole rule set now in force, as the kernel holds it.
-    let (_, header, now) = inst.maps.active_rules()?;
-    for (i, r) in now.iter().enumerate() {
-        let v = impair::model::RuleView::from_rule(r);
-        println!(
-            "  rule {} (generation {}): {}: {}",
-            i + 1,
-            header.generation,
-            v.matches,
-            v.impairments
-        );
-    }
-    Ok(())
-}
-
-/// The running rules of `inst`, read back into the model.
-fn running_rules(inst: &discover::Instance) -> Result<Vec<impair::model::RuleSpec>> {
-    let (slot, _, rules) = inst.maps.active_rules()?;
-    rules
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let table = (r.delay_dist == impair_common::delay_dist::TABLE)
-                .then(|| inst.maps.delay_table(slot, i as u32))
-                .transpose()?;
-            Ok(impair::model::view::spec_of(
-                r,
-                table.as_ref().map(|t| &t[..]),
-            ))
-        })
-        .collect()
-}
-
 pub(crate) fn stats(a: StatsArgs) -> Result<()> {
     let read_all = || -> Result<Vec<Snapshot>> {
         match &a.iface {
             Some(iface) => {
+                // Both instances of a two-way link, or the one named.
+                if a.direction.is_none() {
+                    if let Some(pair) = link_pair(iface)? {
+                        return pair
+                            .iter()
+                            .map(|i| Snapshot::read(&i.maps, iface))
+                            .collect();
+                    }
+                }
                 let inst = one_instance(iface, a.direction)?;
                 Ok(vec![Snapshot::read(&inst.maps, iface)?])
             }
@@ -275,7 +240,16 @@ pub(crate) fn detach(a: DetachArgs) -> Result<()> {
         .into());
     }
     let mut result = Ok(());
+    // Both instances of a two-way link belong to one controller: stopping
+    // it restores both, so it is signalled once.
+    let mut stopped = std::collections::BTreeSet::new();
     for (iface, inst) in targets {
+        if inst.alive
+            && !inst.pinned()
+            && !stopped.insert((inst.owner.pid, inst.owner.pid_start_ticks))
+        {
+            continue;
+        }
         if let Err(e) = detach_one(&iface, inst) {
             eprintln!("impair: {iface}: {e:#}");
             if result.is_ok() {

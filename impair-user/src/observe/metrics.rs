@@ -103,7 +103,16 @@ pub fn render(snaps: &[Snapshot]) -> String {
             let _ = writeln!(out, "{name}{{{labels}}} {v}");
         }
     };
-    let inst = |s: &Snapshot| format!("interface=\"{}\",hook=\"{}\"", label(&s.interface), s.hook);
+    // `direction` (egress: sent, a two-way link's uplink; ingress: received,
+    // its downlink; both) tells the two instances of a two-way link apart.
+    let inst = |s: &Snapshot| {
+        format!(
+            "interface=\"{}\",hook=\"{}\",direction=\"{}\"",
+            label(&s.interface),
+            s.hook,
+            s.direction
+        )
+    };
     let global = |f: fn(&Snapshot) -> f64| snaps.iter().map(|s| (inst(s), f(s))).collect();
     family(
         "impair_packets_total",

@@ -86,6 +86,15 @@ pub struct Snapshot {
     /// `errors` by cause (`impair_common::ErrorCounters`); they sum to `errors`.
     pub error_causes: std::collections::BTreeMap<&'static str, u64>,
     pub rules: Vec<RuleStats>,
+    /// Which traffic the instance impairs: `egress` (sent: a two-way
+    /// link's uplink), `ingress` (received: its downlink) or `both` (one
+    /// instance, one rule set on both hooks).
+    pub direction: &'static str,
+}
+
+/// The direction an owner record's hooks impair (see [`Snapshot::direction`]).
+pub fn direction_of(o: &Owner) -> &'static str {
+    crate::engine::hooks_of(o).direction.name()
 }
 
 impl Snapshot {
@@ -130,15 +139,17 @@ impl Snapshot {
             errors: g.errors,
             error_causes: g.error_causes.each().into_iter().collect(),
             rules: out,
+            direction: direction_of(&owner),
         })
     }
 
     /// A few lines for people; the live view redraws them in place.
     pub fn render(&self) -> Vec<String> {
         let mut lines = vec![format!(
-            "{} {}  mode {}  pid {}  seed {}  generation {}  packets {}  unmatched {}  errors {}{}{}",
+            "{} {} ({})  mode {}  pid {}  seed {}  generation {}  packets {}  unmatched {}  errors {}{}{}",
             self.interface,
             self.hook,
+            self.direction,
             self.owner.attach_mode,
             self.owner.pid,
             self.owner.seed,
@@ -284,5 +295,18 @@ mod tests {
         assert_eq!(fmt_age_secs(42), "42s");
         assert_eq!(fmt_age_secs(3 * 3600 + 5 * 60), "3h05m");
         assert_eq!(fmt_age_secs(2 * 86_400 + 4 * 3600), "2d04h");
+    }
+
+    #[test]
+    fn directions_follow_the_hooks() {
+        let mut o = Owner::default();
+        o.flags = owner_flags::HOOK_TC_EGRESS;
+        assert_eq!(direction_of(&o), "egress");
+        o.flags = owner_flags::HOOK_TC_INGRESS | owner_flags::NETLINK;
+        assert_eq!(direction_of(&o), "ingress");
+        o.flags = owner_flags::HOOK_XDP;
+        assert_eq!(direction_of(&o), "ingress");
+        o.flags = owner_flags::HOOK_TC_EGRESS | owner_flags::HOOK_XDP;
+        assert_eq!(direction_of(&o), "both");
     }
 }
