@@ -76,16 +76,18 @@ pub(crate) fn plan(a: &AttachArgs) -> Result<Planned> {
         Scenario::two_way,
     );
     if a.flip && !two_way {
-        return Err(usage!(
-            "--flip swaps the uplink and downlink of a two-way profile or scenario, and {} has one \
-             direction{}: attach it where its traffic leaves, or use --direction ingress for received traffic",
-            source_name(a),
-            if a.profile.is_some() || a.scenario.is_some() {
-                " (no [[uplink.rule]]/[[downlink.rule]] or direction keys)"
-            } else {
-                ""
-            }
-        )
+        return Err(match (&a.profile, &a.scenario) {
+            (None, None) => usage!(
+                "--flip swaps the uplink and downlink of a two-way --profile or --scenario; impairment flags \
+                 describe one direction: choose it with --direction egress or ingress"
+            ),
+            _ => usage!(
+                "--flip swaps the uplink and downlink of a two-way profile or scenario, and {} has one direction \
+                 (no [[uplink.rule]], [[downlink.rule]] or direction keys): attach it where its traffic leaves, or \
+                 use --direction ingress for received traffic",
+                source_name(a)
+            ),
+        }
         .into());
     }
     if a.flip {

@@ -313,6 +313,8 @@ pub(crate) fn profiles_cmd(a: ProfilesArgs) -> Result<()> {
                             "summary": p.summary,
                             "source": p.source,
                             "rules": p.rules.len(),
+                            "two_way": p.two_way,
+                            "downlink_rules": p.downlink.len(),
                         })
                     })
                     .collect();
@@ -331,11 +333,24 @@ pub(crate) fn profiles_cmd(a: ProfilesArgs) -> Result<()> {
             if !p.text.ends_with('\n') {
                 println!();
             }
-            let set = impair::model::compile_all(&p.rules)?;
-            println!("# compiled:");
-            for (i, r) in set.rules.iter().enumerate() {
-                let v = impair::model::RuleView::from_rule(r);
-                println!("#   rule {i} [{}] {}", v.matches, v.impairments);
+            let sides: &[(&str, &[impair::model::RuleSpec])] = if p.two_way {
+                &[
+                    (" uplink (sent: egress)", &p.rules),
+                    (" downlink (received: ingress)", &p.downlink),
+                ]
+            } else {
+                &[("", &p.rules)]
+            };
+            for (side, rules) in sides {
+                let set = impair::model::compile_all(rules)?;
+                println!("# compiled{side}:");
+                if set.rules.is_empty() {
+                    println!("#   none: unimpaired");
+                }
+                for (i, r) in set.rules.iter().enumerate() {
+                    let v = impair::model::RuleView::from_rule(r);
+                    println!("#   rule {i} [{}] {}", v.matches, v.impairments);
+                }
             }
         }
     }

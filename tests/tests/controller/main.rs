@@ -17,6 +17,7 @@ mod clsact;
 mod fq;
 mod newcomer;
 mod soak;
+mod two_way;
 mod verbs;
 
 /// Not a test of its own: `impair run` starts this test binary as CMD (see
