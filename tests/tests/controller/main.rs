@@ -18,6 +18,7 @@ mod fq;
 mod newcomer;
 mod soak;
 mod two_way;
+mod two_way_fq;
 mod verbs;
 
 /// Not a test of its own: `impair run` starts this test binary as CMD (see
