@@ -271,7 +271,7 @@ mod tests {
     }
 
     /// The examples in docs/profiles.md are real: the first TOML block is a
-    /// profile, the second a scenario.
+    /// profile, the second a two-way profile, the third a scenario.
     #[test]
     fn the_documented_examples_parse() {
         let doc = include_str!("../../../docs/profiles.md");
@@ -280,12 +280,21 @@ mod tests {
             .skip(1)
             .map(|b| b.split("```").next().unwrap())
             .collect();
-        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks.len(), 3);
         let p = parse("vpn", "vpn.toml", blocks[0], Origin::Builtin, None).unwrap();
         assert_eq!(p.rules.len(), 3);
-        let s = crate::profile::scenario::parse("outage.toml", blocks[1], None).unwrap();
+        assert!(!p.two_way);
+        let p = parse("cell", "cell.toml", blocks[1], Origin::Builtin, None).unwrap();
+        assert!(p.two_way);
+        assert_eq!((p.rules.len(), p.downlink.len()), (2, 2));
+        assert_eq!(p.rules[0].matcher.dport, Some((53, 53)));
+        assert_eq!(p.downlink[0].matcher.dport, Some((53, 53)));
+        assert_eq!(p.downlink[1].rate.unwrap().rate_bps, 20_000_000);
+        assert_eq!(p.rules[1].rate.unwrap().rate_bps, 5_000_000);
+        let s = crate::profile::scenario::parse("outage.toml", blocks[2], None).unwrap();
         assert_eq!(s.steps.len(), 3);
         assert_eq!(s.repeat, crate::profile::scenario::Repeat::Loop);
+        assert!(s.steps[1].rules[0].blackhole && s.steps[1].downlink[0].blackhole);
     }
 
     /// The files the README's tour uses are shipped and load as they are.
