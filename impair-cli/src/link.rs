@@ -274,3 +274,147 @@ pub(crate) fn attach(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::args::{Cli, Command};
+
+    fn planned(args: &[&str]) -> Result<Planned> {
+        let mut v = vec!["impair", "attach", "eth0"];
+        v.extend(args);
+        match Cli::try_parse_from(v).unwrap().command {
+            Command::Attach(a) => plan(&a),
+            _ => unreachable!(),
+        }
+    }
+
+    /// (uplink rate, downlink rate) in bit/s of a two-way plan's sides
+    /// (0: attached without a rate; None: not attached).
+    fn rates(p: &Planned) -> (Option<u64>, Option<u64>) {
+        let rate = |r: &Option<Vec<RuleSpec>>| {
+            r.as_ref()
+                .map(|rules| rules.first().and_then(|r| r.rate).map_or(0, |r| r.rate_bps))
+        };
+        match &p.plan {
+            Plan::Pair {
+                uplink, downlink, ..
+            } => (rate(uplink), rate(downlink)),
+            Plan::One { .. } => panic!("expected a two-way plan"),
+        }
+    }
+
+    fn refused(args: &[&str]) -> String {
+        match planned(args) {
+            Ok(_) => panic!("{args:?} was accepted"),
+            Err(e) => {
+                crate::render::usage_line(&e).unwrap_or_else(|| panic!("not a usage error: {e:#}"))
+            }
+        }
+    }
+
+    #[test]
+    fn a_two_way_profile_attaches_both_sides_from_the_hosts_view() {
+        // Rates only (a policer at ingress on every build): lte's numbers.
+        let dir = std::env::temp_dir().join(format!("impair-cli-link-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("link.toml");
+        std::fs::write(
+            &file,
+            "[[downlink.rule]]\nrate = \"50mbit\"\n[[uplink.rule]]\nrate = \"10mbit\"\n",
+        )
+        .unwrap();
+        let link = file.to_str().unwrap();
+        let p = planned(&["--profile", link]).unwrap();
+        assert_eq!(rates(&p), (Some(10_000_000), Some(50_000_000)));
+        assert_eq!(p.label, format!("profile {link}"));
+        let p = planned(&["--profile", link, "--flip"]).unwrap();
+        assert_eq!(rates(&p), (Some(50_000_000), Some(10_000_000)));
+        assert_eq!(p.label, format!("profile {link} (flipped)"));
+        let p = planned(&["--profile", link, "--direction", "ingress", "--flip"]).unwrap();
+        assert_eq!(rates(&p), (None, Some(10_000_000)));
+        let p = planned(&["--profile", link, "--direction", "both"]).unwrap();
+        assert_eq!(rates(&p), (Some(10_000_000), Some(50_000_000)));
+        std::fs::remove_dir_all(&dir).unwrap();
+        // A built-in's uplink alone (egress holds packets on every build).
+        let p = planned(&["--profile", "lte", "--direction", "egress"]).unwrap();
+        assert_eq!(rates(&p), (Some(10_000_000), None));
+        let p = planned(&["--profile", "lte", "--direction", "egress", "--flip"]).unwrap();
+        assert_eq!(rates(&p), (Some(50_000_000), None));
+        // Match flags apply to both sides.
+        let p = planned(&["--profile", "blackhole", "--proto", "udp"]).unwrap();
+        match &p.plan {
+            Plan::Pair {
+                uplink: Some(u),
+                downlink: Some(d),
+                ..
+            } => assert!(u[0].matcher.proto.is_some() && d[0].matcher.proto.is_some()),
+            _ => panic!("blackhole is two-way"),
+        }
+    }
+
+    #[test]
+    fn flags_and_one_direction_profiles_are_one_instance_as_before() {
+        for args in [
+            &["--loss", "1%"][..],
+            &["--profile", "lossy"],
+            &["--profile", "flaky", "--direction", "ingress"],
+            &["--loss", "1%", "--direction", "both"],
+        ] {
+            match planned(args).unwrap().plan {
+                Plan::One { hooks, .. } => {
+                    let want = args
+                        .iter()
+                        .position(|a| *a == "--direction")
+                        .map_or(Direction::Egress, |i| args[i + 1].parse().unwrap());
+                    assert_eq!(hooks.direction, want, "{args:?}");
+                }
+                Plan::Pair { .. } => panic!("{args:?}: one direction is one instance"),
+            }
+        }
+    }
+
+    #[test]
+    fn bad_combinations_are_one_line() {
+        for (args, needles) in [
+            (
+                &["--loss", "1%", "--flip"][..],
+                &["--flip", "--direction"][..],
+            ),
+            (
+                &["--profile", "lossy", "--flip"],
+                &["--flip", "profile lossy", "one direction"],
+            ),
+            (
+                &["--profile", "lte", "--loss", "1%"],
+                &["--profile lte", "impairment flags"],
+            ),
+            (
+                &["--profile", "lte", "--direction", "egress", "--hook", "xdp"],
+                &["--hook xdp", "--direction egress"],
+            ),
+            (
+                &["--profile", "lte", "--xdp-mode", "native"],
+                &["--xdp-mode"],
+            ),
+            (
+                &["--profile", "lossy", "--hook", "xdp"],
+                &["--hook xdp", "--direction"],
+            ),
+            // Holding impairments on received traffic name the side (before
+            // the ingress delay exists; XDP never holds packets).
+            (
+                &["--profile", "lte", "--hook", "xdp"],
+                &["profile lte, downlink", "--delay", "ingress"],
+            ),
+        ] {
+            let e = refused(args);
+            assert!(!e.contains('\n'), "{args:?}: {e}");
+            for n in needles {
+                assert!(e.contains(n), "{args:?}: names '{n}': {e}");
+            }
+        }
+    }
+}

@@ -299,14 +299,17 @@ mod tests {
 
     #[test]
     fn directions_follow_the_hooks() {
-        let mut o = Owner::default();
-        o.flags = owner_flags::HOOK_TC_EGRESS;
+        let with = |flags| Owner {
+            flags,
+            ..Default::default()
+        };
+        let o = with(owner_flags::HOOK_TC_EGRESS);
         assert_eq!(direction_of(&o), "egress");
-        o.flags = owner_flags::HOOK_TC_INGRESS | owner_flags::NETLINK;
+        let o = with(owner_flags::HOOK_TC_INGRESS | owner_flags::NETLINK);
         assert_eq!(direction_of(&o), "ingress");
-        o.flags = owner_flags::HOOK_XDP;
+        let o = with(owner_flags::HOOK_XDP);
         assert_eq!(direction_of(&o), "ingress");
-        o.flags = owner_flags::HOOK_TC_EGRESS | owner_flags::HOOK_XDP;
+        let o = with(owner_flags::HOOK_TC_EGRESS | owner_flags::HOOK_XDP);
         assert_eq!(direction_of(&o), "both");
     }
 }
