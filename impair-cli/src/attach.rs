@@ -259,9 +259,15 @@ pub(crate) fn attach(a: AttachArgs, netns: Option<&str>) -> Result<()> {
                         // `impair update` from another shell: say so above the
                         // view, whose header line above still names the old rules.
                         drawn = 0;
+                        // A two-way link names the instance that changed.
+                        let which = if snaps.len() > 1 {
+                            format!(" {}", snap.hook)
+                        } else {
+                            String::new()
+                        };
                         println!(
-                            "impair: updated {} (generation {}): {}",
-                            snap.hook, snap.generation, snap.owner.label
+                            "impair: updated{which} (generation {}): {}",
+                            snap.generation, snap.owner.label
                         );
                     }
                     lines.extend(snap.render());
