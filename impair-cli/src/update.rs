@@ -183,14 +183,14 @@ fn link_targets(a: &UpdateArgs, link: &LinkRules, label: &str) -> Result<Vec<Tar
             }
             None if rules.is_empty() => {}
             None => {
-                let (hook, other) = if egress {
-                    ("egress", "ingress")
+                let (hook, other, other_side) = if egress {
+                    ("egress", "ingress", "downlink")
                 } else {
-                    ("ingress", "egress")
+                    ("ingress", "egress", "uplink")
                 };
                 return Err(usage!(
                     "{} has no {hook} instance for {label}'s {side}: attach the profile (both sides), or give \
-                     --direction {other} to update the other side only",
+                     --direction {other} to update the {other_side} only",
                     a.iface
                 )
                 .into());

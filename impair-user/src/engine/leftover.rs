@@ -90,6 +90,10 @@ pub fn remove_orphan_fq(iface: &str, ifindex: u32) -> Result<bool> {
 /// its owner record, so the program, until the kernel frees it, is no one's.
 /// tcx and XDP links die with their controller, so nothing of theirs remains.
 pub fn remove_leftover(iface: &str, inst: &discover::Instance) -> Result<()> {
+    // The owner record as it is now, not as discovered: removing another
+    // instance of this interface just before (the other side of a pinned
+    // two-way link) may have handed this one the clsact qdisc to remove.
+    let current = inst.maps.owner().unwrap_or(inst.owner);
     if inst.netlink() {
         let hooks = inst.owner.hooks();
         for (bit, program) in [
@@ -100,11 +104,11 @@ pub fn remove_leftover(iface: &str, inst: &discover::Instance) -> Result<()> {
                 clsact::remove_filter(iface, program)?;
             }
         }
-        if inst.owner.flags & owner_flags::CREATED_CLSACT != 0 {
+        if current.flags & owner_flags::CREATED_CLSACT != 0 {
             owner::release_clsact(iface, inst.owner.ifindex, Some(&inst.owner))?;
         }
     }
-    if inst.owner.flags & owner_flags::INSTALLED_FQ != 0
+    if current.flags & owner_flags::INSTALLED_FQ != 0
         && fq::root_qdisc(iface).is_ok_and(|(k, _)| k == "fq" || k == "mq")
     {
         // Its delays ended with its lease; whatever fq still holds leaves

@@ -272,3 +272,121 @@ fn bad_two_way_combinations_are_refused_exit_2_and_change_nothing() {
     }
     assert_eq!(site.state(&lab), before, "bad input changes nothing");
 }
+
+/// Prometheus: each instance's samples carry `direction`, and each counts
+/// exactly its own direction's probes (`--proto udp` applies to both sides).
+#[test]
+fn prometheus_reports_each_direction_of_a_link() {
+    use std::io::{Read as _, Write as _};
+    let lab = lab("2wayprom");
+    let dir = Scratch::new("2wayprom");
+    let path = dir.file("link.toml", TWO_WAY);
+    let site = Site::ServerIngress;
+    let before = site.state(&lab);
+    let ctl = Controller::start_in(
+        &lab.server,
+        SERVER_IF,
+        &[
+            "--profile",
+            &path,
+            "--proto",
+            "udp",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+    );
+    let addr = ctl
+        .first_line
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .unwrap_or_else(|| panic!("no metrics address in {}", ctl.first_line))
+        .to_owned();
+    let d = probe_downlink(&lab, 2_000);
+    let u = probe_uplink(&lab, 3_000);
+    let body = netns::run_in(&lab.server, move || {
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        write!(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut s = String::new();
+        c.read_to_string(&mut s).unwrap();
+        s
+    })
+    .unwrap();
+    let sample = |name: &str, direction: &str| -> u64 {
+        let line = body
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!("{name}{{"))
+                    && l.contains(&format!("direction=\"{direction}\""))
+            })
+            .unwrap_or_else(|| panic!("no {name} for {direction}: {body}"));
+        line.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64
+    };
+    assert_eq!(sample("impair_rule_packets_total", "ingress"), d.sent);
+    assert_eq!(sample("impair_rule_dropped_loss_total", "ingress"), d.lost);
+    assert_eq!(sample("impair_rule_packets_total", "egress"), u.sent);
+    assert_eq!(sample("impair_rule_dropped_loss_total", "egress"), u.lost);
+    assert!(
+        body.contains("hook=\"tc-ingress\",direction=\"ingress\"")
+            && body.contains("hook=\"tc-egress\",direction=\"egress\""),
+        "{body}"
+    );
+    assert!(ctl.signal_and_wait(libc::SIGTERM).success());
+    site.assert_restored(&lab, &before);
+}
+
+/// `--pin` keeps both sides of a link after the command returns; `impair
+/// detach` removes both and restores the interface.
+#[test]
+fn a_pinned_two_way_link_is_detached_whole() {
+    let lab = lab("2waypin");
+    let dir = Scratch::new("2waypin");
+    let path = dir.file(
+        "dark.toml",
+        "[[rule]]\ndirection = \"both\"\nproto = \"udp\"\nblackhole = true\n",
+    );
+    let site = Site::ServerIngress;
+    let before = site.state(&lab);
+    let out = stdout_ok(&impair_in(
+        &lab.server,
+        &["attach", SERVER_IF, "--profile", &path, "--pin"],
+    ));
+    assert!(
+        out.contains("pinned") && out.contains("tc-egress") && out.contains("tc-ingress"),
+        "{out}"
+    );
+    assert_eq!(probe_downlink(&lab, 300).received, 0, "downlink dark");
+    assert_eq!(probe_uplink(&lab, 300).received, 0, "uplink dark");
+    let stats = link_stats(&lab);
+    assert!(
+        stats.iter().all(|s| s["owner"]["pinned"] == true),
+        "{stats:?}"
+    );
+    stdout_ok(&impair_in(&lab.server, &["detach", SERVER_IF]));
+    site.assert_restored(&lab, &before);
+    assert_eq!(probe_downlink(&lab, 300).lost, 0);
+    assert_eq!(probe_uplink(&lab, 300).lost, 0);
+
+    // With --duration: the kernel ends both sides at the deadline, and the
+    // next impair command removes both.
+    stdout_ok(&impair_in(
+        &lab.server,
+        &[
+            "attach",
+            SERVER_IF,
+            "--profile",
+            &path,
+            "--pin",
+            "--duration",
+            "1s",
+        ],
+    ));
+    std::thread::sleep(Duration::from_millis(1_500));
+    let status = impair_in(&lab.server, &["status"]);
+    let err = String::from_utf8_lossy(&status.stderr).into_owned();
+    assert!(
+        err.matches("removed the pinned instance").count() == 2,
+        "both sides removed: {err}"
+    );
+    site.assert_restored(&lab, &before);
+}
