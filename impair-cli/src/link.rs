@@ -418,3 +418,40 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use clap::Parser as _;
+
+    use crate::args::{Cli, Command};
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+
+        /// Any mix of profile, --flip, --direction, hooks and flags: a plan
+        /// or a one-line refusal, never a panic.
+        #[test]
+        fn any_two_way_combination_plans_or_refuses_in_one_line(
+            picks in proptest::collection::vec(0usize..14, 0..6)
+        ) {
+            const ARGS: &[&[&str]] = &[
+                &["--profile", "lte"], &["--profile", "lossy"], &["--profile", "blackhole"],
+                &["--profile", "very-bad-network"], &["--flip"], &["--direction", "egress"],
+                &["--direction", "ingress"], &["--direction", "both"], &["--hook", "xdp"],
+                &["--xdp-mode", "generic"], &["--loss", "1%"], &["--delay", "10ms"],
+                &["--proto", "udp"], &["--rate", "1mbit"],
+            ];
+            let mut argv = vec!["impair", "attach", "eth0"];
+            for p in &picks {
+                argv.extend_from_slice(ARGS[*p]);
+            }
+            if let Ok(Cli { command: Command::Attach(a), .. }) = Cli::try_parse_from(&argv) {
+                if let Err(e) = super::plan(&a) {
+                    let line = crate::render::usage_line(&e);
+                    proptest::prop_assert!(line.is_some(), "{argv:?}: not a usage error: {e:#}");
+                    proptest::prop_assert!(!line.unwrap().contains('\n'), "{argv:?}");
+                }
+            }
+        }
+    }
+}
