@@ -96,19 +96,24 @@ pub(crate) fn attach(a: AttachArgs, netns: Option<&str>) -> Result<()> {
     let started = Instant::now();
     let iface = a.iface.clone();
     // One line per instance: where it hooks, how, and its seed.
-    let parts: Vec<String> = running
+    let hows: Vec<String> = running
         .engines()
         .iter()
         .map(|e| {
-            let how = if e.hooks().direction == Direction::Ingress
+            if e.hooks().direction == Direction::Ingress
                 && e.hooks().ingress_hook == IngressHook::Xdp
             {
                 format!("XDP {:?}", e.hooks().xdp_mode)
             } else {
                 format!("{:?}", e.mode())
-            };
-            format!("{} ({how}, seed {})", e.hook_name(), e.seed())
+            }
         })
+        .collect();
+    let parts: Vec<String> = running
+        .engines()
+        .iter()
+        .zip(&hows)
+        .map(|(e, how)| format!("{} ({how}, seed {})", e.hook_name(), e.seed()))
         .collect();
     let sides = match &running {
         Running::Pair(p) => [
@@ -130,20 +135,17 @@ pub(crate) fn attach(a: AttachArgs, netns: Option<&str>) -> Result<()> {
                 "direction": e.hooks().direction.name(),
                 "side": sides.get(i),
                 "hook": e.hook_name(),
+                "mode": hows[i],
                 "seed": e.seed(),
             })
         })
         .collect();
     let first = running.engines()[0];
-    let (hook0, seed0, mode0) = (
-        first.hook_name(),
-        first.seed(),
-        format!("{:?}", first.mode()),
-    );
+    let (hook0, seed0) = (first.hook_name(), first.seed());
     if a.pin {
         running.persist()?;
         println!(
-            "impair: pinned on {iface} {} (netlink, {label}){}; `impair detach {iface}` removes it",
+            "impair: pinned on {iface} {} ({label}){}; `impair detach {iface}` removes it",
             parts.join(" and "),
             duration.map_or(String::new(), |d| format!(
                 ", until {} from now (then the next impair command removes it)",
@@ -164,17 +166,11 @@ pub(crate) fn attach(a: AttachArgs, netns: Option<&str>) -> Result<()> {
     if a.json {
         // The first line says what was attached; snapshots follow (one line
         // per instance: a two-way link has two).
-        let how = parts
-            .first()
-            .and_then(|p| p.split_once(" ("))
-            .map_or(mode0, |(_, rest)| {
-                rest.split(", seed").next().unwrap_or("").to_owned()
-            });
         let event = serde_json::json!({
             "event": "attached",
             "interface": iface,
             "hook": hook0,
-            "mode": how,
+            "mode": hows[0],
             "label": label,
             "seed": seed0,
             "instances": instances,
