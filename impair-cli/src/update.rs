@@ -178,7 +178,7 @@ fn link_targets(a: &UpdateArgs, link: &LinkRules, label: &str) -> Result<Vec<Tar
                 targets.push(Target {
                     inst,
                     rules: rules.clone(),
-                    label: side_label(label, side, a.direction.is_none()),
+                    label: side_label(label, side, true),
                 });
             }
             None if rules.is_empty() => {}
