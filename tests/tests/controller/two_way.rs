@@ -390,3 +390,32 @@ fn a_pinned_two_way_link_is_detached_whole() {
     );
     site.assert_restored(&lab, &before);
 }
+
+/// When the second side cannot attach (here: another controller already
+/// impairs received traffic), the first is undone: exit code 2 naming the
+/// owner, and the interface exactly as it was with the other instance.
+#[test]
+fn a_link_whose_downlink_cannot_attach_undoes_its_uplink() {
+    let lab = lab("2wayundo");
+    let dir = Scratch::new("2wayundo");
+    let path = dir.file("link.toml", TWO_WAY);
+    let site = Site::ServerIngress;
+    let before = site.state(&lab);
+    let other = site.attach(&lab, &["--loss", "1%"]);
+    let during = site.state(&lab);
+    let out = impair_in(&lab.server, &["attach", SERVER_IF, "--profile", &path]);
+    assert_refused(
+        "a second ingress",
+        &out,
+        &["already impaired", &format!("pid {}", other.pid())],
+    );
+    assert_eq!(site.state(&lab), during, "the uplink was undone");
+    let status = stdout_ok(&impair_in(&lab.server, &["status"]));
+    assert_eq!(
+        status.lines().count(),
+        1,
+        "only the other instance: {status}"
+    );
+    assert!(other.signal_and_wait(libc::SIGTERM).success());
+    site.assert_restored(&lab, &before);
+}
