@@ -3,14 +3,14 @@
 //! filters, the clsact qdisc and fq roots do not (their lease has ended, so
 //! they pass every packet, but they are still there). The engine knows how
 //! to remove each (`engine::remove_leftover`, `remove_crash_leftovers`);
-//! this walks every network namespace that has some and says what it
+//! this finds them in the agent's network namespace and says what it
 //! removed.
 use anyhow::Result;
-use impair::{discover, engine, netns, sys};
+use impair::{discover, engine, sys};
 
 /// Removes dead instances of this thread's network namespace; returns one
 /// line per removal (`IFACE HOOK pid PID 'LABEL'`).
-fn remove_here(ns: &str) -> Result<Vec<String>> {
+fn remove_here() -> Result<Vec<String>> {
     let here = sys::netns_ino()?;
     let mut removed = Vec::new();
     let mut ifaces = Vec::new();
@@ -23,7 +23,7 @@ fn remove_here(ns: &str) -> Result<Vec<String>> {
         };
         engine::remove_leftover(&iface, &inst)?;
         removed.push(format!(
-            "{ns}{iface} {} pid {} '{}'",
+            "{iface} {} pid {} '{}'",
             inst.owner.hook_name(),
             inst.owner.pid,
             inst.owner.label_str()
@@ -35,31 +35,18 @@ fn remove_here(ns: &str) -> Result<Vec<String>> {
     for entry in std::fs::read_dir("/sys/class/net")?.flatten() {
         let iface = entry.file_name().to_string_lossy().into_owned();
         if engine::remove_crash_leftovers(&iface).unwrap_or(false) {
-            removed.push(format!("{ns}{iface} qdisc left mid-change"));
+            removed.push(format!("{iface} qdisc left mid-change"));
         }
     }
     Ok(removed)
 }
 
-/// Removes leftovers in the agent's namespace and in every named one (`ip
-/// netns`) that holds dead instances.
+/// Removes leftovers in the agent's network namespace: where a host agent
+/// runs and impairs. Other namespaces are left to their own: several agents
+/// (one per namespace, as in the tests' labs) must not remove each other's
+/// leftovers as they start; a dead agent's impairments there passed
+/// everything since its lease ended, and the next attach on that interface
+/// removes them (the engine's `clear_for_attach`).
 pub fn remove_leftovers() -> Result<Vec<String>> {
-    let here = sys::netns_ino()?;
-    let mut removed = remove_here("")?;
-    let dead_elsewhere: std::collections::BTreeSet<u64> = discover::instances()?
-        .iter()
-        .filter(|i| !i.alive && i.owner.netns_ino != here)
-        .map(|i| i.owner.netns_ino)
-        .collect();
-    for (ino, name) in netns::names_by_ino() {
-        if !dead_elsewhere.contains(&ino) {
-            continue;
-        }
-        let prefix = format!("netns {name}: ");
-        match netns::run_in(&name, move || remove_here(&prefix)) {
-            Ok(Ok(r)) => removed.extend(r),
-            Ok(Err(e)) | Err(e) => tracing::warn!(netns = name, "removing leftovers: {e:#}"),
-        }
-    }
-    Ok(removed)
+    remove_here()
 }
