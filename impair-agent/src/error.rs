@@ -73,9 +73,26 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+/// The field of an error about the whole body (JSON's root).
+pub const ROOT: &str = "$";
+
+impl ApiError {
+    /// Every 400 names a field (the root, `$`, for a body that is not
+    /// JSON at all) and what it allows.
+    pub fn complete(mut self) -> Self {
+        if self.status == 400 {
+            self.field.get_or_insert_with(|| ROOT.to_owned());
+            self.allowed
+                .get_or_insert_with(|| "see the schema at /openapi.json".to_owned());
+        }
+        self
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status(), Json(self)).into_response()
+        let e = self.complete();
+        (e.status(), Json(e)).into_response()
     }
 }
 
@@ -84,12 +101,16 @@ impl IntoResponse for ApiError {
 pub fn from_json_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     let path = e.path().to_string();
     let inner = e.into_inner();
-    let field = (path != "." && !path.is_empty()).then_some(path);
+    let field = if path == "." || path.is_empty() {
+        ROOT.to_owned()
+    } else {
+        path
+    };
     let allowed = match inner.classify() {
         serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
             Some("a JSON object (see /openapi.json)".to_owned())
         }
         _ => Some("see the schema at /openapi.json".to_owned()),
     };
-    ApiError::bad_request(format!("invalid JSON: {inner}"), field, allowed)
+    ApiError::bad_request(format!("invalid JSON: {inner}"), Some(field), allowed)
 }

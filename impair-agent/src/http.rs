@@ -165,6 +165,7 @@ async fn openapi() -> Response {
 
 /// chaosd's error body (its `APIError`) with the agent's own fields.
 fn chaosd_error(e: ApiError) -> Response {
+    let e = e.complete();
     let code = match e.status {
         400 => "error.api.invalid_request",
         404 => "error.api.resource_not_found",

@@ -1,6 +1,7 @@
 //! Third-party checks of the agent and its documents (installed by `cargo
 //! xtask setup` into a venv, see xtask/src/setup.rs): kubernetes-validate on
-//! docs/fleet.md's manifests, offline (no API server can run here).
+//! docs/fleet.md's manifests, offline (no API server can run here), and
+//! schemathesis on the agent from its OpenAPI document.
 use std::{path::PathBuf, process::Command};
 
 use impair_tests::Scratch;
@@ -104,5 +105,61 @@ fn fleet_manifests_validate_and_the_chaos_maps_onto_rules() {
         let spec = r.to_spec(&format!("rules[{i}]")).unwrap();
         assert_eq!(spec.loss, Some(0.10));
         assert_eq!(spec.matcher.dport, Some((5000, 5010)));
+    }
+}
+
+/// schemathesis (PyPI), driven by docs/agent-openapi.json against a live
+/// agent: no 5xx, every status, content type and body as documented (every
+/// 400 with its field path and what is allowed), malformed data rejected.
+#[test]
+fn schemathesis_finds_the_agent_as_documented() {
+    let lab = impair_tests::ns::lab("agst");
+    let agent = crate::Agent::start(&lab.router, &["--listen", "127.0.0.1:0"]);
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/agent-openapi.json");
+    let dir = Scratch::new("schemathesis");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.router])
+        .arg(venv_bin("st"))
+        .args([
+            "run",
+            schema,
+            "--url",
+            &agent.base,
+            "--no-color",
+            "--workers",
+            "1",
+        ])
+        .args(["--max-examples", "30", "--seed", "7"])
+        .args([
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,\
+             response_schema_conformance,negative_data_rejection",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "schemathesis: {text}");
+    assert!(
+        text.contains("passed") && !text.contains("failed"),
+        "{text}"
+    );
+    let left = agent.req("GET", "/v1/impairments", None);
+    for inst in left.body["impairments"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let id = inst["id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            agent
+                .req("DELETE", &format!("/v1/impairments/{id}"), None)
+                .status,
+            200
+        );
     }
 }
