@@ -3,8 +3,9 @@
 //! HTTP (curl, run in the same namespace); what it does is measured at the
 //! receiver with the probe, and every test checks the router's `r1` is
 //! restored exactly. `security` holds the bearer token and mutual TLS,
-//! `crash` the SIGKILL and the restarted agent's cleanup, `tools` the
-//! third-party checks (schemathesis, kubernetes-validate).
+//! `crash` the SIGKILL and the restarted agent's cleanup, `fleet` three
+//! agents driven by Chaos Toolkit, `tools` the third-party checks
+//! (schemathesis, kubernetes-validate).
 use std::{
     io::{BufRead as _, BufReader},
     process::{Child, Command, ExitStatus, Stdio},
@@ -21,6 +22,7 @@ use impair_tools::lab::Lab;
 use serde_json::{json, Value};
 
 mod crash;
+mod fleet;
 mod security;
 mod tools;
 
