@@ -88,8 +88,15 @@ async fn create(State(st): State<Shared>, body: Result<Bytes, BytesRejection>) -
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
+    let container_netns = match &req.target.container {
+        Some(name) => match crate::container::netns_of(name).await {
+            Ok(ns) => Some(ns),
+            Err(e) => return e.into_response(),
+        },
+        None => None,
+    };
     let reg = Arc::clone(&st.registry);
-    match blocking(move || reg.create(req)).await {
+    match blocking(move || reg.create(req, container_netns)).await {
         Ok((view, true)) => (StatusCode::CREATED, Json(view)).into_response(),
         Ok((view, false)) => (StatusCode::OK, Json(view)).into_response(),
         Err(e) => e.into_response(),
@@ -201,7 +208,7 @@ async fn chaosd_network(State(st): State<Shared>, body: Result<Bytes, BytesRejec
         Err(e) => return chaosd_error(e),
     };
     let reg = Arc::clone(&st.registry);
-    match blocking(move || reg.create(req)).await {
+    match blocking(move || reg.create(req, None)).await {
         Ok(_) => Json(chaosd::Response {
             status: 200,
             message: "attack successfully".into(),

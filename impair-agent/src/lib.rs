@@ -7,7 +7,8 @@
 //! - `http.rs`: routes, authentication, errors as JSON;
 //! - `chaosd.rs`: Chaos Mesh's chaosd network attack endpoints;
 //! - `tls.rs`: rustls (ring), mutual TLS;
-//! - `cleanup.rs`: what a dead agent left, removed at start.
+//! - `cleanup.rs`: what a dead agent left, removed at start;
+//! - `container.rs`: a container's network namespace, from its runtime.
 //!
 //! Safety: loopback by default; any other address needs a bearer token or
 //! client certificates. The engines die with the agent (tcx links close
@@ -15,6 +16,7 @@
 //! SIGTERM and SIGINT detach everything and return.
 pub mod chaosd;
 pub mod cleanup;
+pub mod container;
 pub mod error;
 pub mod http;
 pub mod registry;

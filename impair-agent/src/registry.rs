@@ -34,6 +34,8 @@ struct Instance {
     deadline: Option<Instant>,
     scenario: Option<Playing>,
     cgroup_id: Option<u64>,
+    /// Where the engine runs: the target's netns, or its container's.
+    netns: Option<String>,
 }
 
 /// A scenario being played: the player and the step it last applied.
@@ -121,7 +123,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Instance {
     fn netns(&self) -> Option<String> {
-        self.request.target.netns.clone()
+        self.netns.clone()
     }
 
     fn view(&self, id: &str) -> View {
@@ -179,7 +181,13 @@ impl Registry {
 
     /// Creates `req.id`, or returns it when it exists with the same body
     /// (`Ok((view, false))`); a different body is a conflict.
-    pub fn create(&self, req: CreateRequest) -> Result<(View, bool), ApiError> {
+    /// `container_netns`: the namespace of `req.target.container`, which
+    /// the caller resolved through the container runtime.
+    pub fn create(
+        &self,
+        req: CreateRequest,
+        container_netns: Option<String>,
+    ) -> Result<(View, bool), ApiError> {
         let mut map = lock(&self.instances);
         if let Some(existing) = map.get(&req.id) {
             if existing.request == req {
@@ -210,17 +218,16 @@ impl Registry {
             ..HookOptions::default()
         };
         let label = opts.label.clone();
-        let engine = in_netns(req.target.netns.as_deref(), move || {
-            Engine::attach_with(opts, hooks)
-        })
-        .map_err(|e| {
-            ApiError::bad_request(
-                format!("{e:#}"),
-                Some("target.netns".into()),
-                Some("a name from `ip netns list` or a path such as /proc/PID/ns/net".into()),
-            )
-        })?
-        .map_err(engine_error)?;
+        let netns = container_netns.or_else(|| req.target.netns.clone());
+        let engine = in_netns(netns.as_deref(), move || Engine::attach_with(opts, hooks))
+            .map_err(|e| {
+                ApiError::bad_request(
+                    format!("{e:#}"),
+                    Some("target.netns".into()),
+                    Some("a name from `ip netns list` or a path such as /proc/PID/ns/net".into()),
+                )
+            })?
+            .map_err(engine_error)?;
         tracing::info!(id = req.id, iface = engine.iface(), "attached");
         let now = Instant::now();
         let scenario = plan.scenario.map(|s: Scenario| Playing {
@@ -235,6 +242,7 @@ impl Registry {
             deadline: plan.duration.map(|d| now + d),
             scenario,
             cgroup_id: plan.cgroup_id,
+            netns,
             request: req.clone(),
         };
         let view = inst.view(&req.id);

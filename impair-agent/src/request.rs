@@ -106,6 +106,10 @@ pub struct Target {
     /// (`/proc/PID/ns/net`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
+    /// A running Podman or Docker container (name or id): its network
+    /// namespace, resolved through the runtime's API. Instead of `netns`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
     /// Only packets sent by sockets of this cgroup v2 (a directory under
     /// /sys/fs/cgroup, or a path relative to it); egress only.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -410,6 +414,16 @@ impl CreateRequest {
                     ),
                 ));
             }
+        }
+        if t.container.is_some() && t.netns.is_some() {
+            return Err(bad(
+                "target.container",
+                "give either a container or a network namespace, not both",
+                Some("a container name, or netns"),
+            ));
+        }
+        if let Some(c) = &t.container {
+            crate::container::check_name(c)?;
         }
         let direction = match &self.direction {
             None => Direction::Egress,

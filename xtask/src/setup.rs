@@ -45,6 +45,10 @@ const TEST_TOOLS: &[&str] = &[
     "curl",
     "openssl",
     "python3-venv",
+    // A container runtime for the agent's container target (runc: crun
+    // fails on hybrid cgroups).
+    "podman",
+    "runc",
 ];
 
 /// Where the PyPI tools the tests drive live (a venv of their own, so the

@@ -3,7 +3,7 @@
 //! HTTP (curl, run in the same namespace); what it does is measured at the
 //! receiver with the probe, and every test checks the router's `r1` is
 //! restored exactly. `security` holds the bearer token and mutual TLS,
-//! `crash` the SIGKILL and the restarted agent's cleanup, `fleet` three
+//! `container` a Podman container by name, `crash` the SIGKILL and the restarted agent's cleanup, `fleet` three
 //! agents driven by Chaos Toolkit, `tools` the third-party checks
 //! (schemathesis, kubernetes-validate).
 use std::{
@@ -21,6 +21,7 @@ use impair_tests::{
 use impair_tools::lab::Lab;
 use serde_json::{json, Value};
 
+mod container;
 mod crash;
 mod fleet;
 mod security;
@@ -236,7 +237,7 @@ fn a_loss_rule_over_http_is_measured_updated_and_removed_exactly() {
     let up = agent.req(
         "PUT",
         "/v1/impairments/t1",
-        Some(&json!({"rules": [{"loss": "50%"}]})),
+        Some(&json!({"rules": [{"dst": "198.18.2.0/24", "loss": "50%"}]})),
     );
     assert_eq!(up.status, 200, "{up:?}");
     assert_eq!(up.body["status"]["generation"], 2, "{up:?}");
