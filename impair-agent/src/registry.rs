@@ -113,7 +113,20 @@ fn engine_error(e: anyhow::Error) -> ApiError {
             Some("direction".into()),
             Some("egress for delay, jitter, reordering, duplication and cgroups".into()),
         ),
-        _ => ApiError::bad_request(msg, None, None),
+        EngineError::ConfiguredRootQdisc { .. } | EngineError::NoFq { .. } => {
+            ApiError::bad_request(
+                msg,
+                Some("rules".into()),
+                Some("rules without delay or rate on this interface".into()),
+            )
+        }
+        EngineError::TcxUnsupported => ApiError::bad_request(
+            msg,
+            Some("attach_mode".into()),
+            Some("auto or netlink".into()),
+        ),
+        EngineError::NotRoot | EngineError::PermissionDenied => ApiError::new(500, msg),
+        _ => ApiError::bad_request(msg, Some("target".into()), None),
     }
 }
 
@@ -264,13 +277,20 @@ impl Registry {
             .ok_or_else(|| ApiError::not_found(format!("no impairment '{id}'")))
     }
 
-    /// Every instance's snapshot, for `/metrics`.
+    /// Every instance's snapshot, for `/metrics`. An interface in another
+    /// namespace is labelled `IFACE@NETNS` (or `IFACE@CONTAINER`): every
+    /// container's `eth0` is a series of its own.
     pub fn snapshots(&self) -> Vec<Snapshot> {
         lock(&self.instances)
             .values()
             .filter_map(|i| {
                 let e = i.engine.as_ref()?;
-                Snapshot::read(&e.maps(), e.iface()).ok()
+                let t = &i.request.target;
+                let label = match t.container.as_ref().or(t.netns.as_ref()) {
+                    Some(place) => format!("{}@{place}", e.iface()),
+                    None => e.iface().to_owned(),
+                };
+                Snapshot::read(&e.maps(), &label).ok()
             })
             .collect()
     }

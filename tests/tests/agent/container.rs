@@ -231,6 +231,12 @@ fn a_container_is_targeted_by_name_through_podman() {
         "{got:?}"
     );
 
+    let metrics = agent.req("GET", "/metrics", None).text;
+    let series = format!(
+        "impair_packets_total{{interface=\"eth1@{}\"",
+        made.container
+    );
+    assert!(metrics.contains(&series), "{series} in {metrics}");
     assert_eq!(agent.req("DELETE", "/v1/impairments/ctr", None).status, 200);
     assert_eq!(
         tc_state(&pid),
