@@ -364,7 +364,7 @@ impl Registry {
             }
             play.step = step;
             let rules = play.player.scenario().steps[step].rules.clone();
-            let label = play.player.label(step);
+            let label = format!("agent {id}: {}", play.player.label(step));
             if let Err(e) = inst.update(rules, Some(label.clone())) {
                 tracing::error!(id, "scenario step {}: {e}", step + 1);
             } else {

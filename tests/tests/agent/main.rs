@@ -377,6 +377,30 @@ fn bad_requests_are_json_errors_with_the_field_and_change_nothing() {
     assert_loss(&still.body, 0.1);
     assert_eq!(agent.req("DELETE", "/v1/impairments/u", None).status, 200);
     assert_restored(&lab, &before);
+
+    // A scenario is played step by step (atomic updates); at the end of its
+    // duration the agent removes it by itself.
+    let scenario = "[[step]]\nduration = \"1s\"\n[[step.rule]]\nloss = \"10%\"\n\
+                    [[step]]\nduration = \"1s\"\n[[step.rule]]\nblackhole = true\n";
+    let sc =
+        post(json!({"id": "sc", "target": target, "scenario": scenario, "duration": "2500ms"}));
+    assert_eq!(sc.status, 201, "{sc:?}");
+    assert_eq!(sc.body["label"], "agent sc: scenario sc", "{sc:?}");
+    std::thread::sleep(Duration::from_millis(1_400));
+    let step2 = agent.req("GET", "/v1/impairments/sc", None);
+    assert_eq!(
+        step2.body["label"], "agent sc: scenario step 2: blackhole",
+        "{step2:?}"
+    );
+    assert_eq!(step2.body["status"]["generation"], 2, "{step2:?}");
+    assert_eq!(
+        step2.body["status"]["rules"][0]["blackhole"], true,
+        "{step2:?}"
+    );
+    std::thread::sleep(Duration::from_millis(1_600));
+    let gone = agent.req("GET", "/v1/impairments/sc", None);
+    assert_error(&gone, 404, None);
+    assert_restored(&lab, &before);
 }
 
 #[test]
