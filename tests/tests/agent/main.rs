@@ -455,4 +455,16 @@ fn chaosd_network_attacks_map_onto_rules_and_recover() {
         None,
     );
     assert_restored(&lab, &before);
+
+    // A partition "to" the server: a blackhole for what leaves toward it.
+    let part = json!({"action": "partition", "device": "r1", "ip-address": "198.18.2.1",
+        "direction": "to", "uid": "part-1"});
+    let r = agent.req("POST", "/api/attack/network", Some(&part));
+    assert_eq!(r.status, 200, "{r:?}");
+    let rep = probe(&lab, false, 0, 2_000, 200);
+    assert_eq!(rep.received, 0, "partitioned: {rep:?}");
+    assert_eq!(agent.req("DELETE", "/api/attack/part-1", None).status, 200);
+    let rep = probe(&lab, false, 0, 2_000, 200);
+    assert_eq!(rep.lost, 0, "recovered: {rep:?}");
+    assert_restored(&lab, &before);
 }
