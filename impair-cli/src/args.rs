@@ -86,6 +86,9 @@ pub enum Command {
     Man(ManArgs),
     /// Build a client → router → server namespace lab, impair the router, measure, clean up.
     Demo(DemoArgs),
+    /// Serve impair's HTTP API (and chaosd's network attack endpoints) until
+    /// SIGTERM/SIGINT, then detach everything.
+    Agent(crate::agent::AgentArgs),
 }
 
 pub(crate) fn percent(s: &str) -> Result<f64, String> {

@@ -15,6 +15,7 @@ use impair_tools::signals::stop_flag;
 
 use crate::args::{Cli, Command};
 
+mod agent;
 mod args;
 mod attach;
 mod convert;
@@ -146,6 +147,7 @@ fn run() -> Result<()> {
         }
         Command::Man(a) => verbs::man(a),
         Command::Demo(a) => impair_tools::demo::run(&(&a).into()),
+        Command::Agent(a) => agent::agent(a),
     }
 }
 

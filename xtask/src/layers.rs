@@ -185,6 +185,7 @@ fn no_crate_has_an_import_cycle_between_its_modules() {
         "impair-user",
         "impair-tools",
         "impair-cli",
+        "impair-agent",
         "impair-bench",
         "impair-ebpf",
         "tests",
@@ -194,6 +195,45 @@ fn no_crate_has_an_import_cycle_between_its_modules() {
         if let Some(c) = cycle(&g) {
             panic!("{krate}: import cycle {}", c.join(" → "));
         }
+    }
+}
+
+/// The `[dependencies]` of a crate's manifest (package names).
+fn dependencies(krate: &str) -> BTreeSet<String> {
+    let text = fs::read_to_string(root().join(krate).join("Cargo.toml")).unwrap_or_default();
+    let mut out = BTreeSet::new();
+    let mut in_deps = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            in_deps = t == "[dependencies]";
+            continue;
+        }
+        if in_deps {
+            if let Some((name, _)) = t.split_once('=') {
+                out.insert(name.trim().to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// The agent sits beside the command line: above the library and the
+/// tools, below nothing. It builds the domain model itself and never uses
+/// the command line's types; nothing below it uses it.
+#[test]
+fn the_agent_sits_beside_the_command_line() {
+    let agent = dependencies("impair-agent");
+    assert!(agent.contains("impair-user"), "impair-agent: {agent:?}");
+    assert!(
+        !agent.contains("impair-cli"),
+        "impair-agent must not depend on the command line (its flags are not the API's types)"
+    );
+    for lower in ["impair-user", "impair-tools", "impair-common"] {
+        assert!(
+            !dependencies(lower).contains("impair-agent"),
+            "{lower} (a lower layer) depends on impair-agent"
+        );
     }
 }
 

@@ -40,6 +40,25 @@ const TEST_TOOLS: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "cpio",
+    // The agent's tests: HTTP(S) clients with client certificates, the
+    // certificates themselves, and the venv for the PyPI tools below.
+    "curl",
+    "openssl",
+    "python3-venv",
+    // A container runtime for the agent's container target (runc: crun
+    // fails on hybrid cgroups).
+    "podman",
+    "runc",
+];
+
+/// Where the PyPI tools the tests drive live (a venv of their own, so the
+/// system's Python stays untouched).
+pub const PYTOOLS_VENV: &str = "/opt/impair-pytools";
+/// PyPI tools, pinned: kubernetes-validate checks docs/fleet.md's manifests
+/// offline; schemathesis tests the agent from its OpenAPI document.
+const PYTOOLS: &[(&str, &str)] = &[
+    ("kubernetes-validate", "1.37.0"),
+    ("schemathesis", "4.32.5"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -130,6 +149,8 @@ pub fn setup(opts: &Options) -> Result<()> {
         }
     }
 
+    ensure_pytools()?;
+
     let kernels = if opts.kernels {
         kernels::ensure(&mut apt)
     } else {
@@ -162,6 +183,37 @@ pub fn setup(opts: &Options) -> Result<()> {
     }
     eprintln!("setup done in {:.1} s", start.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Installs [`PYTOOLS`] into [`PYTOOLS_VENV`] unless each is there at its
+/// pinned version (idempotent: `pip show` first, `pip install` only for what
+/// is missing or another version).
+fn ensure_pytools() -> Result<()> {
+    let venv = Path::new(PYTOOLS_VENV);
+    let pip = venv.join("bin/pip");
+    if !pip.is_file() {
+        run_timed(Command::new("python3").args(["-m", "venv", PYTOOLS_VENV]))?;
+    }
+    let missing: Vec<String> = PYTOOLS
+        .iter()
+        .filter(|(name, version)| {
+            let shown = probe(Command::new(&pip).args(["show", name])).unwrap_or_default();
+            !shown
+                .lines()
+                .any(|l| l.trim() == format!("Version: {version}"))
+        })
+        .map(|(name, version)| format!("{name}=={version}"))
+        .collect();
+    if missing.is_empty() {
+        eprintln!("PyPI tools: present in {PYTOOLS_VENV}");
+        return Ok(());
+    }
+    run_timed(
+        Command::new(&pip)
+            .arg("install")
+            .arg("--quiet")
+            .args(&missing),
+    )
 }
 
 /// Mirrors impair-user/build.rs: upstream wins when rustup's nightly has

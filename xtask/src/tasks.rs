@@ -194,6 +194,8 @@ impl Tier {
                 "controller",
                 "--test",
                 "sweep",
+                "--test",
+                "agent",
             ]),
             Tier::All | Tier::Vm => {
                 args.push("--workspace");
