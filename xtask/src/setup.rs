@@ -40,6 +40,7 @@ const TEST_TOOLS: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "cpio",
+    "iperf3",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
