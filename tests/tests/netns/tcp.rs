@@ -29,6 +29,13 @@ const PORT: &str = "5201";
 const BYTES: &str = "160M";
 const MIN_SEGMENTS: u64 = 100_000;
 
+/// A measurement line on stderr, seen in passing runs too (libtest captures
+/// `eprintln!`; the numbers are the test's record).
+fn say(msg: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{msg}");
+}
+
 fn require_tools() {
     impair_tests::require_privileges();
     for tool in ["iperf3", "nstat"] {
@@ -113,7 +120,7 @@ fn iperf3(lab: &Lab) -> HashMap<&'static str, u64> {
         .map(|k| format!("{k} {}", delta(&before, &after, k)))
         .collect();
     why.sort();
-    eprintln!("client TcpExt: {}", why.join(", "));
+    say(format_args!("client TcpExt: {}", why.join(", ")));
     m
 }
 
@@ -157,7 +164,7 @@ fn loss_is_repaired_by_the_sender(tag: &str, ns_of: fn(&Lab) -> &str, iface: &st
         tcp["TcpRetransSegs"],
         tcp["TcpExtTCPDSACKRecvSegs"],
     );
-    eprintln!(
+    say(format_args!(
         "{tag}: TcpOutSegs {out} TcpRetransSegs {retrans} (DSACKed {spurious}); engine skbs {} (dropped {}), wire \
          packets {} (dropped {}), super-packets decided whole {}",
         n("packets"),
@@ -165,7 +172,7 @@ fn loss_is_repaired_by_the_sender(tag: &str, ns_of: fn(&Lab) -> &str, iface: &st
         n("wire_packets"),
         n("dropped_wire_packets"),
         n("super_packets")
-    );
+    ));
     assert!(out >= MIN_SEGMENTS, "{out} segments sent");
     assert_inside_99(0.01, n("dropped_loss"), n("packets"));
     let dropped = n("dropped_wire_packets");
