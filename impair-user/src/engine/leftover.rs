@@ -57,8 +57,9 @@ pub(crate) fn clear_for_attach(iface: &str, ifindex: u32, hooks: u32) -> Result<
 pub fn remove_crash_leftovers(iface: &str) -> Result<bool> {
     let ifindex = crate::sys::ifindex(iface)?;
     let clsact = super::journal::recover()?.contains(&ifindex);
+    let offloads = super::offload::recover()?.contains(&ifindex);
     let fq = remove_orphan_fq(iface, ifindex)?;
-    Ok(clsact || fq)
+    Ok(clsact || offloads || fq)
 }
 
 /// Removes a root qdisc impair installed ([`fq::ROOT_HANDLE`]) that no live

@@ -6,6 +6,7 @@
 //! - `link/`: one file per way of attaching (tcx, clsact filter, XDP) behind
 //!   one interface; `link/clsact.rs` also adds and deletes the clsact qdisc;
 //! - `fq.rs`: the fq root qdisc that delay and rate need;
+//! - `offload.rs`: device offloads turned off while attached (restored);
 //! - `lease.rs`: the lease that makes a killed controller stop impairing;
 //! - `owner.rs`: the owner record, and who removes the clsact and fq;
 //! - `leftover.rs`: removing what dead controllers and expired pins left;
@@ -21,6 +22,7 @@ mod lease;
 mod leftover;
 mod link;
 mod load;
+mod offload;
 mod owner;
 
 use std::{
@@ -31,7 +33,7 @@ use std::{
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::Ebpf;
-use impair_common::{owner_flags, Owner};
+use impair_common::{owner_flags, rule_flags, Owner};
 
 pub use self::{
     error::{EgressOnly, Error},
@@ -67,6 +69,10 @@ pub struct AttachOptions {
     /// enforced by the kernel through the lease (even if the controller is
     /// killed or stopped).
     pub duration: Option<Duration>,
+    /// `--keep-offloads`: change no device offload (by default transmit
+    /// checksumming goes off while a detectable corruption rule is attached
+    /// at egress; see `offload.rs`).
+    pub keep_offloads: bool,
 }
 
 /// A running, attached instance. Dropping it detaches and restores the
@@ -94,6 +100,8 @@ pub struct Engine {
     fq: Option<FqState>,
     /// The longest a packet can be held (how long detach lets fq drain).
     max_hold: Duration,
+    /// Transmit checksumming turned off while attached (restored on teardown).
+    tx_csum_off: Option<offload::TxChecksumOff>,
     /// Set by the first teardown (`detach`, then `Drop`, must not undo twice:
     /// a second pass would delete a clsact qdisc someone added since).
     torn_down: bool,
@@ -193,6 +201,27 @@ impl Engine {
         maps.owner.set(0, owner::attaching(&attached)?, 0)?;
         fault::point("attach:fq");
 
+        // Detectable corruption must be completed in software where the
+        // receiver would trust a partial checksum (offload.rs); journaled.
+        let detectable = rules
+            .rules
+            .iter()
+            .any(|r| r.corrupt_u32 != 0 && r.flags & rule_flags::CORRUPT_SILENT == 0);
+        let tx_csum_off = Undo::new(
+            if !opts.keep_offloads && hooks.direction.egress() && detectable {
+                offload::TxChecksumOff::ensure_off(iface, ifindex)?
+            } else {
+                None
+            },
+            |t| {
+                if let Some(t) = t {
+                    if let Err(e) = t.restore() {
+                        tracing::warn!("undoing a partial attach: {e:#}");
+                    }
+                }
+            },
+        );
+
         // One clsact qdisc serves both tc directions; created only if there
         // is none (then recorded in the owner map, so it is removed again).
         // From creating the clsact qdisc until a filter holds the program
@@ -248,10 +277,17 @@ impl Engine {
             seed,
             netns,
             fq: fq.keep(),
+            tx_csum_off: tx_csum_off.keep(),
             max_hold: Duration::from_nanos(rules.max_hold_ns()),
             torn_down: false,
             iface: opts.iface,
         })
+    }
+
+    /// The device offloads this engine changed while attached (restored on
+    /// detach), one line each, for the attach message.
+    pub fn offload_changes(&self) -> Vec<String> {
+        self.tx_csum_off.iter().map(|t| t.describe()).collect()
     }
 
     /// Where this engine is attached.
@@ -411,6 +447,11 @@ impl Engine {
             }
         }
         drop(window);
+        if let Some(t) = self.tx_csum_off.take() {
+            if let Err(e) = t.restore() {
+                result = result.and(Err(e));
+            }
+        }
         // `impair update` from another process may have installed fq for us.
         if self.fq.is_none() && own.is_some_and(|o| o.flags & owner_flags::INSTALLED_FQ != 0) {
             self.fq = Some(FqState::Installed);

@@ -11,6 +11,11 @@
 //!
 //! Both topologies: the client's own egress (`c0`, a local sender) and the
 //! router's `r1` (forwarded traffic).
+//!
+//! Also with default offloads: `detectable` corruption of UDP is detected
+//! although the sender leaves checksums partial (impair turns transmit
+//! checksumming off on the impaired device while attached and restores it,
+//! also after a crash).
 use std::{
     collections::HashMap,
     process::{Command, Stdio},
@@ -18,7 +23,7 @@ use std::{
 };
 
 use impair_tests::{
-    ns::{stats_json_in, Controller},
+    ns::{impair_in, probe, stats_json_in, stdout_ok, Controller},
     stats::assert_inside_99,
 };
 use impair_tools::lab::{self, Lab, LabOptions};
@@ -207,4 +212,80 @@ fn local_sender_retransmits_exactly_the_dropped_wire_packets() {
 #[test]
 fn forwarded_tcp_loss_is_retransmitted_exactly() {
     loss_is_repaired_by_the_sender("tcprtr", |l| l.router.as_str(), lab::ROUTER_EGRESS);
+}
+
+/// `ethtool -k IFACE` in `ns`: every offload feature and its state.
+fn features(lab: &Lab, ns: &str, iface: &str) -> String {
+    lab.exec(ns, &["ethtool", "-k", iface]).unwrap()
+}
+
+/// `detectable` UDP corruption (10%) at `iface` in `ns` with the kernel's
+/// default offloads (the sender's UDP checksums are partial, and a veth
+/// receiver trusts a partial checksum): impair turns transmit checksumming
+/// off while attached, so the corrupted datagrams fail the server's UDP
+/// checksum: none reaches the application, the server's UdpInCsumErrors
+/// counts exactly the engine's corruptions, and detach restores every
+/// feature exactly. A SIGKILLed controller's change is restored by the next
+/// `impair detach IFACE` (its journal in /run/impair).
+fn detectable_corruption_with_default_offloads(tag: &str, ns_of: fn(&Lab) -> &str, iface: &str) {
+    let lab = lab_with_offloads(tag);
+    let ns = ns_of(&lab).to_owned();
+    let before = features(&lab, &ns, iface);
+    assert!(before.contains("tx-checksumming: on"), "{before}");
+    let server_before = nstat(&lab, &lab.server);
+    let ctl = Controller::start_in(&ns, iface, &["--corrupt", "10%", "--seed", "9"]);
+    assert!(
+        features(&lab, &ns, iface).contains("tx-checksumming: off"),
+        "off while attached"
+    );
+    let r = probe(&lab, false, 0, 4_000, 200);
+    let stats = stats_json_in(&ns, iface, &[]);
+    let corrupted = stats["rules"][0]["corrupted"].as_u64().unwrap();
+    let csum_errors = delta(&server_before, &nstat(&lab, &lab.server), "UdpInCsumErrors");
+    drop(ctl);
+    assert_inside_99(0.10, corrupted, r.sent);
+    assert_eq!(
+        r.corrupted, 0,
+        "no damaged payload reaches the application: {r:?}"
+    );
+    assert_eq!(
+        r.lost, corrupted,
+        "the receiver dropped the corrupted ones: {stats}"
+    );
+    assert_eq!(
+        csum_errors, corrupted,
+        "UdpInCsumErrors counts them: {stats}"
+    );
+    assert_eq!(
+        features(&lab, &ns, iface),
+        before,
+        "detach restores the offloads"
+    );
+
+    // A controller killed while attached: the next `impair detach` restores.
+    let ctl = Controller::start_in(&ns, iface, &["--corrupt", "10%"]);
+    assert!(!ctl.signal_and_wait(libc::SIGKILL).success());
+    assert!(features(&lab, &ns, iface).contains("tx-checksumming: off"));
+    let out = stdout_ok(&impair_in(&ns, &["detach", iface]));
+    assert!(out.contains("removed"), "{out}");
+    assert_eq!(features(&lab, &ns, iface), before, "restored after a crash");
+
+    // --keep-offloads changes nothing.
+    let ctl = Controller::start_in(&ns, iface, &["--corrupt", "10%", "--keep-offloads"]);
+    assert_eq!(features(&lab, &ns, iface), before, "--keep-offloads");
+    drop(ctl);
+}
+
+#[test]
+fn detectable_udp_corruption_with_default_offloads_local_sender() {
+    detectable_corruption_with_default_offloads("csumloc", |l| l.client.as_str(), lab::CLIENT_IF);
+}
+
+#[test]
+fn detectable_udp_corruption_with_default_offloads_forwarded() {
+    detectable_corruption_with_default_offloads(
+        "csumrtr",
+        |l| l.router.as_str(),
+        lab::ROUTER_EGRESS,
+    );
 }
