@@ -80,7 +80,8 @@ fn delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>, name: &str
 }
 
 /// Sends [`BYTES`] client → server with iperf3 (one TCP connection, kernel
-/// defaults) and returns what the client's TCP counted meanwhile.
+/// defaults) and returns what the client's TCP counted meanwhile (and, named
+/// as nstat names them, the server's TcpInCsumErrors and DSACKs sent).
 fn iperf3(lab: &Lab) -> HashMap<&'static str, u64> {
     let server_addr = lab.server_v4().to_string();
     let mut server = Command::new("ip")
@@ -101,12 +102,14 @@ fn iperf3(lab: &Lab) -> HashMap<&'static str, u64> {
         .expect("starting iperf3 -s");
     std::thread::sleep(Duration::from_millis(300));
     let before = nstat(lab, &lab.client);
+    let server_before = nstat(lab, &lab.server);
     let out = Command::new("timeout")
         .args(["60", "ip", "netns", "exec", &lab.client, "iperf3", "-c"])
         .args([&server_addr, "-p", PORT, "-n", BYTES])
         .output()
         .expect("running iperf3 -c");
     let after = nstat(lab, &lab.client);
+    let server_after = nstat(lab, &lab.server);
     let _ = server.kill();
     let _ = server.wait();
     assert!(
@@ -118,6 +121,13 @@ fn iperf3(lab: &Lab) -> HashMap<&'static str, u64> {
     let mut m = HashMap::new();
     for name in ["TcpOutSegs", "TcpRetransSegs", "TcpExtTCPDSACKRecvSegs"] {
         m.insert(name, delta(&before, &after, name));
+    }
+    for name in [
+        "TcpInCsumErrors",
+        "TcpExtTCPDSACKOldSent",
+        "TcpExtTCPDSACKOfoSent",
+    ] {
+        m.insert(name, delta(&server_before, &server_after, name));
     }
     let mut why: Vec<String> = after
         .keys()
@@ -212,6 +222,77 @@ fn local_sender_retransmits_exactly_the_dropped_wire_packets() {
 #[test]
 fn forwarded_tcp_loss_is_retransmitted_exactly() {
     loss_is_repaired_by_the_sender("tcprtr", |l| l.router.as_str(), lab::ROUTER_EGRESS);
+}
+
+/// The rule's counters after iperf3 through `impair attach c0 ARGS` (the
+/// client's own egress, TCP to the server), and what TCP counted.
+fn tcp_through_client(tag: &str, args: &[&str]) -> (serde_json::Value, HashMap<&'static str, u64>) {
+    let lab = lab_with_offloads(tag);
+    let dst = format!("{}/32", lab.server_v4());
+    let all = [&["--proto", "tcp", "--dst", &dst][..], args].concat();
+    let ctl = Controller::start_in(&lab.client, lab::CLIENT_IF, &all);
+    let tcp = iperf3(&lab);
+    let stats = stats_json_in(&lab.client, lab::CLIENT_IF, &[]);
+    drop(ctl);
+    (stats["rules"][0].clone(), tcp)
+}
+
+/// The most wire packets one skb carries: a 64 KB GSO skb of 1448-byte segments.
+const MAX_SEGS_PER_SKB: u64 = 46;
+
+/// `--corrupt 1%` (detectable) on TCP with default offloads: a corrupted
+/// super-packet's segments all carry the perturbed checksum seed (GSO copies
+/// it into each), so the server rejects between one and all of its wire
+/// packets (TcpInCsumErrors), the client retransmits them, and the engine's
+/// skb corruptions are Bernoulli(1%).
+#[test]
+fn tcp_corruption_is_detected_and_repaired() {
+    let (rule, tcp) = tcp_through_client("tcpcor", &["--corrupt", "1%", "--seed", "5"]);
+    let n = |k: &str| rule[k].as_u64().unwrap_or_else(|| panic!("{k}: {rule}"));
+    let (corrupted, errors, retrans) = (
+        n("corrupted"),
+        tcp["TcpInCsumErrors"],
+        tcp["TcpRetransSegs"],
+    );
+    say(format_args!(
+        "tcpcor: engine skbs {} corrupted {corrupted}; server TcpInCsumErrors {errors}; client \
+         TcpRetransSegs {retrans}",
+        n("packets")
+    ));
+    assert!(tcp["TcpOutSegs"] >= MIN_SEGMENTS);
+    assert_inside_99(0.01, corrupted, n("packets"));
+    assert!(
+        (corrupted..=corrupted * MAX_SEGS_PER_SKB).contains(&errors),
+        "{errors} checksum errors for {corrupted} corrupted skbs: {rule}"
+    );
+    assert!(
+        retrans + 5 >= errors,
+        "the sender repaired them: {retrans} < {errors}"
+    );
+}
+
+/// `--duplicate 5%` on TCP with default offloads: the engine's duplicates
+/// (one per skb, super-packets whole) are Bernoulli(5%), and the server saw
+/// each: a duplicate arrives behind its original, all old data, and the
+/// receiver answers each with one DSACK (TcpExtTCPDSACKOldSent, per skb).
+#[test]
+fn tcp_duplicates_reach_the_receiver() {
+    let (rule, tcp) = tcp_through_client("tcpdup", &["--duplicate", "5%", "--seed", "5"]);
+    let n = |k: &str| rule[k].as_u64().unwrap_or_else(|| panic!("{k}: {rule}"));
+    let (dup, dsacks) = (
+        n("duplicated"),
+        tcp["TcpExtTCPDSACKOldSent"] + tcp["TcpExtTCPDSACKOfoSent"],
+    );
+    say(format_args!(
+        "tcpdup: engine skbs {} duplicated {dup}; server DSACKs sent {dsacks}",
+        n("packets")
+    ));
+    assert!(tcp["TcpOutSegs"] >= MIN_SEGMENTS);
+    assert_inside_99(0.05, dup, n("packets"));
+    assert!(
+        dup > 0 && dsacks.abs_diff(dup) <= dup / 20 + 5,
+        "{dsacks} DSACKs for {dup} duplicates: {rule}"
+    );
 }
 
 /// `ethtool -k IFACE` in `ns`: every offload feature and its state.
