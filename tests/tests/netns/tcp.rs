@@ -151,14 +151,17 @@ fn iperf3(lab: &Lab) -> HashMap<&'static str, u64> {
 ///   The receiver reports one DSACK range per ACK, so when several spurious
 ///   copies arrive between two ACKs some go unreported: up to 20% of the
 ///   drops plus 20 more retransmissions are allowed (seen: 0 to 3% on an
-///   idle machine, 2.7% with tests running beside it). None fewer: every
-///   dropped data segment must be resent for iperf3 to finish, except a few
-///   dropped packets that need no retransmission (pure ACKs and the iperf3
-///   control connection's segments, at 1% of a few dozen): 5. With
+///   idle machine, 2.7% with tests running beside it). Fewer only by the
+///   tail: iperf3 ends the test when the client has *written* everything
+///   (its control connection says so, and the server closes), so the last
+///   skb in flight may be lost and never resent — one super-packet, at most
+///   [`MAX_SEGS_PER_SKB`] (seen: 0, 39, 44) — and a few dropped packets
+///   need no retransmission (pure ACKs and the iperf3 control connection's
+///   segments, at 1% of a few dozen): 5. With
 ///   `TC_ACT_SHOT` the sender resent far fewer segments than were dropped
 ///   (the issue measured 38 for 587 dropped skbs of ~40 segments).
 /// - at least [`MIN_SEGMENTS`] data segments went out.
-fn loss_is_repaired_by_the_sender(tag: &str, ns_of: fn(&Lab) -> &str, iface: &str) {
+fn loss_is_repaired_by_the_sender(tag: &str, ns_of: fn(&Lab) -> &str, iface: &str, extra: &[&str]) {
     let lab = lab_with_offloads(tag);
     let ns = ns_of(&lab).to_owned();
     let dst = format!("{}/32", lab.server_v4());
@@ -192,7 +195,10 @@ fn loss_is_repaired_by_the_sender(tag: &str, ns_of: fn(&Lab) -> &str, iface: &st
     assert_inside_99(0.01, n("dropped_loss"), n("packets"));
     let dropped = n("dropped_wire_packets");
     assert!(dropped > 0, "{stats}");
-    let (lo, hi) = (dropped.saturating_sub(5), dropped + dropped / 5 + 20);
+    let (lo, hi) = (
+        dropped.saturating_sub(MAX_SEGS_PER_SKB + 5),
+        dropped + dropped / 5 + 20,
+    );
     let repaired = retrans - spurious.min(retrans);
     assert!(
         (lo..=hi).contains(&repaired),
@@ -214,14 +220,26 @@ fn loss_is_repaired_by_the_sender(tag: &str, ns_of: fn(&Lab) -> &str, iface: &st
 /// The client's own egress: a local TCP sender.
 #[test]
 fn local_sender_retransmits_exactly_the_dropped_wire_packets() {
-    loss_is_repaired_by_the_sender("tcploc", |l| l.client.as_str(), lab::CLIENT_IF);
+    loss_is_repaired_by_the_sender("tcploc", |l| l.client.as_str(), lab::CLIENT_IF, &[]);
+}
+
+/// The same through a clsact filter (netlink; every kernel before 6.6 uses
+/// it): the redirect to ifindex 0 is a network loss there too.
+#[test]
+fn local_sender_retransmits_the_dropped_wire_packets_netlink_clsact() {
+    loss_is_repaired_by_the_sender(
+        "tcpcls",
+        |l| l.client.as_str(),
+        lab::CLIENT_IF,
+        &["--attach-mode", "netlink"],
+    );
 }
 
 /// The router's egress: forwarded TCP (the client's GSO skbs cross the veths
 /// whole and are forwarded as they are).
 #[test]
 fn forwarded_tcp_loss_is_retransmitted_exactly() {
-    loss_is_repaired_by_the_sender("tcprtr", |l| l.router.as_str(), lab::ROUTER_EGRESS);
+    loss_is_repaired_by_the_sender("tcprtr", |l| l.router.as_str(), lab::ROUTER_EGRESS, &[]);
 }
 
 /// The rule's counters after iperf3 through `impair attach c0 ARGS` (the
