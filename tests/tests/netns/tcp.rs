@@ -165,16 +165,16 @@ fn loss_is_repaired_by_the_sender(tag: &str, ns_of: fn(&Lab) -> &str, iface: &st
     let lab = lab_with_offloads(tag);
     let ns = ns_of(&lab).to_owned();
     let dst = format!("{}/32", lab.server_v4());
-    let ctl = Controller::start_in(
-        &ns,
-        iface,
-        &[
-            "--loss", "1%", "--proto", "tcp", "--dst", &dst, "--seed", "7",
-        ],
-    );
+    let base = [
+        "--loss", "1%", "--proto", "tcp", "--dst", &dst, "--seed", "7",
+    ];
+    let ctl = Controller::start_in(&ns, iface, &[&base[..], extra].concat());
     let tcp = iperf3(&lab);
     let stats = stats_json_in(&ns, iface, &[]);
     drop(ctl);
+    if extra.contains(&"netlink") {
+        assert_eq!(stats["owner"]["attach_mode"], "netlink", "{stats}");
+    }
     let rule = &stats["rules"][0];
     let n = |k: &str| rule[k].as_u64().unwrap_or_else(|| panic!("{k}: {stats}"));
     let (out, retrans, spurious) = (
