@@ -33,7 +33,7 @@ use std::{
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::Ebpf;
-use impair_common::{owner_flags, rule_flags, Owner};
+use impair_common::{loss_model, owner_flags, rule_flags, Owner};
 
 pub use self::{
     error::{EgressOnly, Error},
@@ -69,9 +69,10 @@ pub struct AttachOptions {
     /// enforced by the kernel through the lease (even if the controller is
     /// killed or stopped).
     pub duration: Option<Duration>,
-    /// `--keep-offloads`: change no device offload (by default transmit
-    /// checksumming goes off while a detectable corruption rule is attached
-    /// at egress; see `offload.rs`).
+    /// `--keep-offloads`: change no device offload (by default, at egress,
+    /// transmit checksumming goes off while a detectable corruption rule is
+    /// attached, and per-packet decisions get one wire packet per skb; see
+    /// `offload.rs`).
     pub keep_offloads: bool,
 }
 
@@ -100,8 +101,8 @@ pub struct Engine {
     fq: Option<FqState>,
     /// The longest a packet can be held (how long detach lets fq drain).
     max_hold: Duration,
-    /// Transmit checksumming turned off while attached (restored on teardown).
-    tx_csum_off: Option<offload::TxChecksumOff>,
+    /// Device offloads changed while attached (restored on teardown).
+    offloads: Option<offload::Offloads>,
     /// Set by the first teardown (`detach`, then `Drop`, must not undo twice:
     /// a second pass would delete a clsact qdisc someone added since).
     torn_down: bool,
@@ -201,21 +202,29 @@ impl Engine {
         maps.owner.set(0, owner::attaching(&attached)?, 0)?;
         fault::point("attach:fq");
 
-        // Detectable corruption must be completed in software where the
-        // receiver would trust a partial checksum (offload.rs); journaled.
-        let detectable = rules
-            .rules
-            .iter()
-            .any(|r| r.corrupt_u32 != 0 && r.flags & rule_flags::CORRUPT_SILENT == 0);
-        let tx_csum_off = Undo::new(
-            if !opts.keep_offloads && hooks.direction.egress() && detectable {
-                offload::TxChecksumOff::ensure_off(iface, ifindex)?
+        // Offloads (offload.rs): detectable corruption is completed in
+        // software; decisions made per packet (loss, duplication, corruption,
+        // reordering, jitter, the MTU) act per wire packet. Journaled.
+        let wanted = offload::Wanted {
+            tx_checksum_off: rules
+                .rules
+                .iter()
+                .any(|r| r.corrupt_u32 != 0 && r.flags & rule_flags::CORRUPT_SILENT == 0),
+            per_wire_packet: rules.rules.iter().any(|r| {
+                r.loss.model != loss_model::NONE
+                    || r.corrupt_u32 | r.duplicate_u32 | r.reorder_u32 | r.mtu_bytes != 0
+                    || r.jitter_ns != 0
+            }),
+        };
+        let offloads = Undo::new(
+            if !opts.keep_offloads && hooks.direction.egress() {
+                Some(offload::Offloads::apply(iface, ifindex, wanted)?).filter(|o| !o.is_empty())
             } else {
                 None
             },
-            |t| {
-                if let Some(t) = t {
-                    if let Err(e) = t.restore() {
+            |o| {
+                if let Some(o) = o {
+                    if let Err(e) = o.restore() {
                         tracing::warn!("undoing a partial attach: {e:#}");
                     }
                 }
@@ -277,7 +286,7 @@ impl Engine {
             seed,
             netns,
             fq: fq.keep(),
-            tx_csum_off: tx_csum_off.keep(),
+            offloads: offloads.keep(),
             max_hold: Duration::from_nanos(rules.max_hold_ns()),
             torn_down: false,
             iface: opts.iface,
@@ -287,7 +296,7 @@ impl Engine {
     /// The device offloads this engine changed while attached (restored on
     /// detach), one line each, for the attach message.
     pub fn offload_changes(&self) -> Vec<String> {
-        self.tx_csum_off.iter().map(|t| t.describe()).collect()
+        self.offloads.iter().flat_map(|o| o.describe()).collect()
     }
 
     /// Where this engine is attached.
@@ -447,8 +456,8 @@ impl Engine {
             }
         }
         drop(window);
-        if let Some(t) = self.tx_csum_off.take() {
-            if let Err(e) = t.restore() {
+        if let Some(o) = self.offloads.take() {
+            if let Err(e) = o.restore() {
                 result = result.and(Err(e));
             }
         }

@@ -1,31 +1,38 @@
-//! Device offloads impair turns off while it is attached, each restored
-//! exactly on detach and, after a crash, by the next impair command in the
-//! namespace (journal files in `/run/impair`, like the clsact window's).
+//! Device offloads impair changes while it is attached at egress, each
+//! restored exactly on detach and, after a crash, by the next impair command
+//! in the namespace (a journal file per engine in `/run/impair`, like the
+//! clsact window's, written before each change).
 //!
-//! Today one offload: **transmit checksumming** on the impaired device while
-//! a rule corrupts in `detectable` mode at egress. A `CHECKSUM_PARTIAL` skb's
-//! L4 check field holds only the pseudo-header seed when the program runs;
-//! the data path perturbs it, so a checksum completed later over the segment
-//! is wrong. But a receiver that trusts the sender's checksum state (a veth
-//! peer, local delivery, many virtual NICs) never completes or verifies it,
-//! and the damaged payload reaches the application. With transmit
-//! checksumming off, `validate_xmit_skb` completes the checksum in software
-//! (`skb_checksum_help`, after the tc hook) and the skb leaves as
-//! `CHECKSUM_NONE`: every receiver verifies it and drops it
-//! (`UdpInCsumErrors`/`TcpInCsumErrors`). netem completes the checksum
-//! before it corrupts for the same reason.
+//! **Transmit checksumming** off on the impaired device while a rule
+//! corrupts in `detectable` mode. A `CHECKSUM_PARTIAL` skb's L4 check field
+//! holds only the pseudo-header seed when the program runs; the data path
+//! perturbs it, so a checksum completed later is wrong. But a receiver that
+//! trusts the sender's checksum state (a veth peer, local delivery, many
+//! virtual NICs) never completes or verifies it, and the damaged payload
+//! reaches the application. With transmit checksumming off,
+//! `validate_xmit_skb` completes the checksum in software
+//! (`skb_checksum_help`, after the tc hook) and every receiver verifies it.
+//! netem completes the checksum before it corrupts for the same reason.
 //!
-//! Why not TSO/GSO (per-wire-packet decisions): TCP builds GSO skbs whatever
-//! the device's TSO/GSO flags say (it always uses GSO since Linux 4.17 and
-//! segments in software after the tc hook), so turning them off does not
-//! split what impair sees; see docs/impairments.md, "Super-packets".
+//! **One wire packet per skb** while a rule decides per packet (loss,
+//! duplication, corruption, reordering, jitter, the MTU): the impaired
+//! device's `gso_max_segs` goes to 1, so TCP connections opened from then on
+//! build one-segment skbs (TCP always builds GSO skbs whatever the device's
+//! TSO/GSO flags say, since Linux 4.17, and segments them in software after
+//! the tc hook: turning TSO/GSO off would not split what impair sees); and
+//! when the namespace forwards, GRO goes off on its other devices (never
+//! `lo`), so received segments are not merged before they are forwarded.
+//! Not split: connections already open at attach, UDP GSO (`UDP_SEGMENT`),
+//! and super-packets a veth carries in from another namespace (their sender
+//! built them); `super_packets` counts what was decided whole.
 //!
-//! The legacy `SIOCETHTOOL` ioctl (`ETHTOOL_GTXCSUM`/`ETHTOOL_STXCSUM`, two
-//! 8-byte structs through `libc`) is used rather than the ethtool netlink
+//! The legacy `SIOCETHTOOL` ioctl (`ETHTOOL_[GS]TXCSUM`, `ETHTOOL_[GS]GRO`:
+//! an 8-byte struct through `libc`) is used rather than the ethtool netlink
 //! family: no crate in the tree speaks ethtool netlink, and the ioctl sets
-//! exactly the feature group `ethtool -K IFACE tx` does (`NETIF_F_CSUM_MASK`;
-//! TSO drops while it is off and returns with it, as the kernel keeps the
-//! wanted features).
+//! exactly the feature groups `ethtool -K IFACE tx|gro` do (TSO drops while
+//! tx checksumming is off and returns with it, as the kernel keeps the wanted
+//! features). `gso_max_segs` is a link attribute: set with iproute2's `ip`,
+//! as fq.rs uses `tc`.
 use std::{fs, os::fd::AsRawFd as _, path::PathBuf};
 
 use anyhow::{Context as _, Result};
@@ -106,24 +113,86 @@ fn onoff(on: bool) -> &'static str {
     }
 }
 
-/// Transmit checksumming impair turned off on an interface; restored by
-/// [`TxChecksumOff::restore`] (detach) or, if this process dies first, by
-/// [`recover`] from its journal file.
+/// One offload setting impair changed, and what it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Change {
+    /// Transmit checksumming was on (`ETHTOOL_STXCSUM`).
+    TxChecksum,
+    /// `gso_max_segs` was this (`ip link set dev IFACE gso_max_segs N`).
+    GsoMaxSegs(u32),
+    /// Generic receive offload was on (`ETHTOOL_SGRO`).
+    Gro,
+}
+
+impl Change {
+    /// The journal line: `KIND IFINDEX [VALUE]`.
+    fn line(&self, ifindex: u32) -> String {
+        match self {
+            Change::TxChecksum => format!("tx-checksum {ifindex}"),
+            Change::GsoMaxSegs(old) => format!("gso_max_segs {ifindex} {old}"),
+            Change::Gro => format!("gro {ifindex}"),
+        }
+    }
+
+    fn parse(line: &str) -> Option<(u32, Change)> {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w[..] {
+            ["tx-checksum", i] => Some((i.parse().ok()?, Change::TxChecksum)),
+            ["gro", i] => Some((i.parse().ok()?, Change::Gro)),
+            ["gso_max_segs", i, old] => {
+                Some((i.parse().ok()?, Change::GsoMaxSegs(old.parse().ok()?)))
+            }
+            _ => None,
+        }
+    }
+
+    /// Puts the setting back as it was on `iface`.
+    fn undo(&self, iface: &str) -> Result<()> {
+        match self {
+            Change::TxChecksum => set_tx_checksum(iface, true),
+            Change::GsoMaxSegs(old) => set_gso_max_segs(iface, *old),
+            Change::Gro => set_gro(iface, true),
+        }
+    }
+
+    /// What the attach message says.
+    fn describe(&self, iface: &str) -> String {
+        match self {
+            Change::TxChecksum => {
+                format!("{iface}: tx-checksumming off (detectable corruption is completed in software)")
+            }
+            Change::GsoMaxSegs(old) => format!(
+                "{iface}: gso_max_segs 1 (was {old}): TCP connections opened from now on send one wire packet per skb"
+            ),
+            Change::Gro => format!("{iface}: generic-receive-offload off (this namespace forwards)"),
+        }
+    }
+}
+
+/// The offloads one engine changed, each restored by [`Offloads::restore`]
+/// (detach) or, if this process dies first, by [`recover`] from its journal
+/// file. Every change is journaled before it is made.
 #[derive(Debug)]
-pub(crate) struct TxChecksumOff {
-    iface: String,
+pub(crate) struct Offloads {
+    changes: Vec<(String, u32, Change)>,
     journal: PathBuf,
 }
 
-impl TxChecksumOff {
-    /// Turns transmit checksumming off on `iface` (index `ifindex`) if it is
-    /// on; `None` when it was already off (nothing to restore). The journal
-    /// file is written before the change, so a crash at any point leaves a
-    /// record the next impair command restores from.
-    pub(crate) fn ensure_off(iface: &str, ifindex: u32) -> Result<Option<Self>> {
-        if !tx_checksum(iface)? {
-            return Ok(None);
-        }
+/// What to change at attach.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Wanted {
+    /// Transmit checksumming off on the impaired device (detectable corruption).
+    pub tx_checksum_off: bool,
+    /// One wire packet per skb: the impaired device's `gso_max_segs` 1 (local
+    /// TCP) and, when the namespace forwards, GRO off on its other devices.
+    pub per_wire_packet: bool,
+}
+
+impl Offloads {
+    /// Makes the `wanted` changes on `iface` (index `ifindex`) and, for
+    /// forwarding, the namespace's other devices; settings already as wanted
+    /// are left alone. On an error, what was changed is undone.
+    pub(crate) fn apply(iface: &str, ifindex: u32, wanted: Wanted) -> Result<Self> {
         fs::create_dir_all(DIR).with_context(|| format!("creating {DIR}"))?;
         let pid = std::process::id();
         let ticks = sys::process_start_ticks(pid).unwrap_or(0);
@@ -131,39 +200,178 @@ impl TxChecksumOff {
             "offload-{}-{ifindex}-{pid}-{ticks}",
             sys::netns_ino()?
         ));
-        fs::write(&journal, b"tx-checksum on\n")
-            .with_context(|| format!("writing {}", journal.display()))?;
-        let me = Self {
-            iface: iface.to_owned(),
+        let mut me = Self {
+            changes: Vec::new(),
             journal,
         };
-        if let Err(e) = set_tx_checksum(iface, false) {
-            let _ = fs::remove_file(&me.journal);
+        if let Err(e) = me.apply_all(iface, ifindex, wanted) {
+            if let Err(u) = me.restore_all() {
+                tracing::warn!("undoing offload changes: {u:#}");
+            }
             return Err(e);
         }
-        tracing::info!("{iface}: tx-checksumming off while detectable corruption is attached");
-        Ok(Some(me))
+        Ok(me)
     }
 
-    /// Turns transmit checksumming back on and removes the journal file.
-    pub(crate) fn restore(self) -> Result<()> {
-        set_tx_checksum(&self.iface, true)?;
-        let _ = fs::remove_file(&self.journal);
+    fn apply_all(&mut self, iface: &str, ifindex: u32, wanted: Wanted) -> Result<()> {
+        if wanted.tx_checksum_off && tx_checksum(iface)? {
+            self.change(iface, ifindex, Change::TxChecksum, || {
+                set_tx_checksum(iface, false)
+            })?;
+        }
+        if wanted.per_wire_packet {
+            let old = gso_max_segs(iface)?;
+            if old > 1 {
+                self.change(iface, ifindex, Change::GsoMaxSegs(old), || {
+                    set_gso_max_segs(iface, 1)
+                })?;
+            }
+            if forwarding() {
+                for (other, index) in other_devices(iface)? {
+                    // Devices without GRO (or without ethtool) are left alone.
+                    if gro(&other).unwrap_or(false) {
+                        self.change(&other, index, Change::Gro, || set_gro(&other, false))?;
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
-    /// What was changed, for the attach message.
-    pub(crate) fn describe(&self) -> String {
-        format!(
-            "{}: tx-checksumming turned off while attached (detectable corruption)",
-            self.iface
-        )
+    /// Journals `c` on `iface`, then makes it with `make`.
+    fn change(
+        &mut self,
+        iface: &str,
+        ifindex: u32,
+        c: Change,
+        make: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        self.changes.push((iface.to_owned(), ifindex, c));
+        self.write_journal()?;
+        if let Err(e) = make() {
+            self.changes.pop();
+            let _ = self.write_journal();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn write_journal(&self) -> Result<()> {
+        let text: String = self
+            .changes
+            .iter()
+            .map(|(_, i, c)| c.line(*i) + "\n")
+            .collect();
+        fs::write(&self.journal, text)
+            .with_context(|| format!("writing {}", self.journal.display()))
+    }
+
+    /// Whether nothing was changed.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// Puts every setting back, last change first, and removes the journal.
+    pub(crate) fn restore(mut self) -> Result<()> {
+        self.restore_all()
+    }
+
+    fn restore_all(&mut self) -> Result<()> {
+        let mut result = Ok(());
+        while let Some((iface, _, c)) = self.changes.pop() {
+            if let Err(e) = c.undo(&iface) {
+                result = result.and(Err(e));
+            }
+        }
+        if result.is_ok() {
+            let _ = fs::remove_file(&self.journal);
+        }
+        result
+    }
+
+    /// What was changed, one line each, for the attach message.
+    pub(crate) fn describe(&self) -> Vec<String> {
+        self.changes
+            .iter()
+            .map(|(iface, _, c)| c.describe(iface))
+            .collect()
     }
 }
 
-/// Restores the offloads dead processes turned off in this namespace (their
-/// journal files); returns the interfaces (by index) restored. A journal
-/// file whose interface is gone is removed.
+/// The device's `gso_max_segs` (`ip -d -j link show`).
+fn gso_max_segs(iface: &str) -> Result<u32> {
+    let out = ip(&["-d", "-j", "link", "show", "dev", iface])?;
+    let v: serde_json::Value = serde_json::from_str(&out).context("parsing ip -j link")?;
+    v[0]["gso_max_segs"]
+        .as_u64()
+        .map(|n| n as u32)
+        .with_context(|| format!("{iface}: ip link shows no gso_max_segs"))
+}
+
+fn set_gso_max_segs(iface: &str, n: u32) -> Result<()> {
+    ip(&["link", "set", "dev", iface, "gso_max_segs", &n.to_string()]).map(drop)
+}
+
+/// `ip ARGS` (iproute2, as fq.rs uses `tc`): its stdout, or its stderr as the error.
+fn ip(args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (iproute2)")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Whether this namespace forwards IPv4 or IPv6.
+fn forwarding() -> bool {
+    [
+        "/proc/sys/net/ipv4/ip_forward",
+        "/proc/sys/net/ipv6/conf/all/forwarding",
+    ]
+    .iter()
+    .any(|p| fs::read_to_string(p).is_ok_and(|v| v.trim() == "1"))
+}
+
+/// This namespace's devices other than `iface` and `lo`, with their indexes.
+fn other_devices(iface: &str) -> Result<Vec<(String, u32)>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/sys/class/net").context("listing /sys/class/net")? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if name == iface || name == "lo" {
+            continue;
+        }
+        if let Ok(index) = sys::ifindex(&name) {
+            out.push((name, index));
+        }
+    }
+    Ok(out)
+}
+
+/// `ETHTOOL_GGRO` / `ETHTOOL_SGRO`.
+const ETHTOOL_GGRO: u32 = 0x2b;
+const ETHTOOL_SGRO: u32 = 0x2c;
+
+fn gro(iface: &str) -> Result<bool> {
+    let v = ethtool_value(iface, ETHTOOL_GGRO, 0)
+        .with_context(|| format!("reading generic-receive-offload of {iface}"))?;
+    Ok(v != 0)
+}
+
+fn set_gro(iface: &str, on: bool) -> Result<()> {
+    ethtool_value(iface, ETHTOOL_SGRO, u32::from(on))
+        .with_context(|| format!("setting generic-receive-offload of {iface} {}", onoff(on)))?;
+    Ok(())
+}
+
+/// Restores the offloads dead processes changed in this namespace (their
+/// journal files); returns the interfaces (by index) restored. A change whose
+/// interface is gone is dropped with its file.
 pub(crate) fn recover() -> Result<Vec<u32>> {
     let Ok(entries) = fs::read_dir(DIR) else {
         return Ok(Vec::new());
@@ -179,11 +387,15 @@ pub(crate) fn recover() -> Result<Vec<u32>> {
             continue;
         }
         let content = fs::read_to_string(e.path()).unwrap_or_default();
-        if let Some(iface) = sys::ifname(j.ifindex) {
-            if content.trim() == "tx-checksum on" {
-                set_tx_checksum(&iface, true)?;
-                tracing::warn!("{iface}: restored tx-checksumming a dead impair turned off");
-                restored.push(j.ifindex);
+        let changes: Vec<(u32, Change)> = content.lines().filter_map(Change::parse).collect();
+        for (ifindex, c) in changes.iter().rev() {
+            if let Some(iface) = sys::ifname(*ifindex) {
+                c.undo(&iface)?;
+                tracing::warn!(
+                    "{iface}: restored {} a dead impair changed",
+                    c.line(*ifindex)
+                );
+                restored.push(*ifindex);
             }
         }
         let _ = fs::remove_file(e.path());
@@ -233,6 +445,15 @@ mod tests {
         assert_eq!(Journal::parse("clsact-4026531840-7-1234-98765"), None);
         assert_eq!(Journal::parse("offload-x-7-1234-98765"), None);
         assert_eq!(Journal::parse("update-4026531840-7.lock"), None);
+    }
+
+    #[test]
+    fn journal_lines_round_trip() {
+        for c in [Change::TxChecksum, Change::GsoMaxSegs(65535), Change::Gro] {
+            assert_eq!(Change::parse(&c.line(7)), Some((7, c.clone())), "{c:?}");
+        }
+        assert_eq!(Change::parse("gso_max_segs 7"), None);
+        assert_eq!(Change::parse("tso 7"), None);
     }
 
     #[test]
