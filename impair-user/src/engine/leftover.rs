@@ -113,6 +113,8 @@ pub fn remove_leftover(iface: &str, inst: &discover::Instance) -> Result<()> {
         fq::restore(iface, &FqState::Installed, Duration::from_secs(2))
             .with_context(|| format!("removing the fq root qdisc a dead impair left on {iface}"))?;
     }
+    // The offloads dead controllers changed (their journals; a pin changes none).
+    super::offload::recover()?;
     // Best effort: the filters are gone, which is what matters; the program
     // leaves the kernel once the last reference to it does.
     if let Err(e) = owner::retire_instance(inst) {
