@@ -33,6 +33,11 @@ const PORT: &str = "5201";
 /// Bytes the client sends: ≥ 100,000 full-size segments (1448 bytes each).
 const BYTES: &str = "160M";
 const MIN_SEGMENTS: u64 = 100_000;
+/// iperf3's own pacing: a full-speed flow would take both of the machine's
+/// CPUs from the timing-sensitive tests running beside these (rate and
+/// policing tests measure their own sender's lateness); 500 Mbit/s sends
+/// [`BYTES`] in under 3 s.
+const RATE: &str = "500M";
 
 /// A measurement line on stderr, seen in passing runs too (libtest captures
 /// `eprintln!`; the numbers are the test's record).
@@ -105,7 +110,7 @@ fn iperf3(lab: &Lab) -> HashMap<&'static str, u64> {
     let server_before = nstat(lab, &lab.server);
     let out = Command::new("timeout")
         .args(["60", "ip", "netns", "exec", &lab.client, "iperf3", "-c"])
-        .args([&server_addr, "-p", PORT, "-n", BYTES])
+        .args([&server_addr, "-p", PORT, "-n", BYTES, "-b", RATE])
         .output()
         .expect("running iperf3 -c");
     let after = nstat(lab, &lab.client);
