@@ -329,6 +329,15 @@ pub struct AttachArgs {
     /// clsact filters, which the kernel keeps without a process; tc hooks only.
     #[arg(long, conflicts_with_all = ["scenario", "metrics", "json"])]
     pub pin: bool,
+    /// Change no device offload. By default, at egress, impair makes local
+    /// TCP send one wire packet per skb while a rule decides per packet
+    /// (IFACE's gso_max_segs 1; GRO off on the namespace's other devices if
+    /// it forwards), and turns transmit checksumming off on IFACE while a
+    /// `detectable` corruption rule is attached; each restored on detach.
+    /// With this flag super-packets are decided whole (counted in stats) and
+    /// a receiver that trusts partial checksums may accept corrupted data.
+    #[arg(long)]
+    pub keep_offloads: bool,
     /// Seed of the data path's per-CPU generators (reproducible runs).
     #[arg(long)]
     pub seed: Option<u64>,

@@ -90,6 +90,9 @@ pub(crate) fn attach(a: AttachArgs, netns: Option<&str>) -> Result<()> {
             seed: a.seed,
             label: label.clone(),
             duration,
+            // A pinned instance outlives this process: its offload journal
+            // would read as a crash's, so pins change no offload.
+            keep_offloads: a.keep_offloads || a.pin,
         },
         &label,
     )?;
@@ -202,6 +205,9 @@ pub(crate) fn attach(a: AttachArgs, netns: Option<&str>) -> Result<()> {
         );
         for note in a.impair.unit_notes() {
             println!("impair: note: {note}");
+        }
+        for change in engine.offload_changes() {
+            println!("impair: {change}; restored on detach (--keep-offloads leaves it)");
         }
     }
     let tty = std::io::stdout().is_terminal() && !a.json;

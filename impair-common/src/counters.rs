@@ -31,6 +31,37 @@ pub struct RuleCounters {
     /// Given a departure time in the future.
     pub delayed: u64,
     pub _reserved: u64,
+    /// Wire packets that matched the rule: the segments a GSO/GRO
+    /// super-packet becomes on the wire (`gso_segs`, 1 for a plain packet).
+    /// `packets` counts skbs.
+    pub wire_packets: u64,
+    /// Wire bytes that matched: `bytes` plus the headers (L2 to L4) each
+    /// further segment of a super-packet carries on the wire.
+    pub wire_bytes: u64,
+    /// Wire packets in the skbs dropped for any cause (loss, blackhole, MTU,
+    /// queue limit): what a receiver misses and a TCP sender retransmits.
+    pub dropped_wire_packets: u64,
+    /// Super-packets (skbs of more than one wire packet) that matched and
+    /// got one decision for all their wire packets (offloads kept on).
+    pub super_packets: u64,
+}
+
+/// How many wire packets an skb is: `gso_segs`, where 0 means a plain
+/// (non-GSO) packet, i.e. one.
+#[inline(always)]
+pub fn wire_segments(gso_segs: u32) -> u32 {
+    if gso_segs == 0 {
+        1
+    } else {
+        gso_segs
+    }
+}
+
+/// Wire bytes of an skb of `len` bytes in `segs` wire packets whose headers
+/// (L2 to L4) are `hdr_len` bytes: every segment after the first repeats them.
+#[inline(always)]
+pub fn wire_len(len: u32, segs: u32, hdr_len: u32) -> u64 {
+    u64::from(len) + u64::from(segs.saturating_sub(1)) * u64::from(hdr_len)
 }
 
 impl RuleCounters {
@@ -47,6 +78,23 @@ impl RuleCounters {
         self.dropped_queue += o.dropped_queue;
         self.reordered += o.reordered;
         self.delayed += o.delayed;
+        self.wire_packets += o.wire_packets;
+        self.wire_bytes += o.wire_bytes;
+        self.dropped_wire_packets += o.dropped_wire_packets;
+        self.super_packets += o.super_packets;
+    }
+
+    /// Counts a matching skb of `len` bytes in `segs` wire packets
+    /// ([`wire_segments`]) with `hdr_len` bytes of headers.
+    #[inline(always)]
+    pub fn count_match(&mut self, len: u32, segs: u32, hdr_len: u32) {
+        self.packets += 1;
+        self.bytes += u64::from(len);
+        self.wire_packets += u64::from(segs);
+        self.wire_bytes += wire_len(len, segs, hdr_len);
+        if segs > 1 {
+            self.super_packets += 1;
+        }
     }
 }
 
@@ -158,7 +206,7 @@ impl ErrorCounters {
 }
 
 const _: () = {
-    assert!(core::mem::size_of::<RuleCounters>() == 96);
+    assert!(core::mem::size_of::<RuleCounters>() == 96 + 32);
     assert!(core::mem::size_of::<ErrorCounters>() == 48);
     assert!(core::mem::size_of::<GlobalCounters>() == 32 + 48);
     assert!(core::mem::size_of::<RuleCounters>() <= PERCPU_VALUE_MAX);
@@ -181,6 +229,28 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wire_packets_and_bytes_of_plain_and_super_packets() {
+        assert_eq!(wire_segments(0), 1);
+        assert_eq!(wire_segments(1), 1);
+        assert_eq!(wire_segments(44), 44);
+        assert_eq!(wire_len(1514, 1, 66), 1514);
+        assert_eq!(wire_len(66 + 3 * 1448, 3, 66), 3 * 1514);
+        let mut c = RuleCounters::default();
+        c.count_match(1514, 1, 66);
+        c.count_match(66 + 3 * 1448, 3, 66);
+        assert_eq!((c.packets, c.wire_packets, c.super_packets), (2, 4, 1));
+        assert_eq!(c.bytes, 1514 + 66 + 3 * 1448);
+        assert_eq!(c.wire_bytes, 4 * 1514);
+        let mut sum = RuleCounters::default();
+        sum.add(&c);
+        sum.add(&c);
+        assert_eq!(
+            (sum.wire_packets, sum.wire_bytes, sum.super_packets),
+            (8, 8 * 1514, 2)
+        );
+    }
 
     #[test]
     fn errors_count_by_cause_and_sum_to_the_total() {

@@ -4,21 +4,26 @@
 //! (`duplicate`), or on the receive side the rate policer (`police`), and
 //! last corruption of the original (`mutate`).
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use impair_common::{loss, loss_model, prob, rule_flags, DataPathError, PacketKey, Rule};
+use impair_common::{
+    loss, loss_model, prob, rule_flags, wire_segments, DataPathError, PacketKey, Rule,
+};
 
 use crate::{
     duplicate::send_duplicate,
     hook::{Hook, Verdict},
     maps::{LOSS_STATE, RULE_COUNTERS},
     mutate::{corrupt, mark_ce},
+    pkt::Packet,
     police::police,
     rng::random_u64,
-    timing::{schedule, set_departure, Schedule},
+    timing::{schedule, set_departure, Schedule, Wire},
     Result,
 };
 
 /// What rule `idx` (`IMPAIR_RULES` index) does to a packet of `len` bytes
-/// whose headers are `key`; counts it in the rule's counters.
+/// whose headers are `key`; counts it in the rule's counters, in skbs and in
+/// wire packets (a GSO/GRO super-packet is `gso_segs` of them, each with its
+/// own copy of the headers up to the L4 payload).
 #[inline(always)]
 pub fn apply<H: Hook>(h: &H, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -> Result<Verdict> {
     let c = RULE_COUNTERS
@@ -26,17 +31,24 @@ pub fn apply<H: Hook>(h: &H, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -
         .ok_or(DataPathError::MapLookup)?;
     // SAFETY: this CPU's per-CPU value; programs do not migrate while running.
     let c = unsafe { &mut *c };
-    c.packets += 1;
-    c.bytes += u64::from(len);
     let pkt = h.packet();
+    let wire = Wire {
+        len,
+        segs: wire_segments(pkt.gso_segs()),
+        hdr_len: u32::from(key.payload_offset),
+    };
+    c.count_match(len, wire.segs, wire.hdr_len);
+    let segs = u64::from(wire.segs);
 
     if rule.mtu_bytes != 0 && key.ip_version != 0 && len - u32::from(key.l3_offset) > rule.mtu_bytes
     {
         c.dropped_mtu += 1;
+        c.dropped_wire_packets += segs;
         return Ok(Verdict::Drop);
     }
     if rule.flags & rule_flags::BLACKHOLE != 0 {
         c.dropped_loss += 1;
+        c.dropped_wire_packets += segs;
         return Ok(Verdict::Drop);
     }
     let r = random_u64();
@@ -54,6 +66,7 @@ pub fn apply<H: Hook>(h: &H, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -
             return Ok(Verdict::Pass);
         } else {
             c.dropped_loss += 1;
+            c.dropped_wire_packets += segs;
             return Ok(Verdict::Drop);
         }
     }
@@ -62,9 +75,10 @@ pub fn apply<H: Hook>(h: &H, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -
         if rule.delay_ns | rule.jitter_ns | rule.rate_ps_per_byte != 0 {
             // SAFETY: bpf_ktime_get_ns has no preconditions.
             let now = unsafe { bpf_ktime_get_ns() };
-            match schedule(ctx, rule, idx, len, now)? {
+            match schedule(ctx, rule, idx, wire, now)? {
                 Schedule::Drop => {
                     c.dropped_queue += 1;
+                    c.dropped_wire_packets += segs;
                     return Ok(Verdict::Drop);
                 }
                 Schedule::Now => c.reordered += 1,
@@ -82,8 +96,9 @@ pub fn apply<H: Hook>(h: &H, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -
             send_duplicate(ctx)?;
             c.duplicated += 1;
         }
-    } else if rule.rate_ps_per_byte != 0 && !police(rule, idx, len)? {
+    } else if rule.rate_ps_per_byte != 0 && !police(rule, idx, wire)? {
         c.dropped_queue += 1;
+        c.dropped_wire_packets += segs;
         return Ok(Verdict::Drop);
     }
     if prob::fires(rule.corrupt_u32, random_u64() as u32) && corrupt(pkt, key, len, rule.flags)? {

@@ -38,6 +38,7 @@ use aya_ebpf::{
         xdp_action::{XDP_DROP, XDP_PASS},
         TC_ACT_OK, TC_ACT_SHOT,
     },
+    helpers::bpf_redirect,
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -48,24 +49,35 @@ use crate::hook::{TcEgress, TcIngress, Verdict, Xdp};
 /// gave up (counted by cause; the packet passes).
 type Result<T> = core::result::Result<T, impair_common::DataPathError>;
 
-#[inline(always)]
-fn tc_action(v: Verdict) -> i32 {
-    match v {
+/// tc egress (tcx link, or a clsact filter on kernels before 6.6).
+///
+/// A drop here is a network loss: the sender must believe the packet went
+/// out. `TC_ACT_SHOT` would hand `NET_XMIT_DROP` back to the local stack
+/// (TCP then takes it as a local congestion signal and resends at once; the
+/// receiver never sees a loss). A redirect to ifindex 0 instead: the kernel's
+/// `sch_handle_egress` answers `NET_XMIT_SUCCESS` for every redirect, and
+/// `skb_do_redirect` frees the skb because no device has ifindex 0. This is
+/// the one way that works for both attachments (tcx maps anything but
+/// pass/drop/redirect to "next program"; `TC_ACT_STOLEN` would work only for
+/// clsact). See docs/architecture.md, "Drops at egress".
+#[classifier]
+pub fn impair_egress(ctx: TcContext) -> i32 {
+    match pipeline::decide(&TcEgress(&ctx)) {
         Verdict::Pass => TC_ACT_OK,
-        Verdict::Drop => TC_ACT_SHOT,
+        // SAFETY: bpf_redirect only records the target in this CPU's redirect
+        // state; with flags 0 it returns TC_ACT_REDIRECT.
+        Verdict::Drop => unsafe { bpf_redirect(0, 0) as i32 },
     }
 }
 
-/// tc egress (tcx link, or a clsact filter on kernels before 6.6).
-#[classifier]
-pub fn impair_egress(ctx: TcContext) -> i32 {
-    tc_action(pipeline::decide(&TcEgress(&ctx)))
-}
-
-/// tc ingress (tcx link, or a clsact filter on kernels before 6.6).
+/// tc ingress (tcx link, or a clsact filter on kernels before 6.6). A drop is
+/// `TC_ACT_SHOT`: on the receive side the sender never learns of it anyway.
 #[classifier]
 pub fn impair_ingress(ctx: TcContext) -> i32 {
-    tc_action(pipeline::decide(&TcIngress(&ctx)))
+    match pipeline::decide(&TcIngress(&ctx)) {
+        Verdict::Pass => TC_ACT_OK,
+        Verdict::Drop => TC_ACT_SHOT,
+    }
 }
 
 /// XDP, native or generic: the earliest receive hook.

@@ -23,6 +23,9 @@ pub trait Packet {
     fn data(&self) -> usize;
     /// End of the linear data.
     fn data_end(&self) -> usize;
+    /// `gso_segs` as the skb says (0 or 1: a plain packet; more: a GSO/GRO
+    /// super-packet of that many wire packets). XDP frames are one packet.
+    fn gso_segs(&self) -> u32;
     /// Makes up to `bytes` header bytes linear where that is needed (tc);
     /// a failure only means the parser sees less.
     fn linearize(&self, bytes: u32);
@@ -58,6 +61,13 @@ impl Packet for TcContext {
     #[inline(always)]
     fn frame_len(&self) -> u32 {
         self.len()
+    }
+
+    #[inline(always)]
+    fn gso_segs(&self) -> u32 {
+        // SAFETY: the context's `__sk_buff`, valid while the program runs;
+        // tc programs may read `gso_segs` (the verifier rewrites the load).
+        unsafe { (*self.skb.skb).gso_segs }
     }
 
     #[inline(always)]
@@ -183,6 +193,11 @@ impl Packet for XdpContext {
     #[inline(always)]
     fn frame_len(&self) -> u32 {
         (XdpContext::data_end(self) - XdpContext::data(self)) as u32
+    }
+
+    #[inline(always)]
+    fn gso_segs(&self) -> u32 {
+        1
     }
 
     #[inline(always)]

@@ -6,11 +6,12 @@ use impair_common::{DataPathError, Rule, POLICE_BURST_DEFAULT_NS};
 
 use crate::{
     maps::RATE_STATE,
-    timing::{reserve_departure, serialization_ns},
+    timing::{reserve_departure, serialization_ns, Wire},
     Result,
 };
 
-/// Whether rule `idx`'s policer accepts a packet of `len` bytes.
+/// Whether rule `idx`'s policer accepts a packet (`wire`: its length and wire
+/// packets).
 ///
 /// A packet that would wait more than the burst tolerance behind the link is
 /// dropped (`dropped_queue`) and leaves the link state alone; an accepted one
@@ -24,11 +25,11 @@ use crate::{
 /// pacing, so packets policed on several CPUs at once (RSS, RPS) never book
 /// the same slot of the link.
 #[inline(always)]
-pub fn police(rule: &Rule, idx: u32, len: u32) -> Result<bool> {
+pub fn police(rule: &Rule, idx: u32, wire: Wire) -> Result<bool> {
     let st = RATE_STATE
         .get_ptr_mut(idx)
         .ok_or(DataPathError::MapLookup)?;
-    let tx = serialization_ns(rule, len);
+    let tx = serialization_ns(rule, wire);
     let configured = if rule.queue_limit_ns == 0 {
         POLICE_BURST_DEFAULT_NS
     } else {

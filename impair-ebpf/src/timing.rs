@@ -32,9 +32,20 @@ pub enum Schedule {
     At(u64),
 }
 
-/// When the packet may leave, given the time `now`.
+/// The wire shape of an skb: its length, how many wire packets it is and the
+/// headers each of them carries (rates charge overhead per wire packet).
+#[derive(Clone, Copy)]
+pub struct Wire {
+    pub len: u32,
+    pub segs: u32,
+    pub hdr_len: u32,
+}
+
+/// When the packet may leave, given the time `now`: the delay (and the rate)
+/// start from the departure time already on the packet when that is later
+/// than now and plausible (`edt::start_ns`), so a paced sender keeps its pacing.
 #[inline(always)]
-pub fn schedule(ctx: &TcContext, rule: &Rule, idx: u32, len: u32, now: u64) -> Result<Schedule> {
+pub fn schedule(ctx: &TcContext, rule: &Rule, idx: u32, wire: Wire, now: u64) -> Result<Schedule> {
     if rule.reorder_u32 != 0 && prob::fires(rule.reorder_u32, random_u64() as u32) {
         return Ok(Schedule::Now);
     }
@@ -54,7 +65,10 @@ pub fn schedule(ctx: &TcContext, rule: &Rule, idx: u32, len: u32, now: u64) -> R
         }
         _ => rule.delay_ns,
     };
-    let mut t = now + delay;
+    // SAFETY: the context's `__sk_buff`, valid while the program runs; tc
+    // programs may read `tstamp`.
+    let existing = unsafe { (*ctx.skb.skb).tstamp };
+    let mut t = edt::start_ns(existing, now) + delay;
     if rule.flags & rule_flags::IN_ORDER != 0 {
         // SAFETY: the helper only reads (and may compute) the skb's hash.
         let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
@@ -72,7 +86,7 @@ pub fn schedule(ctx: &TcContext, rule: &Rule, idx: u32, len: u32, now: u64) -> R
         let st = RATE_STATE
             .get_ptr_mut(idx)
             .ok_or(DataPathError::MapLookup)?;
-        let tx = serialization_ns(rule, len);
+        let tx = serialization_ns(rule, wire);
         match reserve_departure(st, t, tx, rule.queue_limit_ns) {
             None => return Ok(Schedule::Drop),
             Some(d) => t = d,
@@ -92,12 +106,14 @@ pub fn set_departure(ctx: &TcContext, t: u64) -> Result<()> {
     Ok(())
 }
 
-/// How long a packet of `len` bytes occupies the rule's emulated link: its
-/// wire bytes (overhead, cells) at the rule's rate.
+/// How long an skb occupies the rule's emulated link: the wire bytes of each
+/// of its wire packets (headers, overhead, cells) at the rule's rate.
 #[inline(always)]
-pub fn serialization_ns(rule: &Rule, len: u32) -> u64 {
-    let bytes = edt::wire_bytes(
-        len,
+pub fn serialization_ns(rule: &Rule, wire: Wire) -> u64 {
+    let bytes = edt::gso_wire_bytes(
+        wire.len,
+        wire.segs,
+        wire.hdr_len,
         rule.overhead_bytes,
         rule.cell_bytes,
         rule.cell_overhead_bytes,

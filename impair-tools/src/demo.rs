@@ -195,20 +195,16 @@ fn print_table(r: &DemoResult) {
             )
         );
     }
-    let dropped: u64 = r
-        .engine
-        .rules
-        .iter()
-        .map(|x| x.dropped_loss + x.dropped_mtu)
-        .sum();
-    let seen: u64 = r.engine.rules.iter().map(|x| x.packets).sum();
+    // In wire packets: what a receiver counts (a GSO super-packet is many).
+    let dropped: u64 = r.engine.rules.iter().map(|x| x.dropped_wire_packets).sum();
+    let seen: u64 = r.engine.rules.iter().map(|x| x.wire_packets).sum();
     println!(
         "  {:<28} {:>14} {:>14} {:>24}",
-        "packets", "", seen, rep.sent
+        "wire packets", "", seen, rep.sent
     );
     println!(
         "  {:<28} {:>14} {:>14} {:>24}",
-        "dropped / lost", "", dropped, rep.lost
+        "dropped / lost (wire)", "", dropped, rep.lost
     );
     println!(
         "  {:<28} {:>14} {:>14} {:>24}",

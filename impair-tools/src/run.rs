@@ -202,6 +202,7 @@ pub fn run(opts: RunOptions, stop: &AtomicBool) -> Result<ExitStatus> {
             seed: opts.seed,
             label: format!("run {}: {}", prog, opts.label),
             duration: None,
+            keep_offloads: false,
         })?);
     }
     let procs = cg.dir.join("cgroup.procs");

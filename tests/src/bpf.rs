@@ -23,6 +23,9 @@ pub const RECEIVE: [Program; 2] = [Program::TcIngress, Program::Xdp];
 
 pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
+/// tc egress drops by redirecting to ifindex 0 (a network loss: the sender
+/// is told the packet went out, and the kernel frees it).
+pub const TC_ACT_REDIRECT: u32 = 7;
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 
@@ -58,11 +61,14 @@ pub fn try_test_run(
 }
 
 /// Whether the program passed the packet (and checks the return value is
-/// one of the two the hook allows).
+/// one of the two the hook allows: a drop at tc egress is a redirect to
+/// ifindex 0, never `TC_ACT_SHOT`, which would tell a local sender).
 pub fn passed(p: Program, rv: u32) -> bool {
     match (p, rv) {
         (Program::Xdp, XDP_PASS) | (Program::TcEgress | Program::TcIngress, TC_ACT_OK) => true,
-        (Program::Xdp, XDP_DROP) | (Program::TcEgress | Program::TcIngress, TC_ACT_SHOT) => false,
+        (Program::Xdp, XDP_DROP)
+        | (Program::TcEgress, TC_ACT_REDIRECT)
+        | (Program::TcIngress, TC_ACT_SHOT) => false,
         _ => panic!("{p:?} returned {rv}"),
     }
 }
@@ -97,11 +103,30 @@ pub fn run_out(l: &mut Loaded, p: Program, frame: &[u8]) -> (bool, Vec<u8>) {
 const SKB_TSTAMP_OFFSET: usize = 152;
 const SKB_SIZE: usize = 192;
 
+/// Offset of `gso_segs` in `struct __sk_buff`.
+const SKB_GSO_SEGS_OFFSET: usize = 164;
+
 /// Runs tc program `p` once with a `__sk_buff` context; returns whether it
 /// passed the packet and `skb->tstamp` (the departure time, 0 for "now").
 pub fn run_tstamp(l: &mut Loaded, p: Program, frame: &[u8]) -> (bool, u64) {
+    run_skb(l, p, frame, 0, 0)
+}
+
+/// Runs tc program `p` once on an skb that arrives with `tstamp` (a departure
+/// time its sender set, or a receive timestamp) and `gso_segs` (a GSO/GRO
+/// super-packet of that many wire packets; 0 is a plain one); returns
+/// whether it passed the packet and `skb->tstamp` after it.
+pub fn run_skb(
+    l: &mut Loaded,
+    p: Program,
+    frame: &[u8],
+    tstamp: u64,
+    gso_segs: u32,
+) -> (bool, u64) {
     assert_ne!(p, Program::Xdp, "XDP has no skb");
-    let ctx_in = [0u8; SKB_SIZE];
+    let mut ctx_in = [0u8; SKB_SIZE];
+    ctx_in[SKB_TSTAMP_OFFSET..SKB_TSTAMP_OFFSET + 8].copy_from_slice(&tstamp.to_ne_bytes());
+    ctx_in[SKB_GSO_SEGS_OFFSET..SKB_GSO_SEGS_OFFSET + 4].copy_from_slice(&gso_segs.to_ne_bytes());
     let mut ctx_out = [0u8; SKB_SIZE];
     let mut out = vec![0u8; frame.len() + 256];
     let opts = TestRunOptions {

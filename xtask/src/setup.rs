@@ -49,16 +49,19 @@ const TEST_TOOLS: &[&str] = &[
     // fails on hybrid cgroups).
     "podman",
     "runc",
+    "iperf3",
 ];
 
 /// Where the PyPI tools the tests drive live (a venv of their own, so the
 /// system's Python stays untouched).
 pub const PYTOOLS_VENV: &str = "/opt/impair-pytools";
 /// PyPI tools, pinned: kubernetes-validate checks docs/fleet.md's manifests
-/// offline; schemathesis tests the agent from its OpenAPI document.
+/// offline; schemathesis tests the agent from its OpenAPI document;
+/// Chaos Toolkit drives the three-agent fleet test.
 const PYTOOLS: &[(&str, &str)] = &[
     ("kubernetes-validate", "1.37.0"),
     ("schemathesis", "4.32.5"),
+    ("chaostoolkit", "1.19.0"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

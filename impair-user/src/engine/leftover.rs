@@ -57,8 +57,9 @@ pub(crate) fn clear_for_attach(iface: &str, ifindex: u32, hooks: u32) -> Result<
 pub fn remove_crash_leftovers(iface: &str) -> Result<bool> {
     let ifindex = crate::sys::ifindex(iface)?;
     let clsact = super::journal::recover()?.contains(&ifindex);
+    let offloads = super::offload::recover()?.contains(&ifindex);
     let fq = remove_orphan_fq(iface, ifindex)?;
-    Ok(clsact || fq)
+    Ok(clsact || offloads || fq)
 }
 
 /// Removes a root qdisc impair installed ([`fq::ROOT_HANDLE`]) that no live
@@ -116,6 +117,8 @@ pub fn remove_leftover(iface: &str, inst: &discover::Instance) -> Result<()> {
         fq::restore(iface, &FqState::Installed, Duration::from_secs(2))
             .with_context(|| format!("removing the fq root qdisc a dead impair left on {iface}"))?;
     }
+    // The offloads dead controllers changed (their journals; a pin changes none).
+    super::offload::recover()?;
     // Best effort: the filters are gone, which is what matters; the program
     // leaves the kernel once the last reference to it does.
     if let Err(e) = owner::retire_instance(inst) {

@@ -6,6 +6,7 @@
 //! - `link/`: one file per way of attaching (tcx, clsact filter, XDP) behind
 //!   one interface; `link/clsact.rs` also adds and deletes the clsact qdisc;
 //! - `fq.rs`: the fq root qdisc that delay and rate need;
+//! - `offload.rs`: device offloads turned off while attached (restored);
 //! - `lease.rs`: the lease that makes a killed controller stop impairing;
 //! - `owner.rs`: the owner record, and who removes the clsact and fq;
 //! - `leftover.rs`: removing what dead controllers and expired pins left;
@@ -21,6 +22,7 @@ mod lease;
 mod leftover;
 mod link;
 mod load;
+mod offload;
 mod owner;
 // Two instances (egress + ingress) as one link: built on `Engine` only.
 pub mod pair;
@@ -33,7 +35,7 @@ use std::{
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::Ebpf;
-use impair_common::{owner_flags, Owner};
+use impair_common::{loss_model, owner_flags, rule_flags, Owner};
 
 pub use self::{
     error::{EgressOnly, Error},
@@ -69,6 +71,11 @@ pub struct AttachOptions {
     /// enforced by the kernel through the lease (even if the controller is
     /// killed or stopped).
     pub duration: Option<Duration>,
+    /// `--keep-offloads`: change no device offload (by default, at egress,
+    /// transmit checksumming goes off while a detectable corruption rule is
+    /// attached, and per-packet decisions get one wire packet per skb; see
+    /// `offload.rs`).
+    pub keep_offloads: bool,
 }
 
 /// A running, attached instance. Dropping it detaches and restores the
@@ -96,6 +103,8 @@ pub struct Engine {
     fq: Option<FqState>,
     /// The longest a packet can be held (how long detach lets fq drain).
     max_hold: Duration,
+    /// Device offloads changed while attached (restored on teardown).
+    offloads: Option<offload::Offloads>,
     /// Set by the first teardown (`detach`, then `Drop`, must not undo twice:
     /// a second pass would delete a clsact qdisc someone added since).
     torn_down: bool,
@@ -195,6 +204,35 @@ impl Engine {
         maps.owner.set(0, owner::attaching(&attached)?, 0)?;
         fault::point("attach:fq");
 
+        // Offloads (offload.rs): detectable corruption is completed in
+        // software; decisions made per packet (loss, duplication, corruption,
+        // reordering, jitter, the MTU) act per wire packet. Journaled.
+        let wanted = offload::Wanted {
+            tx_checksum_off: rules
+                .rules
+                .iter()
+                .any(|r| r.corrupt_u32 != 0 && r.flags & rule_flags::CORRUPT_SILENT == 0),
+            per_wire_packet: rules.rules.iter().any(|r| {
+                r.loss.model != loss_model::NONE
+                    || r.corrupt_u32 | r.duplicate_u32 | r.reorder_u32 | r.mtu_bytes != 0
+                    || r.jitter_ns != 0
+            }),
+        };
+        let offloads = Undo::new(
+            if !opts.keep_offloads && hooks.direction.egress() {
+                Some(offload::Offloads::apply(iface, ifindex, wanted)?).filter(|o| !o.is_empty())
+            } else {
+                None
+            },
+            |o| {
+                if let Some(o) = o {
+                    if let Err(e) = o.restore() {
+                        tracing::warn!("undoing a partial attach: {e:#}");
+                    }
+                }
+            },
+        );
+
         // One clsact qdisc serves both tc directions; created only if there
         // is none (then recorded in the owner map, so it is removed again).
         // From creating the clsact qdisc until a filter holds the program
@@ -250,10 +288,17 @@ impl Engine {
             seed,
             netns,
             fq: fq.keep(),
+            offloads: offloads.keep(),
             max_hold: Duration::from_nanos(rules.max_hold_ns()),
             torn_down: false,
             iface: opts.iface,
         })
+    }
+
+    /// The device offloads this engine changed while attached (restored on
+    /// detach), one line each, for the attach message.
+    pub fn offload_changes(&self) -> Vec<String> {
+        self.offloads.iter().flat_map(|o| o.describe()).collect()
     }
 
     /// Where this engine is attached.
@@ -413,6 +458,11 @@ impl Engine {
             }
         }
         drop(window);
+        if let Some(o) = self.offloads.take() {
+            if let Err(e) = o.restore() {
+                result = result.and(Err(e));
+            }
+        }
         // `impair update` from another process may have installed fq for us.
         if self.fq.is_none() && own.is_some_and(|o| o.flags & owner_flags::INSTALLED_FQ != 0) {
             self.fq = Some(FqState::Installed);

@@ -226,6 +226,30 @@ pub fn render(snaps: &[Snapshot]) -> String {
             |r| Some(r.delayed as f64),
         ),
         (
+            "impair_rule_wire_packets_total",
+            "counter",
+            "Wire packets matched by the rule (a GSO/GRO super-packet counts as its segments; impair_rule_packets_total counts skbs).",
+            |r| Some(r.wire_packets as f64),
+        ),
+        (
+            "impair_rule_wire_bytes_total",
+            "counter",
+            "Wire bytes matched by the rule (each segment of a super-packet with its own headers).",
+            |r| Some(r.wire_bytes as f64),
+        ),
+        (
+            "impair_rule_dropped_wire_packets_total",
+            "counter",
+            "Wire packets in the skbs the rule dropped (loss, blackhole, MTU, queue limit).",
+            |r| Some(r.dropped_wire_packets as f64),
+        ),
+        (
+            "impair_rule_super_packets_total",
+            "counter",
+            "Super-packets (gso_segs > 1) that got one decision for all their wire packets.",
+            |r| Some(r.super_packets as f64),
+        ),
+        (
             "impair_rule_loss_configured_ratio",
             "gauge",
             "Configured loss rate (stationary rate for burst models).",

@@ -26,6 +26,17 @@ pub struct RuleStats {
     pub dropped_queue: u64,
     pub reordered: u64,
     pub delayed: u64,
+    /// Wire packets matched: a GSO/GRO super-packet counts as its segments
+    /// (`packets` above counts skbs).
+    pub wire_packets: u64,
+    /// Wire bytes matched: `bytes` plus the headers each further segment of
+    /// a super-packet carries.
+    pub wire_bytes: u64,
+    /// Wire packets in the skbs dropped for any cause (loss, blackhole, MTU,
+    /// queue limit): what the receiver misses.
+    pub dropped_wire_packets: u64,
+    /// Super-packets (more than one wire packet) that got one decision whole.
+    pub super_packets: u64,
     /// dropped_loss / packets.
     pub measured_loss: Option<f64>,
     /// 95% Wilson score interval of the measured loss.
@@ -122,6 +133,10 @@ impl Snapshot {
                 dropped_queue: c.dropped_queue,
                 reordered: c.reordered,
                 delayed: c.delayed,
+                wire_packets: c.wire_packets,
+                wire_bytes: c.wire_bytes,
+                dropped_wire_packets: c.dropped_wire_packets,
+                super_packets: c.super_packets,
                 measured_loss: measured,
                 measured_loss_ci95: (c.packets > 0)
                     .then(|| wilson_interval(c.dropped_loss, c.packets, Z95)),
@@ -174,6 +189,7 @@ impl Snapshot {
                 ("queue-dropped", r.dropped_queue),
                 ("reordered", r.reordered),
                 ("delayed", r.delayed),
+                ("super-packets decided whole", r.super_packets),
             ] {
                 if v > 0 {
                     extra.push_str(&format!("  {name} {v}"));
@@ -197,6 +213,11 @@ impl Snapshot {
                 r.bytes,
                 r.dropped_loss,
                 measured
+            ));
+            // The line above counts skbs; a GSO/GRO super-packet is many wire packets.
+            lines.push(format!(
+                "    wire packets {}  wire bytes {}  wire packets dropped {}  (packets above are skbs)",
+                r.wire_packets, r.wire_bytes, r.dropped_wire_packets
             ));
         }
         lines

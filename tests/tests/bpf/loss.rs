@@ -2,11 +2,12 @@
 //! Gilbert-Elliott bursts of the in-kernel generator, reproducible seeds, the
 //! lease, and atomic rule-set swaps.
 use impair::{
+    engine::Program,
     model::units::parse_loss_model,
     model::{compile_all, MatchSpec, RuleSpec},
 };
 use impair_tests::{
-    bpf::{counters, drop_all, dst, load, load_seeded, run, ALL_HOOKS},
+    bpf::{counters, drop_all, dst, load, load_seeded, run, run_skb, ALL_HOOKS},
     packet::*,
     pin_to_cpu0,
     stats::{assert_inside, Z99},
@@ -38,6 +39,43 @@ fn matching_packet_is_dropped_and_counted() {
         );
         let g = l.maps.global_counters().unwrap();
         assert_eq!((g.packets, g.unmatched, g.errors), (6, 1, 0), "{p:?}");
+        // Plain packets: each skb is one wire packet.
+        assert_eq!(
+            (
+                c.wire_packets,
+                c.wire_bytes,
+                c.dropped_wire_packets,
+                c.super_packets
+            ),
+            (5, 5 * f.len() as u64, 5, 0),
+            "{p:?}"
+        );
+    }
+}
+
+/// A GSO/GRO super-packet (an skb of `gso_segs` wire packets) counts as one
+/// skb and as its wire packets, each with its own headers (Ethernet, IPv4,
+/// TCP: 54 bytes), at both tc hooks; a drop drops all its wire packets, and
+/// it counts as a super-packet decided whole. `gso_segs` 0 is one packet.
+#[test]
+fn super_packets_count_their_wire_packets_and_bytes() {
+    for p in [Program::TcEgress, Program::TcIngress] {
+        let mut l = load(&[drop_all(dst("198.18.2.0/24"))]);
+        let f = tcp4_csum(CLIENT_V4, SERVER_V4, 1000, 2000, &[7u8; 4 * 500]);
+        let hdr = 14 + 20 + 20;
+        let (ok, _) = run_skb(&mut l, p, &f, 0, 4);
+        assert!(!ok, "{p:?}");
+        let (ok, _) = run_skb(&mut l, p, &f, 0, 0);
+        assert!(!ok, "{p:?}");
+        let c = counters(&l, 0);
+        assert_eq!((c.packets, c.dropped_loss), (2, 2), "{p:?}: skbs as before");
+        assert_eq!(c.bytes, 2 * f.len() as u64, "{p:?}");
+        assert_eq!(
+            (c.wire_packets, c.dropped_wire_packets, c.super_packets),
+            (5, 5, 1),
+            "{p:?}"
+        );
+        assert_eq!(c.wire_bytes, 2 * f.len() as u64 + 3 * hdr, "{p:?}");
     }
 }
 

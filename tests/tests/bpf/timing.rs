@@ -15,7 +15,7 @@ use impair::{
     sys::monotonic_ns,
 };
 use impair_tests::{
-    bpf::{counters, drop_all, load, run, run_tstamp, ALL_HOOKS, RECEIVE},
+    bpf::{counters, drop_all, load, run, run_skb, run_tstamp, ALL_HOOKS, RECEIVE},
     packet::*,
     pin_to_cpu0, require_privileges, set_loopback_up, CLIENT_V4, SERVER_V4,
 };
@@ -57,6 +57,63 @@ fn constant_delay_sets_a_delivery_time() {
         "tstamp {ts} not in [{before}, {after}] + 10 ms"
     );
     assert_eq!(counters(&l, 0).delayed, 1);
+}
+
+/// The delay starts from the departure time the sender already put on the
+/// packet (TCP's pacing, an fq-paced socket) when that is later than now,
+/// as Cilium's EDT does; a time in the past means now.
+#[test]
+fn delay_starts_from_the_senders_departure_time() {
+    let mut l = load(&[delay(10_000_000, 0, None)]);
+    let f = udp4(CLIENT_V4, SERVER_V4, 1, 2);
+    let paced = monotonic_ns() + 300_000_000;
+    let (ok, ts) = run_skb(&mut l, EGRESS, &f, paced, 0);
+    assert!(ok);
+    assert_eq!(ts, paced + 10_000_000, "paced departure + delay");
+    let before = monotonic_ns();
+    let (_, ts) = run_skb(&mut l, EGRESS, &f, before - 1_000_000, 0);
+    let after = monotonic_ns();
+    assert!(
+        before + 10_000_000 <= ts && ts <= after + 10_000_000,
+        "a past departure time: now + delay, got {ts} for [{before}, {after}]"
+    );
+}
+
+/// A receive timestamp (CLOCK_REALTIME, ~1.7e18 ns) or anything beyond fq's
+/// 10 s horizon is no departure time: the delay starts from now.
+#[test]
+fn a_receive_timestamp_is_no_departure_time() {
+    let mut l = load(&[delay(10_000_000, 0, None)]);
+    let f = udp4(CLIENT_V4, SERVER_V4, 1, 2);
+    for existing in [1_700_000_000_000_000_000, monotonic_ns() + 11_000_000_000] {
+        let before = monotonic_ns();
+        let (ok, ts) = run_skb(&mut l, EGRESS, &f, existing, 0);
+        let after = monotonic_ns();
+        assert!(ok);
+        assert!(
+            before + 10_000_000 <= ts && ts <= after + 10_000_000,
+            "tstamp {existing} ignored: got {ts} for [{before}, {after}] + 10 ms"
+        );
+    }
+}
+
+/// A rate charges each wire packet of a super-packet its own headers: an
+/// skb of 2 wire packets occupies the link for its length plus one more
+/// set of headers (Ethernet, IPv4, UDP: 42 bytes).
+#[test]
+fn rate_charges_each_wire_packet_of_a_super_packet() {
+    let mut l = load(&[rate(100_000, None)]);
+    let f = udp4(CLIENT_V4, SERVER_V4, 1, 2);
+    let per_byte_ns = 80_000;
+    let (_, first) = run_skb(&mut l, EGRESS, &f, 0, 2);
+    let (_, second) = run_skb(&mut l, EGRESS, &f, 0, 0);
+    assert_eq!(
+        second - first,
+        f.len() as u64 * per_byte_ns,
+        "the plain packet after it"
+    );
+    let (_, third) = run_skb(&mut l, EGRESS, &f, 0, 2);
+    assert_eq!(third - second, (f.len() as u64 + 42) * per_byte_ns);
 }
 
 #[test]

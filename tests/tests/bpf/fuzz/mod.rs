@@ -250,6 +250,10 @@ fn sub_r(a: &RuleCounters, b: &RuleCounters) -> RuleCounters {
         reordered: a.reordered - b.reordered,
         delayed: a.delayed - b.delayed,
         _reserved: 0,
+        wire_packets: a.wire_packets - b.wire_packets,
+        wire_bytes: a.wire_bytes - b.wire_bytes,
+        dropped_wire_packets: a.dropped_wire_packets - b.dropped_wire_packets,
+        super_packets: a.super_packets - b.super_packets,
     }
 }
 
@@ -314,6 +318,19 @@ fn check_frame(l: &mut Loaded, p: Program, rules: u32, f: &[u8], t: &mut Tally) 
     if d.packets == 1 {
         assert_eq!(d.bytes, f.len() as u64, "{}: bytes counted", what());
     }
+    // The harness's skbs are plain packets: one wire packet each, no extra headers.
+    assert_eq!(
+        (d.wire_packets, d.wire_bytes, d.super_packets),
+        (d.packets, d.bytes, 0),
+        "{}: wire counters of a plain packet",
+        what()
+    );
+    assert_eq!(
+        d.dropped_wire_packets,
+        u64::from(!pass),
+        "{}: a dropped skb is its wire packets dropped (a lost duplicate still leaves)",
+        what()
+    );
     if p != Program::TcEgress {
         let egress_only = (d.duplicated, d.delayed, d.reordered);
         assert_eq!(

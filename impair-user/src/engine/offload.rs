@@ -1,0 +1,464 @@
+//! Device offloads impair changes while it is attached at egress, each
+//! restored exactly on detach and, after a crash, by the next impair command
+//! in the namespace (a journal file per engine in `/run/impair`, like the
+//! clsact window's, written before each change).
+//!
+//! **Transmit checksumming** off on the impaired device while a rule
+//! corrupts in `detectable` mode. A `CHECKSUM_PARTIAL` skb's L4 check field
+//! holds only the pseudo-header seed when the program runs; the data path
+//! perturbs it, so a checksum completed later is wrong. But a receiver that
+//! trusts the sender's checksum state (a veth peer, local delivery, many
+//! virtual NICs) never completes or verifies it, and the damaged payload
+//! reaches the application. With transmit checksumming off,
+//! `validate_xmit_skb` completes the checksum in software
+//! (`skb_checksum_help`, after the tc hook) and every receiver verifies it.
+//! netem completes the checksum before it corrupts for the same reason.
+//!
+//! **One wire packet per skb** while a rule decides per packet (loss,
+//! duplication, corruption, reordering, jitter, the MTU): the impaired
+//! device's `gso_max_segs` goes to 1, so TCP connections opened from then on
+//! build one-segment skbs (TCP always builds GSO skbs whatever the device's
+//! TSO/GSO flags say, since Linux 4.17, and segments them in software after
+//! the tc hook: turning TSO/GSO off would not split what impair sees); and
+//! when the namespace forwards, GRO goes off on its other devices (never
+//! `lo`), so received segments are not merged before they are forwarded.
+//! Not split: connections already open at attach, UDP GSO (`UDP_SEGMENT`),
+//! and super-packets a veth carries in from another namespace (their sender
+//! built them); `super_packets` counts what was decided whole.
+//!
+//! The legacy `SIOCETHTOOL` ioctl (`ETHTOOL_[GS]TXCSUM`, `ETHTOOL_[GS]GRO`:
+//! an 8-byte struct through `libc`) is used rather than the ethtool netlink
+//! family: no crate in the tree speaks ethtool netlink, and the ioctl sets
+//! exactly the feature groups `ethtool -K IFACE tx|gro` do (TSO drops while
+//! tx checksumming is off and returns with it, as the kernel keeps the wanted
+//! features). `gso_max_segs` is a link attribute: set with iproute2's `ip`,
+//! as fq.rs uses `tc`.
+use std::{fs, os::fd::AsRawFd as _, path::PathBuf};
+
+use anyhow::{Context as _, Result};
+
+use crate::sys;
+
+const DIR: &str = "/run/impair";
+/// `ETHTOOL_GTXCSUM` / `ETHTOOL_STXCSUM` (include/uapi/linux/ethtool.h).
+const ETHTOOL_GTXCSUM: u32 = 0x16;
+const ETHTOOL_STXCSUM: u32 = 0x17;
+
+/// `struct ethtool_value`.
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+/// `struct ifreq` with its `ifr_data` member.
+#[repr(C)]
+struct IfreqData {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    data: *mut libc::c_void,
+    _pad: [u8; 16],
+}
+
+/// One `SIOCETHTOOL` call of `cmd` on `iface` with `data`; returns the data
+/// the kernel wrote back.
+fn ethtool_value(iface: &str, cmd: u32, data: u32) -> std::io::Result<u32> {
+    if iface.is_empty() || iface.len() >= libc::IFNAMSIZ {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: socket(2) with constant arguments; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a socket this function just opened and nothing else owns.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let mut value = EthtoolValue { cmd, data };
+    let mut req = IfreqData {
+        name: [0; libc::IFNAMSIZ],
+        data: (&mut value as *mut EthtoolValue).cast(),
+        _pad: [0; 16],
+    };
+    for (d, s) in req.name.iter_mut().zip(iface.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: SIOCETHTOOL reads the ifreq (a NUL-terminated name, the name
+    // is shorter than IFNAMSIZ) and reads/writes the 8-byte ethtool_value it
+    // points to; both live across the call.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(value.data)
+}
+
+/// Whether `iface` checksums in hardware (or, for virtual devices, leaves
+/// the checksum partial).
+pub(crate) fn tx_checksum(iface: &str) -> Result<bool> {
+    let v = ethtool_value(iface, ETHTOOL_GTXCSUM, 0)
+        .with_context(|| format!("reading tx-checksumming of {iface}"))?;
+    Ok(v != 0)
+}
+
+fn set_tx_checksum(iface: &str, on: bool) -> Result<()> {
+    ethtool_value(iface, ETHTOOL_STXCSUM, u32::from(on))
+        .with_context(|| format!("setting tx-checksumming of {iface} {}", onoff(on)))?;
+    Ok(())
+}
+
+fn onoff(on: bool) -> &'static str {
+    if on {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+/// One offload setting impair changed, and what it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Change {
+    /// Transmit checksumming was on (`ETHTOOL_STXCSUM`).
+    TxChecksum,
+    /// `gso_max_segs` was this (`ip link set dev IFACE gso_max_segs N`).
+    GsoMaxSegs(u32),
+    /// Generic receive offload was on (`ETHTOOL_SGRO`).
+    Gro,
+}
+
+impl Change {
+    /// The journal line: `KIND IFINDEX [VALUE]`.
+    fn line(&self, ifindex: u32) -> String {
+        match self {
+            Change::TxChecksum => format!("tx-checksum {ifindex}"),
+            Change::GsoMaxSegs(old) => format!("gso_max_segs {ifindex} {old}"),
+            Change::Gro => format!("gro {ifindex}"),
+        }
+    }
+
+    fn parse(line: &str) -> Option<(u32, Change)> {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w[..] {
+            ["tx-checksum", i] => Some((i.parse().ok()?, Change::TxChecksum)),
+            ["gro", i] => Some((i.parse().ok()?, Change::Gro)),
+            ["gso_max_segs", i, old] => {
+                Some((i.parse().ok()?, Change::GsoMaxSegs(old.parse().ok()?)))
+            }
+            _ => None,
+        }
+    }
+
+    /// Puts the setting back as it was on `iface`.
+    fn undo(&self, iface: &str) -> Result<()> {
+        match self {
+            Change::TxChecksum => set_tx_checksum(iface, true),
+            Change::GsoMaxSegs(old) => set_gso_max_segs(iface, *old),
+            Change::Gro => set_gro(iface, true),
+        }
+    }
+
+    /// What the attach message says.
+    fn describe(&self, iface: &str) -> String {
+        match self {
+            Change::TxChecksum => {
+                format!("{iface}: tx-checksumming off (detectable corruption is completed in software)")
+            }
+            Change::GsoMaxSegs(old) => format!(
+                "{iface}: gso_max_segs 1 (was {old}): TCP connections opened from now on send one wire packet per skb"
+            ),
+            Change::Gro => format!("{iface}: generic-receive-offload off (this namespace forwards)"),
+        }
+    }
+}
+
+/// The offloads one engine changed, each restored by [`Offloads::restore`]
+/// (detach) or, if this process dies first, by [`recover`] from its journal
+/// file. Every change is journaled before it is made.
+#[derive(Debug)]
+pub(crate) struct Offloads {
+    changes: Vec<(String, u32, Change)>,
+    journal: PathBuf,
+}
+
+/// What to change at attach.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Wanted {
+    /// Transmit checksumming off on the impaired device (detectable corruption).
+    pub tx_checksum_off: bool,
+    /// One wire packet per skb: the impaired device's `gso_max_segs` 1 (local
+    /// TCP) and, when the namespace forwards, GRO off on its other devices.
+    pub per_wire_packet: bool,
+}
+
+impl Offloads {
+    /// Makes the `wanted` changes on `iface` (index `ifindex`) and, for
+    /// forwarding, the namespace's other devices; settings already as wanted
+    /// are left alone. On an error, what was changed is undone.
+    pub(crate) fn apply(iface: &str, ifindex: u32, wanted: Wanted) -> Result<Self> {
+        fs::create_dir_all(DIR).with_context(|| format!("creating {DIR}"))?;
+        let pid = std::process::id();
+        let ticks = sys::process_start_ticks(pid).unwrap_or(0);
+        let journal = PathBuf::from(DIR).join(format!(
+            "offload-{}-{ifindex}-{pid}-{ticks}",
+            sys::netns_ino()?
+        ));
+        let mut me = Self {
+            changes: Vec::new(),
+            journal,
+        };
+        if let Err(e) = me.apply_all(iface, ifindex, wanted) {
+            if let Err(u) = me.restore_all() {
+                tracing::warn!("undoing offload changes: {u:#}");
+            }
+            return Err(e);
+        }
+        Ok(me)
+    }
+
+    fn apply_all(&mut self, iface: &str, ifindex: u32, wanted: Wanted) -> Result<()> {
+        if wanted.tx_checksum_off && tx_checksum(iface)? {
+            self.change(iface, ifindex, Change::TxChecksum, || {
+                set_tx_checksum(iface, false)
+            })?;
+        }
+        if wanted.per_wire_packet {
+            let old = gso_max_segs(iface)?;
+            if old > 1 {
+                self.change(iface, ifindex, Change::GsoMaxSegs(old), || {
+                    set_gso_max_segs(iface, 1)
+                })?;
+            }
+            if forwarding() {
+                for (other, index) in other_devices(iface)? {
+                    // Devices without GRO (or without ethtool) are left alone.
+                    if gro(&other).unwrap_or(false) {
+                        self.change(&other, index, Change::Gro, || set_gro(&other, false))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Journals `c` on `iface`, then makes it with `make`.
+    fn change(
+        &mut self,
+        iface: &str,
+        ifindex: u32,
+        c: Change,
+        make: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        self.changes.push((iface.to_owned(), ifindex, c));
+        self.write_journal()?;
+        if let Err(e) = make() {
+            self.changes.pop();
+            let _ = self.write_journal();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn write_journal(&self) -> Result<()> {
+        let text: String = self
+            .changes
+            .iter()
+            .map(|(_, i, c)| c.line(*i) + "\n")
+            .collect();
+        fs::write(&self.journal, text)
+            .with_context(|| format!("writing {}", self.journal.display()))
+    }
+
+    /// Whether nothing was changed.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// Puts every setting back, last change first, and removes the journal.
+    pub(crate) fn restore(mut self) -> Result<()> {
+        self.restore_all()
+    }
+
+    fn restore_all(&mut self) -> Result<()> {
+        let mut result = Ok(());
+        while let Some((iface, _, c)) = self.changes.pop() {
+            if let Err(e) = c.undo(&iface) {
+                result = result.and(Err(e));
+            }
+        }
+        if result.is_ok() {
+            let _ = fs::remove_file(&self.journal);
+        }
+        result
+    }
+
+    /// What was changed, one line each, for the attach message.
+    pub(crate) fn describe(&self) -> Vec<String> {
+        self.changes
+            .iter()
+            .map(|(iface, _, c)| c.describe(iface))
+            .collect()
+    }
+}
+
+/// The device's `gso_max_segs` (`ip -d -j link show`).
+fn gso_max_segs(iface: &str) -> Result<u32> {
+    let out = ip(&["-d", "-j", "link", "show", "dev", iface])?;
+    let v: serde_json::Value = serde_json::from_str(&out).context("parsing ip -j link")?;
+    v[0]["gso_max_segs"]
+        .as_u64()
+        .map(|n| n as u32)
+        .with_context(|| format!("{iface}: ip link shows no gso_max_segs"))
+}
+
+fn set_gso_max_segs(iface: &str, n: u32) -> Result<()> {
+    ip(&["link", "set", "dev", iface, "gso_max_segs", &n.to_string()]).map(drop)
+}
+
+/// `ip ARGS` (iproute2, as fq.rs uses `tc`): its stdout, or its stderr as the error.
+fn ip(args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (iproute2)")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Whether this namespace forwards IPv4 or IPv6.
+fn forwarding() -> bool {
+    [
+        "/proc/sys/net/ipv4/ip_forward",
+        "/proc/sys/net/ipv6/conf/all/forwarding",
+    ]
+    .iter()
+    .any(|p| fs::read_to_string(p).is_ok_and(|v| v.trim() == "1"))
+}
+
+/// This namespace's devices other than `iface` and `lo`, with their indexes.
+fn other_devices(iface: &str) -> Result<Vec<(String, u32)>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/sys/class/net").context("listing /sys/class/net")? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if name == iface || name == "lo" {
+            continue;
+        }
+        if let Ok(index) = sys::ifindex(&name) {
+            out.push((name, index));
+        }
+    }
+    Ok(out)
+}
+
+/// `ETHTOOL_GGRO` / `ETHTOOL_SGRO`.
+const ETHTOOL_GGRO: u32 = 0x2b;
+const ETHTOOL_SGRO: u32 = 0x2c;
+
+fn gro(iface: &str) -> Result<bool> {
+    let v = ethtool_value(iface, ETHTOOL_GGRO, 0)
+        .with_context(|| format!("reading generic-receive-offload of {iface}"))?;
+    Ok(v != 0)
+}
+
+fn set_gro(iface: &str, on: bool) -> Result<()> {
+    ethtool_value(iface, ETHTOOL_SGRO, u32::from(on))
+        .with_context(|| format!("setting generic-receive-offload of {iface} {}", onoff(on)))?;
+    Ok(())
+}
+
+/// Restores the offloads dead processes changed in this namespace (their
+/// journal files); returns the interfaces (by index) restored. A change whose
+/// interface is gone is dropped with its file.
+pub(crate) fn recover() -> Result<Vec<u32>> {
+    let Ok(entries) = fs::read_dir(DIR) else {
+        return Ok(Vec::new());
+    };
+    let here = sys::netns_ino()?;
+    let mut restored = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(j) = Journal::parse(&name) else {
+            continue;
+        };
+        if j.netns != here || sys::process_alive(j.pid, j.ticks) {
+            continue;
+        }
+        let content = fs::read_to_string(e.path()).unwrap_or_default();
+        let changes: Vec<(u32, Change)> = content.lines().filter_map(Change::parse).collect();
+        for (ifindex, c) in changes.iter().rev() {
+            if let Some(iface) = sys::ifname(*ifindex) {
+                c.undo(&iface)?;
+                tracing::warn!(
+                    "{iface}: restored {} a dead impair changed",
+                    c.line(*ifindex)
+                );
+                restored.push(*ifindex);
+            }
+        }
+        let _ = fs::remove_file(e.path());
+    }
+    Ok(restored)
+}
+
+/// A journal file's name: `offload-NETNS-IFINDEX-PID-TICKS`.
+#[derive(Debug, PartialEq, Eq)]
+struct Journal {
+    netns: u64,
+    ifindex: u32,
+    pid: u32,
+    ticks: u64,
+}
+
+impl Journal {
+    fn parse(name: &str) -> Option<Self> {
+        let parts: Vec<&str> = name.split('-').collect();
+        let ["offload", ns, ifindex, pid, ticks] = parts[..] else {
+            return None;
+        };
+        Some(Self {
+            netns: ns.parse().ok()?,
+            ifindex: ifindex.parse().ok()?,
+            pid: pid.parse().ok()?,
+            ticks: ticks.parse().ok()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_names_parse_and_others_are_ignored() {
+        assert_eq!(
+            Journal::parse("offload-4026531840-7-1234-98765"),
+            Some(Journal {
+                netns: 4026531840,
+                ifindex: 7,
+                pid: 1234,
+                ticks: 98765
+            })
+        );
+        assert_eq!(Journal::parse("clsact-4026531840-7-1234-98765"), None);
+        assert_eq!(Journal::parse("offload-x-7-1234-98765"), None);
+        assert_eq!(Journal::parse("update-4026531840-7.lock"), None);
+    }
+
+    #[test]
+    fn journal_lines_round_trip() {
+        for c in [Change::TxChecksum, Change::GsoMaxSegs(65535), Change::Gro] {
+            assert_eq!(Change::parse(&c.line(7)), Some((7, c.clone())), "{c:?}");
+        }
+        assert_eq!(Change::parse("gso_max_segs 7"), None);
+        assert_eq!(Change::parse("tso 7"), None);
+    }
+
+    #[test]
+    fn bad_interface_names_are_refused_before_any_ioctl() {
+        assert!(ethtool_value("", ETHTOOL_GTXCSUM, 0).is_err());
+        assert!(ethtool_value("a-name-far-too-long", ETHTOOL_GTXCSUM, 0).is_err());
+    }
+}
