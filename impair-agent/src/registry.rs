@@ -225,6 +225,8 @@ impl Registry {
             seed: req.seed,
             label: format!("agent {}: {}", req.id, plan.label),
             duration: plan.duration,
+            // The device's offloads are managed as for `impair attach`.
+            keep_offloads: false,
         };
         let hooks = HookOptions {
             direction: plan.direction,

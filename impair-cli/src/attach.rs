@@ -206,7 +206,7 @@ pub(crate) fn attach(a: AttachArgs, netns: Option<&str>) -> Result<()> {
         for note in a.impair.unit_notes() {
             println!("impair: note: {note}");
         }
-        for change in engine.offload_changes() {
+        for change in running.engines().iter().flat_map(|e| e.offload_changes()) {
             println!("impair: {change}; restored on detach (--keep-offloads leaves it)");
         }
     }

@@ -270,6 +270,7 @@ pub(crate) fn attach(
                 downlink: downlink.map(|r| side(r, "downlink")),
                 ingress_hook,
                 xdp_mode,
+                keep_offloads: base.keep_offloads,
             })?)))
         }
     }

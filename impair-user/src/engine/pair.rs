@@ -40,6 +40,8 @@ pub struct PairOptions {
     /// The receive-side hook of the downlink instance.
     pub ingress_hook: IngressHook,
     pub xdp_mode: XdpMode,
+    /// Leave the device's offloads alone (see [`AttachOptions::keep_offloads`]).
+    pub keep_offloads: bool,
 }
 
 impl PairOptions {
@@ -91,6 +93,7 @@ impl EnginePair {
             seed,
             label: s.label.clone(),
             duration: opts.duration,
+            keep_offloads: opts.keep_offloads,
         };
         let uplink = opts
             .uplink
