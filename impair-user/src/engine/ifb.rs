@@ -1,0 +1,264 @@
+//! The ifb device that gives received traffic a queue: an ingress instance
+//! whose rules hold or copy packets (delay, jitter, rate with its queue,
+//! duplication, reordering) creates one, and its tc ingress program
+//! (`impair_redirect`) sends every received packet to that device's egress,
+//! where `impair_egress` runs with the instance's rules (and fq holds packets
+//! until their departure time). ifb then hands each packet back to the
+//! original device's receive path, without running its tc ingress again.
+//!
+//! Ownership: the device is created per instance with a name derived from
+//! the impaired interface and the controller's pid ([`name_for`]),
+//! exclusively (a device of that name that is already there is never taken
+//! over), and deleted on detach. Before creating it the controller writes a
+//! journal file in `/run/impair` (`ifb-NETNS-IFINDEX-PID-STARTTICKS`); the
+//! file goes once the device is deleted. A file whose process died is a
+//! controller killed with its ifb in place: the next impair command in that
+//! namespace ([`recover`]) turns the dead instance's redirect off (if its
+//! clsact filter outlived it) and deletes the device, which takes its qdiscs
+//! and filters with it. Only a device of kind `ifb` with exactly the recorded
+//! name is ever deleted.
+use std::{fs, path::PathBuf};
+
+use anyhow::{Context as _, Result};
+use impair_common::{owner_flags, CONTROL_REDIRECT_IFINDEX};
+
+use super::link::netlink;
+use crate::{discover, sys};
+
+const DIR: &str = "/run/impair";
+
+/// The ifb's transmit queue length, which is also the limit of its default
+/// qdisc (pfifo_fast) when no fq is needed: the kernel's 32 would drop
+/// bursts that the real device received, and the ifb must never drop on
+/// its own.
+pub(crate) const TXQLEN: u32 = 10_000;
+
+/// The ifb name of the instance impairing interface `ifindex`, controlled
+/// by process `pid`: `imp<ifindex>i<pid>` in decimal (e.g. `imp3i4127`),
+/// hexadecimal when that is too long for IFNAMSIZ, and base 36 of both
+/// numbers together past that. Unique per (interface, controller) in a
+/// namespace, which holds at most one ingress instance per interface.
+pub fn name_for(ifindex: u32, pid: u32) -> String {
+    let max = libc::IFNAMSIZ - 1;
+    let dec = format!("imp{ifindex}i{pid}");
+    if dec.len() <= max {
+        return dec;
+    }
+    let hex = format!("imp{ifindex:x}i{pid:x}");
+    if hex.len() <= max {
+        return hex;
+    }
+    // 32 + 32 bits in base 36: at most 13 digits.
+    let mut n = (u64::from(ifindex) << 32) | u64::from(pid);
+    let mut digits = Vec::new();
+    while n > 0 {
+        digits.push(b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize]);
+        n /= 36;
+    }
+    digits.reverse();
+    format!("im{}", String::from_utf8_lossy(&digits))
+}
+
+/// An ifb device this process created, with its journal file.
+#[derive(Debug)]
+pub(crate) struct Ifb {
+    pub name: String,
+    pub ifindex: u32,
+    journal: PathBuf,
+}
+
+fn journal_path(device_ifindex: u32, pid: u32, ticks: u64) -> Result<PathBuf> {
+    Ok(PathBuf::from(DIR).join(format!(
+        "ifb-{}-{device_ifindex}-{pid}-{ticks}",
+        sys::netns_ino()?
+    )))
+}
+
+impl Ifb {
+    /// Creates the ifb of the instance impairing `device_ifindex` (up, with a
+    /// [`TXQLEN`] queue), after writing its journal file.
+    pub(crate) fn create(device_ifindex: u32) -> Result<Ifb> {
+        let pid = std::process::id();
+        let ticks = sys::process_start_ticks(pid).unwrap_or(0);
+        let name = name_for(device_ifindex, pid);
+        fs::create_dir_all(DIR).with_context(|| format!("creating {DIR}"))?;
+        let journal = journal_path(device_ifindex, pid, ticks)?;
+        fs::write(&journal, name.as_bytes())
+            .with_context(|| format!("writing {}", journal.display()))?;
+        if let Err(e) = netlink::create_ifb(&name, TXQLEN) {
+            let _ = fs::remove_file(&journal);
+            let exists = e_exists(&e);
+            return Err(anyhow::Error::new(e).context(if exists {
+                format!("creating the ifb device {name}: a device of that name already exists (not impair's to use)")
+            } else {
+                format!(
+                    "creating the ifb device {name} (receive-side delay, rate, duplication and \
+                     reordering need the kernel's ifb: CONFIG_IFB, module ifb)"
+                )
+            }));
+        }
+        let ifindex = match sys::ifindex(&name) {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = delete_named(&name);
+                let _ = fs::remove_file(&journal);
+                return Err(anyhow::anyhow!("{e}"))
+                    .context(format!("finding the new ifb device {name}"));
+            }
+        };
+        Ok(Ifb {
+            name,
+            ifindex,
+            journal,
+        })
+    }
+
+    /// Deletes the device (already gone counts as deleted) and its journal.
+    pub(crate) fn delete(mut self) -> Result<()> {
+        let r = self.delete_inner();
+        self.ifindex = 0;
+        r
+    }
+
+    fn delete_inner(&mut self) -> Result<()> {
+        if self.ifindex != 0 {
+            delete_if_ours(self.ifindex, &self.name)?;
+        }
+        let _ = fs::remove_file(&self.journal);
+        Ok(())
+    }
+}
+
+impl Drop for Ifb {
+    /// An attach failing half-way deletes the device it created.
+    fn drop(&mut self) {
+        if self.ifindex == 0 {
+            return;
+        }
+        if let Err(e) = self.delete_inner() {
+            tracing::warn!("deleting the ifb device {}: {e:#}", self.name);
+        }
+        self.ifindex = 0;
+    }
+}
+
+fn e_exists(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EEXIST)
+}
+
+/// Deletes interface `ifindex` if it is an ifb named `name`; a device that
+/// is gone (or is something else now) is left alone.
+fn delete_if_ours(ifindex: u32, name: &str) -> Result<()> {
+    match netlink::link_kind(ifindex).context("looking up the ifb device")? {
+        Some((kind, n)) if kind == "ifb" && n == name => {}
+        _ => return Ok(()),
+    }
+    match netlink::delete_link(ifindex) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("deleting the ifb device {name}"))),
+    }
+}
+
+/// Deletes the ifb named `name` in this namespace if there is one.
+pub(crate) fn delete_named(name: &str) -> Result<bool> {
+    let Ok(ifindex) = sys::ifindex(name) else {
+        return Ok(false);
+    };
+    delete_if_ours(ifindex, name)?;
+    Ok(true)
+}
+
+/// The ifb an instance's owner record says it has, if any.
+pub fn of_owner(o: &impair_common::Owner) -> Option<String> {
+    (o.flags & owner_flags::IFB != 0).then(|| name_for(o.ifindex, o.pid))
+}
+
+/// Removes the ifb devices of dead controllers in this namespace (journal
+/// files whose process is gone): first the dead instance's redirect is
+/// turned off (its clsact filter may outlive it, and a redirect to a device
+/// that is gone would drop), then the device goes. Returns their names.
+pub(crate) fn recover() -> Result<Vec<String>> {
+    let Ok(entries) = fs::read_dir(DIR) else {
+        return Ok(Vec::new());
+    };
+    let here = sys::netns_ino()?;
+    let mut removed = Vec::new();
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let parts: Vec<&str> = file.split('-').collect();
+        let ["ifb", ns, ifindex, pid, ticks] = parts[..] else {
+            continue;
+        };
+        let (Ok(ns), Ok(ifindex), Ok(pid), Ok(ticks)) = (
+            ns.parse::<u64>(),
+            ifindex.parse::<u32>(),
+            pid.parse::<u32>(),
+            ticks.parse::<u64>(),
+        ) else {
+            continue;
+        };
+        if ns != here || sys::process_alive(pid, ticks) {
+            continue;
+        }
+        let name = name_for(ifindex, pid);
+        stop_redirect(ifindex, pid);
+        tracing::warn!(ifb = name, "removing the ifb device a killed impair left");
+        if delete_named(&name)? {
+            removed.push(name);
+        }
+        let _ = fs::remove_file(e.path());
+    }
+    Ok(removed)
+}
+
+/// Turns off the redirect of the dead controller `pid`'s instance on
+/// `ifindex`, if its program is still attached (a clsact filter).
+fn stop_redirect(ifindex: u32, pid: u32) {
+    let Ok(instances) = discover::on_interface(ifindex) else {
+        return;
+    };
+    for mut inst in instances {
+        if inst.owner.pid == pid && inst.owner.flags & owner_flags::IFB != 0 && !inst.alive {
+            if let Err(e) = inst.maps.control.set(CONTROL_REDIRECT_IFINDEX, 0, 0) {
+                tracing::warn!("turning off a dead controller's redirect: {e:#}");
+            }
+        }
+    }
+}
+
+/// Deletes the journal file of controller `pid`'s ifb on `device_ifindex`
+/// (after its device was removed by someone else: `impair detach`).
+pub(crate) fn forget(device_ifindex: u32, pid: u32) {
+    let Ok(entries) = fs::read_dir(DIR) else {
+        return;
+    };
+    let prefix = match sys::netns_ino() {
+        Ok(ns) => format!("ifb-{ns}-{device_ifindex}-{pid}-"),
+        Err(_) => return,
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_ifnamsiz_and_differ_per_interface_and_controller() {
+        assert_eq!(name_for(3, 4127), "imp3i4127");
+        let mut seen = std::collections::HashSet::new();
+        for ifindex in [1, 3, 99_999, 1 << 20, u32::MAX] {
+            for pid in [1, 4127, 4_194_303, u32::MAX] {
+                let n = name_for(ifindex, pid);
+                assert!(n.len() < libc::IFNAMSIZ, "{n}");
+                assert!(!n.contains('/') && !n.contains(' '), "{n}");
+                assert!(seen.insert(n.clone()), "{n} twice");
+            }
+        }
+    }
+}
