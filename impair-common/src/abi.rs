@@ -70,11 +70,12 @@ pub mod prog_names {
     pub const TC_INGRESS: &str = "impair_ingress";
     /// XDP: the same impairments as tc ingress.
     pub const XDP: &str = "impair_xdp";
-    /// Every program `impair stats/status/detach` look for.
-    pub const ALL: [&str; 3] = [TC_EGRESS, TC_INGRESS, XDP];
     /// tc ingress of an instance that holds received packets: sends them to
-    /// its ifb device, whose egress runs `impair_egress` (found through that).
+    /// its ifb device, whose egress runs `impair_egress`.
     pub const REDIRECT: &str = "impair_redirect";
+    /// Every program `impair stats/status/detach` look for (a dead
+    /// controller's `impair_redirect` filter may outlive its ifb).
+    pub const ALL: [&str; 4] = [TC_EGRESS, TC_INGRESS, XDP, REDIRECT];
 }
 
 /// Burst tolerance of the rate on the receive side (tc ingress, XDP) when the

@@ -62,6 +62,10 @@ fn tc_action(v: Verdict) -> i32 {
 /// tc egress (tcx link, or a clsact filter on kernels before 6.6).
 #[classifier]
 pub fn impair_egress(ctx: TcContext) -> i32 {
+    // A duplicate made on an ifb goes back to the receive path (`redirect`).
+    if let Some(action) = redirect::ifb_duplicate(&ctx) {
+        return action;
+    }
     tc_action(pipeline::decide(&TcEgress(&ctx)))
 }
 

@@ -20,6 +20,7 @@
 use std::{fs, path::PathBuf};
 
 use anyhow::{Context as _, Result};
+use aya::maps::IterableMap as _;
 use impair_common::{owner_flags, CONTROL_REDIRECT_IFINDEX};
 
 use super::link::netlink;
@@ -202,8 +203,15 @@ pub(crate) fn recover() -> Result<Vec<String>> {
             continue;
         }
         let name = name_for(ifindex, pid);
-        stop_redirect(ifindex, pid);
         tracing::warn!(ifb = name, "removing the ifb device a killed impair left");
+        // A clsact filter that outlived its controller: the whole leftover
+        // goes (redirect off, filter, clsact qdisc, then the ifb).
+        if let Some(inst) = dead_instance(ifindex, pid) {
+            stop_redirect(&inst);
+            if let Some(iface) = sys::ifname(ifindex) {
+                super::leftover::remove_leftover(&iface, &inst)?;
+            }
+        }
         if delete_named(&name)? {
             removed.push(name);
         }
@@ -212,18 +220,34 @@ pub(crate) fn recover() -> Result<Vec<String>> {
     Ok(removed)
 }
 
-/// Turns off the redirect of the dead controller `pid`'s instance on
-/// `ifindex`, if its program is still attached (a clsact filter).
-fn stop_redirect(ifindex: u32, pid: u32) {
-    let Ok(instances) = discover::on_interface(ifindex) else {
+/// The dead controller `pid`'s instance with an ifb on `ifindex`, if its
+/// programs are still attached (a clsact filter outlives its controller).
+fn dead_instance(ifindex: u32, pid: u32) -> Option<discover::Instance> {
+    discover::on_interface(ifindex)
+        .ok()?
+        .into_iter()
+        .find(|i| i.owner.pid == pid && i.owner.flags & owner_flags::IFB != 0 && !i.alive)
+}
+
+/// Turns off a dead instance's redirect before its ifb goes (a redirect to
+/// a device that is gone would drop).
+pub(crate) fn stop_redirect(inst: &discover::Instance) {
+    let Ok(id) = inst.maps.control.map().info().map(|i| i.id()) else {
         return;
     };
-    for mut inst in instances {
-        if inst.owner.pid == pid && inst.owner.flags & owner_flags::IFB != 0 && !inst.alive {
-            if let Err(e) = inst.maps.control.set(CONTROL_REDIRECT_IFINDEX, 0, 0) {
+    let control = aya::maps::MapData::from_id(id)
+        .map_err(anyhow::Error::new)
+        .and_then(|m| {
+            aya::maps::Array::<_, u64>::try_from(aya::maps::Map::Array(m))
+                .map_err(anyhow::Error::new)
+        });
+    match control {
+        Ok(mut c) => {
+            if let Err(e) = c.set(CONTROL_REDIRECT_IFINDEX, 0, 0) {
                 tracing::warn!("turning off a dead controller's redirect: {e:#}");
             }
         }
+        Err(e) => tracing::warn!("turning off a dead controller's redirect: {e:#}"),
     }
 }
 

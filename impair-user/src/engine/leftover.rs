@@ -125,6 +125,7 @@ pub fn remove_leftover(iface: &str, inst: &discover::Instance) -> Result<()> {
     // Nothing redirects to the ifb any more: the device goes, and its
     // qdiscs and filters with it.
     if let Some(name) = ifb {
+        ifb::stop_redirect(inst);
         ifb::delete_named(&name)?;
         ifb::forget(inst.owner.ifindex, inst.owner.pid);
     }

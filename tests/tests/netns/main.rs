@@ -22,6 +22,7 @@ use impair_tests::{
 mod clsact;
 mod egress;
 mod fq;
+mod ifb;
 mod ingress;
 
 /// 10% loss at `site` over 20,000 probe packets: inside the 99% Wilson
