@@ -1,11 +1,13 @@
 //! What needs sch_fq: delay at egress is paced by fq, which attach installs
 //! as root and detach removes. Where the kernel has no sch_fq (this project's
 //! host kernel), attach refuses clearly and changes nothing, and a NOTE says
-//! the VM tier runs the real thing.
+//! the VM tier runs the real thing. Received traffic through impair's ifb
+//! (`--direction ingress` with delay or jitter) needs fq on the ifb too.
 use impair_tests::{
     kernel::fq_or_note,
-    ns::{assert_refused, assert_restored, impair_in, lab, probe, router_state, Controller},
+    ns::{assert_refused, assert_restored, impair_in, lab, probe, router_state, Controller, Site},
 };
+use impair_tools::probe::ProbeReport;
 
 /// Delay needs fq. Where the kernel has it, the receiver sees the delay and
 /// detach gives the device its default qdisc back; where it does not, attach
@@ -40,4 +42,62 @@ fn delay_at_the_receiver_or_a_clear_refusal_without_sch_fq() {
     assert!(d.p50_ns < 40_000_000, "median delay near 20 ms: {d:?}");
     assert!(ctl.signal_and_wait(libc::SIGTERM).success());
     assert_restored(&lab, &before);
+}
+
+/// What the ifb path (`engine/ifb.rs`) does with fq on the receive side:
+/// `--direction ingress` at the server's `s0` with `args`; `None` where the
+/// kernel has no sch_fq (the host: `ifb::` checks the refusal there).
+fn ingress_with_fq(tag: &str, test: &str, args: &[&str]) -> Option<ProbeReport> {
+    let lab = lab(tag);
+    if !fq_or_note(&lab, test, "the ifb tests (netns ifb::) check the refusal") {
+        return None;
+    }
+    let site = Site::ServerIngress;
+    let before = site.state(&lab);
+    let ctl = site.attach(&lab, args);
+    let ifbs = lab.exec(&lab.server, &["tc", "qdisc", "show"]).unwrap();
+    assert!(
+        ifbs.lines()
+            .any(|l| l.contains("qdisc fq") && l.contains("dev imp")),
+        "fq is the root of the instance's ifb: {ifbs}"
+    );
+    let r = probe(&lab, false, 0, 500, 200);
+    let stats = site.stats(&lab);
+    assert_eq!(stats["rules"][0]["packets"], r.sent, "{stats}");
+    assert!(ctl.signal_and_wait(libc::SIGTERM).success());
+    site.assert_restored(&lab, &before);
+    Some(r)
+}
+
+/// 30 ms on received traffic, measured at the receiver (one way).
+#[test]
+fn ingress_delay_30ms_through_the_ifb_at_the_receiver() {
+    let test = "fq::ingress_delay_30ms_through_the_ifb_at_the_receiver";
+    let Some(r) = ingress_with_fq("idelay", test, &["--delay", "30ms"]) else {
+        return;
+    };
+    assert_eq!(r.lost, 0, "{r:?}");
+    let d = r.delay.expect("delay stats");
+    assert!(
+        d.min_ns >= 30_000_000,
+        "no packet arrives before its delay: {d:?}"
+    );
+    assert!(d.p50_ns < 50_000_000, "median delay near 30 ms: {d:?}");
+}
+
+/// In-order jitter on received traffic: packets keep their order.
+#[test]
+fn ingress_in_order_jitter_through_the_ifb_never_reorders() {
+    let test = "fq::ingress_in_order_jitter_through_the_ifb_never_reorders";
+    let args = ["--delay", "20ms", "--jitter", "10ms", "--in-order"];
+    let Some(r) = ingress_with_fq("ijit", test, &args) else {
+        return;
+    };
+    assert_eq!(r.lost, 0, "{r:?}");
+    assert_eq!(
+        r.reordered, 0,
+        "--in-order keeps received packets in order: {r:?}"
+    );
+    let d = r.delay.expect("delay stats");
+    assert!(d.min_ns >= 10_000_000, "{d:?}");
 }
