@@ -75,6 +75,14 @@ fn loss_and_duplicate_of_received_traffic_through_the_ifb() {
         "{stats}"
     );
     assert_eq!(stats["errors"], 0, "{stats}");
+    let ifb = stats["owner"]["ifb"].as_str().expect("stats names the ifb");
+    assert!(devices.contains(&format!(": {ifb}:")), "{devices}");
+    let status = SITE.impair(&lab, &["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains(&format!("s0 tc-ingress via ifb {ifb}")),
+        "status shows the ifb: {text}"
+    );
 
     assert!(ctl.signal_and_wait(libc::SIGTERM).success());
     SITE.assert_restored(&lab, &before);
