@@ -1,0 +1,64 @@
+//! Live updates and detach of an ingress instance that holds received
+//! traffic through its ifb (`engine/ifb.rs`), from other processes; and an
+//! ingress instance attached without an ifb refusing an update that would
+//! need one. Duplication needs no fq, so this runs on every kernel.
+use impair_tests::ns::{assert_refused, lab, probe, stdout_ok, Site};
+
+const SITE: Site = Site::ServerIngress;
+
+/// `impair update` from another process rewrites the rules on the ifb
+/// (an MTU blackhole for the probe's 228-byte packets, then 0% loss, which
+/// needs no ifb but runs on it all the same); `impair detach` then removes
+/// the instance, its ifb included.
+#[test]
+fn update_and_detach_of_an_ifb_instance_from_another_process() {
+    let lab = lab("cifbupd");
+    let before = SITE.state(&lab);
+    let ctl = SITE.attach(&lab, &["--duplicate", "100%"]);
+    let r = probe(&lab, false, 0, 300, 200);
+    assert_eq!((r.received, r.duplicated), (300, 300), "{r:?}");
+    let upd = |args: &[&str]| {
+        let all = [
+            &["update", "s0", "--direction", "ingress", "--replace"][..],
+            args,
+        ]
+        .concat();
+        stdout_ok(&SITE.impair(&lab, &all));
+    };
+    upd(&["--mtu", "100", "--duplicate", "1%"]);
+    assert_eq!(probe(&lab, false, 0, 300, 200).received, 0, "MTU blackhole");
+    upd(&["--loss", "0%"]);
+    let r = probe(&lab, false, 0, 300, 200);
+    assert_eq!((r.lost, r.duplicated), (0, 0), "{r:?}");
+    let stats = SITE.stats(&lab);
+    assert_eq!(stats["generation"], 3, "{stats}");
+    assert!(stats["owner"]["ifb"].is_string(), "the ifb stays: {stats}");
+    stdout_ok(&SITE.impair(&lab, &["detach", "s0", "--direction", "ingress"]));
+    let _ = ctl.wait();
+    SITE.assert_restored(&lab, &before);
+}
+
+/// An ingress instance attached without an ifb (its rules held nothing)
+/// refuses an update that would hold packets: one line, exit 2, no change.
+#[test]
+fn update_of_a_plain_ingress_instance_to_duplication_is_refused() {
+    let lab = lab("cifbref");
+    let before = SITE.state(&lab);
+    let ctl = SITE.attach(&lab, &["--loss", "1%"]);
+    let during = SITE.state(&lab);
+    let out = SITE.impair(
+        &lab,
+        &[
+            "update",
+            "s0",
+            "--direction",
+            "ingress",
+            "--duplicate",
+            "5%",
+        ],
+    );
+    assert_refused("update --duplicate", &out, &["--duplicate"]);
+    assert_eq!(SITE.state(&lab), during, "a refused update changes nothing");
+    assert!(ctl.signal_and_wait(libc::SIGTERM).success());
+    SITE.assert_restored(&lab, &before);
+}
