@@ -213,6 +213,11 @@ impl HookOptions {
     }
 }
 
+/// The first impairment among `rules` that holds or copies packets.
+pub(crate) fn first_holding(rules: &[RuleSpec]) -> Option<EgressOnly> {
+    rules.iter().find_map(egress_only)
+}
+
 /// The first impairment of `r` that only tc egress can do, in the order the
 /// user is told about them.
 fn egress_only(r: &RuleSpec) -> Option<EgressOnly> {

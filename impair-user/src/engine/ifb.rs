@@ -28,6 +28,33 @@ use crate::{discover, sys};
 
 const DIR: &str = "/run/impair";
 
+/// The first release whose `bpf_redirect` marks a packet as redirected
+/// (`__bpf_tx_skb` sets `skb->redirected`, Linux 6.4): ifb drops every
+/// packet that lacks the mark, so before it the ifb path would black-hole
+/// received traffic. Distribution kernels may carry the fix earlier; impair
+/// goes by the release.
+pub const REDIRECT_TO_IFB_SINCE: (u32, u32) = (6, 4);
+
+/// This kernel's release (`6.12.117+deb12-cloud-amd64`).
+pub fn kernel_release() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// Whether `release` can send received traffic through an ifb with
+/// `bpf_redirect` ([`REDIRECT_TO_IFB_SINCE`]).
+pub fn redirects_to_ifb(release: &str) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= REDIRECT_TO_IFB_SINCE,
+        _ => false,
+    }
+}
+
 /// The ifb's transmit queue length, which is also the limit of its default
 /// qdisc (pfifo_fast) when no fq is needed: the kernel's 32 would drop
 /// bursts that the real device received, and the ifb must never drop on
@@ -271,6 +298,16 @@ pub(crate) fn forget(device_ifindex: u32, pid: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bpf_redirect_reaches_ifb_from_6_4() {
+        assert!(!redirects_to_ifb("6.1.0-28-cloud-amd64"));
+        assert!(!redirects_to_ifb("5.15.0"));
+        assert!(redirects_to_ifb("6.4.0"));
+        assert!(redirects_to_ifb("6.12.117+deb12-cloud-amd64"));
+        assert!(redirects_to_ifb("7.0"));
+        assert!(!redirects_to_ifb(""));
+    }
 
     #[test]
     fn names_fit_ifnamsiz_and_differ_per_interface_and_controller() {

@@ -140,6 +140,13 @@ impl Engine {
         ensure_real_object()?;
         let with_ifb = hooks.holds_at_ingress(&opts.rules);
         hooks.check_at(&opts.rules, with_ifb)?;
+        if with_ifb && !ifb::redirects_to_ifb(&ifb::kernel_release()) {
+            return Err(Error::IngressHoldNeedsLinux64 {
+                what: hooks::first_holding(&opts.rules).unwrap_or(EgressOnly::Delay),
+                release: ifb::kernel_release(),
+            }
+            .into());
+        }
         let rules = hooks.compile_at(&opts.rules, with_ifb)?;
         let iface = opts.iface.as_str();
         let ifindex = interface_index(iface)?;

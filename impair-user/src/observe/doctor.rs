@@ -189,7 +189,15 @@ fn private_probes() -> Result<Vec<Check>> {
         run("ip", &["link", "del", "doc3"])?;
         Ok(fq_on_ifb.is_ok())
     });
+    let release = crate::engine::ifb::kernel_release();
     let (ifb_ok, ifb_detail) = match &ifb {
+        Ok(_) if !crate::engine::ifb::redirects_to_ifb(&release) => (
+            false,
+            format!(
+                "ifb exists, but before Linux 6.4 bpf_redirect does not reach it (this is \
+                 {release}): delay, jitter, rate, duplication and reordering at ingress are refused"
+            ),
+        ),
         Ok(true) => (
             true,
             "ifb (module or built in) with fq: every impairment on received traffic".to_owned(),

@@ -48,6 +48,9 @@ fn delay_at_the_receiver_or_a_clear_refusal_without_sch_fq() {
 /// `--direction ingress` at the server's `s0` with `args`; `None` where the
 /// kernel has no sch_fq (the host: `ifb::` checks the refusal there).
 fn ingress_with_fq(tag: &str, test: &str, args: &[&str]) -> Option<ProbeReport> {
+    if !super::ifb::ifb_path_or_refused(&format!("{tag}r"), test) {
+        return None;
+    }
     let lab = lab(tag);
     if !fq_or_note(&lab, test, "the ifb tests (netns ifb::) check the refusal") {
         return None;

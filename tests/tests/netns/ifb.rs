@@ -19,6 +19,36 @@ use super::tcx_or_note;
 
 const SITE: Site = Site::ServerIngress;
 
+/// Whether this kernel takes received traffic through an ifb (Linux 6.4+:
+/// `engine::ifb::REDIRECT_TO_IFB_SINCE`). Where it does not, checks that an
+/// ingress attach that would need one is refused (exit 2, naming 6.4) and
+/// changes nothing, and prints a NOTE naming `test`.
+pub(super) fn ifb_path_or_refused(tag: &str, test: &str) -> bool {
+    let release = impair::engine::ifb::kernel_release();
+    if impair::engine::ifb::redirects_to_ifb(&release) {
+        return true;
+    }
+    impair_tests::note(format!(
+        "{test}: Linux {release} cannot bpf_redirect to an ifb (6.4+): checking the refusal"
+    ));
+    let lab = lab(tag);
+    let before = SITE.state(&lab);
+    let out = SITE.impair(
+        &lab,
+        &[
+            "attach",
+            SERVER_IF,
+            "--direction",
+            "ingress",
+            "--duplicate",
+            "1%",
+        ],
+    );
+    impair_tests::ns::assert_refused("ingress duplicate before 6.4", &out, &["6.4"]);
+    assert_eq!(SITE.state(&lab), before, "a refusal changes nothing");
+    false
+}
+
 /// The ifb devices in the server's namespace, one per line.
 fn ifbs(lab: &impair_tools::lab::Lab) -> String {
     lab.exec(&lab.server, &["ip", "-o", "link", "show", "type", "ifb"])
@@ -34,6 +64,12 @@ fn ifbs(lab: &impair_tools::lab::Lab) -> String {
 /// the ifb and restores `s0`.
 #[test]
 fn loss_and_duplicate_of_received_traffic_through_the_ifb() {
+    if !ifb_path_or_refused(
+        "ifbldr",
+        "ifb::loss_and_duplicate_of_received_traffic_through_the_ifb",
+    ) {
+        return;
+    }
     let lab = lab("ifbld");
     let before = SITE.state(&lab);
     assert_eq!(ifbs(&lab), "", "no ifb before");
@@ -96,6 +132,12 @@ fn loss_and_duplicate_of_received_traffic_through_the_ifb() {
 /// sees corrupted datagrams.
 #[test]
 fn corruption_of_received_traffic_through_the_ifb() {
+    if !ifb_path_or_refused(
+        "ifbcor",
+        "ifb::corruption_of_received_traffic_through_the_ifb",
+    ) {
+        return;
+    }
     let lab = lab("ifbco");
     let before = SITE.state(&lab);
     let ctl = SITE.attach(
@@ -151,6 +193,12 @@ fn sigkill_with_ifb(tag: &str, mode: &str) {
 
 #[test]
 fn sigkill_with_ifb_netlink_passes_after_the_lease_and_leaves_nothing() {
+    if !ifb_path_or_refused(
+        "ifbknr",
+        "ifb::sigkill_with_ifb_netlink_passes_after_the_lease_and_leaves_nothing",
+    ) {
+        return;
+    }
     sigkill_with_ifb("ifbkn", "netlink");
 }
 
@@ -159,6 +207,9 @@ fn sigkill_with_ifb_tcx_passes_at_once_and_leaves_nothing() {
     if tcx_or_note(
         "ifb::sigkill_with_ifb_tcx_passes_at_once_and_leaves_nothing",
         "the netlink variant covers this kernel",
+    ) && ifb_path_or_refused(
+        "ifbktr",
+        "ifb::sigkill_with_ifb_tcx_passes_at_once_and_leaves_nothing",
     ) {
         sigkill_with_ifb("ifbkt", "tcx");
     }
@@ -169,6 +220,12 @@ fn sigkill_with_ifb_tcx_passes_at_once_and_leaves_nothing() {
 /// With fq the VM tier measures the delay instead.
 #[test]
 fn ingress_delay_without_fq_is_refused_and_leaves_no_ifb() {
+    if !ifb_path_or_refused(
+        "ifbnfr",
+        "ifb::ingress_delay_without_fq_is_refused_and_leaves_no_ifb",
+    ) {
+        return;
+    }
     let lab = lab("ifbnofq");
     if impair_tests::kernel::has_qdisc(&lab, "fq") {
         impair_tests::note(
