@@ -284,3 +284,51 @@ impl Program {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dup() -> Vec<RuleSpec> {
+        vec![RuleSpec {
+            duplicate: Some(0.05),
+            ..Default::default()
+        }]
+    }
+
+    fn ingress(hook: IngressHook) -> HookOptions {
+        HookOptions {
+            direction: Direction::Ingress,
+            ingress_hook: hook,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn tc_ingress_holds_through_an_ifb_and_xdp_and_both_refuse() {
+        let tc = ingress(IngressHook::Tc);
+        assert!(tc.holds_at_ingress(&dup()));
+        assert_eq!(tc.check(&dup()), Ok(()));
+        assert_eq!(
+            tc.programs_to_load(true),
+            vec![Program::Redirect, Program::TcEgress]
+        );
+        // An instance attached without an ifb refuses an update needing one.
+        assert_eq!(
+            tc.check_at(&dup(), false),
+            Err(Error::EgressOnlyAtIngress(EgressOnly::Duplicate))
+        );
+        assert!(!tc.holds_at_ingress(&[RuleSpec::default()]));
+        let xdp = ingress(IngressHook::Xdp);
+        assert!(!xdp.holds_at_ingress(&dup()));
+        assert!(xdp.check(&dup()).is_err());
+        let both = HookOptions {
+            direction: Direction::Both,
+            ..Default::default()
+        };
+        assert!(!both.holds_at_ingress(&dup()));
+        assert!(both.check(&dup()).is_err());
+        // The redirect sits at tc ingress: the owner record says so.
+        assert_eq!(Program::Redirect.owner_hook(), owner_flags::HOOK_TC_INGRESS);
+    }
+}
