@@ -120,8 +120,8 @@ fn ingress_in_order_jitter_through_the_ifb_never_reorders() {
 /// Rate on received traffic through the ifb shapes like egress (EDT with
 /// its queue limit) instead of policing: 2 Mbit/s with 4 Mbit/s offered
 /// (1200-byte payloads, 1242-byte frames, one every 2.5 ms) arrives at
-/// 2 Mbit/s within 3% at the receiver, and the engine's queue drops are
-/// exactly the packets that did not arrive.
+/// 2 Mbit/s within 3% at the receiver, and the engine's queue drops (over
+/// a 50 ms queue limit) are exactly the packets that did not arrive.
 #[test]
 fn ingress_rate_through_the_ifb_shapes_at_the_receiver() {
     let test = "fq::ingress_rate_through_the_ifb_shapes_at_the_receiver";
@@ -134,7 +134,12 @@ fn ingress_rate_through_the_ifb_shapes_at_the_receiver() {
     }
     let site = Site::ServerIngress;
     let before = site.state(&lab);
-    let ctl = site.attach(&lab, &["--delay", "1ms", "--rate", "2mbit"]);
+    // A 50 ms queue: the default (netem's 1000 packets, 6 s here) would
+    // hold the excess past the probe's linger instead of dropping it.
+    let ctl = site.attach(
+        &lab,
+        &["--delay", "1ms", "--rate", "2mbit", "--queue", "50ms"],
+    );
     let frame_bytes = (1200 + 8 + 20 + 14) as f64;
     let cfg = impair_tools::probe::ProbeConfig {
         count: 1200,
