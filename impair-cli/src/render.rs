@@ -58,6 +58,7 @@ pub(crate) fn engine_error(e: &Error) -> String {
                      (as a policer)"
                 )
             }
+            Error::IngressHoldNeedsLinux64 { .. } => e.to_string(),
             Error::RateInBothDirections => "--rate with --direction both would make the two directions share \
                                             one emulated link (egress pacing and ingress policing on the same \
                                             state): attach egress and ingress separately, one `impair attach` \

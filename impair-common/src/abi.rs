@@ -28,12 +28,19 @@ pub const CONTROL_ACTIVE_SLOT: u32 = 0;
 /// stops impairing within one lease, even where the attachment outlives it
 /// (netlink clsact filters, pinned links). [`LEASE_FOREVER`] disables expiry.
 pub const CONTROL_LEASE_DEADLINE_NS: u32 = 1;
+/// `CONTROL[2]`: the ifindex of the ifb device `impair_redirect` sends
+/// received packets to (an ingress instance that holds packets); 0: pass.
+/// Read only while the lease runs, so an expired lease passes in place.
+pub const CONTROL_REDIRECT_IFINDEX: u32 = 2;
 /// Entries of the `CONTROL` array map (`u64` values).
-pub const CONTROL_ENTRIES: u32 = 2;
+pub const CONTROL_ENTRIES: u32 = 3;
 /// A lease that never expires (pinned attachments without `--duration`).
 pub const LEASE_FOREVER: u64 = u64::MAX;
-const _: () =
-    assert!(CONTROL_ACTIVE_SLOT < CONTROL_ENTRIES && CONTROL_LEASE_DEADLINE_NS < CONTROL_ENTRIES);
+const _: () = assert!(
+    CONTROL_ACTIVE_SLOT < CONTROL_ENTRIES
+        && CONTROL_LEASE_DEADLINE_NS < CONTROL_ENTRIES
+        && CONTROL_REDIRECT_IFINDEX < CONTROL_ENTRIES
+);
 
 /// Map names. The controller finds a running instance's maps by these names
 /// through the program attached to an interface (no files are needed).
@@ -63,8 +70,12 @@ pub mod prog_names {
     pub const TC_INGRESS: &str = "impair_ingress";
     /// XDP: the same impairments as tc ingress.
     pub const XDP: &str = "impair_xdp";
-    /// Every program `impair stats/status/detach` look for.
-    pub const ALL: [&str; 3] = [TC_EGRESS, TC_INGRESS, XDP];
+    /// tc ingress of an instance that holds received packets: sends them to
+    /// its ifb device, whose egress runs `impair_egress`.
+    pub const REDIRECT: &str = "impair_redirect";
+    /// Every program `impair stats/status/detach` look for (a dead
+    /// controller's `impair_redirect` filter may outlive its ifb).
+    pub const ALL: [&str; 4] = [TC_EGRESS, TC_INGRESS, XDP, REDIRECT];
 }
 
 /// Burst tolerance of the rate on the receive side (tc ingress, XDP) when the
@@ -347,6 +358,10 @@ pub mod owner_flags {
     /// attach cleaning a leftover) deletes that root again if it is still fq.
     /// Userspace only: no program reads the owner map.
     pub const INSTALLED_FQ: u32 = 1 << 8;
+    /// Received traffic goes through an ifb device the controller created
+    /// (`impair_redirect` at tc ingress, `impair_egress` on the ifb's egress);
+    /// whoever removes the instance deletes that device. Userspace only.
+    pub const IFB: u32 = 1 << 9;
     /// All hook bits.
     pub const HOOKS: u32 = HOOK_TC_EGRESS | HOOK_TC_INGRESS | HOOK_XDP;
 }

@@ -6,7 +6,9 @@
 //! impairment; `impair_ingress` and `impair_xdp` see received packets, where
 //! nothing can hold a packet back, so they do loss, ECN, corruption, MTU,
 //! blackhole and rate policing, never delay, jitter, reordering, pacing or
-//! duplication (see `hook`).
+//! duplication (see `hook`). A fourth, `impair_redirect` (`redirect`), sends
+//! received packets to an ifb device whose egress runs `impair_egress`: how
+//! received traffic gets every impairment.
 //!
 //! Read top to bottom: `pipeline` (lease, active rule set) → `classify`
 //! (`parse`, the index, the first-match walk) → `apply` (netem's order) →
@@ -30,6 +32,7 @@ mod parse;
 mod pipeline;
 mod pkt;
 mod police;
+mod redirect;
 mod rng;
 mod timing;
 
@@ -62,6 +65,10 @@ type Result<T> = core::result::Result<T, impair_common::DataPathError>;
 /// clsact). See docs/architecture.md, "Drops at egress".
 #[classifier]
 pub fn impair_egress(ctx: TcContext) -> i32 {
+    // A duplicate made on an ifb goes back to the receive path (`redirect`).
+    if let Some(action) = redirect::ifb_duplicate(&ctx) {
+        return action;
+    }
     match pipeline::decide(&TcEgress(&ctx)) {
         Verdict::Pass => TC_ACT_OK,
         // SAFETY: bpf_redirect only records the target in this CPU's redirect

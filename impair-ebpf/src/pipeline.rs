@@ -73,7 +73,7 @@ fn try_decide<H: Hook>(h: &H, g: &mut GlobalCounters) -> Result<Verdict> {
 
 /// Whether the controller's lease has run out (then every packet passes).
 #[inline(always)]
-fn lease_expired() -> Result<bool> {
+pub fn lease_expired() -> Result<bool> {
     let deadline = *CONTROL
         .get(CONTROL_LEASE_DEADLINE_NS)
         .ok_or(DataPathError::MapLookup)?;

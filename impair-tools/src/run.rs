@@ -4,6 +4,11 @@
 //! (`bpf_skb_cgroup_id`), so every other process's packets pass untouched.
 //! When CMD exits (or impair is stopped), impair detaches, removes the
 //! cgroup (killing stragglers CMD left in it), and exits with CMD's status.
+//!
+//! Only what CMD sends is impaired: a received packet carries no socket
+//! until the stack delivers it, so matching it to CMD's cgroup needs a
+//! socket lookup at tc ingress (`bpf_sk_lookup_*` + `bpf_sk_cgroup_id`,
+//! Linux 5.7+), which the data path does not do yet; the start line says so.
 use std::{
     fs,
     os::unix::process::{CommandExt as _, ExitStatusExt as _},
@@ -221,7 +226,8 @@ pub fn run(opts: RunOptions, stop: &AtomicBool) -> Result<ExitStatus> {
         .map_err(|e| anyhow!(UsageError(format!("cannot run '{prog}': {e}"))))?;
     if !opts.quiet {
         eprintln!(
-            "impair: impairing the traffic of `{}` (cgroup {}) on {}: {}",
+            "impair: impairing the traffic `{}` sends (cgroup {}) on {}: {} (what it receives \
+             is not impaired: received packets are not matched to a cgroup yet)",
             opts.cmd.join(" "),
             cg.id,
             opts.ifaces.join(", "),

@@ -57,6 +57,7 @@ pub fn try_test_run(
         Program::TcEgress => l.tc_egress().unwrap().test_run(opts),
         Program::TcIngress => l.tc_ingress().unwrap().test_run(opts),
         Program::Xdp => l.xdp().unwrap().test_run(opts),
+        Program::Redirect => panic!("impair_redirect only redirects; it is not test-run"),
     }
 }
 

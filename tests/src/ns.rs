@@ -260,8 +260,9 @@ pub fn stats_json_in(ns: &str, iface: &str, extra: &[&str]) -> serde_json::Value
 
 /// Everything that attaching at `iface` (in namespace `ns`) could change:
 /// its qdiscs, tc filters in both directions, the link as `ip -d link`
-/// shows it (an XDP program appears there as `prog/xdp`), and impair's own
-/// view. Equal before attach and after detach means nothing was left.
+/// shows it (an XDP program appears there as `prog/xdp`), the namespace's
+/// ifb devices (an ingress instance that holds packets creates one), and
+/// impair's own view. Equal before attach and after detach means nothing was left.
 pub fn iface_state(lab: &Lab, ns: &str, iface: &str) -> String {
     let mut s = String::new();
     for args in [
@@ -269,6 +270,7 @@ pub fn iface_state(lab: &Lab, ns: &str, iface: &str) -> String {
         vec!["tc", "filter", "show", "dev", iface, "egress"],
         vec!["tc", "filter", "show", "dev", iface, "ingress"],
         vec!["ip", "-d", "link", "show", "dev", iface],
+        vec!["ip", "-o", "link", "show", "type", "ifb"],
     ] {
         s += &lab.exec(ns, &args).unwrap();
     }

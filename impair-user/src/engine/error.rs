@@ -63,6 +63,13 @@ pub enum Error {
         kind: String,
         handle: String,
     },
+    /// Received traffic needs an ifb, and this kernel's bpf_redirect does
+    /// not reach one (`engine::ifb::REDIRECT_TO_IFB_SINCE`).
+    #[error(
+        "{what} on received traffic needs Linux 6.4 or newer (bpf_redirect to an ifb device; this is \
+         {release}); nothing was changed"
+    )]
+    IngressHoldNeedsLinux64 { what: EgressOnly, release: String },
     /// The kernel has no sch_fq (delay and rate need it).
     #[error("delay and rate need the fq qdisc (sch_fq), which this kernel does not have or cannot load (tc said: {said}); nothing was changed")]
     NoFq { said: String },

@@ -27,8 +27,10 @@ pub enum Direction {
     #[default]
     Egress,
     /// Arriving on the interface (tc ingress or XDP): loss, ECN, corruption,
-    /// MTU, blackhole and rate policing; no delay, jitter, reordering or
-    /// duplication (nothing can hold a received packet back).
+    /// MTU, blackhole and rate policing in place; with tc ingress, rules that
+    /// hold or copy packets (delay, jitter, reordering, duplication) send
+    /// received traffic through an ifb device whose egress does everything
+    /// egress does (`engine/ifb.rs`), rate then shaping as at egress.
     Ingress,
     /// Both, with one rule set and one set of counters for the two directions.
     Both,
@@ -147,14 +149,37 @@ impl HookOptions {
             .fold(0, |acc, p| acc | p.owner_hook())
     }
 
-    /// Checks that the rules can run at these hooks, before anything changes.
+    /// Whether an attach with `rules` sends received traffic through an ifb:
+    /// a tc ingress instance whose rules hold or copy packets.
+    pub fn holds_at_ingress(&self, rules: &[RuleSpec]) -> bool {
+        self.direction == Direction::Ingress
+            && self.ingress_hook == IngressHook::Tc
+            && rules.iter().any(|r| egress_only(r).is_some())
+    }
+
+    /// The programs an attach loads: with an ifb, `impair_redirect` at tc
+    /// ingress and `impair_egress` on the ifb instead of `impair_ingress`.
+    pub fn programs_to_load(&self, ifb: bool) -> Vec<Program> {
+        if ifb {
+            vec![Program::Redirect, Program::TcEgress]
+        } else {
+            self.programs()
+        }
+    }
+
     /// The rules compiled for these hooks. At egress a rate without a
     /// queue limit gets the default one
     /// ([`RuleSpec::with_default_queue`]): without it packets would wait up to
     /// fq's horizon and fq would drop them uncounted. At ingress the
     /// policer's own default burst applies instead.
     pub fn compile(&self, rules: &[RuleSpec]) -> Result<RuleSet, ModelError> {
-        if self.direction == Direction::Egress {
+        self.compile_at(rules, false)
+    }
+
+    /// [`HookOptions::compile`] for an instance with an ifb (`ifb`), whose
+    /// rules run at the ifb's egress: compiled as egress rules.
+    pub fn compile_at(&self, rules: &[RuleSpec], ifb: bool) -> Result<RuleSet, ModelError> {
+        if self.direction == Direction::Egress || ifb {
             let rules: Vec<RuleSpec> = rules.iter().map(RuleSpec::with_default_queue).collect();
             compile_all(&rules)
         } else {
@@ -163,13 +188,20 @@ impl HookOptions {
     }
 
     /// Delay, jitter, reordering and duplication need a queue that holds
-    /// packets (fq at egress); the receive path has none, in tc ingress and
-    /// XDP alike, so they are refused there.
+    /// packets (fq at egress); the receive path has none, so XDP and
+    /// `--direction both` refuse them at ingress. tc ingress gets them
+    /// through an ifb ([`HookOptions::holds_at_ingress`]), chosen at attach.
     pub fn check(&self, rules: &[RuleSpec]) -> Result<(), Error> {
+        self.check_at(rules, self.holds_at_ingress(rules))
+    }
+
+    /// [`HookOptions::check`] for an instance that has an ifb (`ifb`) or
+    /// not: an instance attached without one refuses rules that need it.
+    pub fn check_at(&self, rules: &[RuleSpec], ifb: bool) -> Result<(), Error> {
         if self.direction.ingress() && rules.iter().any(|r| r.matcher.cgroup.is_some()) {
             return Err(Error::CgroupAtIngress);
         }
-        if self.direction.ingress() {
+        if self.direction.ingress() && !ifb {
             if let Some(what) = rules.iter().find_map(egress_only) {
                 return Err(Error::EgressOnlyAtIngress(what));
             }
@@ -179,6 +211,11 @@ impl HookOptions {
         }
         Ok(())
     }
+}
+
+/// The first impairment among `rules` that holds or copies packets.
+pub(crate) fn first_holding(rules: &[RuleSpec]) -> Option<EgressOnly> {
+    rules.iter().find_map(egress_only)
 }
 
 /// The first impairment of `r` that only tc egress can do, in the order the
@@ -214,6 +251,8 @@ pub enum Program {
     TcEgress,
     TcIngress,
     Xdp,
+    /// tc ingress of an instance with an ifb: sends received packets there.
+    Redirect,
 }
 
 impl Program {
@@ -224,13 +263,14 @@ impl Program {
             Program::TcEgress => prog_names::TC_EGRESS,
             Program::TcIngress => prog_names::TC_INGRESS,
             Program::Xdp => prog_names::XDP,
+            Program::Redirect => prog_names::REDIRECT,
         }
     }
 
     pub(crate) fn owner_hook(self) -> u32 {
         match self {
             Program::TcEgress => owner_flags::HOOK_TC_EGRESS,
-            Program::TcIngress => owner_flags::HOOK_TC_INGRESS,
+            Program::TcIngress | Program::Redirect => owner_flags::HOOK_TC_INGRESS,
             Program::Xdp => owner_flags::HOOK_XDP,
         }
     }
@@ -239,8 +279,56 @@ impl Program {
     pub fn hook_name(self) -> &'static str {
         match self {
             Program::TcEgress => "tc-egress",
-            Program::TcIngress => "tc-ingress",
+            Program::TcIngress | Program::Redirect => "tc-ingress",
             Program::Xdp => "xdp",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dup() -> Vec<RuleSpec> {
+        vec![RuleSpec {
+            duplicate: Some(0.05),
+            ..Default::default()
+        }]
+    }
+
+    fn ingress(hook: IngressHook) -> HookOptions {
+        HookOptions {
+            direction: Direction::Ingress,
+            ingress_hook: hook,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn tc_ingress_holds_through_an_ifb_and_xdp_and_both_refuse() {
+        let tc = ingress(IngressHook::Tc);
+        assert!(tc.holds_at_ingress(&dup()));
+        assert_eq!(tc.check(&dup()), Ok(()));
+        assert_eq!(
+            tc.programs_to_load(true),
+            vec![Program::Redirect, Program::TcEgress]
+        );
+        // An instance attached without an ifb refuses an update needing one.
+        assert_eq!(
+            tc.check_at(&dup(), false),
+            Err(Error::EgressOnlyAtIngress(EgressOnly::Duplicate))
+        );
+        assert!(!tc.holds_at_ingress(&[RuleSpec::default()]));
+        let xdp = ingress(IngressHook::Xdp);
+        assert!(!xdp.holds_at_ingress(&dup()));
+        assert!(xdp.check(&dup()).is_err());
+        let both = HookOptions {
+            direction: Direction::Both,
+            ..Default::default()
+        };
+        assert!(!both.holds_at_ingress(&dup()));
+        assert!(both.check(&dup()).is_err());
+        // The redirect sits at tc ingress: the owner record says so.
+        assert_eq!(Program::Redirect.owner_hook(), owner_flags::HOOK_TC_INGRESS);
     }
 }

@@ -3,8 +3,10 @@
 //! A tcx or XDP link dies with its controller; a clsact filter does not. So a
 //! controller killed with SIGKILL (or a pinned instance) leaves its filters
 //! on the interface, with the clsact qdisc and the fq root it may have
-//! added. Its lease has ended, so the data path passes everything; the next
-//! `impair` on the interface removes the rest. Removing is idempotent: what
+//! added, and the ifb device of an instance that held received traffic
+//! (`ifb.rs`; with tcx that device is all that remains). Its lease has
+//! ended, so the data path passes everything; the next `impair` on the
+//! interface removes the rest. Removing is idempotent: what
 //! is already gone (another `impair` got there first) counts as removed.
 use std::time::Duration;
 
@@ -15,6 +17,7 @@ use super::{
     error::Error,
     fq::{self, FqState},
     hooks::Program,
+    ifb,
     link::clsact,
     owner,
 };
@@ -56,10 +59,11 @@ pub(crate) fn clear_for_attach(iface: &str, ifindex: u32, hooks: u32) -> Result<
 /// anything was removed.
 pub fn remove_crash_leftovers(iface: &str) -> Result<bool> {
     let ifindex = crate::sys::ifindex(iface)?;
+    let ifbs = ifb::recover()?;
     let clsact = super::journal::recover()?.contains(&ifindex);
     let offloads = super::offload::recover()?.contains(&ifindex);
     let fq = remove_orphan_fq(iface, ifindex)?;
-    Ok(clsact || offloads || fq)
+    Ok(clsact || offloads || fq || !ifbs.is_empty())
 }
 
 /// Removes a root qdisc impair installed ([`fq::ROOT_HANDLE`]) that no live
@@ -95,11 +99,17 @@ pub fn remove_leftover(iface: &str, inst: &discover::Instance) -> Result<()> {
     // instance of this interface just before (the other side of a pinned
     // two-way link) may have handed this one the clsact qdisc to remove.
     let current = inst.maps.owner().unwrap_or(inst.owner);
+    let ifb = ifb::of_owner(&inst.owner);
     if inst.netlink() {
         let hooks = inst.owner.hooks();
+        let ingress = if ifb.is_some() {
+            Program::Redirect
+        } else {
+            Program::TcIngress
+        };
         for (bit, program) in [
             (owner_flags::HOOK_TC_EGRESS, Program::TcEgress),
-            (owner_flags::HOOK_TC_INGRESS, Program::TcIngress),
+            (owner_flags::HOOK_TC_INGRESS, ingress),
         ] {
             if hooks & bit != 0 {
                 clsact::remove_filter(iface, program)?;
@@ -119,6 +129,13 @@ pub fn remove_leftover(iface: &str, inst: &discover::Instance) -> Result<()> {
     }
     // The offloads dead controllers changed (their journals; a pin changes none).
     super::offload::recover()?;
+    // Nothing redirects to the ifb any more: the device goes, and its
+    // qdiscs and filters with it.
+    if let Some(name) = ifb {
+        ifb::stop_redirect(inst);
+        ifb::delete_named(&name)?;
+        ifb::forget(inst.owner.ifindex, inst.owner.pid);
+    }
     // Best effort: the filters are gone, which is what matters; the program
     // leaves the kernel once the last reference to it does.
     if let Err(e) = owner::retire_instance(inst) {
@@ -133,6 +150,8 @@ pub fn remove_leftover(iface: &str, inst: &discover::Instance) -> Result<()> {
 /// "next invocation" that enforces a pinned run's deadline. Returns what was
 /// removed, as `IFACE HOOK` strings.
 pub fn sweep_expired_pins() -> Result<Vec<String>> {
+    // Dead controllers' ifb devices go too (each logs a warning).
+    ifb::recover()?;
     let here = sys::netns_ino()?;
     let now = sys::monotonic_ns();
     let mut removed = Vec::new();

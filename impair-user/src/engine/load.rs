@@ -47,10 +47,12 @@ impl Loaded {
                 )
             };
             match p {
-                Program::TcEgress | Program::TcIngress => tc_program_mut(&mut ebpf, p)?
-                    .load()
-                    .with_context(what)
-                    .map_err(permission_hint)?,
+                Program::TcEgress | Program::TcIngress | Program::Redirect => {
+                    tc_program_mut(&mut ebpf, p)?
+                        .load()
+                        .with_context(what)
+                        .map_err(permission_hint)?
+                }
                 Program::Xdp => xdp_program_mut(&mut ebpf)?
                     .load()
                     .with_context(what)

@@ -7,6 +7,8 @@
 //!   one interface; `link/clsact.rs` also adds and deletes the clsact qdisc;
 //! - `fq.rs`: the fq root qdisc that delay and rate need;
 //! - `offload.rs`: device offloads turned off while attached (restored);
+//! - `ifb.rs`: the ifb device that gives received traffic a queue (an
+//!   ingress instance whose rules hold or copy packets);
 //! - `lease.rs`: the lease that makes a killed controller stop impairing;
 //! - `owner.rs`: the owner record, and who removes the clsact and fq;
 //! - `leftover.rs`: removing what dead controllers and expired pins left;
@@ -17,6 +19,7 @@ mod fault;
 mod fq;
 mod guard;
 mod hooks;
+pub mod ifb;
 mod journal;
 mod lease;
 mod leftover;
@@ -48,6 +51,7 @@ pub use self::{
 use self::{
     fq::FqState,
     guard::Undo,
+    ifb::Ifb,
     lease::Lease,
     link::{clsact, tcx, Link, Via},
 };
@@ -99,8 +103,12 @@ pub struct Engine {
     /// The network namespace attached in: netlink detach and `tc` must run
     /// there, whichever thread drops the engine.
     netns: std::fs::File,
-    /// The fq root impair installed or uses (rules with delay or rate).
+    /// The fq root impair installed or uses (rules with delay or rate), on
+    /// the interface or, with an ifb, on the ifb.
     fq: Option<FqState>,
+    /// The ifb received traffic goes through (an ingress instance whose
+    /// rules hold or copy packets); deleted on detach.
+    ifb: Option<Ifb>,
     /// The longest a packet can be held (how long detach lets fq drain).
     max_hold: Duration,
     /// Device offloads changed while attached (restored on teardown).
@@ -141,17 +149,23 @@ impl Engine {
 
     fn attach_here(opts: AttachOptions, hooks: HookOptions) -> Result<Self> {
         ensure_real_object()?;
-        hooks.check(&opts.rules)?;
-        let rules = hooks.compile(&opts.rules)?;
+        let with_ifb = hooks.holds_at_ingress(&opts.rules);
+        hooks.check_at(&opts.rules, with_ifb)?;
+        if with_ifb && !ifb::redirects_to_ifb(&ifb::kernel_release()) {
+            return Err(Error::IngressHoldNeedsLinux64 {
+                what: hooks::first_holding(&opts.rules).unwrap_or(EgressOnly::Delay),
+                release: ifb::kernel_release(),
+            }
+            .into());
+        }
+        let rules = hooks.compile_at(&opts.rules, with_ifb)?;
         let iface = opts.iface.as_str();
         let ifindex = interface_index(iface)?;
         if !sys::is_root() {
             return Err(Error::NotRoot.into());
         }
-        let programs = hooks.programs();
-        let uses_tc = programs
-            .iter()
-            .any(|p| matches!(p, Program::TcEgress | Program::TcIngress));
+        let programs = hooks.programs_to_load(with_ifb);
+        let uses_tc = programs.iter().any(|p| *p != Program::Xdp);
         let mode = match opts.mode {
             AttachMode::Auto if tcx::supported() => AttachMode::Tcx,
             AttachMode::Auto => AttachMode::Netlink,
@@ -177,30 +191,48 @@ impl Engine {
             hooks,
             created_clsact: false,
             installed_fq: false,
+            ifb: with_ifb,
             seed,
             label: &opts.label,
         };
         maps.owner.set(0, owner::attaching(&attached)?, 0)?;
         fault::point("attach:recorded");
 
-        // Each step below undoes itself if a later one fails (guard.rs).
-        // fq first: if the kernel lacks it, refuse before anything changed.
-        // Only egress holds packets; the receive side never needs it.
+        // Each step below undoes itself if a later one fails (guard.rs; an
+        // `Ifb` deletes itself when dropped).
+        // The ifb that holds received traffic (recorded before: owner IFB
+        // flag and its journal file), and its index for impair_redirect.
+        let ifb = if with_ifb {
+            let ifb = Ifb::create(ifindex)?;
+            maps.control.set(
+                impair_common::CONTROL_REDIRECT_IFINDEX,
+                u64::from(ifb.ifindex),
+                0,
+            )?;
+            Some(ifb)
+        } else {
+            None
+        };
+        fault::point("attach:ifb");
+        // fq: if the kernel lacks it, refuse before anything else changed.
+        // Only egress holds packets: the interface's, or the ifb's.
+        let fq_iface = ifb.as_ref().map_or(iface, |i| i.name.as_str()).to_owned();
         let fq = Undo::new(
-            if hooks.direction.egress() && rules.needs_fq() {
-                Some(fq::ensure_fq(iface, rules.max_hold_ns())?)
+            if (hooks.direction.egress() || with_ifb) && rules.needs_fq() {
+                Some(fq::ensure_fq(&fq_iface, rules.max_hold_ns())?)
             } else {
                 None
             },
             |fq| {
                 if let Some(fq) = fq {
-                    if let Err(e) = fq::restore(iface, &fq, Duration::ZERO) {
+                    if let Err(e) = fq::restore(&fq_iface, &fq, Duration::ZERO) {
                         tracing::warn!("undoing a partial attach: {e:#}");
                     }
                 }
             },
         );
-        attached.installed_fq = *fq == Some(FqState::Installed);
+        // The ifb's fq goes with the ifb: only the interface's is recorded.
+        attached.installed_fq = !with_ifb && *fq == Some(FqState::Installed);
         maps.owner.set(0, owner::attaching(&attached)?, 0)?;
         fault::point("attach:fq");
 
@@ -256,7 +288,15 @@ impl Engine {
         maps.owner.set(0, owner::attaching(&attached)?, 0)?;
         fault::point("attach:clsact");
         let mut links = Vec::with_capacity(programs.len());
-        for &p in &programs {
+        if let Some(ifb) = &ifb {
+            // impair_egress on the ifb first (nothing reaches it yet), then
+            // the redirect; detach removes the redirect first.
+            if mode == AttachMode::Netlink {
+                clsact::ensure_qdisc(&ifb.name)?;
+            }
+            let p = Program::TcEgress;
+            let egress = Link::attach(&mut ebpf, &ifb.name, p, Via::of(p, mode), hooks.xdp_mode)?;
+            let p = Program::Redirect;
             links.push(Link::attach(
                 &mut ebpf,
                 iface,
@@ -264,6 +304,17 @@ impl Engine {
                 Via::of(p, mode),
                 hooks.xdp_mode,
             )?);
+            links.push(egress);
+        } else {
+            for &p in &programs {
+                links.push(Link::attach(
+                    &mut ebpf,
+                    iface,
+                    p,
+                    Via::of(p, mode),
+                    hooks.xdp_mode,
+                )?);
+            }
         }
         fault::point("attach:linked");
         // Attached: the record's attach time says so (status and stats show
@@ -289,6 +340,7 @@ impl Engine {
             netns,
             fq: fq.keep(),
             offloads: offloads.keep(),
+            ifb,
             max_hold: Duration::from_nanos(rules.max_hold_ns()),
             torn_down: false,
             iface: opts.iface,
@@ -317,6 +369,18 @@ impl Engine {
 
     pub fn iface(&self) -> &str {
         &self.iface
+    }
+
+    /// The ifb device received traffic goes through, if this instance has one.
+    pub fn ifb_name(&self) -> Option<&str> {
+        self.ifb.as_ref().map(|i| i.name.as_str())
+    }
+
+    /// Where this instance's fq is (or would be): the ifb, or the interface.
+    fn fq_iface(&self) -> String {
+        self.ifb
+            .as_ref()
+            .map_or_else(|| self.iface.clone(), |i| i.name.clone())
     }
 
     pub fn ifindex(&self) -> u32 {
@@ -349,6 +413,11 @@ impl Engine {
         if self.links.iter().any(|l| l.via() != Via::Clsact) {
             bail!("only netlink (clsact) attachments can be pinned");
         }
+        if self.ifb.is_some() {
+            bail!(
+                "an instance that holds received traffic (through an ifb device) cannot be pinned"
+            );
+        }
         self.lease.stop();
         {
             let deadline = self.lease.unattended_deadline_ns();
@@ -377,11 +446,12 @@ impl Engine {
     }
 
     fn update_here(&mut self, rules: &[RuleSpec]) -> Result<()> {
-        self.hooks.check(rules)?;
-        let rules = self.hooks.compile(rules)?;
-        if self.hooks.direction.egress() && rules.needs_fq() && self.fq.is_none() {
-            let fq = fq::ensure_fq(&self.iface, rules.max_hold_ns())?;
-            if fq == FqState::Installed {
+        let with_ifb = self.ifb.is_some();
+        self.hooks.check_at(rules, with_ifb)?;
+        let rules = self.hooks.compile_at(rules, with_ifb)?;
+        if (self.hooks.direction.egress() || with_ifb) && rules.needs_fq() && self.fq.is_none() {
+            let fq = fq::ensure_fq(&self.fq_iface(), rules.max_hold_ns())?;
+            if fq == FqState::Installed && !with_ifb {
                 owner::add_flags(&mut self.maps(), owner_flags::INSTALLED_FQ)?;
             }
             self.fq = Some(fq);
@@ -467,10 +537,30 @@ impl Engine {
         if self.fq.is_none() && own.is_some_and(|o| o.flags & owner_flags::INSTALLED_FQ != 0) {
             self.fq = Some(FqState::Installed);
         }
+        // On an ifb, `impair update` from another process may have put fq.
+        if self.fq.is_none()
+            && self.ifb.as_ref().is_some_and(|i| {
+                fq::root_qdisc(&i.name).is_ok_and(|(k, h)| fq::is_impairs_root(&k, &h))
+            })
+        {
+            self.fq = Some(FqState::Installed);
+        }
+        let fq_iface = self.fq_iface();
         if let Some(fq) = self.fq.take() {
             // Packets already scheduled leave on time; then the default qdisc returns.
             let drain = self.max_hold + Duration::from_millis(200);
-            if let Err(e) = fq::restore(&self.iface, &fq, drain) {
+            if let Err(e) = fq::restore(&fq_iface, &fq, drain) {
+                result = result.and(Err(e));
+            }
+        }
+        // Nothing redirects to the ifb any more (its link is gone); the
+        // index is cleared all the same before the device goes.
+        if let Some(ifb) = self.ifb.take() {
+            let _ = self
+                .maps()
+                .control
+                .set(impair_common::CONTROL_REDIRECT_IFINDEX, 0, 0);
+            if let Err(e) = ifb.delete() {
                 result = result.and(Err(e));
             }
         }
@@ -516,10 +606,18 @@ fn update_instance_here(
     label: &str,
 ) -> Result<()> {
     let hooks = hooks_of(&inst.owner);
-    hooks.check(rules)?;
-    let set = hooks.compile(rules)?;
+    let ifb = ifb::of_owner(&inst.owner);
+    hooks.check_at(rules, ifb.is_some())?;
+    let set = hooks.compile_at(rules, ifb.is_some())?;
     let mut owner = inst.maps.owner()?;
-    if hooks.direction.egress() && set.needs_fq() {
+    if let Some(ifb) = ifb.as_deref().filter(|_| set.needs_fq()) {
+        // The ifb's fq goes with the ifb: nothing to record.
+        if fq::root_qdisc(ifb).is_ok_and(|(k, h)| fq::is_impairs_root(&k, &h)) {
+            fq::resize_fq(ifb, set.max_hold_ns())?;
+        } else {
+            fq::ensure_fq(ifb, set.max_hold_ns())?;
+        }
+    } else if hooks.direction.egress() && set.needs_fq() {
         let installed_here = owner.flags & owner_flags::INSTALLED_FQ != 0;
         if installed_here {
             fq::resize_fq(iface, set.max_hold_ns())?;

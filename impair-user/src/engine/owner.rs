@@ -1,8 +1,8 @@
 //! The owner record (`IMPAIR_OWNER`, one entry per instance): who attached
 //! (pid and process start time), where (netns, ifindex, hooks), how (tcx or
 //! netlink, XDP mode) and what it changed that whoever removes the instance
-//! must undo: the clsact qdisc it created (`CREATED_CLSACT`) and the fq root
-//! it installed (`INSTALLED_FQ`). `discover` finds instances through it, so
+//! must undo: the clsact qdisc it created (`CREATED_CLSACT`), the fq root
+//! it installed (`INSTALLED_FQ`) and the ifb device it created (`IFB`). `discover` finds instances through it, so
 //! the record is also how an instance stops existing: [`retire`] clears the
 //! pid once everything is detached, and a program the kernel has not freed
 //! yet is no longer anyone's instance (nor a dead controller's leftover).
@@ -24,6 +24,9 @@ pub(crate) struct Attached<'a> {
     pub hooks: HookOptions,
     pub created_clsact: bool,
     pub installed_fq: bool,
+    /// Received traffic goes through an ifb this controller creates
+    /// (`ifb::name_for(ifindex, pid)`), recorded before it is created.
+    pub ifb: bool,
     pub seed: u64,
     pub label: &'a str,
 }
@@ -40,9 +43,7 @@ pub(crate) fn attaching(a: &Attached<'_>) -> Result<Owner> {
 /// The owner record of an attach made by this process now.
 pub(crate) fn record(a: &Attached<'_>) -> Result<Owner> {
     let programs = a.hooks.programs();
-    let uses_tc = programs
-        .iter()
-        .any(|p| matches!(p, Program::TcEgress | Program::TcIngress));
+    let uses_tc = programs.iter().any(|p| !matches!(p, Program::Xdp));
     let xdp = a.hooks.direction.ingress() && a.hooks.ingress_hook == IngressHook::Xdp;
     let mut flags = a.hooks.owner_hooks();
     if a.mode == AttachMode::Netlink && uses_tc {
@@ -53,6 +54,9 @@ pub(crate) fn record(a: &Attached<'_>) -> Result<Owner> {
     }
     if a.installed_fq {
         flags |= owner_flags::INSTALLED_FQ;
+    }
+    if a.ifb {
+        flags |= owner_flags::IFB;
     }
     flags |= match (xdp, a.hooks.xdp_mode) {
         (true, XdpMode::Generic) => owner_flags::XDP_GENERIC,

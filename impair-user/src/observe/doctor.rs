@@ -183,6 +183,43 @@ fn private_probes() -> Result<Vec<Check>> {
         fq.err().map_or("available".into(), |e| format!("{e:#}")),
         "delay, jitter, reorder and rate need fq to release packets at their departure time",
     ));
+    // The ifb path (engine/ifb.rs): the device, and fq as its root.
+    let ifb = run("ip", &["link", "add", "doc3", "type", "ifb"]).and_then(|_| {
+        let fq_on_ifb = run("tc", &["qdisc", "add", "dev", "doc3", "root", "fq"]);
+        run("ip", &["link", "del", "doc3"])?;
+        Ok(fq_on_ifb.is_ok())
+    });
+    let release = crate::engine::ifb::kernel_release();
+    let (ifb_ok, ifb_detail) = match &ifb {
+        Ok(_) if !crate::engine::ifb::redirects_to_ifb(&release) => (
+            false,
+            format!(
+                "ifb exists, but before Linux 6.4 bpf_redirect does not reach it (this is \
+                 {release}): delay, jitter, rate, duplication and reordering at ingress are refused"
+            ),
+        ),
+        Ok(true) => (
+            true,
+            "ifb (module or built in) with fq: every impairment on received traffic".to_owned(),
+        ),
+        Ok(false) => (
+            true,
+            "ifb available but no fq: duplication and reordering of received traffic work; \
+             delay, jitter and rate at ingress are refused"
+                .to_owned(),
+        ),
+        Err(e) => (
+            false,
+            format!("no ifb device ({e:#}): CONFIG_IFB, module ifb"),
+        ),
+    };
+    out.push(check(
+        "ifb",
+        ifb_ok,
+        ifb_detail,
+        "received traffic (--direction ingress) gets delay, jitter, rate, duplication and \
+         reordering through an ifb device impair creates per instance",
+    ));
     let netem = qdisc_probe(&["netem", "delay", "1ms"]);
     out.push(check(
         "sch_netem",

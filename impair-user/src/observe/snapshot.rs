@@ -52,6 +52,10 @@ pub struct OwnerView {
     pub label: String,
     pub seed: u64,
     pub attached_unix_ns: u64,
+    /// The ifb device received traffic goes through (an ingress instance
+    /// that holds packets: `engine/ifb.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ifb: Option<String>,
 }
 
 impl OwnerView {
@@ -77,6 +81,7 @@ impl OwnerView {
             label: o.label_str().to_owned(),
             seed: o.seed,
             attached_unix_ns: o.attached_unix_ns,
+            ifb: crate::engine::ifb::of_owner(o),
         }
     }
 }

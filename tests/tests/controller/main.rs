@@ -15,6 +15,7 @@ use std::{process::Command, time::Duration};
 
 mod clsact;
 mod fq;
+mod ifb;
 mod newcomer;
 mod soak;
 mod two_way;

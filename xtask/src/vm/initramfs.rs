@@ -24,9 +24,11 @@ use crate::{
 
 /// Modules the tiers need, and whether a kernel without them (neither a module
 /// nor built in) is an error. sch_fq is for delay/EDT, sch_netem and sch_tbf
-/// for the fidelity tier's comparisons; clsact lives in sch_ingress.
+/// for the fidelity tier's comparisons; clsact lives in sch_ingress; ifb
+/// gives received traffic a queue (an ingress instance that holds packets).
 const MODULES: &[(&str, bool)] = &[
     ("veth", true),
+    ("ifb", true),
     ("sch_ingress", true),
     ("cls_bpf", true),
     ("sch_fq", true),

@@ -12,7 +12,7 @@
 //! attach undoes itself on failure. `netlink.rs` holds the rtnetlink
 //! requests aya does not make.
 pub(crate) mod clsact;
-mod netlink;
+pub(crate) mod netlink;
 pub(crate) mod tcx;
 pub(crate) mod xdp;
 

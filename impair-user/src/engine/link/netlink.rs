@@ -56,6 +56,29 @@ impl Socket {
         flags: u16,
         tc: TcMsg,
         attrs: &[(u16, &[u8])],
+        each: impl FnMut(u16, &[u8]),
+    ) -> io::Result<()> {
+        let mut header = Vec::with_capacity(TCMSG_LEN);
+        header.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
+        header.extend_from_slice(&tc.ifindex.to_ne_bytes());
+        header.extend_from_slice(&tc.handle.to_ne_bytes());
+        header.extend_from_slice(&tc.parent.to_ne_bytes());
+        header.extend_from_slice(&0u32.to_ne_bytes()); // info
+        let mut encoded = Vec::new();
+        for (kind, data) in attrs {
+            encoded.extend_from_slice(&attr(*kind, data));
+        }
+        self.request_raw(msg_type, flags, &header, &encoded, each)
+    }
+
+    /// [`Socket::request`] with any fixed header (`tcmsg`, `ifinfomsg`) and
+    /// attributes already encoded ([`attr`]).
+    fn request_raw(
+        &self,
+        msg_type: u16,
+        flags: u16,
+        header: &[u8],
+        attrs: &[u8],
         mut each: impl FnMut(u16, &[u8]),
     ) -> io::Result<()> {
         let mut msg = Vec::with_capacity(64);
@@ -64,18 +87,8 @@ impl Socket {
         msg.extend_from_slice(&flags.to_ne_bytes());
         msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence number
         msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
-        msg.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
-        msg.extend_from_slice(&tc.ifindex.to_ne_bytes());
-        msg.extend_from_slice(&tc.handle.to_ne_bytes());
-        msg.extend_from_slice(&tc.parent.to_ne_bytes());
-        msg.extend_from_slice(&0u32.to_ne_bytes()); // info
-        for (kind, data) in attrs {
-            let len = 4 + data.len();
-            msg.extend_from_slice(&(len as u16).to_ne_bytes());
-            msg.extend_from_slice(&kind.to_ne_bytes());
-            msg.extend_from_slice(data);
-            msg.resize(msg.len().next_multiple_of(4), 0);
-        }
+        msg.extend_from_slice(header);
+        msg.extend_from_slice(attrs);
         let total = msg.len() as u32;
         msg[..4].copy_from_slice(&total.to_ne_bytes());
         // SAFETY: `msg` is a valid buffer of `msg.len()` bytes for the call.
@@ -132,6 +145,16 @@ impl Socket {
             }
         }
     }
+}
+
+/// One netlink attribute (`struct nlattr` and its data), padded to 4 bytes.
+fn attr(kind: u16, data: &[u8]) -> Vec<u8> {
+    let mut a = Vec::with_capacity(4 + data.len() + 3);
+    a.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
+    a.extend_from_slice(&kind.to_ne_bytes());
+    a.extend_from_slice(data);
+    a.resize(a.len().next_multiple_of(4), 0);
+    a
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -222,6 +245,106 @@ pub(crate) fn delete_clsact(ifindex: u32) -> io::Result<()> {
         &[(TCA_KIND, b"clsact\0")],
         |_, _| {},
     )
+}
+
+/// `IFLA_*` attributes and `ifinfomsg`'s size (the link requests).
+const IFLA_IFNAME: u16 = 3;
+const IFLA_TXQLEN: u16 = 13;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
+const NLA_F_NESTED: u16 = 0x8000;
+const IFINFOMSG_LEN: usize = 16;
+
+/// `struct ifinfomsg` for interface `ifindex` (0: none yet).
+fn ifinfomsg(ifindex: u32, flags: u32, change: u32) -> Vec<u8> {
+    let mut h = Vec::with_capacity(IFINFOMSG_LEN);
+    h.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]); // family, pad, type
+    h.extend_from_slice(&ifindex.to_ne_bytes());
+    h.extend_from_slice(&flags.to_ne_bytes());
+    h.extend_from_slice(&change.to_ne_bytes());
+    h
+}
+
+/// Creates the ifb device `name`, up, with a transmit queue of `txqlen`
+/// packets (the default qdisc's limit), as `ip link add NAME txqueuelen N up
+/// type ifb` does. Exclusive: a device of that name already there (anyone's)
+/// is `EEXIST`, never taken over.
+pub(crate) fn create_ifb(name: &str, txqlen: u32) -> io::Result<()> {
+    let mut ifname = name.as_bytes().to_vec();
+    ifname.push(0);
+    let mut attrs = attr(IFLA_IFNAME, &ifname);
+    attrs.extend_from_slice(&attr(IFLA_TXQLEN, &txqlen.to_ne_bytes()));
+    attrs.extend_from_slice(&attr(
+        IFLA_LINKINFO | NLA_F_NESTED,
+        &attr(IFLA_INFO_KIND, b"ifb"),
+    ));
+    let up = libc::IFF_UP as u32;
+    Socket::open()?.request_raw(
+        libc::RTM_NEWLINK,
+        (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16,
+        &ifinfomsg(0, up, up),
+        &attrs,
+        |_, _| {},
+    )
+}
+
+/// The kind (`ifb`, `veth`…; empty for a physical device) and name of
+/// interface `ifindex`, or `None` when there is no such interface.
+pub(crate) fn link_kind(ifindex: u32) -> io::Result<Option<(String, String)>> {
+    let mut found = None;
+    let r = Socket::open()?.request_raw(
+        libc::RTM_GETLINK,
+        // The acknowledgement ends the exchange (a get has no NLMSG_DONE).
+        (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16,
+        &ifinfomsg(ifindex, 0, 0),
+        &[],
+        |kind, payload| {
+            if kind != libc::RTM_NEWLINK || payload.len() < IFINFOMSG_LEN {
+                return;
+            }
+            let attrs = &payload[IFINFOMSG_LEN..];
+            let text =
+                |v: &[u8]| String::from_utf8_lossy(v.strip_suffix(&[0]).unwrap_or(v)).into_owned();
+            let name = find_attr(attrs, IFLA_IFNAME).map(text).unwrap_or_default();
+            let kind = find_attr(attrs, IFLA_LINKINFO)
+                .and_then(|info| find_attr(info, IFLA_INFO_KIND))
+                .map(text)
+                .unwrap_or_default();
+            found = Some((kind, name));
+        },
+    );
+    match r {
+        Ok(()) => Ok(found),
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes interface `ifindex` (`ip link del`).
+pub(crate) fn delete_link(ifindex: u32) -> io::Result<()> {
+    Socket::open()?.request_raw(
+        libc::RTM_DELLINK,
+        (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16,
+        &ifinfomsg(ifindex, 0, 0),
+        &[],
+        |_, _| {},
+    )
+}
+
+/// The data of attribute `ty` among `attrs` (nested or not).
+fn find_attr(mut attrs: &[u8], ty: u16) -> Option<&[u8]> {
+    while attrs.len() >= 4 {
+        let len = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
+        let t = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3FFF;
+        if len < 4 || len > attrs.len() {
+            return None;
+        }
+        if t == ty {
+            return Some(&attrs[4..len]);
+        }
+        attrs = &attrs[len.next_multiple_of(4).min(attrs.len())..];
+    }
+    None
 }
 
 #[cfg(test)]
