@@ -348,8 +348,10 @@ pub struct AttachArgs {
     /// ingress: arriving on IFACE; loss, --ecn, --corrupt, --mtu, --blackhole
     /// and --rate, which polices there: a packet that would wait more than
     /// --queue behind the rate (default 10ms of burst) is dropped, the rest pass
-    /// at once. Delay, jitter, reorder and duplicate are refused at ingress:
-    /// received packets pass no qdisc that could hold them. both: one rule set
+    /// at once. Delay, jitter, reorder and duplicate at tc ingress send the
+    /// received traffic through an ifb device impair creates (Linux 6.4+),
+    /// whose egress holds them as egress does (and --rate then shapes); XDP
+    /// refuses them. both: one rule set
     /// on both directions; its counters then count both directions together
     /// (--rate is refused: the directions would share one link). Default:
     /// egress for flags and one-direction profiles. With a two-way profile

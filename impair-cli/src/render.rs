@@ -50,12 +50,12 @@ pub(crate) fn engine_error(e: &Error) -> String {
                     EgressOnly::Duplicate => "--duplicate",
                 };
                 format!(
-                    "{flag} is impossible at ingress (tc ingress or XDP): delay, jitter and reordering need \
-                     a queue that holds packets, and duplicates are sent through one, but received packets \
-                     pass no qdisc; to impair arriving traffic with it, redirect that traffic through an ifb \
-                     or veth device and attach impair at that device's egress, or attach at the sender's \
-                     egress. At ingress impair does loss, --ecn, --corrupt, --mtu, --blackhole and --rate \
-                     (as a policer)"
+                    "{flag} is impossible at ingress here (XDP, --direction both, or an ingress instance \
+                     attached without an ifb): delay, jitter and reordering need a queue that holds packets, \
+                     and duplicates are sent through one; use --hook tc with --direction ingress (received \
+                     traffic then goes through an ifb device impair owns; Linux 6.4+), or detach and attach \
+                     again to add them. XDP does loss, --ecn, --corrupt, --mtu, --blackhole and --rate (as a \
+                     policer)"
                 )
             }
             Error::IngressHoldNeedsLinux64 { .. } => e.to_string(),

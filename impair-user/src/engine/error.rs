@@ -27,8 +27,8 @@ pub enum Error {
     CgroupAtIngress,
     /// A rule holds or duplicates packets at a receive hook.
     #[error(
-        "{0} is impossible at ingress (tc ingress or XDP): it needs a queue that holds packets, and received \
-         packets pass no qdisc"
+        "{0} is impossible here at ingress (XDP, one rule set for both directions, or an ingress instance attached without an \
+         ifb): it needs a queue that holds packets"
     )]
     EgressOnlyAtIngress(EgressOnly),
     /// A rate in both directions would make the two share one emulated link.
