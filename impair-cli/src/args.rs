@@ -89,6 +89,11 @@ pub enum Command {
 pub(crate) fn percent(s: &str) -> Result<f64, String> {
     parse_percent("percentage", s).map_err(|e| e.0)
 }
+pub(crate) fn matrix(s: &str) -> Result<std::sync::Arc<impair::model::Matrix>, String> {
+    impair::model::Matrix::load(std::path::Path::new(s))
+        .map(std::sync::Arc::new)
+        .map_err(|e| e.to_string())
+}
 pub(crate) fn delay(s: &str) -> Result<u64, String> {
     parse_duration_ns("time", s).map_err(|e| e.0)
 }
@@ -251,6 +256,12 @@ pub struct ImpairArgs {
     /// packets (netem's limit); at ingress: a 10ms burst.
     #[arg(long, value_parser = queue, value_name = "LIMIT")]
     pub queue: Option<QueueLimit>,
+    /// Latency matrix: per-destination delay, jitter, loss and rate after
+    /// the rule's own, CSV with the header prefix,delay,jitter,loss,rate
+    /// (or TOML [[dest]] tables in a .toml file); the most specific prefix
+    /// wins (docs/traces.md).
+    #[arg(long, value_parser = matrix, value_name = "FILE")]
+    pub matrix: Option<std::sync::Arc<impair::model::Matrix>>,
 }
 
 impl ImpairArgs {
@@ -275,6 +286,7 @@ impl ImpairArgs {
             overhead_bytes: self.overhead,
             cell: self.cell,
             queue: self.queue,
+            matrix: self.matrix.clone(),
         }
     }
 

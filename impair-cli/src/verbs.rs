@@ -98,10 +98,15 @@ fn running_rules(inst: &discover::Instance) -> Result<Vec<impair::model::RuleSpe
             let table = (r.delay_dist == impair_common::delay_dist::TABLE)
                 .then(|| inst.maps.delay_table(slot, i as u32))
                 .transpose()?;
-            Ok(impair::model::view::spec_of(
-                r,
-                table.as_ref().map(|t| &t[..]),
-            ))
+            let mut spec = impair::model::view::spec_of(r, table.as_ref().map(|t| &t[..]));
+            // A running latency matrix is kept unless --matrix replaces it.
+            if r.flags & impair_common::rule_flags::MATRIX != 0 {
+                spec.matrix = inst
+                    .maps
+                    .matrix_of(slot, i as u32)?
+                    .map(std::sync::Arc::new);
+            }
+            Ok(spec)
         })
         .collect()
 }

@@ -51,6 +51,8 @@ pub mod map_names {
     pub const FLOWS: &str = "IMPAIR_FLOWS";
     pub const OWNER: &str = "IMPAIR_OWNER";
     pub const INDEX: &str = "IMPAIR_INDEX";
+    /// Latency matrices (`crate::matrix`): an LPM trie.
+    pub const MATRIX: &str = "IMPAIR_MATRIX";
 }
 
 /// Program names (the kernel keeps the first 15 bytes). All three live in one
@@ -268,6 +270,9 @@ pub mod rule_flags {
     /// Keep each flow's departure times non-decreasing, so jitter delays
     /// packets without reordering them.
     pub const IN_ORDER: u32 = 1 << 3;
+    /// Look the packet's destination up in the rule's latency matrix
+    /// (`IMPAIR_MATRIX`, `crate::matrix`) and apply the entry found.
+    pub const MATRIX: u32 = 1 << 4;
 }
 
 /// `Rule::delay_dist` values: how the jitter is drawn.

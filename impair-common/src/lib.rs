@@ -12,6 +12,7 @@ pub mod dist;
 pub mod edt;
 pub mod index;
 pub mod loss;
+pub mod matrix;
 pub mod prob;
 pub mod rng;
 

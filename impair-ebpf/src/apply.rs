@@ -12,6 +12,7 @@ use crate::{
     duplicate::send_duplicate,
     hook::{Hook, Verdict},
     maps::{LOSS_STATE, RULE_COUNTERS},
+    matrix,
     mutate::{corrupt, mark_ce},
     pkt::Packet,
     police::police,
@@ -70,9 +71,23 @@ pub fn apply<H: Hook>(h: &H, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -
             return Ok(Verdict::Drop);
         }
     }
+    // The destination's entry in the rule's latency matrix: looked up only
+    // for rules that have one; its loss follows the rule's.
+    let dest = if rule.flags & rule_flags::MATRIX != 0 {
+        matrix::lookup(idx, key, len)
+    } else {
+        None
+    };
+    if let Some(e) = dest {
+        if matrix::lost(e) {
+            c.dropped_loss += 1;
+            c.dropped_wire_packets += segs;
+            return Ok(Verdict::Drop);
+        }
+    }
     if let Some(ctx) = h.skb() {
         // tc egress: a queue (fq) follows, so the packet gets a departure time.
-        if rule.delay_ns | rule.jitter_ns | rule.rate_ps_per_byte != 0 {
+        if rule.delay_ns | rule.jitter_ns | rule.rate_ps_per_byte != 0 || dest.is_some() {
             // SAFETY: bpf_ktime_get_ns has no preconditions.
             let now = unsafe { bpf_ktime_get_ns() };
             match schedule(ctx, rule, idx, wire, now)? {
@@ -83,6 +98,17 @@ pub fn apply<H: Hook>(h: &H, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -
                 }
                 Schedule::Now => c.reordered += 1,
                 Schedule::At(t) => {
+                    let t = match dest {
+                        Some(e) => match matrix::depart(e, rule, wire, t) {
+                            Some(t) => t,
+                            None => {
+                                c.dropped_queue += 1;
+                                c.dropped_wire_packets += segs;
+                                return Ok(Verdict::Drop);
+                            }
+                        },
+                        None => t,
+                    };
                     set_departure(ctx, t)?;
                     if t > now {
                         c.delayed += 1;
@@ -96,10 +122,21 @@ pub fn apply<H: Hook>(h: &H, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -
             send_duplicate(ctx)?;
             c.duplicated += 1;
         }
-    } else if rule.rate_ps_per_byte != 0 && !police(rule, idx, wire)? {
-        c.dropped_queue += 1;
-        c.dropped_wire_packets += segs;
-        return Ok(Verdict::Drop);
+    } else {
+        if rule.rate_ps_per_byte != 0 && !police(rule, idx, wire)? {
+            c.dropped_queue += 1;
+            c.dropped_wire_packets += segs;
+            return Ok(Verdict::Drop);
+        }
+        if let Some(e) = dest {
+            // The destination's rate, in series behind the rule's.
+            // SAFETY: bpf_ktime_get_ns has no preconditions.
+            if !matrix::police(e, rule, wire, unsafe { bpf_ktime_get_ns() }) {
+                c.dropped_queue += 1;
+                c.dropped_wire_packets += segs;
+                return Ok(Verdict::Drop);
+            }
+        }
     }
     if prob::fires(rule.corrupt_u32, random_u64() as u32) && corrupt(pkt, key, len, rule.flags)? {
         c.corrupted += 1;

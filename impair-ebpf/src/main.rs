@@ -25,6 +25,7 @@ mod classify;
 mod duplicate;
 mod hook;
 mod maps;
+mod matrix;
 mod mutate;
 mod parse;
 mod pipeline;

@@ -3,11 +3,13 @@
 //! from the controller's side.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray},
 };
 use impair_common::{
-    index::MatchIndex, DelayTable, FlowKey, GlobalCounters, Owner, PacketKey, Rule, RuleCounters,
-    RuleSetHeader, CONTROL_ENTRIES, RULE_ENTRIES, SLOTS,
+    index::MatchIndex,
+    matrix::{MatrixAddr, MatrixEntry, MATRIX_ENTRIES},
+    DelayTable, FlowKey, GlobalCounters, Owner, PacketKey, Rule, RuleCounters, RuleSetHeader,
+    CONTROL_ENTRIES, RULE_ENTRIES, SLOTS,
 };
 
 #[map(name = "IMPAIR_CONTROL")]
@@ -79,3 +81,9 @@ pub static KEY: PerCpuArray<PacketKey> = PerCpuArray::with_max_entries(1, 0);
 /// `classify::first_match` for why it goes through a map).
 #[map(name = "IMPAIR_MATCHED")]
 pub static MATCHED: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Latency matrices (`impair_common::matrix`): per (rule, destination
+/// prefix) parameters, rate state and counters. Not preallocated (an LPM
+/// trie never is): it costs memory only for the prefixes written.
+#[map(name = "IMPAIR_MATRIX")]
+pub static MATRIX: LpmTrie<MatrixAddr, MatrixEntry> = LpmTrie::with_max_entries(MATRIX_ENTRIES, 0);

@@ -3,13 +3,16 @@
 use crate::model::RuleSet;
 use anyhow::{anyhow, Context as _, Result};
 use aya::{
-    maps::{Array, Map, MapData, MapInfo, PerCpuArray, PerCpuValues},
+    maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData, MapInfo, PerCpuArray, PerCpuValues},
     programs::ProgramInfo,
     Ebpf,
 };
 use impair_common::{
-    index::MatchIndex, map_names, DelayTable, GlobalCounters, Owner, Rule, RuleCounters,
-    RuleSetHeader, CONTROL_ACTIVE_SLOT, CONTROL_LEASE_DEADLINE_NS, MAX_RULES,
+    index::MatchIndex,
+    map_names,
+    matrix::{MatrixAddr, MatrixEntry},
+    DelayTable, GlobalCounters, Owner, Rule, RuleCounters, RuleSetHeader, CONTROL_ACTIVE_SLOT,
+    CONTROL_LEASE_DEADLINE_NS, MAX_RULES,
 };
 
 pub struct Maps {
@@ -25,6 +28,8 @@ pub struct Maps {
     pub rate_state: Array<MapData, u64>,
     pub delay_state: PerCpuArray<MapData, u64>,
     pub owner: Array<MapData, Owner>,
+    /// Latency matrices of both slots (`impair_common::matrix`).
+    pub matrix: LpmTrie<MapData, MatrixAddr, MatrixEntry>,
 }
 
 fn typed<T: TryFrom<Map>>(map: Option<Map>, name: &str) -> Result<T>
@@ -60,6 +65,7 @@ impl Maps {
                 map_names::DELAY_STATE,
             )?,
             owner: typed(ebpf.take_map(map_names::OWNER), map_names::OWNER)?,
+            matrix: typed(ebpf.take_map(map_names::MATRIX), map_names::MATRIX)?,
         })
     }
 
@@ -101,6 +107,7 @@ impl Maps {
             rate_state: typed(take(map_names::RATE_STATE), map_names::RATE_STATE)?,
             delay_state: typed(take(map_names::DELAY_STATE), map_names::DELAY_STATE)?,
             owner: typed(take(map_names::OWNER), map_names::OWNER)?,
+            matrix: typed(take(map_names::MATRIX), map_names::MATRIX)?,
         })
     }
 
@@ -183,6 +190,7 @@ impl Maps {
             }
             self.rules.set(idx, r, 0)?;
         }
+        self.write_matrices(slot, set)?;
         let matchers: Vec<_> = set.rules.iter().map(|r| r.matcher).collect();
         self.index.set(slot, MatchIndex::build(&matchers), 0)?;
         let header = RuleSetHeader {
@@ -216,4 +224,100 @@ impl Maps {
 /// Possible CPUs, the length of every per-CPU map value.
 pub fn nr_cpus() -> Result<usize> {
     aya::util::nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))
+}
+
+/// One destination of a running matrix, with its counters (`impair stats`).
+#[derive(Debug, Clone)]
+pub struct MatrixDest {
+    /// The rule's position in its set.
+    pub rule: u32,
+    pub prefix: ipnet::IpNet,
+    pub entry: MatrixEntry,
+}
+
+impl Maps {
+    /// Every entry of `slot`'s matrices (of rules `slot * MAX_RULES ..`).
+    fn matrix_keys(&self, slot: u32) -> Result<Vec<Key<MatrixAddr>>> {
+        let range = slot * MAX_RULES..(slot + 1) * MAX_RULES;
+        let mut keys = Vec::new();
+        for k in self.matrix.keys() {
+            let k = k.context("listing the latency matrix")?;
+            if range.contains(&k.data().rule) {
+                keys.push(k);
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Replaces `slot`'s matrices with `set`'s (the slot is inactive: no
+    /// packet reads it). Entries start with zero state and counters.
+    fn write_matrices(&mut self, slot: u32, set: &RuleSet) -> Result<()> {
+        for k in self.matrix_keys(slot)? {
+            self.matrix
+                .remove(&k)
+                .context("clearing the inactive latency matrix")?;
+        }
+        for (i, m) in set.matrices.iter().enumerate() {
+            let Some(m) = m else { continue };
+            for (len, addr, value) in m.entries(slot * MAX_RULES + i as u32) {
+                self.matrix
+                    .insert(&Key::new(len, addr), value, 0)
+                    .with_context(|| format!("writing the latency matrix {}", m.source))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The destinations of `slot`'s matrices with their counters.
+    pub fn matrix_dests(&self, slot: u32) -> Result<Vec<MatrixDest>> {
+        let mut out = Vec::new();
+        for k in self.matrix_keys(slot)? {
+            let entry = self.matrix.get(&k, 0)?;
+            let d = k.data();
+            out.push(MatrixDest {
+                rule: d.rule - slot * MAX_RULES,
+                prefix: prefix_of(k.prefix_len(), &d),
+                entry,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Rule `i` of `slot`'s matrix as a model value (for `impair update`,
+    /// which keeps what the flags do not change), or `None` without one.
+    pub fn matrix_of(&self, slot: u32, i: u32) -> Result<Option<crate::model::Matrix>> {
+        let mut dests: Vec<_> = self
+            .matrix_dests(slot)?
+            .into_iter()
+            .filter(|d| d.rule == i)
+            .map(|d| crate::model::matrix::Dest::of_entry(d.prefix, &d.entry))
+            .collect();
+        if dests.is_empty() {
+            return Ok(None);
+        }
+        dests.sort_by_key(|d| d.prefix);
+        Ok(Some(crate::model::Matrix {
+            source: "running matrix".into(),
+            dests,
+        }))
+    }
+}
+
+/// The prefix a trie key stands for.
+fn prefix_of(prefix_len: u32, d: &MatrixAddr) -> ipnet::IpNet {
+    use impair_common::matrix::{MATRIX_RULE_BITS, V4_MAPPED_BITS};
+    let mut octets = [0u8; 16];
+    for (i, w) in d.addr.iter().enumerate() {
+        octets[4 * i..4 * i + 4].copy_from_slice(&w.to_ne_bytes());
+    }
+    let bits = prefix_len.saturating_sub(MATRIX_RULE_BITS);
+    let v6 = std::net::Ipv6Addr::from(octets);
+    match v6.to_ipv4_mapped() {
+        Some(v4) if bits >= V4_MAPPED_BITS => {
+            ipnet::Ipv4Net::new(v4, (bits - V4_MAPPED_BITS) as u8)
+                .map_or_else(|_| ipnet::IpNet::from(std::net::IpAddr::V4(v4)), Into::into)
+        }
+        _ => ipnet::Ipv6Net::new(v6, bits.min(128) as u8)
+            .map_or_else(|_| ipnet::IpNet::from(std::net::IpAddr::V6(v6)), Into::into),
+    }
 }

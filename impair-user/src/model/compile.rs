@@ -6,9 +6,12 @@ use impair_common::{
 };
 use ipnet::IpNet;
 
+use std::sync::Arc;
+
 use super::{
     dist::Distribution,
     error::ModelError,
+    matrix::Matrix,
     rule::{CorruptMode, MatchSpec, RuleSpec},
     units::{LossModelSpec, QueueLimit, QUEUE_PACKET_BYTES},
     validate,
@@ -20,6 +23,8 @@ use super::{
 pub struct RuleSet {
     pub rules: Vec<Rule>,
     pub tables: Vec<Option<Box<DelayTable>>>,
+    /// Each rule's latency matrix, if it has one (same order as `rules`).
+    pub matrices: Vec<Option<Arc<Matrix>>>,
 }
 
 impl RuleSet {
@@ -28,6 +33,11 @@ impl RuleSet {
         self.rules
             .iter()
             .any(|r| r.delay_ns | r.jitter_ns | r.rate_ps_per_byte != 0)
+            || self.matrices.iter().flatten().any(|m| {
+                m.dests
+                    .iter()
+                    .any(|d| d.delay_ns.is_some() || d.jitter_ns.is_some() || d.rate_bps.is_some())
+            })
     }
 
     /// The longest time a packet may be held: delay + the jitter's reach +
@@ -44,6 +54,14 @@ impl RuleSet {
                 r.delay_ns
                     .saturating_add(jitter_reach)
                     .saturating_add(r.queue_limit_ns)
+            })
+            .zip(self.matrices.iter().chain(std::iter::repeat(&None)))
+            .map(|(hold, m)| {
+                // The matrix's hold comes after the rule's.
+                let extra = m.as_ref().map_or(0, |m| {
+                    m.dests.iter().map(|d| d.max_hold_ns()).max().unwrap_or(0)
+                });
+                hold.saturating_add(extra)
             })
             .max()
             .unwrap_or(0)
@@ -207,6 +225,9 @@ impl RuleSpec {
                 .max(1),
             };
         }
+        if self.matrix.is_some() {
+            r.flags |= rule_flags::MATRIX;
+        }
         Ok(r)
     }
 
@@ -230,11 +251,27 @@ impl RuleSpec {
 /// Compiles a rule list, validated as a whole ([`validate::rule_set`]).
 pub fn compile_all(rules: &[RuleSpec]) -> Result<RuleSet, ModelError> {
     validate::rule_set(rules)?;
+    let prefixes: usize = rules
+        .iter()
+        .filter_map(|r| r.matrix.as_ref())
+        .map(|m| m.dests.len())
+        .sum();
+    if prefixes > impair_common::matrix::MATRIX_MAX_DESTS as usize {
+        return Err(ModelError::OutOfRange {
+            field: super::error::Field::Rules,
+            value: format!("{prefixes} latency-matrix prefixes"),
+            expected: format!(
+                "at most {} over all rules of a set",
+                impair_common::matrix::MATRIX_MAX_DESTS
+            ),
+        });
+    }
     Ok(RuleSet {
         rules: rules
             .iter()
             .map(RuleSpec::compile)
             .collect::<Result<_, _>>()?,
         tables: rules.iter().map(RuleSpec::table).collect(),
+        matrices: rules.iter().map(|r| r.matrix.clone()).collect(),
     })
 }

@@ -7,6 +7,7 @@
 pub mod compile;
 pub mod dist;
 pub mod error;
+pub mod matrix;
 pub mod rule;
 pub mod units;
 pub mod validate;
@@ -15,6 +16,7 @@ pub mod view;
 pub use compile::{compile_all, RuleSet};
 pub use dist::Distribution;
 pub use error::{Field, ModelError, ValueError};
+pub use matrix::{Matrix, MatrixError};
 pub use rule::{CorruptMode, DelaySpec, Impairments, MatchLists, MatchSpec, RateSpec, RuleSpec};
 pub use units::{LossModelSpec, Proto, QueueLimit};
 pub use view::{fmt_duration_ns, fmt_percent, fmt_rate_bps, RuleView};

@@ -3,13 +3,14 @@
 //! profiles, scenarios, sweeps, the API) fills an [`Impairments`] and a
 //! [`MatchSpec`], and [`Impairments::rule`] validates them in one place
 //! ([`super::validate`]). No clap, no printing, no process exit here.
-use std::str::FromStr;
+use std::{str::FromStr, sync::Arc};
 
 use ipnet::IpNet;
 
 use super::{
     dist::Distribution,
     error::{ModelError, ValueError},
+    matrix::Matrix,
     units::{LossModelSpec, Proto, QueueLimit},
 };
 
@@ -62,6 +63,9 @@ pub struct RuleSpec {
     pub reorder: Option<f64>,
     /// Rate limit (EDT pacing); see [`RateSpec`].
     pub rate: Option<RateSpec>,
+    /// Per-destination delay, jitter, loss and rate after the rule's own
+    /// (a latency matrix, [`super::matrix`]).
+    pub matrix: Option<Arc<Matrix>>,
 }
 
 /// Delay added to every matching packet.
@@ -138,6 +142,7 @@ impl RuleSpec {
             || self.mtu_bytes.is_some()
             || self.corrupt.is_some()
             || self.duplicate.is_some()
+            || self.matrix.is_some()
     }
 }
 
@@ -165,6 +170,8 @@ pub struct Impairments {
     /// Cell size and per-cell overhead, in bytes.
     pub cell: Option<(u32, i32)>,
     pub queue: Option<QueueLimit>,
+    /// A latency matrix ([`RuleSpec::matrix`]).
+    pub matrix: Option<Arc<Matrix>>,
 }
 
 impl Impairments {
@@ -192,6 +199,7 @@ impl Impairments {
             cell: r
                 .and_then(|r| (r.cell_bytes != 0).then_some((r.cell_bytes, r.cell_overhead_bytes))),
             queue: r.and_then(|r| r.queue),
+            matrix: spec.matrix.clone(),
         }
     }
 
@@ -241,6 +249,7 @@ impl Impairments {
         set(&mut out.overhead_bytes, &given.overhead_bytes);
         set(&mut out.cell, &given.cell);
         set(&mut out.queue, &given.queue);
+        set(&mut out.matrix, &given.matrix);
         out
     }
 
@@ -281,6 +290,7 @@ impl Impairments {
                 cell_overhead_bytes: self.cell.map_or(0, |c| c.1),
                 queue: self.queue,
             }),
+            matrix: self.matrix.clone(),
         };
         super::validate::rule(&spec)?;
         Ok(spec)

@@ -229,6 +229,9 @@ impl RuleView {
             }
             imp.push(t);
         }
+        if r.flags & rule_flags::MATRIX != 0 {
+            imp.push("matrix".into());
+        }
         Self {
             matches: if parts.is_empty() {
                 "all".into()
@@ -358,5 +361,7 @@ pub fn spec_of(r: &Rule, table: Option<&[i32]>) -> RuleSpec {
         delay,
         reorder: given(r.reorder_u32),
         rate,
+        // The matrix lives in its own map: `Maps::matrix_of` reads it back.
+        matrix: None,
     }
 }

@@ -284,6 +284,8 @@ impl RuleToml {
             )?,
             cell: field(src, Field::Cell, &self.cell, parse_cell)?,
             queue: field(src, Field::Queue, &self.queue, parse_queue)?,
+            // Profiles name no matrix (yet): `--matrix FILE` on the command line.
+            matrix: None,
         };
         let mut rules = matcher
             .rules(&impairments)

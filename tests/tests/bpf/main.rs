@@ -23,6 +23,7 @@
 mod fuzz;
 mod loss;
 mod matching;
+mod matrix;
 mod mutation;
 mod timing;
 mod verifier;

@@ -180,6 +180,39 @@ fn paths() -> Vec<Path> {
                 |c| c.duplicated,
             )
         },
+        path(
+            "matrix loss",
+            RuleSpec {
+                matrix: Some(std::sync::Arc::new(
+                    impair::model::Matrix::parse_csv(
+                        "verifier.csv",
+                        "prefix,delay,jitter,loss,rate\n198.18.0.0/15,,,100%,\n",
+                    )
+                    .unwrap(),
+                )),
+                ..Default::default()
+            },
+            false,
+            |c| c.dropped_loss,
+        ),
+        Path {
+            egress_only: true,
+            ..path(
+                "matrix delay and rate",
+                RuleSpec {
+                    matrix: Some(std::sync::Arc::new(
+                        impair::model::Matrix::parse_csv(
+                            "verifier.csv",
+                            "prefix,delay,jitter,loss,rate\n198.18.0.0/15,10ms,1ms,,100mbit\n",
+                        )
+                        .unwrap(),
+                    )),
+                    ..Default::default()
+                },
+                true,
+                |c| c.delayed,
+            )
+        },
     ]
 }
 
