@@ -97,6 +97,16 @@ pub struct Snapshot {
     /// `errors` by cause (`impair_common::ErrorCounters`); they sum to `errors`.
     pub error_causes: std::collections::BTreeMap<&'static str, u64>,
     pub rules: Vec<RuleStats>,
+    /// The busiest destinations of the rules' latency matrices
+    /// ([`super::matrix`]), and how many prefixes those hold.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub matrix_top: Vec<super::matrix::MatrixDestStats>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub matrix_prefixes: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Snapshot {
@@ -133,6 +143,14 @@ impl Snapshot {
                     .then(|| wilson_interval(c.dropped_loss, c.packets, Z95)),
             });
         }
+        let (matrix_top, matrix_prefixes) = if rules
+            .iter()
+            .any(|r| r.flags & impair_common::rule_flags::MATRIX != 0)
+        {
+            super::matrix::top_dests(maps, slot, super::matrix::TOP_DESTS)?
+        } else {
+            (Vec::new(), 0)
+        };
         Ok(Self {
             interface: interface.to_owned(),
             hook: owner.hook_name(),
@@ -145,6 +163,8 @@ impl Snapshot {
             errors: g.errors,
             error_causes: g.error_causes.each().into_iter().collect(),
             rules: out,
+            matrix_top,
+            matrix_prefixes,
         })
     }
 
@@ -209,6 +229,10 @@ impl Snapshot {
                 r.wire_packets, r.wire_bytes, r.dropped_wire_packets
             ));
         }
+        lines.extend(super::matrix::render(
+            &self.matrix_top,
+            self.matrix_prefixes,
+        ));
         lines
     }
 }

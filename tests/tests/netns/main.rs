@@ -23,6 +23,7 @@ mod clsact;
 mod egress;
 mod fq;
 mod ingress;
+mod matrix;
 mod tcp;
 
 /// 10% loss at `site` over 20,000 probe packets: inside the 99% Wilson
