@@ -106,6 +106,19 @@ fn running_rules(inst: &discover::Instance) -> Result<Vec<impair::model::RuleSpe
                     .matrix_of(slot, i as u32)?
                     .map(std::sync::Arc::new);
             }
+            // Running series are kept unless the flags replace them.
+            if r.flags & impair_common::rule_flags::DELAY_SERIES != 0 {
+                spec.delay_series = inst
+                    .maps
+                    .series_of(slot, impair_common::series::SERIES_DELAY)?
+                    .map(std::sync::Arc::new);
+            }
+            if r.flags & impair_common::rule_flags::LOSS_SERIES != 0 {
+                spec.loss_series = inst
+                    .maps
+                    .series_of(slot, impair_common::series::SERIES_LOSS)?
+                    .map(std::sync::Arc::new);
+            }
             Ok(spec)
         })
         .collect()

@@ -53,6 +53,9 @@ pub mod map_names {
     pub const INDEX: &str = "IMPAIR_INDEX";
     /// Latency matrices (`crate::matrix`): an LPM trie.
     pub const MATRIX: &str = "IMPAIR_MATRIX";
+    /// Delay and loss series (`crate::series`): headers and values.
+    pub const SERIES_HDR: &str = "IMPAIR_SERIES_H";
+    pub const SERIES: &str = "IMPAIR_SERIES";
 }
 
 /// Program names (the kernel keeps the first 15 bytes). All three live in one
@@ -273,6 +276,12 @@ pub mod rule_flags {
     /// Look the packet's destination up in the rule's latency matrix
     /// (`IMPAIR_MATRIX`, `crate::matrix`) and apply the entry found.
     pub const MATRIX: u32 = 1 << 4;
+    /// The rule's base delay is the rule set's delay series' value for now
+    /// (`crate::series`), not `delay_ns`.
+    pub const DELAY_SERIES: u32 = 1 << 5;
+    /// The rule's loss is the rule set's loss series' value for now
+    /// (Bernoulli), not `loss`.
+    pub const LOSS_SERIES: u32 = 1 << 6;
 }
 
 /// `Rule::delay_dist` values: how the jitter is drawn.

@@ -15,6 +15,7 @@ pub mod loss;
 pub mod matrix;
 pub mod prob;
 pub mod rng;
+pub mod series;
 
 pub use abi::*;
 pub use counters::*;

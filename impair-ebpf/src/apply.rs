@@ -5,7 +5,8 @@
 //! last corruption of the original (`mutate`).
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use impair_common::{
-    loss, loss_model, prob, rule_flags, wire_segments, DataPathError, PacketKey, Rule,
+    loss, loss_model, prob, rule_flags, series::SERIES_LOSS, wire_segments, DataPathError,
+    PacketKey, Rule,
 };
 
 use crate::{
@@ -17,6 +18,7 @@ use crate::{
     pkt::Packet,
     police::police,
     rng::random_u64,
+    series,
     timing::{schedule, set_departure, Schedule, Wire},
     Result,
 };
@@ -56,7 +58,18 @@ pub fn apply<H: Hook>(h: &H, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -
     // The duplicate decision draws from the same word at every hook, so a
     // seed gives the same loss decisions wherever the rule runs.
     let duplicate = H::EGRESS && prob::fires(rule.duplicate_u32, (r >> 32) as u32);
-    if lost(rule, idx, r)? {
+    let lost_now = if rule.flags & rule_flags::LOSS_SERIES != 0 {
+        // The loss series' value for now replaces the rule's loss.
+        // SAFETY: bpf_ktime_get_ns has no preconditions.
+        let now = unsafe { bpf_ktime_get_ns() };
+        match series::value(idx, SERIES_LOSS, now)? {
+            Some(p) => prob::fires(p, r as u32),
+            None => lost(rule, idx, r)?,
+        }
+    } else {
+        lost(rule, idx, r)?
+    };
+    if lost_now {
         if rule.flags & rule_flags::ECN != 0 && key.ecn != 0 {
             mark_ce(pkt, key)?;
             c.ecn_marked += 1;
@@ -87,7 +100,10 @@ pub fn apply<H: Hook>(h: &H, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -
     }
     if let Some(ctx) = h.skb() {
         // tc egress: a queue (fq) follows, so the packet gets a departure time.
-        if rule.delay_ns | rule.jitter_ns | rule.rate_ps_per_byte != 0 || dest.is_some() {
+        if rule.delay_ns | rule.jitter_ns | rule.rate_ps_per_byte != 0
+            || dest.is_some()
+            || rule.flags & rule_flags::DELAY_SERIES != 0
+        {
             // SAFETY: bpf_ktime_get_ns has no preconditions.
             let now = unsafe { bpf_ktime_get_ns() };
             match schedule(ctx, rule, idx, wire, now)? {

@@ -32,6 +32,7 @@ mod pipeline;
 mod pkt;
 mod police;
 mod rng;
+mod series;
 mod timing;
 
 use aya_ebpf::{

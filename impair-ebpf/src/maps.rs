@@ -8,6 +8,7 @@ use aya_ebpf::{
 use impair_common::{
     index::MatchIndex,
     matrix::{MatrixAddr, MatrixEntry, MATRIX_ENTRIES},
+    series::{SeriesHeader, SERIES_ENTRIES, SERIES_HEADERS},
     DelayTable, FlowKey, GlobalCounters, Owner, PacketKey, Rule, RuleCounters, RuleSetHeader,
     CONTROL_ENTRIES, RULE_ENTRIES, SLOTS,
 };
@@ -87,3 +88,11 @@ pub static MATCHED: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 /// trie never is): it costs memory only for the prefixes written.
 #[map(name = "IMPAIR_MATRIX")]
 pub static MATRIX: LpmTrie<MatrixAddr, MatrixEntry> = LpmTrie::with_max_entries(MATRIX_ENTRIES, 0);
+
+/// Delay and loss series (`impair_common::series`): where each of a slot's
+/// series starts and its step, then its values.
+#[map(name = "IMPAIR_SERIES_H")]
+pub static SERIES_HDR: Array<SeriesHeader> = Array::with_max_entries(SERIES_HEADERS, 0);
+
+#[map(name = "IMPAIR_SERIES")]
+pub static SERIES: Array<u32> = Array::with_max_entries(SERIES_ENTRIES, 0);

@@ -30,6 +30,9 @@ pub struct Maps {
     pub owner: Array<MapData, Owner>,
     /// Latency matrices of both slots (`impair_common::matrix`).
     pub matrix: LpmTrie<MapData, MatrixAddr, MatrixEntry>,
+    /// Delay and loss series of both slots (`impair_common::series`).
+    pub series_hdr: Array<MapData, impair_common::series::SeriesHeader>,
+    pub series: Array<MapData, u32>,
 }
 
 fn typed<T: TryFrom<Map>>(map: Option<Map>, name: &str) -> Result<T>
@@ -66,6 +69,8 @@ impl Maps {
             )?,
             owner: typed(ebpf.take_map(map_names::OWNER), map_names::OWNER)?,
             matrix: typed(ebpf.take_map(map_names::MATRIX), map_names::MATRIX)?,
+            series_hdr: typed(ebpf.take_map(map_names::SERIES_HDR), map_names::SERIES_HDR)?,
+            series: typed(ebpf.take_map(map_names::SERIES), map_names::SERIES)?,
         })
     }
 
@@ -108,6 +113,8 @@ impl Maps {
             delay_state: typed(take(map_names::DELAY_STATE), map_names::DELAY_STATE)?,
             owner: typed(take(map_names::OWNER), map_names::OWNER)?,
             matrix: typed(take(map_names::MATRIX), map_names::MATRIX)?,
+            series_hdr: typed(take(map_names::SERIES_HDR), map_names::SERIES_HDR)?,
+            series: typed(take(map_names::SERIES), map_names::SERIES)?,
         })
     }
 
@@ -191,6 +198,7 @@ impl Maps {
             self.rules.set(idx, r, 0)?;
         }
         self.write_matrices(slot, set)?;
+        self.write_series(slot, set)?;
         let matchers: Vec<_> = set.rules.iter().map(|r| r.matcher).collect();
         self.index.set(slot, MatchIndex::build(&matchers), 0)?;
         let header = RuleSetHeader {
@@ -319,5 +327,77 @@ fn prefix_of(prefix_len: u32, d: &MatrixAddr) -> ipnet::IpNet {
         }
         _ => ipnet::Ipv6Net::new(v6, bits.min(128) as u8)
             .map_or_else(|_| ipnet::IpNet::from(std::net::IpAddr::V6(v6)), Into::into),
+    }
+}
+
+impl Maps {
+    /// Writes `slot`'s delay and loss series (values, then the header with
+    /// time 0 = now), or clears them.
+    fn write_series(&mut self, slot: u32, set: &RuleSet) -> Result<()> {
+        use impair_common::series::{
+            series_slot_index, SeriesHeader, SERIES_DELAY, SERIES_KINDS, SERIES_LOSS,
+        };
+        for (kind, series) in [
+            (SERIES_DELAY, &set.delay_series),
+            (SERIES_LOSS, &set.loss_series),
+        ] {
+            let hdr_idx = slot * SERIES_KINDS + kind;
+            let Some(series) = series else {
+                self.series_hdr.set(hdr_idx, SeriesHeader::default(), 0)?;
+                continue;
+            };
+            let (mut h, values) = series.expand();
+            for (i, v) in values.iter().enumerate() {
+                self.series
+                    .set(series_slot_index(slot, kind, i as u32), *v, 0)
+                    .with_context(|| format!("writing the series {}", series.source))?;
+            }
+            h.start_ns = crate::sys::monotonic_ns();
+            self.series_hdr.set(hdr_idx, h, 0)?;
+        }
+        Ok(())
+    }
+
+    /// The header of series `kind` (`impair_common::series::SERIES_DELAY`
+    /// or `SERIES_LOSS`) of `slot`.
+    pub fn series_header(
+        &self,
+        slot: u32,
+        kind: u32,
+    ) -> Result<impair_common::series::SeriesHeader> {
+        Ok(self
+            .series_hdr
+            .get(&(slot * impair_common::series::SERIES_KINDS + kind), 0)?)
+    }
+
+    /// Moves series `kind` of `slot` to start at `start_ns` (tests: put
+    /// "now" in a known step).
+    pub fn set_series_start(&mut self, slot: u32, kind: u32, start_ns: u64) -> Result<()> {
+        let mut h = self.series_header(slot, kind)?;
+        h.start_ns = start_ns;
+        self.series_hdr
+            .set(slot * impair_common::series::SERIES_KINDS + kind, h, 0)?;
+        Ok(())
+    }
+
+    /// Series `kind` of `slot` read back (for `impair update`), or `None`.
+    pub fn series_of(&self, slot: u32, kind: u32) -> Result<Option<crate::model::series::Series>> {
+        use crate::model::series::{Series, SeriesKind};
+        let h = self.series_header(slot, kind)?;
+        if h.len == 0 {
+            return Ok(None);
+        }
+        let values = (0..h.len)
+            .map(|i| {
+                self.series
+                    .get(&impair_common::series::series_slot_index(slot, kind, i), 0)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let k = if kind == impair_common::series::SERIES_DELAY {
+            SeriesKind::Delay
+        } else {
+            SeriesKind::Loss
+        };
+        Ok(Some(Series::from_table(k, &h, &values)))
     }
 }

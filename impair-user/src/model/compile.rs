@@ -13,6 +13,7 @@ use super::{
     error::ModelError,
     matrix::Matrix,
     rule::{CorruptMode, MatchSpec, RuleSpec},
+    series::Series,
     units::{LossModelSpec, QueueLimit, QUEUE_PACKET_BYTES},
     validate,
 };
@@ -25,6 +26,10 @@ pub struct RuleSet {
     pub tables: Vec<Option<Box<DelayTable>>>,
     /// Each rule's latency matrix, if it has one (same order as `rules`).
     pub matrices: Vec<Option<Arc<Matrix>>>,
+    /// The rule set's delay and loss series (one each, shared by the rules
+    /// that have one).
+    pub delay_series: Option<Arc<Series>>,
+    pub loss_series: Option<Arc<Series>>,
 }
 
 impl RuleSet {
@@ -33,6 +38,7 @@ impl RuleSet {
         self.rules
             .iter()
             .any(|r| r.delay_ns | r.jitter_ns | r.rate_ps_per_byte != 0)
+            || self.delay_series.is_some()
             || self.matrices.iter().flatten().any(|m| {
                 m.dests
                     .iter()
@@ -62,6 +68,7 @@ impl RuleSet {
                     m.dests.iter().map(|d| d.max_hold_ns()).max().unwrap_or(0)
                 });
                 hold.saturating_add(extra)
+                    .saturating_add(self.delay_series.as_ref().map_or(0, |s| s.max_delay_ns()))
             })
             .max()
             .unwrap_or(0)
@@ -228,6 +235,12 @@ impl RuleSpec {
         if self.matrix.is_some() {
             r.flags |= rule_flags::MATRIX;
         }
+        if self.delay_series.is_some() {
+            r.flags |= rule_flags::DELAY_SERIES;
+        }
+        if self.loss_series.is_some() {
+            r.flags |= rule_flags::LOSS_SERIES;
+        }
         Ok(r)
     }
 
@@ -266,7 +279,23 @@ pub fn compile_all(rules: &[RuleSpec]) -> Result<RuleSet, ModelError> {
             ),
         });
     }
+    let one_series = |pick: fn(&RuleSpec) -> &Option<Arc<Series>>, what: &str| {
+        let mut all = rules.iter().filter_map(|r| pick(r).clone());
+        let first = all.next();
+        match &first {
+            Some(f) if all.any(|s| s != *f) => Err(ModelError::OutOfRange {
+                field: super::error::Field::Rules,
+                value: format!("rules with different {what} series"),
+                expected: format!("one {what} series per rule set"),
+            }),
+            _ => Ok(first),
+        }
+    };
+    let delay_series = one_series(|r| &r.delay_series, "delay")?;
+    let loss_series = one_series(|r| &r.loss_series, "loss")?;
     Ok(RuleSet {
+        delay_series,
+        loss_series,
         rules: rules
             .iter()
             .map(RuleSpec::compile)

@@ -9,6 +9,7 @@ pub mod dist;
 pub mod error;
 pub mod matrix;
 pub mod rule;
+pub mod series;
 pub mod units;
 pub mod validate;
 pub mod view;

@@ -11,6 +11,7 @@ use super::{
     dist::Distribution,
     error::{ModelError, ValueError},
     matrix::Matrix,
+    series::Series,
     units::{LossModelSpec, Proto, QueueLimit},
 };
 
@@ -66,6 +67,10 @@ pub struct RuleSpec {
     /// Per-destination delay, jitter, loss and rate after the rule's own
     /// (a latency matrix, [`super::matrix`]).
     pub matrix: Option<Arc<Matrix>>,
+    /// A delay series: its value for now replaces the delay ([`super::series`]).
+    pub delay_series: Option<Arc<Series>>,
+    /// A loss series: its value for now replaces the loss.
+    pub loss_series: Option<Arc<Series>>,
 }
 
 /// Delay added to every matching packet.
@@ -143,6 +148,8 @@ impl RuleSpec {
             || self.corrupt.is_some()
             || self.duplicate.is_some()
             || self.matrix.is_some()
+            || self.delay_series.is_some()
+            || self.loss_series.is_some()
     }
 }
 
@@ -172,6 +179,9 @@ pub struct Impairments {
     pub queue: Option<QueueLimit>,
     /// A latency matrix ([`RuleSpec::matrix`]).
     pub matrix: Option<Arc<Matrix>>,
+    /// Delay and loss series ([`RuleSpec::delay_series`]).
+    pub delay_series: Option<Arc<Series>>,
+    pub loss_series: Option<Arc<Series>>,
 }
 
 impl Impairments {
@@ -200,6 +210,8 @@ impl Impairments {
                 .and_then(|r| (r.cell_bytes != 0).then_some((r.cell_bytes, r.cell_overhead_bytes))),
             queue: r.and_then(|r| r.queue),
             matrix: spec.matrix.clone(),
+            delay_series: spec.delay_series.clone(),
+            loss_series: spec.loss_series.clone(),
         }
     }
 
@@ -250,6 +262,8 @@ impl Impairments {
         set(&mut out.cell, &given.cell);
         set(&mut out.queue, &given.queue);
         set(&mut out.matrix, &given.matrix);
+        set(&mut out.delay_series, &given.delay_series);
+        set(&mut out.loss_series, &given.loss_series);
         out
     }
 
@@ -291,6 +305,8 @@ impl Impairments {
                 queue: self.queue,
             }),
             matrix: self.matrix.clone(),
+            delay_series: self.delay_series.clone(),
+            loss_series: self.loss_series.clone(),
         };
         super::validate::rule(&spec)?;
         Ok(spec)

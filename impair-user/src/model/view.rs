@@ -232,6 +232,12 @@ impl RuleView {
         if r.flags & rule_flags::MATRIX != 0 {
             imp.push("matrix".into());
         }
+        if r.flags & rule_flags::DELAY_SERIES != 0 {
+            imp.push("delay-trace".into());
+        }
+        if r.flags & rule_flags::LOSS_SERIES != 0 {
+            imp.push("loss-trace".into());
+        }
         Self {
             matches: if parts.is_empty() {
                 "all".into()
@@ -363,5 +369,7 @@ pub fn spec_of(r: &Rule, table: Option<&[i32]>) -> RuleSpec {
         rate,
         // The matrix lives in its own map: `Maps::matrix_of` reads it back.
         matrix: None,
+        delay_series: None,
+        loss_series: None,
     }
 }

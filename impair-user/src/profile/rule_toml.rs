@@ -286,6 +286,8 @@ impl RuleToml {
             queue: field(src, Field::Queue, &self.queue, parse_queue)?,
             // Profiles name no matrix (yet): `--matrix FILE` on the command line.
             matrix: None,
+            delay_series: None,
+            loss_series: None,
         };
         let mut rules = matcher
             .rules(&impairments)

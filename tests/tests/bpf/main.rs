@@ -25,5 +25,6 @@ mod loss;
 mod matching;
 mod matrix;
 mod mutation;
+mod series;
 mod timing;
 mod verifier;

@@ -213,6 +213,45 @@ fn paths() -> Vec<Path> {
                 |c| c.delayed,
             )
         },
+        path(
+            "loss series",
+            RuleSpec {
+                loss_series: Some(std::sync::Arc::new(
+                    impair::model::series::Series::parse(
+                        "verifier.csv",
+                        "0,100%\n",
+                        impair::model::series::SeriesKind::Loss,
+                        Default::default(),
+                        Default::default(),
+                    )
+                    .unwrap(),
+                )),
+                ..Default::default()
+            },
+            false,
+            |c| c.dropped_loss,
+        ),
+        Path {
+            egress_only: true,
+            ..path(
+                "delay series",
+                RuleSpec {
+                    delay_series: Some(std::sync::Arc::new(
+                        impair::model::series::Series::parse(
+                            "verifier.csv",
+                            "0,10ms\n100,20ms\n",
+                            impair::model::series::SeriesKind::Delay,
+                            Default::default(),
+                            Default::default(),
+                        )
+                        .unwrap(),
+                    )),
+                    ..Default::default()
+                },
+                true,
+                |c| c.delayed,
+            )
+        },
     ]
 }
 
