@@ -41,3 +41,7 @@ fn delay_at_the_receiver_or_a_clear_refusal_without_sch_fq() {
     assert!(ctl.signal_and_wait(libc::SIGTERM).success());
     assert_restored(&lab, &before);
 }
+
+/// Latency matrices and delay series with fq (the VM tier).
+#[path = "fq_traces.rs"]
+mod traces;

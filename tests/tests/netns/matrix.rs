@@ -43,7 +43,7 @@ fn matrix_csv(server_loss: &str) -> String {
 
 /// `count` probe datagrams from the client to `dst` (an address of the
 /// server), at 20,000 packets/s.
-fn probe_to(lab: &Lab, dst: Ipv4Addr, count: u64) -> ProbeReport {
+pub(crate) fn probe_to(lab: &Lab, dst: Ipv4Addr, count: u64) -> ProbeReport {
     let src = lab.client_v4();
     let rx = netns::run_in(&lab.server, move || {
         UdpSocket::bind(SocketAddr::new(IpAddr::V4(dst), 0))
