@@ -16,6 +16,7 @@ pub mod matrix;
 pub mod prob;
 pub mod rng;
 pub mod series;
+pub mod trace;
 
 pub use abi::*;
 pub use counters::*;
