@@ -114,6 +114,11 @@ pub(crate) fn delay_trace(
 pub(crate) fn loss_trace(s: &str) -> Result<std::sync::Arc<impair::model::series::Series>, String> {
     series_file(s, impair::model::series::SeriesKind::Loss)
 }
+pub(crate) fn rate_trace(
+    s: &str,
+) -> Result<std::sync::Arc<impair::model::trace::RateTrace>, String> {
+    impair::model::trace::RateTrace::load(std::path::Path::new(s)).map_err(|e| e.to_string())
+}
 pub(crate) fn delay(s: &str) -> Result<u64, String> {
     parse_duration_ns("time", s).map_err(|e| e.0)
 }
@@ -295,6 +300,10 @@ pub struct ImpairArgs {
     /// After a series' last time: start again (loop) or keep the last value (hold).
     #[arg(long, value_name = "loop|hold")]
     pub trace_end: Option<impair::model::series::TraceEnd>,
+    /// Rate trace in Mahimahi's format: one line per 1500-byte delivery
+    /// opportunity, ms from the start; loops (docs/traces.md).
+    #[arg(long, value_parser = rate_trace, value_name = "FILE")]
+    pub rate_trace: Option<std::sync::Arc<impair::model::trace::RateTrace>>,
 }
 
 impl ImpairArgs {
@@ -322,6 +331,7 @@ impl ImpairArgs {
             matrix: self.matrix.clone(),
             delay_series: self.series(&self.delay_trace),
             loss_series: self.series(&self.loss_trace),
+            rate_trace: self.rate_trace.clone(),
         }
     }
 

@@ -113,6 +113,9 @@ fn running_rules(inst: &discover::Instance) -> Result<Vec<impair::model::RuleSpe
                     .series_of(slot, impair_common::series::SERIES_DELAY)?
                     .map(std::sync::Arc::new);
             }
+            if r.flags & impair_common::rule_flags::RATE_TRACE != 0 {
+                spec.rate_trace = inst.maps.rate_trace_of(slot)?.map(std::sync::Arc::new);
+            }
             if r.flags & impair_common::rule_flags::LOSS_SERIES != 0 {
                 spec.loss_series = inst
                     .maps

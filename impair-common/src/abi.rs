@@ -56,6 +56,11 @@ pub mod map_names {
     /// Delay and loss series (`crate::series`): headers and values.
     pub const SERIES_HDR: &str = "IMPAIR_SERIES_H";
     pub const SERIES: &str = "IMPAIR_SERIES";
+    /// Rate traces (`crate::trace`): header, opportunity times, and per ms
+    /// the opportunities before it.
+    pub const TRACE_HDR: &str = "IMPAIR_TRACE_H";
+    pub const TRACE_TIMES: &str = "IMPAIR_TRACE_T";
+    pub const TRACE_BEFORE: &str = "IMPAIR_TRACE_B";
 }
 
 /// Program names (the kernel keeps the first 15 bytes). All three live in one
@@ -282,6 +287,9 @@ pub mod rule_flags {
     /// The rule's loss is the rule set's loss series' value for now
     /// (Bernoulli), not `loss`.
     pub const LOSS_SERIES: u32 = 1 << 6;
+    /// The packet departs when the rule set's rate trace has capacity for
+    /// it (`crate::trace`), after the delay.
+    pub const RATE_TRACE: u32 = 1 << 7;
 }
 
 /// `Rule::delay_dist` values: how the jitter is drawn.

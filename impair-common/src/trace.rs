@@ -15,6 +15,36 @@
 
 /// Bytes one delivery opportunity carries (Mahimahi's MTU).
 pub const OPPORTUNITY_BYTES: u64 = 1500;
+/// Opportunities per period the kernel holds (per slot): 262,144, e.g.
+/// 65 s at 48 Mbit/s.
+pub const TRACE_MAX_OPPORTUNITIES: u32 = 1 << 18;
+/// The longest period, ms (262 s); `IMPAIR_TRACE_BEFORE` holds one more
+/// entry per slot (the period itself).
+pub const TRACE_MAX_PERIOD_MS: u32 = (1 << 18) - 1;
+/// Entries of `IMPAIR_TRACE_BEFORE` per slot.
+pub const TRACE_BEFORE_ENTRIES: u32 = TRACE_MAX_PERIOD_MS + 1;
+
+/// A slot's rate trace (`IMPAIR_TRACE_HDR[slot]`): where it starts, its
+/// shape, and the link's byte cursor, which the data path advances with a
+/// compare-and-swap. No trace: `period_ms == 0`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateTraceHeader {
+    /// CLOCK_MONOTONIC time of the trace's time 0.
+    pub start_ns: u64,
+    /// Bytes of the trace's cumulative capacity used or lost so far.
+    pub cursor_bytes: u64,
+    pub period_ms: u32,
+    pub opportunities: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<RateTraceHeader>() == 24);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: #[repr(C)], integers only, no padding (size assert above).
+    unsafe impl aya::Pod for super::RateTraceHeader {}
+}
 
 /// The trace's tables, as the data path reads them (map lookups) and the
 /// host tests hold them (slices).

@@ -102,7 +102,7 @@ pub fn apply<H: Hook>(h: &H, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -
         // tc egress: a queue (fq) follows, so the packet gets a departure time.
         if rule.delay_ns | rule.jitter_ns | rule.rate_ps_per_byte != 0
             || dest.is_some()
-            || rule.flags & rule_flags::DELAY_SERIES != 0
+            || rule.flags & (rule_flags::DELAY_SERIES | rule_flags::RATE_TRACE) != 0
         {
             // SAFETY: bpf_ktime_get_ns has no preconditions.
             let now = unsafe { bpf_ktime_get_ns() };

@@ -34,6 +34,7 @@ mod police;
 mod rng;
 mod series;
 mod timing;
+mod trace;
 
 use aya_ebpf::{
     bindings::{

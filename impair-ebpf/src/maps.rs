@@ -9,6 +9,7 @@ use impair_common::{
     index::MatchIndex,
     matrix::{MatrixAddr, MatrixEntry, MATRIX_ENTRIES},
     series::{SeriesHeader, SERIES_ENTRIES, SERIES_HEADERS},
+    trace::{RateTraceHeader, TRACE_BEFORE_ENTRIES, TRACE_MAX_OPPORTUNITIES},
     DelayTable, FlowKey, GlobalCounters, Owner, PacketKey, Rule, RuleCounters, RuleSetHeader,
     CONTROL_ENTRIES, RULE_ENTRIES, SLOTS,
 };
@@ -96,3 +97,15 @@ pub static SERIES_HDR: Array<SeriesHeader> = Array::with_max_entries(SERIES_HEAD
 
 #[map(name = "IMPAIR_SERIES")]
 pub static SERIES: Array<u32> = Array::with_max_entries(SERIES_ENTRIES, 0);
+
+/// Rate traces (`impair_common::trace`), per slot: header and cursor, each
+/// opportunity's time (ms), and per ms of the period the opportunities
+/// before it.
+#[map(name = "IMPAIR_TRACE_H")]
+pub static TRACE_HDR: Array<RateTraceHeader> = Array::with_max_entries(SLOTS, 0);
+
+#[map(name = "IMPAIR_TRACE_T")]
+pub static TRACE_TIMES: Array<u32> = Array::with_max_entries(SLOTS * TRACE_MAX_OPPORTUNITIES, 0);
+
+#[map(name = "IMPAIR_TRACE_B")]
+pub static TRACE_BEFORE: Array<u32> = Array::with_max_entries(SLOTS * TRACE_BEFORE_ENTRIES, 0);

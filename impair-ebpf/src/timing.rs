@@ -17,7 +17,7 @@ use crate::{
     atomic::{self, fetch_max, CAS_ATTEMPTS},
     maps::{DELAY_STATE, FLOWS, RATE_STATE, TABLES},
     rng::random_u64,
-    series, Result,
+    series, trace, Result,
 };
 
 /// `BPF_SKB_TSTAMP_DELIVERY_MONO` (an anonymous enum in the bindings): the
@@ -91,6 +91,22 @@ pub fn schedule(ctx: &TcContext, rule: &Rule, idx: u32, wire: Wire, now: u64) ->
         }
         if let Some(last) = FLOWS.get_ptr_mut(key) {
             t = fetch_max(last, t);
+        }
+    }
+    if rule.flags & rule_flags::RATE_TRACE != 0 {
+        // The rate trace's link: the packet's wire bytes leave when the
+        // trace has capacity for them.
+        let bytes = edt::gso_wire_bytes(
+            wire.len,
+            wire.segs,
+            wire.hdr_len,
+            rule.overhead_bytes,
+            rule.cell_bytes,
+            rule.cell_overhead_bytes,
+        );
+        match trace::depart(idx, t, bytes, rule.queue_limit_ns)? {
+            None => return Ok(Schedule::Drop),
+            Some(d) => t = d,
         }
     }
     if rule.rate_ps_per_byte != 0 {

@@ -33,6 +33,10 @@ pub struct Maps {
     /// Delay and loss series of both slots (`impair_common::series`).
     pub series_hdr: Array<MapData, impair_common::series::SeriesHeader>,
     pub series: Array<MapData, u32>,
+    /// Rate traces of both slots (`impair_common::trace`).
+    pub trace_hdr: Array<MapData, impair_common::trace::RateTraceHeader>,
+    pub trace_times: Array<MapData, u32>,
+    pub trace_before: Array<MapData, u32>,
 }
 
 fn typed<T: TryFrom<Map>>(map: Option<Map>, name: &str) -> Result<T>
@@ -71,6 +75,15 @@ impl Maps {
             matrix: typed(ebpf.take_map(map_names::MATRIX), map_names::MATRIX)?,
             series_hdr: typed(ebpf.take_map(map_names::SERIES_HDR), map_names::SERIES_HDR)?,
             series: typed(ebpf.take_map(map_names::SERIES), map_names::SERIES)?,
+            trace_hdr: typed(ebpf.take_map(map_names::TRACE_HDR), map_names::TRACE_HDR)?,
+            trace_times: typed(
+                ebpf.take_map(map_names::TRACE_TIMES),
+                map_names::TRACE_TIMES,
+            )?,
+            trace_before: typed(
+                ebpf.take_map(map_names::TRACE_BEFORE),
+                map_names::TRACE_BEFORE,
+            )?,
         })
     }
 
@@ -115,6 +128,9 @@ impl Maps {
             matrix: typed(take(map_names::MATRIX), map_names::MATRIX)?,
             series_hdr: typed(take(map_names::SERIES_HDR), map_names::SERIES_HDR)?,
             series: typed(take(map_names::SERIES), map_names::SERIES)?,
+            trace_hdr: typed(take(map_names::TRACE_HDR), map_names::TRACE_HDR)?,
+            trace_times: typed(take(map_names::TRACE_TIMES), map_names::TRACE_TIMES)?,
+            trace_before: typed(take(map_names::TRACE_BEFORE), map_names::TRACE_BEFORE)?,
         })
     }
 
@@ -199,6 +215,7 @@ impl Maps {
         }
         self.write_matrices(slot, set)?;
         self.write_series(slot, set)?;
+        self.write_trace(slot, set)?;
         let matchers: Vec<_> = set.rules.iter().map(|r| r.matcher).collect();
         self.index.set(slot, MatchIndex::build(&matchers), 0)?;
         let header = RuleSetHeader {
@@ -399,5 +416,69 @@ impl Maps {
             SeriesKind::Loss
         };
         Ok(Some(Series::from_table(k, &h, &values)))
+    }
+}
+
+impl Maps {
+    /// Writes `slot`'s rate trace (tables, then the header with time 0 = now
+    /// and an empty cursor), or clears it.
+    fn write_trace(&mut self, slot: u32, set: &RuleSet) -> Result<()> {
+        use impair_common::trace::{
+            RateTraceHeader, TRACE_BEFORE_ENTRIES, TRACE_MAX_OPPORTUNITIES,
+        };
+        let Some(trace) = &set.rate_trace else {
+            self.trace_hdr.set(slot, RateTraceHeader::default(), 0)?;
+            return Ok(());
+        };
+        for (k, t) in trace.times_ms.iter().enumerate() {
+            self.trace_times
+                .set(slot * TRACE_MAX_OPPORTUNITIES + k as u32, *t, 0)
+                .with_context(|| format!("writing the rate trace {}", trace.source))?;
+        }
+        for (ms, n) in trace.before_table().iter().enumerate() {
+            self.trace_before
+                .set(slot * TRACE_BEFORE_ENTRIES + ms as u32, *n, 0)?;
+        }
+        let h = RateTraceHeader {
+            start_ns: crate::sys::monotonic_ns(),
+            cursor_bytes: 0,
+            period_ms: trace.period_ms(),
+            opportunities: trace.times_ms.len() as u32,
+        };
+        self.trace_hdr.set(slot, h, 0)?;
+        Ok(())
+    }
+
+    /// `slot`'s rate-trace header (period 0: none).
+    pub fn trace_header(&self, slot: u32) -> Result<impair_common::trace::RateTraceHeader> {
+        Ok(self.trace_hdr.get(&slot, 0)?)
+    }
+
+    /// Moves `slot`'s rate trace to start at `start_ns` (tests).
+    pub fn set_trace_start(&mut self, slot: u32, start_ns: u64) -> Result<()> {
+        let mut h = self.trace_header(slot)?;
+        h.start_ns = start_ns;
+        self.trace_hdr.set(slot, h, 0)?;
+        Ok(())
+    }
+
+    /// `slot`'s rate trace read back (for `impair update`), or `None`.
+    pub fn rate_trace_of(&self, slot: u32) -> Result<Option<crate::model::trace::RateTrace>> {
+        let h = self.trace_header(slot)?;
+        if h.period_ms == 0 {
+            return Ok(None);
+        }
+        let times_ms = (0..h.opportunities)
+            .map(|k| {
+                self.trace_times.get(
+                    &(slot * impair_common::trace::TRACE_MAX_OPPORTUNITIES + k),
+                    0,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(crate::model::trace::RateTrace {
+            source: "running trace".into(),
+            times_ms,
+        }))
     }
 }

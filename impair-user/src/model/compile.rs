@@ -14,6 +14,7 @@ use super::{
     matrix::Matrix,
     rule::{CorruptMode, MatchSpec, RuleSpec},
     series::Series,
+    trace::{RateTrace, TRACE_DEFAULT_QUEUE_NS},
     units::{LossModelSpec, QueueLimit, QUEUE_PACKET_BYTES},
     validate,
 };
@@ -30,6 +31,8 @@ pub struct RuleSet {
     /// that have one).
     pub delay_series: Option<Arc<Series>>,
     pub loss_series: Option<Arc<Series>>,
+    /// The rule set's rate trace (one, shared by the rules that have one).
+    pub rate_trace: Option<Arc<RateTrace>>,
 }
 
 impl RuleSet {
@@ -39,6 +42,7 @@ impl RuleSet {
             .iter()
             .any(|r| r.delay_ns | r.jitter_ns | r.rate_ps_per_byte != 0)
             || self.delay_series.is_some()
+            || self.rate_trace.is_some()
             || self.matrices.iter().flatten().any(|m| {
                 m.dests
                     .iter()
@@ -241,6 +245,12 @@ impl RuleSpec {
         if self.loss_series.is_some() {
             r.flags |= rule_flags::LOSS_SERIES;
         }
+        if self.rate_trace.is_some() {
+            r.flags |= rule_flags::RATE_TRACE;
+            if r.queue_limit_ns == 0 {
+                r.queue_limit_ns = TRACE_DEFAULT_QUEUE_NS;
+            }
+        }
         Ok(r)
     }
 
@@ -293,9 +303,21 @@ pub fn compile_all(rules: &[RuleSpec]) -> Result<RuleSet, ModelError> {
     };
     let delay_series = one_series(|r| &r.delay_series, "delay")?;
     let loss_series = one_series(|r| &r.loss_series, "loss")?;
+    let mut traces = rules.iter().filter_map(|r| r.rate_trace.clone());
+    let rate_trace = traces.next();
+    if let Some(first) = &rate_trace {
+        if traces.any(|t| t != *first) {
+            return Err(ModelError::OutOfRange {
+                field: super::error::Field::Rules,
+                value: "rules with different rate traces".into(),
+                expected: "one rate trace per rule set".into(),
+            });
+        }
+    }
     Ok(RuleSet {
         delay_series,
         loss_series,
+        rate_trace,
         rules: rules
             .iter()
             .map(RuleSpec::compile)

@@ -10,6 +10,7 @@ pub mod error;
 pub mod matrix;
 pub mod rule;
 pub mod series;
+pub mod trace;
 pub mod units;
 pub mod validate;
 pub mod view;

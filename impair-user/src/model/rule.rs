@@ -12,6 +12,7 @@ use super::{
     error::{ModelError, ValueError},
     matrix::Matrix,
     series::Series,
+    trace::RateTrace,
     units::{LossModelSpec, Proto, QueueLimit},
 };
 
@@ -71,6 +72,9 @@ pub struct RuleSpec {
     pub delay_series: Option<Arc<Series>>,
     /// A loss series: its value for now replaces the loss.
     pub loss_series: Option<Arc<Series>>,
+    /// A rate trace: packets leave when its capacity covers them
+    /// ([`super::trace`]).
+    pub rate_trace: Option<Arc<RateTrace>>,
 }
 
 /// Delay added to every matching packet.
@@ -150,6 +154,7 @@ impl RuleSpec {
             || self.matrix.is_some()
             || self.delay_series.is_some()
             || self.loss_series.is_some()
+            || self.rate_trace.is_some()
     }
 }
 
@@ -182,6 +187,8 @@ pub struct Impairments {
     /// Delay and loss series ([`RuleSpec::delay_series`]).
     pub delay_series: Option<Arc<Series>>,
     pub loss_series: Option<Arc<Series>>,
+    /// A rate trace ([`RuleSpec::rate_trace`]).
+    pub rate_trace: Option<Arc<RateTrace>>,
 }
 
 impl Impairments {
@@ -212,6 +219,7 @@ impl Impairments {
             matrix: spec.matrix.clone(),
             delay_series: spec.delay_series.clone(),
             loss_series: spec.loss_series.clone(),
+            rate_trace: spec.rate_trace.clone(),
         }
     }
 
@@ -264,6 +272,7 @@ impl Impairments {
         set(&mut out.matrix, &given.matrix);
         set(&mut out.delay_series, &given.delay_series);
         set(&mut out.loss_series, &given.loss_series);
+        set(&mut out.rate_trace, &given.rate_trace);
         out
     }
 
@@ -307,6 +316,7 @@ impl Impairments {
             matrix: self.matrix.clone(),
             delay_series: self.delay_series.clone(),
             loss_series: self.loss_series.clone(),
+            rate_trace: self.rate_trace.clone(),
         };
         super::validate::rule(&spec)?;
         Ok(spec)

@@ -238,6 +238,9 @@ impl RuleView {
         if r.flags & rule_flags::LOSS_SERIES != 0 {
             imp.push("loss-trace".into());
         }
+        if r.flags & rule_flags::RATE_TRACE != 0 {
+            imp.push("rate-trace".into());
+        }
         Self {
             matches: if parts.is_empty() {
                 "all".into()
@@ -371,5 +374,6 @@ pub fn spec_of(r: &Rule, table: Option<&[i32]>) -> RuleSpec {
         matrix: None,
         delay_series: None,
         loss_series: None,
+        rate_trace: None,
     }
 }

@@ -288,6 +288,7 @@ impl RuleToml {
             matrix: None,
             delay_series: None,
             loss_series: None,
+            rate_trace: None,
         };
         let mut rules = matcher
             .rules(&impairments)

@@ -27,4 +27,5 @@ mod matrix;
 mod mutation;
 mod series;
 mod timing;
+mod trace;
 mod verifier;

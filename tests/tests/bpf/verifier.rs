@@ -252,6 +252,20 @@ fn paths() -> Vec<Path> {
                 |c| c.delayed,
             )
         },
+        Path {
+            egress_only: true,
+            ..path(
+                "rate trace",
+                RuleSpec {
+                    rate_trace: Some(std::sync::Arc::new(
+                        impair::model::trace::RateTrace::parse("verifier", "1\n1\n2\n").unwrap(),
+                    )),
+                    ..Default::default()
+                },
+                true,
+                |c| c.passed,
+            )
+        },
     ]
 }
 
