@@ -5,3 +5,4 @@ pub mod doctor;
 pub mod matrix;
 pub mod metrics;
 pub mod snapshot;
+pub mod trace;

@@ -103,6 +103,9 @@ pub struct Snapshot {
     pub matrix_top: Vec<super::matrix::MatrixDestStats>,
     #[serde(skip_serializing_if = "is_zero")]
     pub matrix_prefixes: usize,
+    /// Where the rate trace is ([`super::trace`]), if the set has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_trace: Option<super::trace::TraceStats>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -151,6 +154,21 @@ impl Snapshot {
         } else {
             (Vec::new(), 0)
         };
+        let rate_trace = if rules
+            .iter()
+            .any(|r| r.flags & impair_common::rule_flags::RATE_TRACE != 0)
+        {
+            let (load, dropped) = rules
+                .iter()
+                .zip(&out)
+                .filter(|(r, _)| r.flags & impair_common::rule_flags::RATE_TRACE != 0)
+                .fold((0, 0), |(b, d), (_, s)| {
+                    (b + s.wire_bytes, d + s.dropped_queue)
+                });
+            super::trace::read(maps, slot, load, dropped)?
+        } else {
+            None
+        };
         Ok(Self {
             interface: interface.to_owned(),
             hook: owner.hook_name(),
@@ -165,6 +183,7 @@ impl Snapshot {
             rules: out,
             matrix_top,
             matrix_prefixes,
+            rate_trace,
         })
     }
 
@@ -233,6 +252,9 @@ impl Snapshot {
             &self.matrix_top,
             self.matrix_prefixes,
         ));
+        if let Some(t) = &self.rate_trace {
+            lines.push(super::trace::render(t));
+        }
         lines
     }
 }

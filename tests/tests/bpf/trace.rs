@@ -99,4 +99,18 @@ fn trace_read_back_for_update() {
     assert_eq!(back.times_ms, [1, 1, 5]);
     let h = l.maps.trace_header(slot).unwrap();
     assert_eq!((h.period_ms, h.opportunities), (5, 3));
+    // What `impair stats` shows: 2 s into a 5 ms period, 400 periods of
+    // 3 opportunities offered (the position within the period is whatever
+    // now is).
+    let mut l = l;
+    let slot = l.maps.active_slot().unwrap();
+    l.maps
+        .set_trace_start(slot, monotonic_ns() - 2_000_000_000)
+        .unwrap();
+    let s = impair::observe::trace::read(&l.maps, slot, 0, 0)
+        .unwrap()
+        .unwrap();
+    assert_eq!((s.period_ms, s.opportunities), (5, 3));
+    assert!(s.loops >= 400 && s.position_ms < 5, "{s:?}");
+    assert!(s.offered_bytes >= 399 * 3 * 1500, "{s:?}");
 }
