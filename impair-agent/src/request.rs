@@ -289,6 +289,12 @@ impl RuleJson {
             overhead_bytes: int(Field::Overhead, self.overhead, -1024, 1024)?.map(|n| n as i32),
             cell: opt(prefix, Field::Cell, self.cell.clone(), parse_cell)?,
             queue: opt(prefix, Field::Queue, self.queue.clone(), parse_queue)?,
+            // Matrices, series and rate traces are files on the command
+            // line; the API does not take them yet.
+            matrix: None,
+            delay_series: None,
+            loss_series: None,
+            rate_trace: None,
         };
         if let (Some(s), Some(d)) = (matcher.src, matcher.dst) {
             if s.addr().is_ipv4() != d.addr().is_ipv4() {

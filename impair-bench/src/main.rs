@@ -63,6 +63,8 @@ pub(crate) struct Opts {
     pub(crate) peers: bool,
     /// `IMPAIR-BENCH-PEERS` results from VM runs, rendered into the report.
     pub(crate) peers_from: Vec<PathBuf>,
+    /// Run only the BPF_PROG_TEST_RUN microbenchmarks (printed to stderr).
+    pub(crate) micro_only: bool,
 }
 
 pub(crate) fn parse_args() -> Result<Opts> {
@@ -73,6 +75,7 @@ pub(crate) fn parse_args() -> Result<Opts> {
         docs: None,
         peers: false,
         peers_from: Vec::new(),
+        micro_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -82,10 +85,11 @@ pub(crate) fn parse_args() -> Result<Opts> {
             "--out" => o.out = it.next().context("--out DIR")?.into(),
             "--docs" => o.docs = Some(it.next().context("--docs FILE")?.into()),
             "--peers" => o.peers = true,
+            "--micro-only" => o.micro_only = true,
             "--peers-from" => o
                 .peers_from
                 .push(it.next().context("--peers-from FILE")?.into()),
-            other => bail!("unknown argument {other}: impair-bench [--quick] [--rounds N] [--out DIR] [--docs FILE] [--peers] [--peers-from FILE]..."),
+            other => bail!("unknown argument {other}: impair-bench [--quick] [--rounds N] [--out DIR] [--docs FILE] [--peers] [--peers-from FILE]... [--micro-only]"),
         }
     }
     if o.quick && o.rounds == 10 {
@@ -125,6 +129,9 @@ fn main() -> Result<()> {
     let micro = std::thread::spawn(move || micro(quick))
         .join()
         .map_err(|_| anyhow::anyhow!("the microbenchmark thread panicked"))??;
+    if o.micro_only {
+        return Ok(());
+    }
     let dur = arm_duration(&o);
     let lab = Lab::create_with("bench", LabOptions { offloads: false })?;
     let mut not_run = Vec::new();

@@ -154,6 +154,7 @@ pub(crate) fn micro(quick: bool) -> Result<Vec<Micro>> {
             ns_per_packet: ns,
         });
     }
+    out.extend(matrix_scaling(&frame, repeat)?);
     // Many flows: the in-order table holds 1 or 10 000 flows when timed.
     for flows in [1u16, 10_000] {
         let mut l = Loaded::new(&compile_all(std::slice::from_ref(&full))?, 7)?;
@@ -163,6 +164,49 @@ pub(crate) fn micro(quick: bool) -> Result<Vec<Micro>> {
         }
         let ns = time_prog(&mut l, &frame, repeat)?;
         let name = format!("full, {flows} flows in the in-order table");
+        eprintln!("micro  {name:<42} {ns:7.1} ns/packet");
+        out.push(Micro {
+            case: name,
+            rules: 1,
+            ns_per_packet: ns,
+        });
+    }
+    Ok(out)
+}
+
+/// A latency matrix of 1 to 100,000 prefixes (distinct /32s in 10.0.0.0/8,
+/// and the frame's destination with 1% loss): the cost of the one LPM trie
+/// lookup a rule with a matrix adds, against the number of prefixes.
+fn matrix_scaling(frame: &[u8], repeat: u32) -> Result<Vec<Micro>> {
+    use impair::model::{matrix::Dest, Matrix};
+    let mut out = Vec::new();
+    for n in [1usize, 10, 100, 1_000, 10_000, 100_000] {
+        let mut dests: Vec<Dest> = (0..n as u32 - 1)
+            .map(|i| Dest {
+                prefix: std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 | i)).into(),
+                delay_ns: None,
+                jitter_ns: None,
+                loss: Some(0.5),
+                rate_bps: None,
+            })
+            .collect();
+        dests.push(Dest {
+            prefix: std::net::IpAddr::from(SERVER_V4).into(),
+            delay_ns: None,
+            jitter_ns: None,
+            loss: Some(0.01),
+            rate_bps: None,
+        });
+        let rule = RuleSpec {
+            matrix: Some(Arc::new(Matrix {
+                source: "bench".into(),
+                dests,
+            })),
+            ..Default::default()
+        };
+        let mut l = Loaded::new(&compile_all(&[rule])?, 7)?;
+        let ns = time_prog(&mut l, frame, repeat)?;
+        let name = format!("matrix, {n} prefixes");
         eprintln!("micro  {name:<42} {ns:7.1} ns/packet");
         out.push(Micro {
             case: name,

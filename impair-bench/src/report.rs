@@ -264,6 +264,15 @@ pub(crate) fn markdown(r: &Report) -> String {
         let growth = b.ns_per_packet / a.ns_per_packet - 1.0;
         let _ = writeln!(m, "- cost flat within ±10% from 1 to 64 rules (distinct prefixes, the last rule matches): {:+.0}%: {}", growth * 100.0, verdict(growth.abs() <= 0.10));
     }
+    let matrix: Vec<&Micro> = r
+        .micro
+        .iter()
+        .filter(|x| x.case.starts_with("matrix, "))
+        .collect();
+    if let (Some(a), Some(b)) = (matrix.first(), matrix.last()) {
+        let growth = b.ns_per_packet / a.ns_per_packet - 1.0;
+        let _ = writeln!(m, "- latency-matrix lookup cost grows less than 10% from 1 to 100,000 prefixes ({}: {:.1} ns, {}: {:.1} ns): {:+.1}%: {}", a.case, a.ns_per_packet, b.case, b.ns_per_packet, growth * 100.0, verdict(growth < 0.10));
+    }
     if let (Some((i, _)), Some((t, _))) = (ratio(Arm::ImpairLoss1), ratio(Arm::IptablesLoss1)) {
         let _ = writeln!(m, "- faster than iptables statistic at the same 1% loss: impair {:.3} vs iptables {:.3}: {}", i, t, verdict(i > t));
     }

@@ -94,6 +94,36 @@ pub enum Command {
 pub(crate) fn percent(s: &str) -> Result<f64, String> {
     parse_percent("percentage", s).map_err(|e| e.0)
 }
+pub(crate) fn matrix(s: &str) -> Result<std::sync::Arc<impair::model::Matrix>, String> {
+    impair::model::Matrix::load(std::path::Path::new(s))
+        .map(std::sync::Arc::new)
+        .map_err(|e| e.to_string())
+}
+fn series_file(
+    s: &str,
+    kind: impair::model::series::SeriesKind,
+) -> Result<std::sync::Arc<impair::model::series::Series>, String> {
+    impair::model::series::Series::load(
+        std::path::Path::new(s),
+        kind,
+        Default::default(),
+        Default::default(),
+    )
+    .map_err(|e| e.to_string())
+}
+pub(crate) fn delay_trace(
+    s: &str,
+) -> Result<std::sync::Arc<impair::model::series::Series>, String> {
+    series_file(s, impair::model::series::SeriesKind::Delay)
+}
+pub(crate) fn loss_trace(s: &str) -> Result<std::sync::Arc<impair::model::series::Series>, String> {
+    series_file(s, impair::model::series::SeriesKind::Loss)
+}
+pub(crate) fn rate_trace(
+    s: &str,
+) -> Result<std::sync::Arc<impair::model::trace::RateTrace>, String> {
+    impair::model::trace::RateTrace::load(std::path::Path::new(s)).map_err(|e| e.to_string())
+}
 pub(crate) fn delay(s: &str) -> Result<u64, String> {
     parse_duration_ns("time", s).map_err(|e| e.0)
 }
@@ -256,6 +286,29 @@ pub struct ImpairArgs {
     /// packets (netem's limit); at ingress: a 10ms burst.
     #[arg(long, value_parser = queue, value_name = "LIMIT")]
     pub queue: Option<QueueLimit>,
+    /// Latency matrix: per-destination delay, jitter, loss and rate after
+    /// the rule's own, CSV with the header prefix,delay,jitter,loss,rate
+    /// (or TOML [[dest]] tables in a .toml file); the most specific prefix
+    /// wins (docs/traces.md).
+    #[arg(long, value_parser = matrix, value_name = "FILE")]
+    pub matrix: Option<std::sync::Arc<impair::model::Matrix>>,
+    /// Delay series: lines TIME,DELAY (time in ms or with a unit, e.g.
+    /// `1500,40ms`); its value for now replaces --delay (docs/traces.md).
+    #[arg(long, value_parser = delay_trace, value_name = "FILE")]
+    pub delay_trace: Option<std::sync::Arc<impair::model::series::Series>>,
+    /// Loss series: lines TIME,LOSS (e.g. `2000,5%`); replaces --loss.
+    #[arg(long, value_parser = loss_trace, value_name = "FILE")]
+    pub loss_trace: Option<std::sync::Arc<impair::model::series::Series>>,
+    /// Between a series' points: hold the value (step) or interpolate (linear).
+    #[arg(long, value_name = "step|linear")]
+    pub trace_mode: Option<impair::model::series::TraceMode>,
+    /// After a series' last time: start again (loop) or keep the last value (hold).
+    #[arg(long, value_name = "loop|hold")]
+    pub trace_end: Option<impair::model::series::TraceEnd>,
+    /// Rate trace in Mahimahi's format: one line per 1500-byte delivery
+    /// opportunity, ms from the start; loops (docs/traces.md).
+    #[arg(long, value_parser = rate_trace, value_name = "FILE")]
+    pub rate_trace: Option<std::sync::Arc<impair::model::trace::RateTrace>>,
 }
 
 impl ImpairArgs {
@@ -280,7 +333,25 @@ impl ImpairArgs {
             overhead_bytes: self.overhead,
             cell: self.cell,
             queue: self.queue,
+            matrix: self.matrix.clone(),
+            delay_series: self.series(&self.delay_trace),
+            loss_series: self.series(&self.loss_trace),
+            rate_trace: self.rate_trace.clone(),
         }
+    }
+
+    /// A series flag's file with --trace-mode and --trace-end applied.
+    fn series(
+        &self,
+        s: &Option<std::sync::Arc<impair::model::series::Series>>,
+    ) -> Option<std::sync::Arc<impair::model::series::Series>> {
+        s.as_ref().map(|s| {
+            std::sync::Arc::new(impair::model::series::Series {
+                mode: self.trace_mode.unwrap_or_default(),
+                end: self.trace_end.unwrap_or_default(),
+                ..(**s).clone()
+            })
+        })
     }
 
     pub fn given(&self) -> bool {

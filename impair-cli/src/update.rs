@@ -217,10 +217,31 @@ pub(crate) fn running_rules(inst: &discover::Instance) -> Result<Vec<RuleSpec>> 
             let table = (r.delay_dist == impair_common::delay_dist::TABLE)
                 .then(|| inst.maps.delay_table(slot, i as u32))
                 .transpose()?;
-            Ok(impair::model::view::spec_of(
-                r,
-                table.as_ref().map(|t| &t[..]),
-            ))
+            let mut spec = impair::model::view::spec_of(r, table.as_ref().map(|t| &t[..]));
+            // A running latency matrix is kept unless --matrix replaces it.
+            if r.flags & impair_common::rule_flags::MATRIX != 0 {
+                spec.matrix = inst
+                    .maps
+                    .matrix_of(slot, i as u32)?
+                    .map(std::sync::Arc::new);
+            }
+            // Running series are kept unless the flags replace them.
+            if r.flags & impair_common::rule_flags::DELAY_SERIES != 0 {
+                spec.delay_series = inst
+                    .maps
+                    .series_of(slot, impair_common::series::SERIES_DELAY)?
+                    .map(std::sync::Arc::new);
+            }
+            if r.flags & impair_common::rule_flags::RATE_TRACE != 0 {
+                spec.rate_trace = inst.maps.rate_trace_of(slot)?.map(std::sync::Arc::new);
+            }
+            if r.flags & impair_common::rule_flags::LOSS_SERIES != 0 {
+                spec.loss_series = inst
+                    .maps
+                    .series_of(slot, impair_common::series::SERIES_LOSS)?
+                    .map(std::sync::Arc::new);
+            }
+            Ok(spec)
         })
         .collect()
 }

@@ -58,6 +58,16 @@ pub mod map_names {
     pub const FLOWS: &str = "IMPAIR_FLOWS";
     pub const OWNER: &str = "IMPAIR_OWNER";
     pub const INDEX: &str = "IMPAIR_INDEX";
+    /// Latency matrices (`crate::matrix`): an LPM trie.
+    pub const MATRIX: &str = "IMPAIR_MATRIX";
+    /// Delay and loss series (`crate::series`): headers and values.
+    pub const SERIES_HDR: &str = "IMPAIR_SERIES_H";
+    pub const SERIES: &str = "IMPAIR_SERIES";
+    /// Rate traces (`crate::trace`): header, opportunity times, and per ms
+    /// the opportunities before it.
+    pub const TRACE_HDR: &str = "IMPAIR_TRACE_H";
+    pub const TRACE_TIMES: &str = "IMPAIR_TRACE_T";
+    pub const TRACE_BEFORE: &str = "IMPAIR_TRACE_B";
 }
 
 /// Program names (the kernel keeps the first 15 bytes). All three live in one
@@ -279,6 +289,18 @@ pub mod rule_flags {
     /// Keep each flow's departure times non-decreasing, so jitter delays
     /// packets without reordering them.
     pub const IN_ORDER: u32 = 1 << 3;
+    /// Look the packet's destination up in the rule's latency matrix
+    /// (`IMPAIR_MATRIX`, `crate::matrix`) and apply the entry found.
+    pub const MATRIX: u32 = 1 << 4;
+    /// The rule's base delay is the rule set's delay series' value for now
+    /// (`crate::series`), not `delay_ns`.
+    pub const DELAY_SERIES: u32 = 1 << 5;
+    /// The rule's loss is the rule set's loss series' value for now
+    /// (Bernoulli), not `loss`.
+    pub const LOSS_SERIES: u32 = 1 << 6;
+    /// The packet departs when the rule set's rate trace has capacity for
+    /// it (`crate::trace`), after the delay.
+    pub const RATE_TRACE: u32 = 1 << 7;
 }
 
 /// `Rule::delay_dist` values: how the jitter is drawn.

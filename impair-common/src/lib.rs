@@ -12,8 +12,11 @@ pub mod dist;
 pub mod edt;
 pub mod index;
 pub mod loss;
+pub mod matrix;
 pub mod prob;
 pub mod rng;
+pub mod series;
+pub mod trace;
 
 pub use abi::*;
 pub use counters::*;

@@ -5,17 +5,20 @@
 //! last corruption of the original (`mutate`).
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use impair_common::{
-    loss, loss_model, prob, rule_flags, wire_segments, DataPathError, PacketKey, Rule,
+    loss, loss_model, prob, rule_flags, series::SERIES_LOSS, wire_segments, DataPathError,
+    PacketKey, Rule,
 };
 
 use crate::{
     duplicate::send_duplicate,
     hook::{Hook, Verdict},
     maps::{LOSS_STATE, RULE_COUNTERS},
+    matrix,
     mutate::{corrupt, mark_ce},
     pkt::Packet,
     police::police,
     rng::random_u64,
+    series,
     timing::{schedule, set_departure, Schedule, Wire},
     Result,
 };
@@ -55,7 +58,18 @@ pub fn apply<H: Hook>(h: &H, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -
     // The duplicate decision draws from the same word at every hook, so a
     // seed gives the same loss decisions wherever the rule runs.
     let duplicate = H::EGRESS && prob::fires(rule.duplicate_u32, (r >> 32) as u32);
-    if lost(rule, idx, r)? {
+    let lost_now = if rule.flags & rule_flags::LOSS_SERIES != 0 {
+        // The loss series' value for now replaces the rule's loss.
+        // SAFETY: bpf_ktime_get_ns has no preconditions.
+        let now = unsafe { bpf_ktime_get_ns() };
+        match series::value(idx, SERIES_LOSS, now)? {
+            Some(p) => prob::fires(p, r as u32),
+            None => lost(rule, idx, r)?,
+        }
+    } else {
+        lost(rule, idx, r)?
+    };
+    if lost_now {
         if rule.flags & rule_flags::ECN != 0 && key.ecn != 0 {
             mark_ce(pkt, key)?;
             c.ecn_marked += 1;
@@ -70,9 +84,26 @@ pub fn apply<H: Hook>(h: &H, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -
             return Ok(Verdict::Drop);
         }
     }
+    // The destination's entry in the rule's latency matrix: looked up only
+    // for rules that have one; its loss follows the rule's.
+    let dest = if rule.flags & rule_flags::MATRIX != 0 {
+        matrix::lookup(idx, key, len)
+    } else {
+        None
+    };
+    if let Some(e) = dest {
+        if matrix::lost(e) {
+            c.dropped_loss += 1;
+            c.dropped_wire_packets += segs;
+            return Ok(Verdict::Drop);
+        }
+    }
     if let Some(ctx) = h.skb() {
         // tc egress: a queue (fq) follows, so the packet gets a departure time.
-        if rule.delay_ns | rule.jitter_ns | rule.rate_ps_per_byte != 0 {
+        if rule.delay_ns | rule.jitter_ns | rule.rate_ps_per_byte != 0
+            || dest.is_some()
+            || rule.flags & (rule_flags::DELAY_SERIES | rule_flags::RATE_TRACE) != 0
+        {
             // SAFETY: bpf_ktime_get_ns has no preconditions.
             let now = unsafe { bpf_ktime_get_ns() };
             match schedule(ctx, rule, idx, wire, now)? {
@@ -83,6 +114,17 @@ pub fn apply<H: Hook>(h: &H, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -
                 }
                 Schedule::Now => c.reordered += 1,
                 Schedule::At(t) => {
+                    let t = match dest {
+                        Some(e) => match matrix::depart(e, rule, wire, t) {
+                            Some(t) => t,
+                            None => {
+                                c.dropped_queue += 1;
+                                c.dropped_wire_packets += segs;
+                                return Ok(Verdict::Drop);
+                            }
+                        },
+                        None => t,
+                    };
                     set_departure(ctx, t)?;
                     if t > now {
                         c.delayed += 1;
@@ -96,10 +138,21 @@ pub fn apply<H: Hook>(h: &H, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -
             send_duplicate(ctx)?;
             c.duplicated += 1;
         }
-    } else if rule.rate_ps_per_byte != 0 && !police(rule, idx, wire)? {
-        c.dropped_queue += 1;
-        c.dropped_wire_packets += segs;
-        return Ok(Verdict::Drop);
+    } else {
+        if rule.rate_ps_per_byte != 0 && !police(rule, idx, wire)? {
+            c.dropped_queue += 1;
+            c.dropped_wire_packets += segs;
+            return Ok(Verdict::Drop);
+        }
+        if let Some(e) = dest {
+            // The destination's rate, in series behind the rule's.
+            // SAFETY: bpf_ktime_get_ns has no preconditions.
+            if !matrix::police(e, rule, wire, unsafe { bpf_ktime_get_ns() }) {
+                c.dropped_queue += 1;
+                c.dropped_wire_packets += segs;
+                return Ok(Verdict::Drop);
+            }
+        }
     }
     if prob::fires(rule.corrupt_u32, random_u64() as u32) && corrupt(pkt, key, len, rule.flags)? {
         c.corrupted += 1;

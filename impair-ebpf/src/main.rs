@@ -27,6 +27,7 @@ mod classify;
 mod duplicate;
 mod hook;
 mod maps;
+mod matrix;
 mod mutate;
 mod parse;
 mod pipeline;
@@ -34,7 +35,9 @@ mod pkt;
 mod police;
 mod redirect;
 mod rng;
+mod series;
 mod timing;
+mod trace;
 
 use aya_ebpf::{
     bindings::{

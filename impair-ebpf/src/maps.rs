@@ -3,11 +3,15 @@
 //! from the controller's side.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray},
 };
 use impair_common::{
-    index::MatchIndex, DelayTable, FlowKey, GlobalCounters, Owner, PacketKey, Rule, RuleCounters,
-    RuleSetHeader, CONTROL_ENTRIES, RULE_ENTRIES, SLOTS,
+    index::MatchIndex,
+    matrix::{MatrixAddr, MatrixEntry, MATRIX_ENTRIES},
+    series::{SeriesHeader, SERIES_ENTRIES, SERIES_HEADERS},
+    trace::{RateTraceHeader, TRACE_BEFORE_ENTRIES, TRACE_MAX_OPPORTUNITIES},
+    DelayTable, FlowKey, GlobalCounters, Owner, PacketKey, Rule, RuleCounters, RuleSetHeader,
+    CONTROL_ENTRIES, RULE_ENTRIES, SLOTS,
 };
 
 #[map(name = "IMPAIR_CONTROL")]
@@ -79,3 +83,29 @@ pub static KEY: PerCpuArray<PacketKey> = PerCpuArray::with_max_entries(1, 0);
 /// `classify::first_match` for why it goes through a map).
 #[map(name = "IMPAIR_MATCHED")]
 pub static MATCHED: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Latency matrices (`impair_common::matrix`): per (rule, destination
+/// prefix) parameters, rate state and counters. Not preallocated (an LPM
+/// trie never is): it costs memory only for the prefixes written.
+#[map(name = "IMPAIR_MATRIX")]
+pub static MATRIX: LpmTrie<MatrixAddr, MatrixEntry> = LpmTrie::with_max_entries(MATRIX_ENTRIES, 0);
+
+/// Delay and loss series (`impair_common::series`): where each of a slot's
+/// series starts and its step, then its values.
+#[map(name = "IMPAIR_SERIES_H")]
+pub static SERIES_HDR: Array<SeriesHeader> = Array::with_max_entries(SERIES_HEADERS, 0);
+
+#[map(name = "IMPAIR_SERIES")]
+pub static SERIES: Array<u32> = Array::with_max_entries(SERIES_ENTRIES, 0);
+
+/// Rate traces (`impair_common::trace`), per slot: header and cursor, each
+/// opportunity's time (ms), and per ms of the period the opportunities
+/// before it.
+#[map(name = "IMPAIR_TRACE_H")]
+pub static TRACE_HDR: Array<RateTraceHeader> = Array::with_max_entries(SLOTS, 0);
+
+#[map(name = "IMPAIR_TRACE_T")]
+pub static TRACE_TIMES: Array<u32> = Array::with_max_entries(SLOTS * TRACE_MAX_OPPORTUNITIES, 0);
+
+#[map(name = "IMPAIR_TRACE_B")]
+pub static TRACE_BEFORE: Array<u32> = Array::with_max_entries(SLOTS * TRACE_BEFORE_ENTRIES, 0);

@@ -9,13 +9,15 @@ use aya_ebpf::{
     helpers::{bpf_get_hash_recalc, bpf_skb_set_tstamp},
     programs::TcContext,
 };
-use impair_common::{delay_dist, dist, edt, prob, rule_flags, DataPathError, FlowKey, Rule};
+use impair_common::{
+    delay_dist, dist, edt, prob, rule_flags, series::SERIES_DELAY, DataPathError, FlowKey, Rule,
+};
 
 use crate::{
     atomic::{self, fetch_max, CAS_ATTEMPTS},
     maps::{DELAY_STATE, FLOWS, RATE_STATE, TABLES},
     rng::random_u64,
-    Result,
+    series, trace, Result,
 };
 
 /// `BPF_SKB_TSTAMP_DELIVERY_MONO` (an anonymous enum in the bindings): the
@@ -49,9 +51,18 @@ pub fn schedule(ctx: &TcContext, rule: &Rule, idx: u32, wire: Wire, now: u64) ->
     if rule.reorder_u32 != 0 && prob::fires(rule.reorder_u32, random_u64() as u32) {
         return Ok(Schedule::Now);
     }
+    // A delay series' value for now replaces the rule's base delay.
+    let base = if rule.flags & rule_flags::DELAY_SERIES != 0 {
+        match series::value(idx, SERIES_DELAY, now)? {
+            Some(us) => u64::from(us) * 1_000,
+            None => rule.delay_ns,
+        }
+    } else {
+        rule.delay_ns
+    };
     let delay = match rule.delay_dist {
         delay_dist::UNIFORM => {
-            dist::uniform_delay_ns(rule.delay_ns, rule.jitter_ns, jitter_random(rule, idx)?)
+            dist::uniform_delay_ns(base, rule.jitter_ns, jitter_random(rule, idx)?)
         }
         delay_dist::TABLE => {
             let (i, frac) = dist::sample_index_frac(jitter_random(rule, idx)?);
@@ -61,9 +72,9 @@ pub fn schedule(ctx: &TcContext, rule: &Rule, idx: u32, wire: Wire, now: u64) ->
             // (TABLE_SIZE is a power of two, asserted in impair_common::dist).
             let i = (i as usize) & (dist::TABLE_SIZE as usize - 1);
             let q = dist::interpolate(table[i], table[i + 1], frac);
-            dist::jittered_delay_ns(rule.delay_ns, rule.jitter_ns, q)
+            dist::jittered_delay_ns(base, rule.jitter_ns, q)
         }
-        _ => rule.delay_ns,
+        _ => base,
     };
     // SAFETY: the context's `__sk_buff`, valid while the program runs; tc
     // programs may read `tstamp`.
@@ -80,6 +91,22 @@ pub fn schedule(ctx: &TcContext, rule: &Rule, idx: u32, wire: Wire, now: u64) ->
         }
         if let Some(last) = FLOWS.get_ptr_mut(key) {
             t = fetch_max(last, t);
+        }
+    }
+    if rule.flags & rule_flags::RATE_TRACE != 0 {
+        // The rate trace's link: the packet's wire bytes leave when the
+        // trace has capacity for them.
+        let bytes = edt::gso_wire_bytes(
+            wire.len,
+            wire.segs,
+            wire.hdr_len,
+            rule.overhead_bytes,
+            rule.cell_bytes,
+            rule.cell_overhead_bytes,
+        );
+        match trace::depart(idx, t, bytes, rule.queue_limit_ns)? {
+            None => return Ok(Schedule::Drop),
+            Some(d) => t = d,
         }
     }
     if rule.rate_ps_per_byte != 0 {

@@ -6,10 +6,15 @@ use impair_common::{
 };
 use ipnet::IpNet;
 
+use std::sync::Arc;
+
 use super::{
     dist::Distribution,
     error::ModelError,
+    matrix::Matrix,
     rule::{CorruptMode, MatchSpec, RuleSpec},
+    series::Series,
+    trace::{RateTrace, TRACE_DEFAULT_QUEUE_NS},
     units::{LossModelSpec, QueueLimit, QUEUE_PACKET_BYTES},
     validate,
 };
@@ -20,6 +25,14 @@ use super::{
 pub struct RuleSet {
     pub rules: Vec<Rule>,
     pub tables: Vec<Option<Box<DelayTable>>>,
+    /// Each rule's latency matrix, if it has one (same order as `rules`).
+    pub matrices: Vec<Option<Arc<Matrix>>>,
+    /// The rule set's delay and loss series (one each, shared by the rules
+    /// that have one).
+    pub delay_series: Option<Arc<Series>>,
+    pub loss_series: Option<Arc<Series>>,
+    /// The rule set's rate trace (one, shared by the rules that have one).
+    pub rate_trace: Option<Arc<RateTrace>>,
 }
 
 impl RuleSet {
@@ -28,6 +41,13 @@ impl RuleSet {
         self.rules
             .iter()
             .any(|r| r.delay_ns | r.jitter_ns | r.rate_ps_per_byte != 0)
+            || self.delay_series.is_some()
+            || self.rate_trace.is_some()
+            || self.matrices.iter().flatten().any(|m| {
+                m.dests
+                    .iter()
+                    .any(|d| d.delay_ns.is_some() || d.jitter_ns.is_some() || d.rate_bps.is_some())
+            })
     }
 
     /// The longest time a packet may be held: delay + the jitter's reach +
@@ -44,6 +64,15 @@ impl RuleSet {
                 r.delay_ns
                     .saturating_add(jitter_reach)
                     .saturating_add(r.queue_limit_ns)
+            })
+            .zip(self.matrices.iter().chain(std::iter::repeat(&None)))
+            .map(|(hold, m)| {
+                // The matrix's hold comes after the rule's.
+                let extra = m.as_ref().map_or(0, |m| {
+                    m.dests.iter().map(|d| d.max_hold_ns()).max().unwrap_or(0)
+                });
+                hold.saturating_add(extra)
+                    .saturating_add(self.delay_series.as_ref().map_or(0, |s| s.max_delay_ns()))
             })
             .max()
             .unwrap_or(0)
@@ -207,6 +236,21 @@ impl RuleSpec {
                 .max(1),
             };
         }
+        if self.matrix.is_some() {
+            r.flags |= rule_flags::MATRIX;
+        }
+        if self.delay_series.is_some() {
+            r.flags |= rule_flags::DELAY_SERIES;
+        }
+        if self.loss_series.is_some() {
+            r.flags |= rule_flags::LOSS_SERIES;
+        }
+        if self.rate_trace.is_some() {
+            r.flags |= rule_flags::RATE_TRACE;
+            if r.queue_limit_ns == 0 {
+                r.queue_limit_ns = TRACE_DEFAULT_QUEUE_NS;
+            }
+        }
         Ok(r)
     }
 
@@ -230,11 +274,55 @@ impl RuleSpec {
 /// Compiles a rule list, validated as a whole ([`validate::rule_set`]).
 pub fn compile_all(rules: &[RuleSpec]) -> Result<RuleSet, ModelError> {
     validate::rule_set(rules)?;
+    let prefixes: usize = rules
+        .iter()
+        .filter_map(|r| r.matrix.as_ref())
+        .map(|m| m.dests.len())
+        .sum();
+    if prefixes > impair_common::matrix::MATRIX_MAX_DESTS as usize {
+        return Err(ModelError::OutOfRange {
+            field: super::error::Field::Rules,
+            value: format!("{prefixes} latency-matrix prefixes"),
+            expected: format!(
+                "at most {} over all rules of a set",
+                impair_common::matrix::MATRIX_MAX_DESTS
+            ),
+        });
+    }
+    let one_series = |pick: fn(&RuleSpec) -> &Option<Arc<Series>>, what: &str| {
+        let mut all = rules.iter().filter_map(|r| pick(r).clone());
+        let first = all.next();
+        match &first {
+            Some(f) if all.any(|s| s != *f) => Err(ModelError::OutOfRange {
+                field: super::error::Field::Rules,
+                value: format!("rules with different {what} series"),
+                expected: format!("one {what} series per rule set"),
+            }),
+            _ => Ok(first),
+        }
+    };
+    let delay_series = one_series(|r| &r.delay_series, "delay")?;
+    let loss_series = one_series(|r| &r.loss_series, "loss")?;
+    let mut traces = rules.iter().filter_map(|r| r.rate_trace.clone());
+    let rate_trace = traces.next();
+    if let Some(first) = &rate_trace {
+        if traces.any(|t| t != *first) {
+            return Err(ModelError::OutOfRange {
+                field: super::error::Field::Rules,
+                value: "rules with different rate traces".into(),
+                expected: "one rate trace per rule set".into(),
+            });
+        }
+    }
     Ok(RuleSet {
+        delay_series,
+        loss_series,
+        rate_trace,
         rules: rules
             .iter()
             .map(RuleSpec::compile)
             .collect::<Result<_, _>>()?,
         tables: rules.iter().map(RuleSpec::table).collect(),
+        matrices: rules.iter().map(|r| r.matrix.clone()).collect(),
     })
 }

@@ -3,13 +3,16 @@
 //! profiles, scenarios, sweeps, the API) fills an [`Impairments`] and a
 //! [`MatchSpec`], and [`Impairments::rule`] validates them in one place
 //! ([`super::validate`]). No clap, no printing, no process exit here.
-use std::str::FromStr;
+use std::{str::FromStr, sync::Arc};
 
 use ipnet::IpNet;
 
 use super::{
     dist::Distribution,
     error::{ModelError, ValueError},
+    matrix::Matrix,
+    series::Series,
+    trace::RateTrace,
     units::{LossModelSpec, Proto, QueueLimit},
 };
 
@@ -62,6 +65,16 @@ pub struct RuleSpec {
     pub reorder: Option<f64>,
     /// Rate limit (EDT pacing); see [`RateSpec`].
     pub rate: Option<RateSpec>,
+    /// Per-destination delay, jitter, loss and rate after the rule's own
+    /// (a latency matrix, [`super::matrix`]).
+    pub matrix: Option<Arc<Matrix>>,
+    /// A delay series: its value for now replaces the delay ([`super::series`]).
+    pub delay_series: Option<Arc<Series>>,
+    /// A loss series: its value for now replaces the loss.
+    pub loss_series: Option<Arc<Series>>,
+    /// A rate trace: packets leave when its capacity covers them
+    /// ([`super::trace`]).
+    pub rate_trace: Option<Arc<RateTrace>>,
 }
 
 /// Delay added to every matching packet.
@@ -138,6 +151,10 @@ impl RuleSpec {
             || self.mtu_bytes.is_some()
             || self.corrupt.is_some()
             || self.duplicate.is_some()
+            || self.matrix.is_some()
+            || self.delay_series.is_some()
+            || self.loss_series.is_some()
+            || self.rate_trace.is_some()
     }
 }
 
@@ -165,6 +182,13 @@ pub struct Impairments {
     /// Cell size and per-cell overhead, in bytes.
     pub cell: Option<(u32, i32)>,
     pub queue: Option<QueueLimit>,
+    /// A latency matrix ([`RuleSpec::matrix`]).
+    pub matrix: Option<Arc<Matrix>>,
+    /// Delay and loss series ([`RuleSpec::delay_series`]).
+    pub delay_series: Option<Arc<Series>>,
+    pub loss_series: Option<Arc<Series>>,
+    /// A rate trace ([`RuleSpec::rate_trace`]).
+    pub rate_trace: Option<Arc<RateTrace>>,
 }
 
 impl Impairments {
@@ -192,6 +216,10 @@ impl Impairments {
             cell: r
                 .and_then(|r| (r.cell_bytes != 0).then_some((r.cell_bytes, r.cell_overhead_bytes))),
             queue: r.and_then(|r| r.queue),
+            matrix: spec.matrix.clone(),
+            delay_series: spec.delay_series.clone(),
+            loss_series: spec.loss_series.clone(),
+            rate_trace: spec.rate_trace.clone(),
         }
     }
 
@@ -241,6 +269,10 @@ impl Impairments {
         set(&mut out.overhead_bytes, &given.overhead_bytes);
         set(&mut out.cell, &given.cell);
         set(&mut out.queue, &given.queue);
+        set(&mut out.matrix, &given.matrix);
+        set(&mut out.delay_series, &given.delay_series);
+        set(&mut out.loss_series, &given.loss_series);
+        set(&mut out.rate_trace, &given.rate_trace);
         out
     }
 
@@ -281,6 +313,10 @@ impl Impairments {
                 cell_overhead_bytes: self.cell.map_or(0, |c| c.1),
                 queue: self.queue,
             }),
+            matrix: self.matrix.clone(),
+            delay_series: self.delay_series.clone(),
+            loss_series: self.loss_series.clone(),
+            rate_trace: self.rate_trace.clone(),
         };
         super::validate::rule(&spec)?;
         Ok(spec)

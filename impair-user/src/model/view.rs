@@ -229,6 +229,18 @@ impl RuleView {
             }
             imp.push(t);
         }
+        if r.flags & rule_flags::MATRIX != 0 {
+            imp.push("matrix".into());
+        }
+        if r.flags & rule_flags::DELAY_SERIES != 0 {
+            imp.push("delay-trace".into());
+        }
+        if r.flags & rule_flags::LOSS_SERIES != 0 {
+            imp.push("loss-trace".into());
+        }
+        if r.flags & rule_flags::RATE_TRACE != 0 {
+            imp.push("rate-trace".into());
+        }
         Self {
             matches: if parts.is_empty() {
                 "all".into()
@@ -358,5 +370,10 @@ pub fn spec_of(r: &Rule, table: Option<&[i32]>) -> RuleSpec {
         delay,
         reorder: given(r.reorder_u32),
         rate,
+        // The matrix lives in its own map: `Maps::matrix_of` reads it back.
+        matrix: None,
+        delay_series: None,
+        loss_series: None,
+        rate_trace: None,
     }
 }

@@ -106,6 +106,19 @@ pub struct Snapshot {
     /// link's uplink), `ingress` (received: its downlink) or `both` (one
     /// instance, one rule set on both hooks).
     pub direction: &'static str,
+    /// The busiest destinations of the rules' latency matrices
+    /// ([`super::matrix`]), and how many prefixes those hold.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub matrix_top: Vec<super::matrix::MatrixDestStats>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub matrix_prefixes: usize,
+    /// Where the rate trace is ([`super::trace`]), if the set has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_trace: Option<super::trace::TraceStats>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The direction an owner record's hooks impair (see [`Snapshot::direction`]).
@@ -147,6 +160,29 @@ impl Snapshot {
                     .then(|| wilson_interval(c.dropped_loss, c.packets, Z95)),
             });
         }
+        let (matrix_top, matrix_prefixes) = if rules
+            .iter()
+            .any(|r| r.flags & impair_common::rule_flags::MATRIX != 0)
+        {
+            super::matrix::top_dests(maps, slot, super::matrix::TOP_DESTS)?
+        } else {
+            (Vec::new(), 0)
+        };
+        let rate_trace = if rules
+            .iter()
+            .any(|r| r.flags & impair_common::rule_flags::RATE_TRACE != 0)
+        {
+            let (load, dropped) = rules
+                .iter()
+                .zip(&out)
+                .filter(|(r, _)| r.flags & impair_common::rule_flags::RATE_TRACE != 0)
+                .fold((0, 0), |(b, d), (_, s)| {
+                    (b + s.wire_bytes, d + s.dropped_queue)
+                });
+            super::trace::read(maps, slot, load, dropped)?
+        } else {
+            None
+        };
         Ok(Self {
             interface: interface.to_owned(),
             hook: owner.hook_name(),
@@ -160,6 +196,9 @@ impl Snapshot {
             error_causes: g.error_causes.each().into_iter().collect(),
             rules: out,
             direction: direction_of(&owner),
+            matrix_top,
+            matrix_prefixes,
+            rate_trace,
         })
     }
 
@@ -224,6 +263,13 @@ impl Snapshot {
                 "    wire packets {}  wire bytes {}  wire packets dropped {}  (packets above are skbs)",
                 r.wire_packets, r.wire_bytes, r.dropped_wire_packets
             ));
+        }
+        lines.extend(super::matrix::render(
+            &self.matrix_top,
+            self.matrix_prefixes,
+        ));
+        if let Some(t) = &self.rate_trace {
+            lines.push(super::trace::render(t));
         }
         lines
     }

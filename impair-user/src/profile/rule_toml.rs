@@ -303,6 +303,11 @@ impl RuleToml {
             )?,
             cell: field(src, Field::Cell, &self.cell, parse_cell)?,
             queue: field(src, Field::Queue, &self.queue, parse_queue)?,
+            // Profiles name no matrix (yet): `--matrix FILE` on the command line.
+            matrix: None,
+            delay_series: None,
+            loss_series: None,
+            rate_trace: None,
         };
         let mut rules = matcher
             .rules(&impairments)

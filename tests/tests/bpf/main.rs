@@ -23,6 +23,9 @@
 mod fuzz;
 mod loss;
 mod matching;
+mod matrix;
 mod mutation;
+mod series;
 mod timing;
+mod trace;
 mod verifier;

@@ -180,6 +180,92 @@ fn paths() -> Vec<Path> {
                 |c| c.duplicated,
             )
         },
+        path(
+            "matrix loss",
+            RuleSpec {
+                matrix: Some(std::sync::Arc::new(
+                    impair::model::Matrix::parse_csv(
+                        "verifier.csv",
+                        "prefix,delay,jitter,loss,rate\n198.18.0.0/15,,,100%,\n",
+                    )
+                    .unwrap(),
+                )),
+                ..Default::default()
+            },
+            false,
+            |c| c.dropped_loss,
+        ),
+        Path {
+            egress_only: true,
+            ..path(
+                "matrix delay and rate",
+                RuleSpec {
+                    matrix: Some(std::sync::Arc::new(
+                        impair::model::Matrix::parse_csv(
+                            "verifier.csv",
+                            "prefix,delay,jitter,loss,rate\n198.18.0.0/15,10ms,1ms,,100mbit\n",
+                        )
+                        .unwrap(),
+                    )),
+                    ..Default::default()
+                },
+                true,
+                |c| c.delayed,
+            )
+        },
+        path(
+            "loss series",
+            RuleSpec {
+                loss_series: Some(std::sync::Arc::new(
+                    impair::model::series::Series::parse(
+                        "verifier.csv",
+                        "0,100%\n",
+                        impair::model::series::SeriesKind::Loss,
+                        Default::default(),
+                        Default::default(),
+                    )
+                    .unwrap(),
+                )),
+                ..Default::default()
+            },
+            false,
+            |c| c.dropped_loss,
+        ),
+        Path {
+            egress_only: true,
+            ..path(
+                "delay series",
+                RuleSpec {
+                    delay_series: Some(std::sync::Arc::new(
+                        impair::model::series::Series::parse(
+                            "verifier.csv",
+                            "0,10ms\n100,20ms\n",
+                            impair::model::series::SeriesKind::Delay,
+                            Default::default(),
+                            Default::default(),
+                        )
+                        .unwrap(),
+                    )),
+                    ..Default::default()
+                },
+                true,
+                |c| c.delayed,
+            )
+        },
+        Path {
+            egress_only: true,
+            ..path(
+                "rate trace",
+                RuleSpec {
+                    rate_trace: Some(std::sync::Arc::new(
+                        impair::model::trace::RateTrace::parse("verifier", "1\n1\n2\n").unwrap(),
+                    )),
+                    ..Default::default()
+                },
+                true,
+                |c| c.passed,
+            )
+        },
     ]
 }
 

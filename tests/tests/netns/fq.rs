@@ -171,3 +171,7 @@ fn ingress_rate_through_the_ifb_shapes_at_the_receiver() {
     assert!(ctl.signal_and_wait(libc::SIGTERM).success());
     site.assert_restored(&lab, &before);
 }
+
+/// Latency matrices and delay series with fq (the VM tier).
+#[path = "fq_traces.rs"]
+mod traces;

@@ -24,6 +24,8 @@ mod egress;
 mod fq;
 mod ifb;
 mod ingress;
+mod matrix;
+mod series;
 mod tcp;
 
 /// 10% loss at `site` over 20,000 probe packets: inside the 99% Wilson

@@ -1,0 +1,116 @@
+//! Rate traces through the real egress program: departure times at the
+//! trace's delivery opportunities (1500 bytes each), capacity unused before
+//! a packet is ready is lost, the trace loops, and the queue limit drops
+//! what would wait too long. The trace's start is moved so that now falls
+//! at a known time of it (BPF_PROG_TEST_RUN runs at real time).
+use std::sync::Arc;
+
+use impair::{
+    engine::{Loaded, Program},
+    model::{trace::RateTrace, RuleSpec},
+    sys::monotonic_ns,
+};
+use impair_tests::{
+    bpf::{counters, load, run_tstamp},
+    packet::*,
+    CLIENT_V4, SERVER_V4,
+};
+
+const EGRESS: Program = Program::TcEgress;
+
+fn with_trace(text: &str) -> RuleSpec {
+    RuleSpec {
+        rate_trace: Some(Arc::new(RateTrace::parse("t", text).unwrap())),
+        ..Default::default()
+    }
+}
+
+/// Moves the trace so that now is `at_ms` into it; returns its start.
+fn now_at(l: &mut Loaded, at_ms: u64) -> u64 {
+    let slot = l.maps.active_slot().unwrap();
+    let start = monotonic_ns() - at_ms * 1_000_000;
+    l.maps.set_trace_start(slot, start).unwrap();
+    start
+}
+
+#[test]
+fn packets_leave_at_the_opportunities_that_carry_them() {
+    // One opportunity every 100 ms; period 400 ms.
+    let mut l = load(&[with_trace("100\n200\n300\n400\n")]);
+    let start = now_at(&mut l, 50);
+    let f = udp4(CLIENT_V4, SERVER_V4, 1, 2);
+    let per_opportunity = 1500 / f.len();
+    let mut times = Vec::new();
+    for _ in 0..=per_opportunity {
+        let (ok, ts) = run_tstamp(&mut l, EGRESS, &f);
+        assert!(ok);
+        times.push((ts - start) / 1_000_000);
+    }
+    assert!(
+        times[..per_opportunity].iter().all(|&t| t == 100),
+        "the first {per_opportunity} packets of {} bytes share the 100 ms opportunity: {times:?}",
+        f.len()
+    );
+    assert_eq!(times[per_opportunity], 200, "the next one waits for 200 ms");
+    let c = counters(&l, 0);
+    assert_eq!(c.delayed, per_opportunity as u64 + 1);
+}
+
+#[test]
+fn unused_capacity_is_lost_and_the_trace_loops() {
+    let mut l = load(&[with_trace("100\n200\n300\n400\n")]);
+    let f = udp4(CLIENT_V4, SERVER_V4, 1, 2);
+    // Ready at 250 ms: the opportunities at 100 and 200 ms went unused.
+    let start = now_at(&mut l, 250);
+    let (_, ts) = run_tstamp(&mut l, EGRESS, &f);
+    assert_eq!((ts - start) / 1_000_000, 300);
+    // Ready at 450 ms: the second period's 100 ms opportunity, at 500 ms.
+    let start = now_at(&mut l, 450);
+    let (_, ts) = run_tstamp(&mut l, EGRESS, &f);
+    assert_eq!((ts - start) / 1_000_000, 500);
+}
+
+#[test]
+fn the_queue_limit_drops_what_would_wait_too_long() {
+    // One opportunity per 2 s: the second 1500 bytes would wait over the
+    // default 1 s limit.
+    let mut l = load(&[with_trace("2000\n")]);
+    now_at(&mut l, 1_500);
+    let f = udp4(CLIENT_V4, SERVER_V4, 1, 2);
+    let fits = 1500 / f.len();
+    for _ in 0..fits {
+        assert!(
+            run_tstamp(&mut l, EGRESS, &f).0,
+            "these share the opportunity at 2 s"
+        );
+    }
+    assert!(
+        !run_tstamp(&mut l, EGRESS, &f).0,
+        "the next would wait until 4 s"
+    );
+    assert_eq!(counters(&l, 0).dropped_queue, 1);
+}
+
+#[test]
+fn trace_read_back_for_update() {
+    let l = load(&[with_trace("1\n1\n5\n")]);
+    let slot = l.maps.active_slot().unwrap();
+    let back = l.maps.rate_trace_of(slot).unwrap().unwrap();
+    assert_eq!(back.times_ms, [1, 1, 5]);
+    let h = l.maps.trace_header(slot).unwrap();
+    assert_eq!((h.period_ms, h.opportunities), (5, 3));
+    // What `impair stats` shows: 2 s into a 5 ms period, 400 periods of
+    // 3 opportunities offered (the position within the period is whatever
+    // now is).
+    let mut l = l;
+    let slot = l.maps.active_slot().unwrap();
+    l.maps
+        .set_trace_start(slot, monotonic_ns() - 2_000_000_000)
+        .unwrap();
+    let s = impair::observe::trace::read(&l.maps, slot, 0, 0)
+        .unwrap()
+        .unwrap();
+    assert_eq!((s.period_ms, s.opportunities), (5, 3));
+    assert!(s.loops >= 400 && s.position_ms < 5, "{s:?}");
+    assert!(s.offered_bytes >= 399 * 3 * 1500, "{s:?}");
+}
