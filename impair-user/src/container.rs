@@ -265,7 +265,11 @@ fn reply_message(body: &[u8]) -> String {
 /// An inspect reply → a [`Container`], from `/proc/PID`.
 fn from_inspect(i: Inspect, socket: PathBuf) -> Result<Container, ContainerError> {
     let name = i.name.trim_start_matches('/').to_owned();
-    let shown = if name.is_empty() { i.id.clone() } else { name.clone() };
+    let shown = if name.is_empty() {
+        i.id.clone()
+    } else {
+        name.clone()
+    };
     let pid = match u32::try_from(i.state.pid) {
         Ok(p) if i.state.running && p > 0 => p,
         _ => {
@@ -488,7 +492,14 @@ mod tests {
 
     #[test]
     fn bad_replies_are_errors_not_panics() {
-        for body in ["", "[]", "{}", r#"{"Id": 1}"#, "\u{0}\u{ff}", r#"{"Id":"x"}"#] {
+        for body in [
+            "",
+            "[]",
+            "{}",
+            r#"{"Id": 1}"#,
+            "\u{0}\u{ff}",
+            r#"{"Id":"x"}"#,
+        ] {
             assert!(parse_inspect(body.as_bytes()).is_err(), "{body:?}");
         }
         // A negative or absent pid with Running true is still "not running".
@@ -510,7 +521,17 @@ mod tests {
 
     #[test]
     fn names_that_could_escape_the_url_are_refused() {
-        for bad in ["", "a/b", "../x", "a b", "a?b", "-x", ".x", "a%2f", &"a".repeat(254)] {
+        for bad in [
+            "",
+            "a/b",
+            "../x",
+            "a b",
+            "a?b",
+            "-x",
+            ".x",
+            "a%2f",
+            &"a".repeat(254),
+        ] {
             assert_eq!(
                 resolve(bad, Some(Path::new("/nonexistent"))),
                 Err(ContainerError::InvalidName(bad.to_owned())),
@@ -526,7 +547,10 @@ mod tests {
     fn no_runtime_names_every_socket_tried() {
         let err = resolve("web", Some(Path::new("/nonexistent/impair-test.sock"))).unwrap_err();
         let line = err.to_string();
-        assert!(line.contains("/nonexistent/impair-test.sock: absent"), "{line}");
+        assert!(
+            line.contains("/nonexistent/impair-test.sock: absent"),
+            "{line}"
+        );
         assert!(!line.contains('\n'), "{line}");
         let err = resolve("web", Some(Path::new("/run/containerd/containerd.sock")));
         if Path::new("/run/containerd/containerd.sock").exists() {

@@ -40,6 +40,10 @@ const TEST_TOOLS: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "cpio",
+    // Container targets (tests/tests/controller/container.rs): Podman with
+    // runc (crun fails on hybrid cgroup hosts) and its API service.
+    "podman",
+    "runc",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

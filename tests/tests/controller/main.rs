@@ -14,6 +14,7 @@
 use std::{process::Command, time::Duration};
 
 mod clsact;
+mod container;
 mod fq;
 mod newcomer;
 mod soak;
