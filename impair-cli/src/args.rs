@@ -380,6 +380,10 @@ pub struct AttachArgs {
     /// Refresh period of the live counters, in milliseconds.
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     pub interval_ms: u64,
+    /// Set by `--container` for a container on this namespace's network:
+    /// every rule then matches only its cgroup (v2 id), like `impair run`.
+    #[arg(skip)]
+    pub cgroup_scope: Option<u64>,
 }
 
 fn metrics_addr(s: &str) -> Result<SocketAddr, String> {

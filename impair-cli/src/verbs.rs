@@ -416,13 +416,27 @@ pub(crate) fn enter_container(
     }
     let c = impair::container::resolve(name, socket).map_err(|e| usage!("{e}"))?;
     if c.shares_caller_netns {
-        if let Command::Attach(_) = command {
-            return Err(usage!(
-                "container '{}' shares this network namespace (host network): attaching here would \
-                 impair every process of the host, not only the container; give it its own network",
-                c.name
-            )
-            .into());
+        // Its interfaces carry other processes' traffic too: scope the
+        // rules to its cgroup (as `impair run` does) on a named interface.
+        if let Command::Attach(a) = command {
+            if a.iface.is_empty() {
+                return Err(usage!(
+                    "container '{}' shares this network namespace (host network): name the interface \
+                     its traffic leaves by; impair then matches its cgroup only",
+                    c.name
+                )
+                .into());
+            }
+            let Some(id) = c.cgroup_id else {
+                return Err(usage!(
+                    "container '{}' shares this network namespace and its cgroup v2 id cannot be read \
+                     (cgroup {}): impair cannot tell its traffic from the host's",
+                    c.name,
+                    c.cgroup.as_deref().unwrap_or("unknown")
+                )
+                .into());
+            };
+            a.cgroup_scope = Some(id);
         }
     }
     let default_iface = || {

@@ -322,18 +322,48 @@ pub fn cgroup_v2_path(text: &str) -> Option<String> {
         .filter(|p| !p.is_empty())
 }
 
-/// The id of cgroup v2 `path` (its directory's inode), if a cgroup2 mount
-/// is visible here.
+/// The id of cgroup v2 `path` (its directory's inode). Read on the cgroup2
+/// mount if one is visible; on hybrid hosts that show only v1 hierarchies,
+/// on a private cgroup2 mount made for the look and removed at once (the
+/// unified hierarchy exists in the kernel either way).
 fn cgroup_id(path: &str) -> Option<u64> {
+    let rel = path.trim_start_matches('/');
     let mounts = fs::read_to_string("/proc/self/mounts").ok()?;
-    let root = mounts
+    if let Some(root) = mounts
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
         .find(|f| f.len() > 2 && f[2] == "cgroup2")
-        .map(|f| PathBuf::from(f[1]))?;
-    fs::metadata(root.join(path.trim_start_matches('/')))
-        .ok()
-        .map(|m| m.ino())
+        .map(|f| PathBuf::from(f[1]))
+    {
+        return fs::metadata(root.join(rel)).ok().map(|m| m.ino());
+    }
+    let dir = PathBuf::from(format!(
+        "/run/impair-cgroup2-resolve-{}-{:?}",
+        std::process::id(),
+        thread::current().id()
+    ));
+    fs::create_dir_all(&dir).ok()?;
+    let target = std::ffi::CString::new(dir.to_str()?).ok()?;
+    // SAFETY: NUL-terminated strings that outlive the call; mount(2) only
+    // reads them. The mount is removed below whatever the stat finds.
+    let mounted = unsafe {
+        libc::mount(
+            c"none".as_ptr(),
+            target.as_ptr(),
+            c"cgroup2".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            std::ptr::null(),
+        )
+    } == 0;
+    let id = mounted
+        .then(|| fs::metadata(dir.join(rel)).ok().map(|m| m.ino()))
+        .flatten();
+    if mounted {
+        // SAFETY: unmounts the mount made just above, by its path.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+    let _ = fs::remove_dir(&dir);
+    id
 }
 
 /// The interfaces of network namespace `netns` (a `/proc/PID/ns/net` path),

@@ -73,7 +73,7 @@ fn podman_bridges() -> Vec<String> {
 }
 
 impl Podman {
-    fn new() -> Podman {
+    fn new(test: &str) -> Podman {
         require_privileges();
         for tool in ["podman", "runc", "busybox", "nsenter"] {
             assert!(
@@ -83,7 +83,7 @@ impl Podman {
                 "{tool} is missing: `cargo xtask setup` installs podman, runc and busybox-static"
             );
         }
-        let tag = format!("impair-ct-{}", std::process::id());
+        let tag = format!("impair-ct{test}-{}", std::process::id());
         let scratch = std::env::temp_dir().join(&tag);
         let mut p = Podman {
             socket: scratch.join("podman.sock"),
@@ -170,11 +170,21 @@ impl Podman {
     }
 
     fn cleanup(&mut self) {
-        for name in [self.tag.clone(), format!("{}-stopped", self.tag)] {
+        for name in [
+            self.tag.clone(),
+            format!("{}-stopped", self.tag),
+            format!("{}-h", self.tag),
+        ] {
             let _ = run("podman", &["rm", "-f", "-t", "0", &name]);
         }
         let _ = run("podman", &["rmi", "-f", &self.image]);
-        let _ = run("ip", &["netns", "del", &self.tag]);
+        for ns in [
+            self.tag.clone(),
+            format!("{}-h", self.tag),
+            format!("{}-r", self.tag),
+        ] {
+            let _ = run("ip", &["netns", "del", &ns]);
+        }
         if let Some(mut s) = self.service.take() {
             let _ = s.kill();
             let _ = s.wait();
@@ -243,7 +253,7 @@ fn probe_out_of(pid: u32, ns: &str, count: u64) -> (u64, u64) {
 
 #[test]
 fn attach_by_container_name_impairs_its_traffic_and_detach_restores_it() {
-    let podman = Podman::new();
+    let podman = Podman::new("a");
     let name = podman.tag.clone();
 
     // Errors before any container exists: one line, exit 2.
@@ -430,6 +440,205 @@ fn attach_by_container_name_impairs_its_traffic_and_detach_restores_it() {
     let out = podman.impair(&["attach", "--container", &stopped, "--loss", "5%"]);
     assert_refused("stopped container", &out, &["is not running", &stopped]);
     assert_eq!(eth0_state(pid), before);
+}
+
+/// Datagrams arriving on `rx` while `during` runs, and until a second
+/// passes without one after it; read as they come (a small socket buffer
+/// would otherwise drop some, which would look like impairment).
+fn count_while(rx: &UdpSocket, during: impl FnOnce()) -> u64 {
+    use std::sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    };
+    let sock = rx.try_clone().unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            let (mut n, mut quiet_since) = (0u64, None::<Instant>);
+            loop {
+                if sock.recv(&mut buf).is_ok() {
+                    n += 1;
+                    quiet_since = None;
+                } else if done.load(Ordering::Relaxed) {
+                    if quiet_since.get_or_insert_with(Instant::now).elapsed()
+                        > Duration::from_secs(1)
+                    {
+                        return n;
+                    }
+                }
+            }
+        })
+    };
+    during();
+    done.store(true, Ordering::Relaxed);
+    reader.join().unwrap()
+}
+
+/// A container on a network namespace it shares with impair (Podman's
+/// `--network ns:PATH`, as `--network host` shares the host's): its
+/// interfaces carry other processes' traffic too, so `attach --container`
+/// on a named interface matches the container's cgroup only. The
+/// container's own syslogd forwards each `logger` line as one UDP datagram
+/// (busybox has no UDP client otherwise), counted at the receiver; the
+/// test's probe, sent from the same namespace outside the container, passes
+/// untouched at the same time.
+#[test]
+fn a_container_sharing_the_namespace_is_scoped_by_its_cgroup() {
+    let podman = Podman::new("c");
+    let name = format!("{}-h", podman.tag);
+    let (hns, rns) = (name.clone(), format!("{}-r", podman.tag));
+    ok("ip", &["netns", "add", &hns]);
+    ok("ip", &["netns", "add", &rns]);
+    ok(
+        "ip",
+        &[
+            "-n", &hns, "link", "add", "ct0", "type", "veth", "peer", "name", "cr0", "netns", &rns,
+        ],
+    );
+    for (ns, dev, addr) in [
+        (&hns, "ct0", "198.18.215.1/24"),
+        (&rns, "cr0", "198.18.215.2/24"),
+    ] {
+        ok("ip", &["-n", ns, "addr", "add", addr, "dev", dev]);
+        ok("ip", &["-n", ns, "link", "set", dev, "up"]);
+        ok("ip", &["-n", ns, "link", "set", "lo", "up"]);
+        let _ = run(
+            "ip",
+            &[
+                "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off", "rx", "off",
+            ],
+        );
+    }
+    ok(
+        "podman",
+        &[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--runtime",
+            "runc",
+            "--network",
+            &format!("ns:/run/netns/{hns}"),
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            &podman.image,
+            "/bin/busybox",
+            "syslogd",
+            "-n",
+            "-R",
+            "198.18.215.2:5140",
+        ],
+    );
+    let rx = netns::run_in(&rns, || UdpSocket::bind("198.18.215.2:5140"))
+        .unwrap()
+        .unwrap();
+    let impair_h = |args: &[&str]| {
+        Command::new("ip")
+            .args(["netns", "exec", &hns])
+            .arg(impair_bin())
+            .args(args)
+            .env("IMPAIR_CONTAINER_SOCKET", &podman.socket)
+            .output()
+            .unwrap()
+    };
+    // Without an interface there is nothing to default to: the namespace's
+    // interfaces are not the container's alone.
+    let out = impair_h(&["attach", "--container", &name, "--loss", "30%"]);
+    assert_refused(
+        "shared namespace, no IFACE",
+        &out,
+        &["shares this network namespace", "name the interface"],
+    );
+
+    let mut controller = Command::new("ip")
+        .args(["netns", "exec", &hns])
+        .arg(impair_bin())
+        .args([
+            "attach",
+            "--container",
+            &name,
+            "ct0",
+            "--loss",
+            "30%",
+            "--seed",
+            "3",
+            "--json",
+        ])
+        .env("IMPAIR_CONTAINER_SOCKET", &podman.socket)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = {
+        use std::io::BufRead as _;
+        let stdout = controller.stdout.take().unwrap();
+        let (tx, rxl) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            if let Some(Ok(l)) = lines.next() {
+                let _ = tx.send(l);
+            }
+            for _ in lines {}
+        });
+        match rxl.recv_timeout(Duration::from_secs(30)) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = controller.kill();
+                let out = controller.wait_with_output().unwrap();
+                panic!(
+                    "attach did not come up ({e}): {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    };
+    let guard = KillOnDrop(controller);
+    assert!(first.contains("\"attached\""), "{first}");
+
+    // The container's datagrams: 30% lost (syslogd's own start-up line,
+    // if it came late, is drained first).
+    count_while(&rx, || ());
+    let sent = 1000u64;
+    let received = count_while(&rx, || {
+        ok(
+            "podman",
+            &[
+                "exec",
+                &name,
+                "/bin/busybox",
+                "sh",
+                "-c",
+                &format!(
+                    "i=0; while [ $i -lt {sent} ]; do /bin/busybox logger m$i; i=$((i+1)); done"
+                ),
+            ],
+        );
+    });
+    assert_inside_99(0.30, sent - received, sent);
+
+    // The same namespace's other traffic: untouched.
+    let tx = netns::run_in(&hns, || UdpSocket::bind("198.18.215.1:0"))
+        .unwrap()
+        .unwrap();
+    let received = count_while(&rx, || {
+        for i in 0..sent {
+            tx.send_to(format!("host {i}").as_bytes(), "198.18.215.2:5140")
+                .unwrap();
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    });
+    assert_eq!(
+        received, sent,
+        "traffic outside the container is not impaired"
+    );
+    drop(guard);
 }
 
 struct KillOnDrop(Child);
