@@ -463,12 +463,11 @@ fn count_while(rx: &UdpSocket, during: impl FnOnce()) -> u64 {
                 if sock.recv(&mut buf).is_ok() {
                     n += 1;
                     quiet_since = None;
-                } else if done.load(Ordering::Relaxed) {
-                    if quiet_since.get_or_insert_with(Instant::now).elapsed()
+                } else if done.load(Ordering::Relaxed)
+                    && quiet_since.get_or_insert_with(Instant::now).elapsed()
                         > Duration::from_secs(1)
-                    {
-                        return n;
-                    }
+                {
+                    return n;
                 }
             }
         })
