@@ -337,6 +337,12 @@ fn cgroup_id(path: &str) -> Option<u64> {
     {
         return fs::metadata(root.join(rel)).ok().map(|m| m.ino());
     }
+    cgroup_id_on_private_mount(rel)
+}
+
+/// [`cgroup_id`] of `rel` (relative to the cgroup2 root) on a cgroup2 mount
+/// made for the look and removed at once.
+fn cgroup_id_on_private_mount(rel: &str) -> Option<u64> {
     let dir = PathBuf::from(format!(
         "/run/impair-cgroup2-resolve-{}-{:?}",
         std::process::id(),
@@ -651,6 +657,32 @@ mod tests {
             c.default_interface(),
             Err(ContainerError::NoInterface { .. })
         ));
+    }
+
+    #[test]
+    fn a_private_cgroup2_mount_reads_ids_and_goes_away() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return; // mounting needs root; the controller tier runs as root
+        }
+        let text = fs::read_to_string("/proc/self/cgroup").unwrap();
+        let own = cgroup_v2_path(&text).unwrap_or_else(|| "/".into());
+        let id = cgroup_id_on_private_mount(own.trim_start_matches('/'));
+        assert!(id.is_some(), "no cgroup2 id for {own}");
+        // Where a cgroup2 mount is visible, both ways agree.
+        if fs::read_to_string("/proc/self/mounts").is_ok_and(|m| m.contains(" cgroup2 ")) {
+            assert_eq!(cgroup_id(&own), id);
+        }
+        // The root cgroup's id is 1 (kernfs), whichever mount shows it.
+        assert_eq!(cgroup_id_on_private_mount(""), Some(1));
+        let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+        assert!(!mounts.contains("impair-cgroup2-resolve"), "{mounts}");
+        let left = fs::read_dir("/run").unwrap().flatten().any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("impair-cgroup2-resolve")
+        });
+        assert!(!left, "a resolve mount point was left in /run");
     }
 
     #[test]
