@@ -88,6 +88,12 @@ fn run() -> Result<()> {
     };
     let mut cli = cli;
     // `--container`: its network namespace, entered like `--netns PID`.
+    if cli.container.is_some() && cli.netns.is_some() {
+        return Err(usage!(
+            "--container and --netns both choose the network namespace to work in: give one"
+        )
+        .into());
+    }
     let container_ns = match cli.container.clone() {
         Some(c) => Some(verbs::enter_container(
             &c,

@@ -257,6 +257,12 @@ fn attach_by_container_name_impairs_its_traffic_and_detach_restores_it() {
     let name = podman.tag.clone();
 
     // Errors before any container exists: one line, exit 2.
+    let out = podman.impair(&["--netns", &name, "attach", "--container", &name]);
+    assert_refused(
+        "--netns and --container",
+        &out,
+        &["--container and --netns", "give one"],
+    );
     let out = podman.impair(&["attach", "--container", &name, "--loss", "5%"]);
     assert_refused("unknown container", &out, &["no container", &name]);
     let out = Command::new(impair_bin())
