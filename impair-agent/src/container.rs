@@ -1,22 +1,8 @@
 //! A container by name or id, resolved through its runtime's own API to
-//! the network namespace it runs in (`/proc/PID/ns/net` of its first
-//! process). Podman and Docker serve the same Docker-compatible endpoint,
-//! `GET /containers/{name}/json`, on their Unix sockets; the first socket
-//! that answers is asked. containerd speaks gRPC only and is not asked.
-use std::time::Duration;
-
-use http_body_util::{BodyExt as _, Empty};
-use hyper::{body::Bytes, Request};
-use hyper_util::rt::TokioIo;
-
+//! the network namespace it runs in, by the library's resolver
+//! (`impair::container`: Podman's and Docker's sockets; containerd speaks
+//! gRPC only and is not asked). This file turns its answer into the API's.
 use crate::error::ApiError;
-
-/// Where the runtimes listen, in the order asked.
-pub const SOCKETS: &[&str] = &[
-    "/run/podman/podman.sock",
-    "/var/run/docker.sock",
-    "/run/docker.sock",
-];
 
 const ALLOWED: &str = "the name or id of a running Podman or Docker container";
 
@@ -42,67 +28,18 @@ pub fn check_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
-/// `GET path` on the Unix socket `sock`: status and body.
-async fn get(sock: &str, path: &str) -> anyhow::Result<(u16, Bytes)> {
-    let stream = tokio::net::UnixStream::connect(sock).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    let driver = tokio::spawn(conn);
-    let req = Request::get(path)
-        .header(hyper::header::HOST, "localhost")
-        .body(Empty::<Bytes>::new())?;
-    let resp = sender.send_request(req).await?;
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await?.to_bytes();
-    driver.abort();
-    Ok((status, body))
-}
-
-/// The network namespace of container `name`, as a path.
+/// The network namespace of container `name`, as a path. The resolver
+/// blocks (it runs its own small runtime), so it runs on a blocking thread.
 pub async fn netns_of(name: &str) -> Result<String, ApiError> {
     check_name(name)?;
-    let mut tried = Vec::new();
-    for sock in SOCKETS {
-        if !std::path::Path::new(sock).exists() {
-            continue;
-        }
-        let path = format!("/containers/{name}/json");
-        let answer = tokio::time::timeout(Duration::from_secs(5), get(sock, &path)).await;
-        let (status, body) = match answer {
-            Ok(Ok(x)) => x,
-            Ok(Err(e)) => {
-                tried.push(format!("{sock}: {e}"));
-                continue;
-            }
-            Err(_) => {
-                tried.push(format!("{sock}: no answer in 5 s"));
-                continue;
-            }
-        };
-        if status == 404 {
-            return Err(bad(format!("no container '{name}' ({sock})")));
-        }
-        if status != 200 {
-            tried.push(format!("{sock}: HTTP {status}"));
-            continue;
-        }
-        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(
-                500,
-                format!("{sock}: the runtime's answer is not JSON: {e}"),
-            )
-        })?;
-        let pid = v["State"]["Pid"].as_u64().unwrap_or(0);
-        if pid == 0 || v["State"]["Running"] != true {
-            return Err(bad(format!("container '{name}' is not running ({sock})")));
-        }
-        return Ok(format!("/proc/{pid}/ns/net"));
+    let owned = name.to_owned();
+    let found = tokio::task::spawn_blocking(move || impair::container::resolve(&owned, None))
+        .await
+        .map_err(|e| ApiError::new(500, format!("resolving container '{name}': {e}")))?;
+    match found {
+        Ok(c) => Ok(c.netns.to_string_lossy().into_owned()),
+        Err(e) => Err(bad(e.to_string())),
     }
-    let why = if tried.is_empty() {
-        format!("no container runtime socket found ({})", SOCKETS.join(", "))
-    } else {
-        format!("no container runtime answered: {}", tried.join("; "))
-    };
-    Err(bad(why))
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ Examples:
   impair attach eth1 --direction ingress --hook xdp --rate 2mbit
                                                 an XDP policer with a 10 ms burst
   impair --netns lab attach veth0 --loss 2%     inside network namespace 'lab'
+  impair attach --container web --loss 2%       inside container 'web' (Podman/Docker), on its eth0
   impair update eth1 --loss 20%                 change a running instance atomically
   impair run --loss 5% -- curl http://198.18.2.1/   only curl's traffic is impaired
   impair sweep eth1 --loss 0%..30% --step 2% --repeat 5 -- ./client
@@ -52,6 +53,14 @@ pub struct Cli {
     /// Run in network namespace NAME (from `ip netns`) or that of process PID.
     #[arg(long, global = true, value_name = "NAME|PID")]
     pub netns: Option<String>,
+    /// Work in the network namespace of container NAME|ID, resolved through
+    /// its runtime's API (Podman or Docker socket; docs/containers.md).
+    #[arg(long, global = true, value_name = "NAME|ID", conflicts_with = "netns")]
+    pub container: Option<String>,
+    /// The container runtime's API socket (default: $IMPAIR_CONTAINER_SOCKET,
+    /// else /run/podman/podman.sock, /var/run/docker.sock).
+    #[arg(long, global = true, value_name = "PATH", requires = "container")]
+    pub runtime_socket: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -378,7 +387,9 @@ impl ImpairArgs {
 
 #[derive(Args, Debug)]
 pub struct AttachArgs {
-    /// Interface whose traffic is impaired (outgoing unless --direction says otherwise).
+    /// Interface whose traffic is impaired (outgoing unless --direction says
+    /// otherwise); with --container, default: its only interface but lo.
+    #[arg(default_value = "", hide_default_value = true)]
     pub iface: String,
     /// A built-in profile (`impair profiles list`) or a TOML profile file.
     #[arg(long, value_name = "NAME|FILE", conflicts_with = "scenario")]
@@ -454,6 +465,10 @@ pub struct AttachArgs {
     /// Refresh period of the live counters, in milliseconds.
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     pub interval_ms: u64,
+    /// Set by `--container` for a container on this namespace's network:
+    /// every rule then matches only its cgroup (v2 id), like `impair run`.
+    #[arg(skip)]
+    pub cgroup_scope: Option<u64>,
 }
 
 fn metrics_addr(s: &str) -> Result<SocketAddr, String> {
@@ -592,7 +607,7 @@ pub struct StatusArgs {
 #[derive(Args, Debug)]
 pub struct DetachArgs {
     /// Interface to restore.
-    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    #[arg(required_unless_present_any = ["all", "container"], conflicts_with = "all")]
     pub iface: Option<String>,
     /// Every instance in this network namespace (leftovers included).
     #[arg(long)]

@@ -50,10 +50,27 @@ pub(crate) fn redraw(lines: &[String], tty: bool, drawn: usize) -> Result<usize>
 
 pub(crate) fn attach(a: AttachArgs, netns: Option<&str>) -> Result<()> {
     let Planned {
-        plan,
+        mut plan,
         label,
         scenario,
     } = link::plan(&a)?;
+    if let Some(cgroup) = a.cgroup_scope {
+        match &mut plan {
+            Plan::One { hooks, rules } if !hooks.direction.ingress() && scenario.is_none() => {
+                for r in rules {
+                    r.matcher.cgroup = Some(cgroup);
+                }
+            }
+            _ => {
+                return Err(usage!(
+                    "a container on this namespace's network is scoped by its cgroup, which matches sent \
+                     traffic only: impair its egress with flags or a one-way profile (no --scenario, \
+                     --direction ingress or two-way profile)"
+                )
+                .into())
+            }
+        }
+    }
     let duration = a.duration.map(Duration::from_nanos);
     if duration == Some(Duration::ZERO) {
         return Err(usage!("invalid duration '0': give a positive time such as 30s").into());

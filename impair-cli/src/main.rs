@@ -87,6 +87,30 @@ fn run() -> Result<()> {
             return Err(usage!("{msg} (see impair --help)").into());
         }
     };
+    let mut cli = cli;
+    // `--container`: its network namespace, entered like `--netns PID`.
+    if cli.container.is_some() && cli.netns.is_some() {
+        return Err(usage!(
+            "--container and --netns both choose the network namespace to work in: give one"
+        )
+        .into());
+    }
+    let container_ns = match cli.container.clone() {
+        Some(c) => Some(verbs::enter_container(
+            &c,
+            cli.runtime_socket.as_deref(),
+            &mut cli.command,
+        )?),
+        None => None,
+    };
+    if let Command::Attach(a) = &cli.command {
+        if a.iface.is_empty() {
+            return Err(usage!(
+                "the following required arguments were not provided: <IFACE> (or --container NAME|ID; see impair --help)"
+            )
+            .into());
+        }
+    }
     if let Some(ns) = &cli.netns {
         if matches!(cli.command, Command::Demo(_)) {
             return Err(
@@ -127,7 +151,7 @@ fn run() -> Result<()> {
         }
     }
     match cli.command {
-        Command::Attach(a) => attach::attach(*a, cli.netns.as_deref()),
+        Command::Attach(a) => attach::attach(*a, cli.netns.as_deref().or(container_ns.as_deref())),
         Command::Update(a) => update::update(*a),
         Command::Run(a) => verbs::run_cmd(*a),
         Command::Sweep(a) => {

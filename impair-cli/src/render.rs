@@ -156,7 +156,14 @@ pub(crate) fn hint_for_foreign_syntax(args: &[String]) -> Option<String> {
     let verb = args
         .iter()
         .enumerate()
-        .find(|(i, a)| !a.starts_with('-') && (*i == 0 || args[i - 1] != "--netns"))
+        .find(|(i, a)| {
+            !a.starts_with('-')
+                && (*i == 0
+                    || !matches!(
+                        args[i - 1].as_str(),
+                        "--netns" | "--container" | "--runtime-socket"
+                    ))
+        })
         .map(|(i, a)| (i, a.as_str()));
     let Some((at, "attach" | "update" | "run")) = verb else {
         return None;

@@ -401,3 +401,65 @@ pub(crate) fn man(a: ManArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// `--container NAME|ID`: resolves it through its runtime's API and moves
+/// this thread (and every thread it starts) into its network namespace,
+/// like `--netns PID`; fills in the interface `attach` and `detach` default
+/// to (its only one but lo). Returns the namespace's path (for messages).
+/// Every failure is a one-line usage error, before anything changed.
+pub(crate) fn enter_container(
+    name: &str,
+    socket: Option<&std::path::Path>,
+    command: &mut crate::args::Command,
+) -> Result<String> {
+    use crate::args::Command;
+    if matches!(command, Command::Demo(_)) {
+        return Err(
+            usage!("--container does not apply to demo: it builds its own namespaces").into(),
+        );
+    }
+    let c = impair::container::resolve(name, socket).map_err(|e| usage!("{e}"))?;
+    if c.shares_caller_netns {
+        // Its interfaces carry other processes' traffic too: scope the
+        // rules to its cgroup (as `impair run` does) on a named interface.
+        if let Command::Attach(a) = command {
+            if a.iface.is_empty() {
+                return Err(usage!(
+                    "container '{}' shares this network namespace (host network): name the interface \
+                     its traffic leaves by; impair then matches its cgroup only",
+                    c.name
+                )
+                .into());
+            }
+            let Some(id) = c.cgroup_id else {
+                return Err(usage!(
+                    "container '{}' shares this network namespace and its cgroup v2 id cannot be read \
+                     (cgroup {}): impair cannot tell its traffic from the host's",
+                    c.name,
+                    c.cgroup.as_deref().unwrap_or("unknown")
+                )
+                .into());
+            };
+            a.cgroup_scope = Some(id);
+        }
+    }
+    let default_iface = || {
+        c.default_interface()
+            .map(str::to_owned)
+            .map_err(|e| usage!("{e}"))
+    };
+    match command {
+        Command::Attach(a) if a.iface.is_empty() => a.iface = default_iface()?,
+        Command::Detach(a) if a.iface.is_none() && !a.all => a.iface = Some(default_iface()?),
+        _ => {}
+    }
+    let file = std::fs::File::open(&c.netns).map_err(|e| {
+        usage!(
+            "container '{}' is gone: cannot open {} ({e})",
+            c.name,
+            c.netns.display()
+        )
+    })?;
+    sys::setns_net(&file)?;
+    Ok(c.netns.display().to_string())
+}

@@ -4,12 +4,14 @@
 //!   the map ABI); [`profile`]: TOML profiles and scenarios that build it;
 //! - the engine ([`engine`], [`discover`], [`maps`], [`ebpf`]): load,
 //!   attach, update, detach, lease, qdisc and clsact ownership, leftovers;
+//!   [`container`] resolves a container to its namespace and cgroup;
 //! - [`observe`]: counters and snapshots, Prometheus metrics, doctor;
 //! - beneath all of them, [`statistics`], [`sys`], [`netns`] and [`input`].
 //!
 //! The namespace lab, probe, sweep runner and demo live in the
 //! `impair-tools` crate; flags, rendering and the live view in `impair-cli`.
 //! docs/architecture.md has the concept → file table.
+pub mod container;
 pub mod discover;
 pub mod ebpf;
 pub mod engine;

@@ -24,6 +24,7 @@ const USER_LAYERS: &[(&str, u8)] = &[
     ("maps", 2),
     ("discover", 2),
     ("engine", 2),
+    ("container", 2),
     ("observe", 3),
 ];
 

@@ -10,10 +10,11 @@
 //! which go through clsact before Linux 6.6) and `fq` (updates that install
 //! sch_fq). The VM tier runs `controller clsact::` and `controller fq::`
 //! (`cargo xtask vm`). `soak` is issue 16's soak (`cargo xtask soak` runs its
-//! full form).
+//! full form). `container`: `--container` against real Podman.
 use std::{process::Command, time::Duration};
 
 mod clsact;
+mod container;
 mod fq;
 mod ifb;
 mod newcomer;
