@@ -10,13 +10,15 @@
 //! which go through clsact before Linux 6.6) and `fq` (updates that install
 //! sch_fq). The VM tier runs `controller clsact::` and `controller fq::`
 //! (`cargo xtask vm`). `soak` is issue 16's soak (`cargo xtask soak` runs its
-//! full form).
+//! full form); `upgrade` its upgrades of pinned instances (`cargo xtask
+//! upgrade` runs the two-build form).
 use std::{process::Command, time::Duration};
 
 mod clsact;
 mod fq;
 mod newcomer;
 mod soak;
+mod upgrade;
 mod verbs;
 
 /// Not a test of its own: `impair run` starts this test binary as CMD (see
