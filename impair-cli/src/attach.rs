@@ -94,6 +94,15 @@ pub(crate) fn attach(a: AttachArgs, netns: Option<&str>) -> Result<()> {
         hooks,
     )?;
     let started = Instant::now();
+    // Before "attached" is said: what is impaired after it is recorded.
+    let mut capture = match &a.capture {
+        Some(file) => Some(crate::capture::start_own(
+            engine.iface(),
+            file,
+            a.capture_max_pps,
+        )?),
+        None => None,
+    };
     if a.pin {
         let (iface, hook, seed) = (engine.iface().to_owned(), engine.hook_name(), engine.seed());
         engine.persist()?;
@@ -207,8 +216,14 @@ pub(crate) fn attach(a: AttachArgs, netns: Option<&str>) -> Result<()> {
             }
             generation = snap.generation;
         }
+        if let Some(c) = capture.as_mut() {
+            c.poll()?;
+        }
         thread::sleep(Duration::from_millis(20));
     };
+    if let (Some(c), Some(file)) = (capture.take(), &a.capture) {
+        crate::capture::report(&c.finish()?, file, reason, a.json)?;
+    }
     let iface = engine.iface().to_owned();
     engine.detach()?;
     if !a.json {

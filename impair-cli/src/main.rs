@@ -17,6 +17,7 @@ use crate::args::{Cli, Command};
 
 mod args;
 mod attach;
+mod capture;
 mod convert;
 mod instances;
 mod render;
@@ -111,6 +112,7 @@ fn run() -> Result<()> {
             Command::Status(_) => Some("status"),
             Command::Stats(_) => Some("stats"),
             Command::Detach(_) => Some("detach"),
+            Command::Capture(_) => Some("capture"),
             _ => None,
         };
         if let Some(verb) = verb {
@@ -144,6 +146,7 @@ fn run() -> Result<()> {
         }
         Command::Man(a) => verbs::man(a),
         Command::Demo(a) => impair_tools::demo::run(&(&a).into()),
+        Command::Capture(a) => capture::capture(a),
     }
 }
 

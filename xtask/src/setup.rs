@@ -40,6 +40,8 @@ const TEST_TOOLS: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "cpio",
+    // Reads the capture files in tests/tests/controller/capture.rs.
+    "tshark",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -129,7 +129,11 @@ fn bind_maps(ebpf: &mut Ebpf, p: Program) -> Result<()> {
     let prog_fd = unsafe { BorrowedFd::borrow_raw(prog_fd) };
     for (name, map) in ebpf.maps() {
         let data = match map {
-            Map::Array(d) | Map::PerCpuArray(d) | Map::LruHashMap(d) | Map::HashMap(d) => d,
+            Map::Array(d)
+            | Map::PerCpuArray(d)
+            | Map::LruHashMap(d)
+            | Map::HashMap(d)
+            | Map::RingBuf(d) => d,
             _ => bail!("map {name} has a type impair does not use"),
         };
         sys::bpf_prog_bind_map(prog_fd, data.fd().as_fd())

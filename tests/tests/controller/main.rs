@@ -11,9 +11,11 @@
 //! sch_fq). The VM tier runs `controller clsact::` and `controller fq::`
 //! (`cargo xtask vm`). `soak` is issue 16's soak (`cargo xtask soak` runs its
 //! full form); `upgrade` its upgrades of pinned instances (`cargo xtask
-//! upgrade` runs the two-build form).
+//! upgrade` runs the two-build form); `capture` its record of impaired
+//! packets, read back with tshark.
 use std::{process::Command, time::Duration};
 
+mod capture;
 mod clsact;
 mod fq;
 mod newcomer;
