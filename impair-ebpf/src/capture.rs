@@ -159,8 +159,14 @@ fn record<H: Snap>(
         return;
     };
     let r = entry.as_mut_ptr();
-    // 1..=SNAP_BYTES, in a form the verifier bounds.
-    let n = ((len.min(SNAP_BYTES).max(1) - 1) & (SNAP_BYTES - 1)) + 1;
+    // 1..=SNAP_BYTES, in a form every verifier bounds: the helper's size
+    // must be provably at least 1. Through a volatile stack slot, LLVM
+    // cannot fold the mask and the +1 away (it did, and 6.1's verifier then
+    // saw a size that might be 0); the verifier bounds what follows.
+    let m = len.min(SNAP_BYTES).max(1) - 1;
+    // SAFETY: a read of a local we own.
+    let m = unsafe { core::ptr::read_volatile(&m) };
+    let n = (m & (SNAP_BYTES - 1)) + 1;
     // SAFETY: `r` is the reserved record, valid for writes until submitted;
     // each field is written through a raw pointer (the memory is uninit).
     unsafe {
