@@ -364,6 +364,77 @@ pub fn upgrade() -> Result<()> {
     Ok(())
 }
 
+/// The libFuzzer targets of fuzz/Cargo.toml.
+const FUZZ_TARGETS: [&str; 3] = ["value_parsers", "profile_toml", "jitter_tables"];
+/// The cargo-fuzz `cargo xtask fuzz` installs when it is missing.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// Runs each libFuzzer target for `secs` seconds (see `Cmd::Fuzz`).
+pub fn fuzz(secs: u64) -> Result<()> {
+    let start = Instant::now();
+    let has_nightly = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_nightly {
+        bail!(
+            "cargo fuzz needs rustup's nightly toolchain (-Zsanitizer): `rustup toolchain install \
+             nightly`; without it the proptest form (impair-user/tests/fuzz_inputs.rs, unit tier) \
+             is what runs"
+        );
+    }
+    let has_fuzz = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_fuzz {
+        section(&format!("fuzz: install cargo-fuzz {CARGO_FUZZ_VERSION}"));
+        run_timed(Command::new("cargo").args([
+            "install",
+            "cargo-fuzz",
+            "--locked",
+            "--version",
+            CARGO_FUZZ_VERSION,
+        ]))?;
+    }
+    let root = workspace_root();
+    let mut failed = Vec::new();
+    for t in FUZZ_TARGETS {
+        section(&format!("fuzz: {t} for {secs} s"));
+        let fresh = target_dir().join("fuzz-corpus").join(t);
+        std::fs::create_dir_all(&fresh).with_context(|| format!("creating {}", fresh.display()))?;
+        let run = run_timed(
+            Command::new("cargo")
+                .current_dir(&root)
+                // The data path is not what these targets fuzz.
+                .env("IMPAIR_EBPF", "stub")
+                .args(["+nightly", "fuzz", "run", t])
+                .arg(&fresh)
+                .arg(root.join("fuzz").join("corpus").join(t))
+                // Inputs that once failed (each fixed), kept to stay fixed.
+                .args(Some(root.join("fuzz").join("regressions").join(t)).filter(|d| d.is_dir()))
+                .args(["--", &format!("-max_total_time={secs}")]),
+        );
+        // Every target runs, whatever an earlier one found.
+        if let Err(e) = run {
+            eprintln!("xtask: fuzz target {t} failed (its input is in fuzz/artifacts/{t}/): {e:#}");
+            failed.push(t);
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "fuzz targets that found a failing input: {} (see above; fuzz/artifacts/ keeps the inputs)",
+            failed.join(", ")
+        );
+    }
+    eprintln!(
+        "\nxtask fuzz: {} targets, {secs} s each, no failure, in {:.1} s",
+        FUZZ_TARGETS.len(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 pub fn clippy() -> Result<()> {
     setup::setup(&Options { kernels: false })?;
     section("clippy: workspace (host crates), all targets, -D warnings");
