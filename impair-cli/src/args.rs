@@ -98,6 +98,10 @@ pub enum Command {
     /// Serve impair's HTTP API (and chaosd's network attack endpoints) until
     /// SIGTERM/SIGINT, then detach everything.
     Agent(crate::agent::AgentArgs),
+    /// Write the packets a running instance drops, corrupts, duplicates,
+    /// reorders or delays to a pcapng file, each with its decision as the
+    /// packet's comment, until Ctrl-C.
+    Capture(CaptureArgs),
 }
 
 pub(crate) fn percent(s: &str) -> Result<f64, String> {
@@ -469,6 +473,13 @@ pub struct AttachArgs {
     /// every rule then matches only its cgroup (v2 id), like `impair run`.
     #[arg(skip)]
     pub cgroup_scope: Option<u64>,
+    /// Also write the packets this instance impairs, each with its decision,
+    /// to this pcapng file (as `impair capture` does), until it detaches.
+    #[arg(long, value_name = "FILE", conflicts_with = "pin")]
+    pub capture: Option<std::path::PathBuf>,
+    /// With --capture: at most this many records per second on each CPU.
+    #[arg(long, default_value_t = impair::observe::capture::DEFAULT_PER_CPU_PER_SEC, value_name = "N", requires = "capture")]
+    pub capture_max_pps: u64,
 }
 
 fn metrics_addr(s: &str) -> Result<SocketAddr, String> {
@@ -691,4 +702,28 @@ impl From<&DemoArgs> for impair_tools::demo::DemoArgs {
             json: a.json,
         }
     }
+}
+
+/// `impair capture` (impair-cli/src/capture.rs).
+#[derive(Args, Debug)]
+pub struct CaptureArgs {
+    /// Interface of the running instance.
+    pub iface: String,
+    /// The pcapng file to write (replaced if it exists).
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    pub file: std::path::PathBuf,
+    /// The instance impairing this direction (needed when both run on IFACE).
+    #[arg(long, value_enum)]
+    pub direction: Option<Side>,
+    /// At most this many records per second on each CPU (a second's worth
+    /// may come at once); the packets beyond it are counted, not recorded.
+    #[arg(long, default_value_t = impair::observe::capture::DEFAULT_PER_CPU_PER_SEC, value_name = "N")]
+    pub max_pps: u64,
+    /// Stop after this long (e.g. 10s); default: until Ctrl-C or the
+    /// instance ends.
+    #[arg(long, value_parser = delay, value_name = "TIME")]
+    pub duration: Option<u64>,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -162,6 +162,11 @@ pub(crate) fn attach(a: AttachArgs, netns: Option<&str>) -> Result<()> {
         .collect();
     let first = running.engines()[0];
     let (hook0, seed0) = (first.hook_name(), first.seed());
+    // Before "attached" is said: what is impaired after it is recorded.
+    let mut capture = match &a.capture {
+        Some(file) => Some(crate::capture::start_own(&iface, file, a.capture_max_pps)?),
+        None => None,
+    };
     if a.pin {
         running.persist()?;
         println!(
@@ -295,8 +300,14 @@ pub(crate) fn attach(a: AttachArgs, netns: Option<&str>) -> Result<()> {
             }
             generations = snaps.iter().map(|s| s.generation).collect();
         }
+        if let Some(c) = capture.as_mut() {
+            c.poll()?;
+        }
         thread::sleep(Duration::from_millis(20));
     };
+    if let (Some(c), Some(file)) = (capture.take(), &a.capture) {
+        crate::capture::report(&c.finish()?, file, reason, a.json)?;
+    }
     running.detach()?;
     if !a.json {
         println!("impair: {reason}: detached from {iface}; interface restored");

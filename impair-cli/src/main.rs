@@ -18,6 +18,7 @@ use crate::args::{Cli, Command};
 mod agent;
 mod args;
 mod attach;
+mod capture;
 mod convert;
 mod instances;
 mod link;
@@ -138,6 +139,7 @@ fn run() -> Result<()> {
             Command::Status(_) => Some("status"),
             Command::Stats(_) => Some("stats"),
             Command::Detach(_) => Some("detach"),
+            Command::Capture(_) => Some("capture"),
             _ => None,
         };
         if let Some(verb) = verb {
@@ -172,6 +174,7 @@ fn run() -> Result<()> {
         Command::Man(a) => verbs::man(a),
         Command::Demo(a) => impair_tools::demo::run(&(&a).into()),
         Command::Agent(a) => agent::agent(a),
+        Command::Capture(a) => capture::capture(a),
     }
 }
 

@@ -91,6 +91,8 @@ pub(crate) fn engine_error(e: &Error) -> String {
                 "{iface} has a configured root qdisc ({kind} {handle}); delay and rate need fq as the root and \
                  impair will not destroy your configuration: remove it (tc qdisc del dev {iface} root) or use fq"
             ),
+            // Its own words name no flag: the engine's text is the line.
+            e @ Error::UnknownAbi { .. } => e.to_string(),
             Error::NoFq { said } => {
                 tracing::debug!("tc said: {said}");
                 "delay and rate need the fq qdisc (sch_fq), which this kernel lacks: load its module \

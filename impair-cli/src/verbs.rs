@@ -179,6 +179,11 @@ pub(crate) fn status(a: StatusArgs) -> Result<()> {
     if rows.is_empty() {
         println!("no impair instances");
     }
+    // Instances of a map ABI version this build cannot read (a newer
+    // impair's): named, never read further.
+    for e in discover::unknown_abi_here()? {
+        eprintln!("impair: note: {e}");
+    }
     if elsewhere > 0 {
         // On stderr: a note for people, not a row of the listing.
         eprintln!(
@@ -225,6 +230,9 @@ pub(crate) fn detach(a: DetachArgs) -> Result<()> {
             .collect(),
     };
     if targets.is_empty() {
+        if let Some(e) = discover::unknown_abi_here()?.into_iter().next() {
+            return Err(e.into());
+        }
         if let Some(iface) = &a.iface {
             if impair::engine::remove_crash_leftovers(iface)? {
                 println!("impair: removed what a killed impair left on {iface}");

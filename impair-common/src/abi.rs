@@ -32,14 +32,20 @@ pub const CONTROL_LEASE_DEADLINE_NS: u32 = 1;
 /// received packets to (an ingress instance that holds packets); 0: pass.
 /// Read only while the lease runs, so an expired lease passes in place.
 pub const CONTROL_REDIRECT_IFINDEX: u32 = 2;
+/// `CONTROL[3]`: the packet capture's cost of one record in nanoseconds of
+/// each CPU's budget (`1e9 / packets per second per CPU`); 0: capture is
+/// off, and a matched packet pays one load and one branch for it
+/// ([`crate::capture`]).
+pub const CONTROL_CAPTURE_COST_NS: u32 = 3;
 /// Entries of the `CONTROL` array map (`u64` values).
-pub const CONTROL_ENTRIES: u32 = 3;
+pub const CONTROL_ENTRIES: u32 = 4;
 /// A lease that never expires (pinned attachments without `--duration`).
 pub const LEASE_FOREVER: u64 = u64::MAX;
 const _: () = assert!(
     CONTROL_ACTIVE_SLOT < CONTROL_ENTRIES
         && CONTROL_LEASE_DEADLINE_NS < CONTROL_ENTRIES
         && CONTROL_REDIRECT_IFINDEX < CONTROL_ENTRIES
+        && CONTROL_CAPTURE_COST_NS < CONTROL_ENTRIES
 );
 
 /// Map names. The controller finds a running instance's maps by these names
@@ -412,7 +418,12 @@ pub struct Owner {
     pub ifindex: u32,
     /// [`owner_flags`] bits.
     pub flags: u32,
-    pub _reserved: u32,
+    /// The map ABI version of the impair that attached ([`ABI_VERSION`]);
+    /// 0 in records written before versions were recorded, which are
+    /// version 1 ([`Owner::abi`]). `pid`, `ifindex`, `flags`, this field
+    /// and `netns_ino` keep their offsets in every version: they are how an
+    /// older impair recognises an instance of a newer one and refuses it.
+    pub abi_version: u32,
     /// Inode of the controller's network namespace (/proc/self/ns/net): with
     /// `ifindex` it names the interface across namespaces.
     pub netns_ino: u64,
@@ -465,7 +476,7 @@ impl Default for Owner {
             pid: 0,
             ifindex: 0,
             flags: 0,
-            _reserved: 0,
+            abi_version: 0,
             netns_ino: 0,
             pid_start_ticks: 0,
             attached_unix_ns: 0,
@@ -476,6 +487,15 @@ impl Default for Owner {
 }
 
 impl Owner {
+    /// The map ABI version of the instance: a record without one (written
+    /// before versions were recorded) is version 1.
+    pub fn abi(&self) -> u32 {
+        match self.abi_version {
+            0 => 1,
+            v => v,
+        }
+    }
+
     /// The label as a string, up to its first NUL.
     pub fn label_str(&self) -> &str {
         let end = self
@@ -606,5 +626,81 @@ mod tests {
         let long = "é".repeat(40);
         o.set_label(&long);
         assert_eq!(o.label_str(), "é".repeat(32));
+    }
+}
+
+/// The version of the map ABI this source tree defines (the maps, their
+/// value layouts and the owner record; docs/map-abi.md keeps the history).
+/// Every attach records it in its owner record (`Owner::abi_version`), so a
+/// later impair that finds the instance pinned, or left by a dead
+/// controller, knows whose layout its maps have: it removes instances of
+/// the versions it knows ([`ABI_VERSIONS_KNOWN`]) exactly, and refuses
+/// newer ones in one line naming the version to use. Bump it with any
+/// change an older or newer binary would misread, and keep the reading of
+/// the previous layouts that detaching needs.
+///
+/// `IMPAIR_ABI_VERSION` at build time overrides it: the upgrade tests build
+/// a second binary one version ahead (`cargo xtask upgrade`), so a real
+/// "newer" impair meets a real "older" instance and the other way round.
+pub const ABI_VERSION: u32 = match option_env!("IMPAIR_ABI_VERSION") {
+    Some(v) => parse_abi_version(v),
+    None => 1,
+};
+
+/// The oldest map ABI version whose instances this build can detach (the
+/// newest is [`ABI_VERSION`]). Every version so far shares the layout of the
+/// owner record and of the control map, which is all detaching reads.
+pub const ABI_VERSION_OLDEST: u32 = 1;
+
+/// The map ABI versions this build can detach.
+pub const ABI_VERSIONS_KNOWN: core::ops::RangeInclusive<u32> = ABI_VERSION_OLDEST..=ABI_VERSION;
+
+/// `IMPAIR_ABI_VERSION`'s decimal digits; anything else stops the build.
+const fn parse_abi_version(s: &str) -> u32 {
+    let b = s.as_bytes();
+    assert!(!b.is_empty(), "IMPAIR_ABI_VERSION is empty");
+    let mut v: u32 = 0;
+    let mut i = 0;
+    while i < b.len() {
+        assert!(
+            b[i].is_ascii_digit(),
+            "IMPAIR_ABI_VERSION must be a decimal number"
+        );
+        v = v * 10 + (b[i] - b'0') as u32;
+        i += 1;
+    }
+    assert!(v >= 1, "IMPAIR_ABI_VERSION starts at 1");
+    v
+}
+
+#[cfg(test)]
+mod abi_version_tests {
+    use super::*;
+
+    #[test]
+    fn a_record_without_a_version_is_version_1() {
+        let o = Owner::default();
+        assert_eq!(o.abi(), 1);
+        assert!(ABI_VERSIONS_KNOWN.contains(&o.abi()));
+        let o = Owner {
+            abi_version: ABI_VERSION + 1,
+            ..Owner::default()
+        };
+        assert!(!ABI_VERSIONS_KNOWN.contains(&o.abi()));
+    }
+
+    #[test]
+    fn the_fields_that_recognise_a_newer_instance_keep_their_offsets() {
+        assert_eq!(core::mem::offset_of!(Owner, pid), 0);
+        assert_eq!(core::mem::offset_of!(Owner, ifindex), 4);
+        assert_eq!(core::mem::offset_of!(Owner, flags), 8);
+        assert_eq!(core::mem::offset_of!(Owner, abi_version), 12);
+        assert_eq!(core::mem::offset_of!(Owner, netns_ino), 16);
+    }
+
+    #[test]
+    fn version_parsing() {
+        assert_eq!(parse_abi_version("1"), 1);
+        assert_eq!(parse_abi_version("12"), 12);
     }
 }

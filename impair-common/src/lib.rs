@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod abi;
+pub mod capture;
 pub mod counters;
 pub mod dist;
 pub mod edt;

@@ -23,6 +23,7 @@
 
 mod apply;
 mod atomic;
+mod capture;
 mod classify;
 mod duplicate;
 mod hook;

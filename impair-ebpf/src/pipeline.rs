@@ -11,6 +11,7 @@ use impair_common::{
 
 use crate::{
     apply::apply,
+    capture::{self, Snap},
     classify::{first_match, parse_key},
     duplicate::is_duplicate,
     hook::{Hook, Verdict},
@@ -26,7 +27,7 @@ const PARSE_BYTES: u32 = 128;
 /// Decides what happens to one packet. Errors pass the packet (fail open)
 /// and are counted in `GlobalCounters::errors` and by cause.
 #[inline(always)]
-pub fn decide<H: Hook>(h: &H) -> Verdict {
+pub fn decide<H: Hook + Snap>(h: &H) -> Verdict {
     // Only egress sends duplicates, and only its own nested run sees them.
     if H::EGRESS && is_duplicate() {
         return Verdict::Pass;
@@ -47,7 +48,7 @@ pub fn decide<H: Hook>(h: &H) -> Verdict {
 }
 
 #[inline(always)]
-fn try_decide<H: Hook>(h: &H, g: &mut GlobalCounters) -> Result<Verdict> {
+fn try_decide<H: Hook + Snap>(h: &H, g: &mut GlobalCounters) -> Result<Verdict> {
     if lease_expired()? {
         g.lease_expired += 1;
         return Ok(Verdict::Pass);
@@ -68,7 +69,13 @@ fn try_decide<H: Hook>(h: &H, g: &mut GlobalCounters) -> Result<Verdict> {
         return Ok(Verdict::Pass);
     };
     let rule = RULES.get(idx).ok_or(DataPathError::MapLookup)?;
-    apply(h, key, rule, idx, len)
+    // The record of impaired packets: off unless a reader set its cost.
+    let capture = capture::Pending::start(idx);
+    let verdict = apply(h, key, rule, idx, len)?;
+    if let Some(p) = capture {
+        p.record(h, idx, len);
+    }
+    Ok(verdict)
 }
 
 /// Whether the controller's lease has run out (then every packet passes).

@@ -172,3 +172,23 @@ proptest! {
         }
     }
 }
+
+/// Found by the libFuzzer target `value_parsers` (fuzz/regressions/): a value
+/// with a line break or NUL (argv can carry both) was echoed raw, so its
+/// refusal took two lines. Control characters are now escaped.
+#[test]
+fn a_value_with_control_characters_is_refused_in_one_line() {
+    let s = "g#e:\n\0,20%";
+    let e = parse_percent("percentage", s).unwrap_err();
+    assert!(!e.0.contains('\n') && !e.0.contains('\0'), "{}", e.0);
+    assert!(e.0.contains(r"g#e:\n\u{0},20%"), "{}", e.0);
+    for e in [
+        parse_duration_ns("time", s).unwrap_err(),
+        parse_rate_bps(s).unwrap_err(),
+        parse_loss_model(s).unwrap_err(),
+        parse_cidr("prefix", s).unwrap_err(),
+        parse_port_range("port", s).unwrap_err(),
+    ] {
+        assert!(!e.0.chars().any(char::is_control), "{}", e.0);
+    }
+}

@@ -83,6 +83,22 @@ enum Cmd {
         #[arg(long, default_value_t = 10_000)]
         cycles: usize,
     },
+    /// Issue 16's upgrades with two builds: builds `impair` a second time
+    /// with the map ABI version one ahead (IMPAIR_ABI_VERSION, into
+    /// target/abi-next/), then the ordinary build, and runs the controller
+    /// tier's `upgrade::` tests with both (older pins, newer detaches; newer
+    /// pins, older refuses). Needs root. The netns tier (`cargo xtask test
+    /// --tier netns`) runs them too; this runs only them.
+    Upgrade,
+    /// Issue 16's libFuzzer targets (fuzz/, cargo-fuzz): every command-line
+    /// value parser, profile and scenario TOML, jitter tables; each for a
+    /// bounded time from the seed corpora in fuzz/corpus/ (new inputs go to
+    /// target/fuzz-corpus/). Needs rustup's nightly; installs cargo-fuzz.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 30)]
+        secs: u64,
+    },
     /// Run the fidelity tier in the VM and regenerate docs/accuracy.md.
     Accuracy {
         /// A kernel release, a series (6.1, 6.12), or all.
@@ -156,6 +172,8 @@ fn main() -> ExitCode {
         } => tasks::test(tier, &vm_kernel, &extra),
         Cmd::Clippy => tasks::clippy(),
         Cmd::Soak { cycles } => tasks::soak(cycles),
+        Cmd::Upgrade => tasks::upgrade(),
+        Cmd::Fuzz { secs } => tasks::fuzz(secs),
         Cmd::Demo { extra } => tasks::demo(&extra),
         Cmd::Bench {
             quick,

@@ -50,6 +50,8 @@ const TEST_TOOLS: &[&str] = &[
     "podman",
     "runc",
     "iperf3",
+    // Reads the capture files in tests/tests/controller/capture.rs.
+    "tshark",
 ];
 
 /// Where the PyPI tools the tests drive live (a venv of their own, so the

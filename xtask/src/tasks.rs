@@ -223,10 +223,22 @@ pub fn test(tier: Tier, vm_kernel: &str, extra: &[String]) -> Result<()> {
     setup::setup(&Options { kernels: false })?;
 
     section("test: build the impair binary (the tests run target/debug/impair)");
-    run_timed(cargo_require().args(["build", "--bin", "impair"]))?;
+    // The controller tier's upgrade tests also run a second build one map
+    // ABI version ahead; it is built first, so the ordinary one is last.
+    let next_abi = if matches!(tier, Tier::Netns | Tier::All) {
+        Some(build_next_abi()?)
+    } else {
+        run_timed(cargo_require().args(["build", "--bin", "impair"]))?;
+        None
+    };
 
     section(&format!("test: tier {}", tier.name()));
-    run_timed(cargo_require().args(tier.cargo_args()).args(extra))?;
+    let mut cmd = cargo_require();
+    cmd.args(tier.cargo_args()).args(extra);
+    if let Some(bin) = &next_abi {
+        cmd.env_remove(ABI_VERSION_ENV).env(NEXT_ABI_BIN_ENV, bin);
+    }
+    run_timed(&mut cmd)?;
     if tier == Tier::All {
         // The benchmarks' quick mode: it proves they run; numbers from a
         // busy CI machine are not the ones docs/benchmarks.md reports.
@@ -275,6 +287,151 @@ pub fn soak(cycles: usize) -> Result<()> {
     )?;
     eprintln!(
         "\nxtask soak --cycles {cycles}: passed in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// What names the map ABI version at build time (impair-common/src/abi.rs).
+const ABI_VERSION_ENV: &str = "IMPAIR_ABI_VERSION";
+/// What tells the controller tier's `upgrade::` tests where the second
+/// build is.
+const NEXT_ABI_BIN_ENV: &str = "IMPAIR_NEXT_ABI_BIN";
+
+/// Builds `impair` with the map ABI version one ahead of this tree's into
+/// target/abi-next/impair, then the ordinary build again, and returns the
+/// first. Both share target/: `IMPAIR_ABI_VERSION` recompiles impair-common
+/// and what depends on it (rustc tracks the variable), and the second build
+/// recompiles them back; the dependencies and the eBPF object (which does
+/// not read the version) stay built, so the pair costs two recompiles of
+/// the workspace's own host crates (about 4 s each on the CI machine).
+fn build_next_abi() -> Result<PathBuf> {
+    let next = impair_common::ABI_VERSION + 1;
+    section(&format!(
+        "build: impair with map ABI version {next} (the upgrade tests' newer build)"
+    ));
+    run_timed(
+        cargo_require()
+            .args(["build", "--bin", "impair"])
+            .env(ABI_VERSION_ENV, next.to_string()),
+    )?;
+    let dir = target_dir().join("abi-next");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let next_bin = dir.join("impair");
+    std::fs::copy(target_dir().join("debug").join("impair"), &next_bin)
+        .with_context(|| format!("copying the second build to {}", next_bin.display()))?;
+    section(&format!(
+        "build: impair with map ABI version {}",
+        impair_common::ABI_VERSION
+    ));
+    run_timed(
+        cargo_require()
+            .args(["build", "--bin", "impair"])
+            .env_remove(ABI_VERSION_ENV),
+    )?;
+    Ok(next_bin)
+}
+
+/// Issue 16's upgrades with two builds (see `Cmd::Upgrade`); the netns
+/// tier runs them too.
+pub fn upgrade() -> Result<()> {
+    let start = Instant::now();
+    if !crate::util::is_root() {
+        bail!(
+            "the upgrade tests pin instances in network namespaces: they need root \
+             (e.g. `sudo -E env \"PATH=$PATH\" cargo xtask upgrade`)"
+        );
+    }
+    setup::setup(&Options { kernels: false })?;
+    let next_bin = build_next_abi()?;
+    section("upgrade: controller tier upgrade:: with both builds");
+    run_timed(
+        cargo_require()
+            .args([
+                "test",
+                "-p",
+                "impair-tests",
+                "--test",
+                "controller",
+                "upgrade::",
+            ])
+            .args(["--", "--nocapture"])
+            .env_remove(ABI_VERSION_ENV)
+            .env(NEXT_ABI_BIN_ENV, &next_bin),
+    )?;
+    eprintln!(
+        "\nxtask upgrade: passed in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The libFuzzer targets of fuzz/Cargo.toml.
+const FUZZ_TARGETS: [&str; 3] = ["value_parsers", "profile_toml", "jitter_tables"];
+/// The cargo-fuzz `cargo xtask fuzz` installs when it is missing.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// Runs each libFuzzer target for `secs` seconds (see `Cmd::Fuzz`).
+pub fn fuzz(secs: u64) -> Result<()> {
+    let start = Instant::now();
+    let has_nightly = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_nightly {
+        bail!(
+            "cargo fuzz needs rustup's nightly toolchain (-Zsanitizer): `rustup toolchain install \
+             nightly`; without it the proptest form (impair-user/tests/fuzz_inputs.rs, unit tier) \
+             is what runs"
+        );
+    }
+    let has_fuzz = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_fuzz {
+        section(&format!("fuzz: install cargo-fuzz {CARGO_FUZZ_VERSION}"));
+        run_timed(Command::new("cargo").args([
+            "install",
+            "cargo-fuzz",
+            "--locked",
+            "--version",
+            CARGO_FUZZ_VERSION,
+        ]))?;
+    }
+    let root = workspace_root();
+    let mut failed = Vec::new();
+    for t in FUZZ_TARGETS {
+        section(&format!("fuzz: {t} for {secs} s"));
+        let fresh = target_dir().join("fuzz-corpus").join(t);
+        std::fs::create_dir_all(&fresh).with_context(|| format!("creating {}", fresh.display()))?;
+        let run = run_timed(
+            Command::new("cargo")
+                .current_dir(&root)
+                // The data path is not what these targets fuzz.
+                .env("IMPAIR_EBPF", "stub")
+                .args(["+nightly", "fuzz", "run", t])
+                .arg(&fresh)
+                .arg(root.join("fuzz").join("corpus").join(t))
+                // Inputs that once failed (each fixed), kept to stay fixed.
+                .args(Some(root.join("fuzz").join("regressions").join(t)).filter(|d| d.is_dir()))
+                .args(["--", &format!("-max_total_time={secs}")]),
+        );
+        // Every target runs, whatever an earlier one found.
+        if let Err(e) = run {
+            eprintln!("xtask: fuzz target {t} failed (its input is in fuzz/artifacts/{t}/): {e:#}");
+            failed.push(t);
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "fuzz targets that found a failing input: {} (see above; fuzz/artifacts/ keeps the inputs)",
+            failed.join(", ")
+        );
+    }
+    eprintln!(
+        "\nxtask fuzz: {} targets, {secs} s each, no failure, in {:.1} s",
+        FUZZ_TARGETS.len(),
         start.elapsed().as_secs_f64()
     );
     Ok(())

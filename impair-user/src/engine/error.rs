@@ -70,6 +70,19 @@ pub enum Error {
          {release}); nothing was changed"
     )]
     IngressHoldNeedsLinux64 { what: EgressOnly, release: String },
+    /// An instance on the interface was attached by an impair whose map ABI
+    /// version this one does not know (`impair_common::ABI_VERSION`):
+    /// nothing of it is touched.
+    #[error("{iface} is impaired at {hook} by an instance of map ABI version {found} (pid {pid}{}), which this impair (map ABI versions {oldest} to {newest}) cannot read: use an impair of map ABI version {found}{} to detach or change it; nothing was changed", if *pinned { ", pinned" } else { "" }, if found > newest { " or newer" } else { "" })]
+    UnknownAbi {
+        iface: String,
+        hook: &'static str,
+        pid: u32,
+        pinned: bool,
+        found: u32,
+        oldest: u32,
+        newest: u32,
+    },
     /// The kernel has no sch_fq (delay and rate need it).
     #[error("delay and rate need the fq qdisc (sch_fq), which this kernel does not have or cannot load (tc said: {said}); nothing was changed")]
     NoFq { said: String },
@@ -117,4 +130,19 @@ pub(crate) fn chain_has_errno(e: &(dyn std::error::Error + 'static), errno: i32)
         cur = err.source();
     }
     false
+}
+
+impl Error {
+    /// [`Error::UnknownAbi`] for the owner record `o` found on `iface`.
+    pub fn unknown_abi(iface: &str, o: &impair_common::Owner) -> Self {
+        Error::UnknownAbi {
+            iface: iface.to_owned(),
+            hook: o.hook_name(),
+            pid: o.pid,
+            pinned: o.flags & impair_common::owner_flags::PINNED != 0,
+            found: o.abi(),
+            oldest: impair_common::ABI_VERSION_OLDEST,
+            newest: impair_common::ABI_VERSION,
+        }
+    }
 }

@@ -135,7 +135,8 @@ fn bind_maps(ebpf: &mut Ebpf, p: Program) -> Result<()> {
             | Map::PerCpuArray(d)
             | Map::LruHashMap(d)
             | Map::HashMap(d)
-            | Map::LpmTrie(d) => d,
+            | Map::LpmTrie(d)
+            | Map::RingBuf(d) => d,
             _ => bail!("map {name} has a type impair does not use"),
         };
         sys::bpf_prog_bind_map(prog_fd, data.fd().as_fd())

@@ -67,6 +67,7 @@ pub(crate) fn record(a: &Attached<'_>) -> Result<Owner> {
         pid: std::process::id(),
         ifindex: a.ifindex,
         flags,
+        abi_version: impair_common::ABI_VERSION,
         netns_ino: sys::netns_ino()?,
         pid_start_ticks: sys::process_start_ticks(std::process::id()).unwrap_or(0),
         attached_unix_ns: sys::unix_ns(),

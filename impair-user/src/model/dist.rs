@@ -479,9 +479,9 @@ pub fn parse_distribution(s: &str) -> Result<Distribution, ValueError> {
     match s.parse::<Distribution>() {
         Ok(d) => Ok(d),
         Err(_) if Path::new(s).exists() => {
-            Distribution::from_file(s).map_err(|e| ValueError(format!("{e:#}")))
+            Distribution::from_file(s).map_err(|e| ValueError::one_line(format!("{e:#}")))
         }
-        Err(e) => Err(ValueError(format!("{e}"))),
+        Err(e) => Err(ValueError::one_line(format!("{e}"))),
     }
 }
 

@@ -85,6 +85,28 @@ impl fmt::Display for Field {
 #[error("{0}")]
 pub struct ValueError(pub String);
 
+impl ValueError {
+    /// The error `message` as one line: messages quote the value they
+    /// refuse, and a value may hold a line break or another control
+    /// character (argv can; the libFuzzer target `value_parsers` found
+    /// `--loss $'g#e:\n,20%'` printing two lines), so those are escaped
+    /// (`\n`, `\u{0}`).
+    pub fn one_line(message: String) -> Self {
+        if !message.chars().any(char::is_control) {
+            return Self(message);
+        }
+        let mut out = String::with_capacity(message.len() + 8);
+        for c in message.chars() {
+            if c.is_control() {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        }
+        Self(out)
+    }
+}
+
 /// What is wrong with a rule or rule set.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelError {

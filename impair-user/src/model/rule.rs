@@ -108,7 +108,7 @@ impl FromStr for CorruptMode {
         match s.trim() {
             "detectable" => Ok(CorruptMode::Detectable),
             "silent" => Ok(CorruptMode::Silent),
-            other => Err(ValueError(format!(
+            other => Err(ValueError::one_line(format!(
                 "invalid value '{other}': expected detectable or silent"
             ))),
         }

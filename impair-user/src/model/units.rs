@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use super::error::ValueError;
 
 macro_rules! value_error {
-    ($($arg:tt)*) => { ValueError(format!($($arg)*)) };
+    ($($arg:tt)*) => { ValueError::one_line(format!($($arg)*)) };
 }
 
 /// A probability given as a percentage, as tc netem takes it: `10%`, `0.5%`,

@@ -1,8 +1,11 @@
 //! Observation: what a running instance did. Counter snapshots with
 //! configured vs measured loss ([`snapshot`]), Prometheus text
-//! ([`metrics`]), and what this kernel supports ([`doctor`]).
+//! ([`metrics`]), what this kernel supports ([`doctor`]), and the record of
+//! impaired packets as pcapng ([`capture`], [`pcapng`]).
+pub mod capture;
 pub mod doctor;
 pub mod matrix;
 pub mod metrics;
+pub mod pcapng;
 pub mod snapshot;
 pub mod trace;

@@ -10,9 +10,13 @@
 //! which go through clsact before Linux 6.6) and `fq` (updates that install
 //! sch_fq). The VM tier runs `controller clsact::` and `controller fq::`
 //! (`cargo xtask vm`). `soak` is issue 16's soak (`cargo xtask soak` runs its
-//! full form). `container`: `--container` against real Podman.
+//! full form); `upgrade` its upgrades of pinned instances (`cargo xtask
+//! upgrade` runs the two-build form); `capture` its record of impaired
+//! packets, read back with tshark. `container`: `--container` against
+//! real Podman.
 use std::{process::Command, time::Duration};
 
+mod capture;
 mod clsact;
 mod container;
 mod fq;
@@ -21,6 +25,7 @@ mod newcomer;
 mod soak;
 mod two_way;
 mod two_way_fq;
+mod upgrade;
 mod verbs;
 
 /// Not a test of its own: `impair run` starts this test binary as CMD (see

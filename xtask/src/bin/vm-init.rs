@@ -31,6 +31,8 @@ const ENV: &[(&str, &str)] = &[
     ("HOME", "/root"),
     ("TMPDIR", "/tmp"),
     ("RUST_BACKTRACE", "1"),
+    // Tests that read files with host-only tools (tshark) know where they are.
+    ("IMPAIR_VM_GUEST", "1"),
 ];
 
 /// Whether a failed mount is worth a line on the console.

@@ -1,0 +1,300 @@
+//! The record of impaired packets, read: turns capture on in a running
+//! instance (its record cost in `CONTROL`), drains its `IMPAIR_CAPTURE` ring
+//! buffer into a pcapng file, one packet per record with the decision as the
+//! packet's comment, and turns it off again, reporting what the data path
+//! recorded and what its budget or a full ring made it skip
+//! (`impair_common::capture`, docs/map-abi.md "Capture").
+//!
+//! Works on any instance `discover` finds (the controller's own, another
+//! process's, a pinned one): the maps are opened by name through the
+//! instance's program. An instance of an impair without capture has no ring:
+//! [`Capture::start`] says so.
+use std::{fs::File, io::BufWriter, path::Path};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use aya::{
+    maps::{Array, Map, MapData, MapInfo, PerCpuArray, RingBuf},
+    programs::loaded_programs,
+};
+use impair_common::{
+    capture::{self, action, Counters, Record, SNAP_BYTES},
+    map_names, CONTROL_CAPTURE_COST_NS,
+};
+
+use super::pcapng::{PcapngWriter, LINKTYPE_ETHERNET, LINKTYPE_RAW};
+use crate::{discover::Instance, sys};
+
+/// The default budget: records per second per CPU.
+pub const DEFAULT_PER_CPU_PER_SEC: u64 = 10_000;
+
+/// What a capture recorded, from the data path's counters over the capture
+/// (summed over CPUs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    /// Records written to the file.
+    pub written: u64,
+    /// Impaired packets the data path recorded (equals `written` unless a
+    /// record was malformed).
+    pub recorded: u64,
+    /// Impaired packets not recorded: the per-CPU budget was spent.
+    pub over_budget: u64,
+    /// Impaired packets not recorded: the ring was full.
+    pub ring_full: u64,
+}
+
+impl Summary {
+    pub fn not_recorded(&self) -> u64 {
+        self.over_budget + self.ring_full
+    }
+}
+
+/// A capture in progress.
+pub struct Capture {
+    ring: RingBuf<MapData>,
+    control: Array<MapData, u64>,
+    counters: PerCpuArray<MapData, Counters>,
+    base: Counters,
+    out: PcapngWriter<BufWriter<File>>,
+    /// CLOCK_REALTIME − CLOCK_MONOTONIC, ns: the records' clock to the file's.
+    unix_minus_mono_ns: i128,
+    written: u64,
+    stopped: bool,
+}
+
+/// The maps named `names` of the program with id `prog_id`, in that order.
+fn maps_of(prog_id: u32, names: &[&str]) -> Result<Vec<Map>> {
+    let info = loaded_programs()
+        .flatten()
+        .find(|p| p.id() == prog_id)
+        .ok_or_else(|| anyhow!("the instance's program {prog_id} is gone"))?;
+    let ids = info
+        .map_ids()
+        .context("listing the program's maps")?
+        .unwrap_or_default();
+    let mut found: Vec<Option<Map>> = names.iter().map(|_| None).collect();
+    for id in ids {
+        let Some(name) = MapInfo::from_id(id)
+            .ok()
+            .and_then(|i| i.name_as_str().map(str::to_owned))
+        else {
+            continue;
+        };
+        if let Some(i) = names.iter().position(|n| *n == name) {
+            let data = MapData::from_id(id).with_context(|| format!("opening map {name}"))?;
+            found[i] = Some(Map::from_map_data(data)?);
+        }
+    }
+    found
+        .into_iter()
+        .zip(names)
+        .map(|(m, n)| {
+            m.ok_or_else(|| {
+                anyhow!("the instance has no map {n}: it was attached by an impair without capture")
+            })
+        })
+        .collect()
+}
+
+fn sum(counters: &PerCpuArray<MapData, Counters>) -> Result<Counters> {
+    let mut total = Counters::default();
+    for c in counters.get(&0, 0)?.iter() {
+        total.add(c);
+    }
+    Ok(total)
+}
+
+/// The file's link type for `iface`: Ethernet unless the device has no
+/// link-layer header (ARPHRD_NONE, tun: frames start at IP).
+fn linktype(iface: &str) -> u16 {
+    let kind = std::fs::read_to_string(format!("/sys/class/net/{iface}/type")).unwrap_or_default();
+    match kind.trim() {
+        "1" | "" => LINKTYPE_ETHERNET,
+        _ => LINKTYPE_RAW,
+    }
+}
+
+/// The comment a record's packet carries in the file.
+pub fn comment(r: &Record, unix_minus_mono_ns: i128) -> String {
+    let actions: Vec<&str> = action::NAMES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| r.actions & (1 << i) != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    let hook = match r.hook {
+        capture::hook::TC_EGRESS => "tc-egress",
+        capture::hook::TC_INGRESS => "tc-ingress",
+        capture::hook::XDP => "xdp",
+        _ => "unknown",
+    };
+    let mut s = format!(
+        "impair rule={} actions={} hook={hook}",
+        r.rule,
+        actions.join(",")
+    );
+    if r.departure_ns != 0 {
+        let delay_ns = r.departure_ns.saturating_sub(r.decided_ns);
+        let departure_unix_ns = (r.departure_ns as i128 + unix_minus_mono_ns).max(0);
+        s += &format!(" delay_ns={delay_ns} departure_unix_ns={departure_unix_ns}");
+    }
+    s
+}
+
+/// A record from the ring's bytes (`None` if it is too short).
+fn parse(bytes: &[u8]) -> Option<Record> {
+    if bytes.len() < std::mem::size_of::<Record>() {
+        return None;
+    }
+    // SAFETY: `bytes` holds at least one Record, which is plain old data
+    // (integers and bytes; every bit pattern valid); read_unaligned copes
+    // with any alignment.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Record>()) })
+}
+
+impl Capture {
+    /// Starts recording the impaired packets of `inst` (on `iface`) into a
+    /// new pcapng file at `path`, at most `per_cpu_per_sec` records per
+    /// second on each CPU (with a burst of one second's worth).
+    pub fn start(inst: &Instance, iface: &str, path: &Path, per_cpu_per_sec: u64) -> Result<Self> {
+        if per_cpu_per_sec == 0 {
+            bail!("the capture budget must be at least 1 packet per second");
+        }
+        let mut maps = maps_of(
+            inst.prog_id,
+            &[capture::MAP_RING, capture::MAP_COUNTERS, map_names::CONTROL],
+        )?
+        .into_iter();
+        let (Some(ring), Some(counters), Some(control)) = (maps.next(), maps.next(), maps.next())
+        else {
+            bail!("the instance's capture maps are incomplete");
+        };
+        let mut ring = RingBuf::try_from(ring).context("the capture ring")?;
+        let counters = PerCpuArray::try_from(counters).context("the capture counters")?;
+        let mut control: Array<MapData, u64> =
+            Array::try_from(control).context("the control map")?;
+        if control.get(&CONTROL_CAPTURE_COST_NS, 0)? != 0 {
+            // A capture that was killed leaves its cost set; a live one
+            // would share the ring with us, so records would go missing.
+            tracing::warn!(
+                iface,
+                "capture was already on (another `impair capture`, or one that was killed): taking it over"
+            );
+        }
+        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let out = PcapngWriter::new(BufWriter::new(file), iface, linktype(iface), SNAP_BYTES)
+            .with_context(|| format!("writing {}", path.display()))?;
+        // Records a previous capture left are not this one's.
+        while ring.next().is_some() {}
+        let base = sum(&counters)?;
+        let unix_minus_mono_ns = sys::unix_ns() as i128 - sys::monotonic_ns() as i128;
+        control
+            .set(
+                CONTROL_CAPTURE_COST_NS,
+                capture::cost_ns(per_cpu_per_sec),
+                0,
+            )
+            .context("turning capture on")?;
+        Ok(Self {
+            ring,
+            control,
+            counters,
+            base,
+            out,
+            unix_minus_mono_ns,
+            written: 0,
+            stopped: false,
+        })
+    }
+
+    /// Moves the records in the ring to the file; returns how many.
+    pub fn poll(&mut self) -> Result<u64> {
+        let mut n = 0;
+        while let Some(item) = self.ring.next() {
+            let Some(r) = parse(&item) else {
+                continue;
+            };
+            drop(item);
+            let snap = (r.snap_len as usize).min(r.data.len());
+            let ts = (r.decided_ns as i128 + self.unix_minus_mono_ns).max(0) as u64;
+            self.out
+                .packet(
+                    ts,
+                    &r.data[..snap],
+                    r.frame_len,
+                    &comment(&r, self.unix_minus_mono_ns),
+                )
+                .context("writing the capture file")?;
+            n += 1;
+        }
+        self.written += n;
+        Ok(n)
+    }
+
+    /// Turns capture off, writes what is left and closes the file.
+    pub fn finish(mut self) -> Result<Summary> {
+        self.stop()?;
+        self.poll()?;
+        self.out.flush().context("writing the capture file")?;
+        let now = sum(&self.counters)?;
+        Ok(Summary {
+            written: self.written,
+            recorded: now.recorded - self.base.recorded,
+            over_budget: now.over_budget - self.base.over_budget,
+            ring_full: now.ring_full - self.base.ring_full,
+        })
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        if std::mem::replace(&mut self.stopped, true) {
+            return Ok(());
+        }
+        self.control
+            .set(CONTROL_CAPTURE_COST_NS, 0, 0)
+            .context("turning capture off")?;
+        // A program that read the cost before it changed may still be
+        // writing its record: give it time to land (programs run in
+        // microseconds).
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        Ok(())
+    }
+}
+
+impl Drop for Capture {
+    /// Never leaves capture on (an error path, a panic unwinding).
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            tracing::warn!("turning capture off: {e:#}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comments_name_the_decision() {
+        let r = Record {
+            decided_ns: 1_000,
+            departure_ns: 11_000,
+            rule: 2,
+            actions: action::DELAY | action::DUPLICATE,
+            hook: capture::hook::TC_EGRESS,
+            frame_len: 60,
+            snap_len: 60,
+            _pad: 0,
+            data: [0; SNAP_BYTES as usize],
+        };
+        assert_eq!(
+            comment(&r, 5),
+            "impair rule=2 actions=duplicate,delay hook=tc-egress delay_ns=10000 departure_unix_ns=11005"
+        );
+        let r = Record {
+            departure_ns: 0,
+            actions: action::DROP_LOSS,
+            hook: capture::hook::XDP,
+            ..r
+        };
+        assert_eq!(comment(&r, 5), "impair rule=2 actions=drop-loss hook=xdp");
+    }
+}

@@ -1,0 +1,332 @@
+//! Issue 16's record of impaired packets: `impair capture IFACE -w FILE` and
+//! `attach --capture FILE` write each packet a rule dropped, duplicated (...)
+//! with its decision as the packet's pcapng comment. tshark (Debian's, from
+//! `cargo xtask setup`) reads the file back; the decisions in it equal the
+//! rule counters' changes over the capture, and over the per-CPU budget the
+//! records plus the "not recorded" counts equal them exactly.
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader},
+    path::Path,
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use impair_tests::{
+    impair_bin, note,
+    ns::{assert_restored, lab, probe, router_state, stats_json, stats_json_in, Controller},
+    Scratch,
+};
+
+/// The probe's destination port; the rules match it alone, so the lab's
+/// own packets (neighbour discovery, router solicitations) are never
+/// impaired, counted or recorded.
+const PORT: u16 = 47_016;
+
+/// Each packet of `file` as tshark reads it: its comment and UDP
+/// destination port. Fails loudly if tshark is missing or cannot read it,
+/// except in the VM guest, which carries no tshark: there the test's own
+/// reader ([`read_pcapng`]) reads it, with a NOTE.
+fn tshark(file: &Path) -> Vec<(String, String)> {
+    let run = Command::new("tshark")
+        .args(["-r"])
+        .arg(file)
+        .args(["-T", "fields", "-E", "separator=|"])
+        .args(["-e", "frame.comment", "-e", "udp.dstport"])
+        .output();
+    let out = match run {
+        Err(e) if std::env::var_os("IMPAIR_VM_GUEST").is_some() => {
+            note(format!(
+                "tshark is not in the VM guest ({e}): the capture is read by the test's own pcapng reader"
+            ));
+            return read_pcapng(file);
+        }
+        other => {
+            other.expect("running tshark (installed by `cargo xtask setup`: Debian package tshark)")
+        }
+    };
+    assert!(
+        out.status.success(),
+        "tshark could not read {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let (c, p) = l.split_once('|').unwrap_or((l, ""));
+            (c.to_owned(), p.to_owned())
+        })
+        .collect()
+}
+
+/// [`tshark`]'s fields, read without it: each enhanced packet block's
+/// comment option and the UDP destination port of its IPv4 frame.
+fn read_pcapng(file: &Path) -> Vec<(String, String)> {
+    let b = std::fs::read(file).unwrap();
+    let u16_at = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]) as usize;
+    let u32_at = |i: usize| u32::from_ne_bytes(b[i..i + 4].try_into().unwrap()) as usize;
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 12 <= b.len() {
+        let (kind, total) = (u32_at(at), u32_at(at + 4));
+        assert!(
+            total >= 12 && at + total <= b.len(),
+            "a block overruns the file"
+        );
+        if kind == 6 {
+            let caplen = u32_at(at + 20);
+            let data = &b[at + 28..at + 28 + caplen];
+            let mut opt = at + 28 + caplen.next_multiple_of(4);
+            let mut comment = String::new();
+            while opt + 4 <= at + total - 4 {
+                let (code, len) = (u16_at(opt), u16_at(opt + 2));
+                if code == 0 {
+                    break;
+                }
+                if code == 1 {
+                    comment = String::from_utf8_lossy(&b[opt + 4..opt + 4 + len]).into_owned();
+                }
+                opt += 4 + len.next_multiple_of(4);
+            }
+            // Ethernet, IPv4 (IHL words), UDP: the destination port.
+            let l4 = 14 + usize::from(data[14] & 0x0f) * 4;
+            let port = u16::from_be_bytes([data[l4 + 2], data[l4 + 3]]);
+            out.push((comment, port.to_string()));
+        }
+        at += total;
+    }
+    out
+}
+
+/// How many of `comments` name each action (`actions=a,b` counts once for
+/// each); also checks every comment's rule and hook.
+fn actions(packets: &[(String, String)], hook: &str) -> BTreeMap<String, u64> {
+    let mut n = BTreeMap::new();
+    for (comment, port) in packets {
+        assert_eq!(port, &PORT.to_string(), "a probe datagram: {comment}");
+        assert!(
+            comment.starts_with("impair rule=0 actions=")
+                && comment.contains(&format!(" hook={hook}")),
+            "{comment}"
+        );
+        let list = comment
+            .split(' ')
+            .find_map(|f| f.strip_prefix("actions="))
+            .unwrap();
+        for a in list.split(',') {
+            *n.entry(a.to_owned()).or_default() += 1;
+        }
+    }
+    n
+}
+
+/// Rule 0's counter `field` in a stats document.
+fn rule0(stats: &serde_json::Value, field: &str) -> u64 {
+    stats["rules"][0][field].as_u64().unwrap()
+}
+
+/// `impair capture r1 -w FILE --json EXTRA` in the router, started (it has
+/// said so on stderr); `finish` stops it and returns its summary.
+struct Capturing {
+    child: std::process::Child,
+}
+
+impl Capturing {
+    fn start(lab: &impair_tools::lab::Lab, file: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &lab.router])
+            .arg(impair_bin())
+            .args(["capture", "r1", "--json", "-w"])
+            .arg(file)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning impair capture");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(l) if l.contains("capturing") => Self { child },
+            other => {
+                let _ = child.kill();
+                panic!("impair capture did not start: {other:?}");
+            }
+        }
+    }
+
+    fn finish(mut self) -> serde_json::Value {
+        // SAFETY: kill(2) on our own child (`ip netns exec` execs impair).
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let out = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap())
+            .wait_with_output()
+            .unwrap();
+        assert!(out.status.success(), "impair capture: {out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for Capturing {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn capture_writes_each_decision_and_they_equal_the_counters() {
+    let lab = lab("capture");
+    let before = router_state(&lab);
+    let port = PORT.to_string();
+    let ctl = Controller::start(
+        &lab,
+        &[
+            "--loss",
+            "30%",
+            "--duplicate",
+            "10%",
+            "--proto",
+            "udp",
+            "--dport",
+            &port,
+            "--seed",
+            "16",
+        ],
+    );
+    let scratch = Scratch::new("capture");
+    let file = scratch.path().join("impaired.pcapng");
+    let s0 = stats_json(&lab);
+    let cap = Capturing::start(&lab, &file, &[]);
+    let r = probe(&lab, false, PORT, 2_000, 200);
+    let summary = cap.finish();
+    let s1 = stats_json(&lab);
+    let lost = rule0(&s1, "dropped_loss") - rule0(&s0, "dropped_loss");
+    let duplicated = rule0(&s1, "duplicated") - rule0(&s0, "duplicated");
+    assert!(lost > 400 && duplicated > 100, "{s1}");
+
+    let packets = tshark(&file);
+    let n = packets.len() as u64;
+    assert_eq!(summary["written"], n, "{summary}");
+    assert_eq!(summary["recorded"], n, "{summary}");
+    assert_eq!(summary["over_budget"], 0, "under the budget: {summary}");
+    assert_eq!(summary["ring_full"], 0, "{summary}");
+    let by_action = actions(&packets, "tc-egress");
+    assert_eq!(by_action.get("drop-loss").copied().unwrap_or(0), lost);
+    assert_eq!(by_action.get("duplicate").copied().unwrap_or(0), duplicated);
+    assert_eq!(by_action.len(), 2, "nothing else: {by_action:?}");
+    // A datagram both lost and duplicated leaves once (as the duplicate):
+    // the receiver misses exactly those recorded as lost alone.
+    let lost_alone = packets
+        .iter()
+        .filter(|(c, _)| c.contains("actions=drop-loss "))
+        .count() as u64;
+    assert_eq!(r.lost, lost_alone, "{r:?}");
+
+    assert!(ctl.signal_and_wait(libc::SIGINT).success());
+    assert_restored(&lab, &before);
+}
+
+#[test]
+fn over_the_budget_what_is_not_recorded_is_counted_exactly() {
+    let lab = lab("capbudget");
+    let port = PORT.to_string();
+    let _ctl = Controller::start(
+        &lab,
+        &["--loss", "100%", "--proto", "udp", "--dport", &port],
+    );
+    let scratch = Scratch::new("capbudget");
+    let file = scratch.path().join("impaired.pcapng");
+    let s0 = stats_json(&lab);
+    let cap = Capturing::start(&lab, &file, &["--max-pps", "20"]);
+    probe(&lab, false, PORT, 3_000, 200);
+    let summary = cap.finish();
+    let s1 = stats_json(&lab);
+    let lost = rule0(&s1, "dropped_loss") - rule0(&s0, "dropped_loss");
+    assert_eq!(lost, 3_000);
+    let n = tshark(&file).len() as u64;
+    let u = |k: &str| summary[k].as_u64().unwrap();
+    assert_eq!(u("written"), n, "{summary}");
+    assert_eq!(u("recorded"), n, "{summary}");
+    assert!(u("over_budget") > 0, "{summary}");
+    assert_eq!(
+        n + u("over_budget") + u("ring_full"),
+        lost,
+        "every decision is recorded or counted: {summary}"
+    );
+    // A second's burst plus 20 per second, per CPU.
+    let cpus = std::thread::available_parallelism().unwrap().get() as u64;
+    assert!(n <= cpus * 20 * 3, "{n} records on {cpus} CPUs: {summary}");
+}
+
+#[test]
+fn attach_capture_writes_what_the_controller_impairs_until_it_detaches() {
+    let lab = lab("capattach");
+    let before = router_state(&lab);
+    let port = PORT.to_string();
+    let scratch = Scratch::new("capattach");
+    let file = scratch.path().join("attach.pcapng");
+    let file_arg = file.to_str().unwrap();
+    let ctl = Controller::start(
+        &lab,
+        &[
+            "--loss",
+            "100%",
+            "--proto",
+            "udp",
+            "--dport",
+            &port,
+            "--capture",
+            file_arg,
+        ],
+    );
+    probe(&lab, false, PORT, 500, 200);
+    let lost = rule0(&stats_json(&lab), "dropped_loss");
+    assert_eq!(lost, 500);
+    assert!(ctl.signal_and_wait(libc::SIGINT).success());
+    let packets = tshark(&file);
+    assert_eq!(actions(&packets, "tc-egress").get("drop-loss"), Some(&lost));
+    assert_eq!(packets.len() as u64, lost);
+    assert_restored(&lab, &before);
+}
+
+#[test]
+fn xdp_records_carry_the_received_frames() {
+    let lab = lab("capxdp");
+    let port = PORT.to_string();
+    let scratch = Scratch::new("capxdp");
+    let file = scratch.path().join("xdp.pcapng");
+    let file_arg = file.to_str().unwrap();
+    let ctl = Controller::start_in(
+        &lab.server,
+        "s0",
+        &[
+            "--direction",
+            "ingress",
+            "--hook",
+            "xdp",
+            "--loss",
+            "50%",
+            "--proto",
+            "udp",
+            "--dport",
+            &port,
+            "--seed",
+            "16",
+            "--capture",
+            file_arg,
+        ],
+    );
+    probe(&lab, false, PORT, 1_000, 200);
+    let lost = rule0(&stats_json_in(&lab.server, "s0", &[]), "dropped_loss");
+    assert!(lost > 350, "{lost}");
+    assert!(ctl.signal_and_wait(libc::SIGINT).success());
+    let packets = tshark(&file);
+    assert_eq!(actions(&packets, "xdp").get("drop-loss"), Some(&lost));
+    assert_eq!(packets.len() as u64, lost);
+}
