@@ -381,11 +381,11 @@ fn bad_sweep_input_is_one_clear_line_exit_2_and_changes_nothing() {
                 "--step",
                 "10ms",
                 "--direction",
-                "ingress",
+                "both",
                 "--",
                 "true",
             ],
-            "--delay",
+            "both",
         ),
     ] {
         let out = impair_in(&lab.router, &[&["sweep", "r1"][..], &args[..]].concat());

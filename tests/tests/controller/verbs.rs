@@ -431,8 +431,23 @@ fn bad_controller_input_is_one_clear_line_exit_2_and_changes_nothing() {
             vec!["attach", "r1", "--profile", "lossy", "--loss", "2%"],
             "--profile".into(),
         ),
+        // Received traffic is held through an ifb at tc ingress (issue 12);
+        // one rule set on both directions, and XDP, still cannot hold it.
         (
-            vec!["attach", "r1", "--direction", "ingress", "--delay", "10ms"],
+            vec!["attach", "r1", "--direction", "both", "--delay", "10ms"],
+            "--delay".into(),
+        ),
+        (
+            vec![
+                "attach",
+                "r1",
+                "--direction",
+                "ingress",
+                "--hook",
+                "xdp",
+                "--delay",
+                "10ms",
+            ],
             "--delay".into(),
         ),
         (vec!["detach", "--all"], "nothing to detach".into()),
