@@ -644,13 +644,17 @@ mod tests {
 /// "newer" impair meets a real "older" instance and the other way round.
 pub const ABI_VERSION: u32 = match option_env!("IMPAIR_ABI_VERSION") {
     Some(v) => parse_abi_version(v),
-    None => 1,
+    None => 2,
 };
 
 /// The oldest map ABI version whose instances this build can detach (the
-/// newest is [`ABI_VERSION`]). Every version so far shares the layout of the
-/// owner record and of the control map, which is all detaching reads.
-pub const ABI_VERSION_OLDEST: u32 = 1;
+/// newest is [`ABI_VERSION`]). Version 1 (impair before wire counters,
+/// ifb, matrices, series, traces and capture: `RuleCounters` of 96 B, a
+/// two-entry control map, none of those maps) is not among them: this build
+/// opens an instance through all of its maps, which a version-1 instance
+/// lacks, so it refuses it in one line naming version 1 instead of
+/// misreading it.
+pub const ABI_VERSION_OLDEST: u32 = 2;
 
 /// The map ABI versions this build can detach.
 pub const ABI_VERSIONS_KNOWN: core::ops::RangeInclusive<u32> = ABI_VERSION_OLDEST..=ABI_VERSION;

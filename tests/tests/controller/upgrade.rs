@@ -139,15 +139,22 @@ fn an_instance_of_a_newer_abi_version_is_refused_in_one_line_and_left_untouched(
 }
 
 #[test]
-fn an_instance_without_a_version_record_is_version_1_and_detached_exactly() {
+fn an_instance_without_a_version_record_is_version_1_and_refused_naming_it() {
     let lab = lab("abinone");
     let before = router_state(&lab);
     let bin = impair_bin();
     pin(&bin, &lab, 1_616_002);
-    // What an impair from before versions were recorded wrote.
+    // What an impair from before versions were recorded wrote: version 1,
+    // whose maps this build cannot open (ABI_VERSION_OLDEST).
     forge_version(1_616_002, 0);
-    let status = stdout_ok(&run_in(&bin, &lab.router, &["status"]));
-    assert!(status.contains("(pinned)"), "{status}");
+    let pinned = router_state(&lab);
+    for args in [&["detach", "r1"][..], &["attach", "r1", "--loss", "1%"]] {
+        let out = run_in(&bin, &lab.router, args);
+        assert_abi_refusal(&args.join(" "), &out, 1);
+        assert_eq!(router_state(&lab), pinned, "{args:?} changed nothing");
+    }
+    // Its own impair (here: the record put back) detaches it exactly.
+    forge_version(1_616_002, ABI_VERSION);
     let out = stdout_ok(&run_in(&bin, &lab.router, &["detach", "r1"]));
     assert!(out.contains("removed the pinned instance"), "{out}");
     assert_restored(&lab, &before);
