@@ -245,6 +245,17 @@ pub fn test(tier: Tier, vm_kernel: &str, extra: &[String]) -> Result<()> {
         // The VM tier below runs the peers benchmark (--quick) on 6.12,
         // and only what differs by kernel (`cargo xtask vm` runs it all).
         bench(true, None, false)?;
+        // Issue 16: every libFuzzer target for a bounded time (the full
+        // form is `cargo xtask fuzz --secs N`).
+        if has_nightly() {
+            fuzz(FUZZ_SECS_IN_TEST)?;
+        } else {
+            eprintln!(
+                "\n######## NOTE: no rustup nightly toolchain: the libFuzzer targets (fuzz/) did NOT \
+                 run; their proptest forms ran in the unit tier. `rustup toolchain install nightly` \
+                 and `cargo xtask fuzz` run them\n"
+            );
+        }
         run_vm(vm_kernel, &[])?;
     }
     eprintln!(
@@ -372,13 +383,20 @@ const FUZZ_TARGETS: [&str; 3] = ["value_parsers", "profile_toml", "jitter_tables
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// Runs each libFuzzer target for `secs` seconds (see `Cmd::Fuzz`).
-pub fn fuzz(secs: u64) -> Result<()> {
-    let start = Instant::now();
-    let has_nightly = Command::new("rustup")
+/// How long `cargo xtask test` runs each fuzz target.
+const FUZZ_SECS_IN_TEST: u64 = 15;
+
+/// Whether rustup has a nightly toolchain (cargo fuzz needs -Zsanitizer).
+fn has_nightly() -> bool {
+    Command::new("rustup")
         .args(["run", "nightly", "rustc", "--version"])
         .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_nightly {
+        .is_ok_and(|o| o.status.success())
+}
+
+pub fn fuzz(secs: u64) -> Result<()> {
+    let start = Instant::now();
+    if !has_nightly() {
         bail!(
             "cargo fuzz needs rustup's nightly toolchain (-Zsanitizer): `rustup toolchain install \
              nightly`; without it the proptest form (impair-user/tests/fuzz_inputs.rs, unit tier) \
