@@ -207,28 +207,9 @@ pub fn of_owner(o: &impair_common::Owner) -> Option<String> {
 /// turned off (its clsact filter may outlive it, and a redirect to a device
 /// that is gone would drop), then the device goes. Returns their names.
 pub(crate) fn recover() -> Result<Vec<String>> {
-    let Ok(entries) = fs::read_dir(DIR) else {
-        return Ok(Vec::new());
-    };
-    let here = sys::netns_ino()?;
     let mut removed = Vec::new();
-    for e in entries.flatten() {
-        let file = e.file_name().to_string_lossy().into_owned();
-        let parts: Vec<&str> = file.split('-').collect();
-        let ["ifb", ns, ifindex, pid, ticks] = parts[..] else {
-            continue;
-        };
-        let (Ok(ns), Ok(ifindex), Ok(pid), Ok(ticks)) = (
-            ns.parse::<u64>(),
-            ifindex.parse::<u32>(),
-            pid.parse::<u32>(),
-            ticks.parse::<u64>(),
-        ) else {
-            continue;
-        };
-        if ns != here || sys::process_alive(pid, ticks) {
-            continue;
-        }
+    for e in super::journal::dead_entries("ifb")? {
+        let (ifindex, pid) = (e.ifindex, e.pid);
         let name = name_for(ifindex, pid);
         tracing::warn!(ifb = name, "removing the ifb device a killed impair left");
         // A clsact filter that outlived its controller: the whole leftover
@@ -242,7 +223,7 @@ pub(crate) fn recover() -> Result<Vec<String>> {
         if delete_named(&name)? {
             removed.push(name);
         }
-        let _ = fs::remove_file(e.path());
+        let _ = fs::remove_file(&e.path);
     }
     Ok(removed)
 }

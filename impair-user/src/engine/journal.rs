@@ -45,36 +45,67 @@ impl Drop for ClsactWindow {
     }
 }
 
-/// Closes the windows dead processes left open in this namespace: each
-/// interface's clsact qdisc goes if no filter uses it. Returns the
-/// interfaces (by index) whose qdisc was removed.
-pub(crate) fn recover() -> Result<Vec<u32>> {
+/// A journal file of a process that died, in this namespace: named
+/// `KIND-NETNS-IFINDEX-PID-TICKS` (the process's pid and start time, so a
+/// reused pid is not taken for it).
+pub(crate) struct DeadEntry {
+    pub(crate) path: PathBuf,
+    pub(crate) ifindex: u32,
+    pub(crate) pid: u32,
+}
+
+/// The `kind` journal files in `/run/impair` that processes now dead left
+/// in this network namespace (the clsact windows here, the ifb devices and
+/// the offload changes in their own files).
+pub(crate) fn dead_entries(kind: &str) -> Result<Vec<DeadEntry>> {
     let Ok(entries) = fs::read_dir(DIR) else {
         return Ok(Vec::new());
     };
     let here = sys::netns_ino()?;
-    let mut removed = Vec::new();
+    let mut dead = Vec::new();
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let parts: Vec<&str> = name.split('-').collect();
-        let ["clsact", ns, ifindex, pid, ticks] = parts[..] else {
+        let Some((ns, ifindex, pid, ticks)) = parse_entry(kind, &name) else {
             continue;
         };
-        let (Ok(ns), Ok(ifindex), Ok(pid), Ok(ticks)) = (
-            ns.parse::<u64>(),
-            ifindex.parse::<u32>(),
-            pid.parse::<u32>(),
-            ticks.parse::<u64>(),
-        ) else {
-            continue;
-        };
-        if ns != here || sys::process_alive(pid, ticks) {
-            continue;
+        if ns == here && !sys::process_alive(pid, ticks) {
+            dead.push(DeadEntry {
+                path: e.path(),
+                ifindex,
+                pid,
+            });
         }
-        if clsact::remove_if_unused_after_crash(ifindex)? {
-            removed.push(ifindex);
+    }
+    Ok(dead)
+}
+
+/// `KIND-NETNS-IFINDEX-PID-TICKS` → its numbers, for files of `kind`.
+fn parse_entry(kind: &str, name: &str) -> Option<(u64, u32, u32, u64)> {
+    let parts: Vec<&str> = name.split('-').collect();
+    let [k, ns, ifindex, pid, ticks] = parts[..] else {
+        return None;
+    };
+    if k != kind {
+        return None;
+    }
+    Some((
+        ns.parse().ok()?,
+        ifindex.parse().ok()?,
+        pid.parse().ok()?,
+        ticks.parse().ok()?,
+    ))
+}
+
+/// Closes the windows dead processes left open in this namespace: each
+/// interface's clsact qdisc goes if no filter uses it. Returns the
+/// interfaces (by index) whose qdisc was removed.
+pub(crate) fn recover() -> Result<Vec<u32>> {
+    let mut removed = Vec::new();
+    for e in dead_entries("clsact")? {
+        if clsact::remove_if_unused_after_crash(e.ifindex)? {
+            removed.push(e.ifindex);
         }
-        let _ = fs::remove_file(e.path());
+        let _ = fs::remove_file(&e.path);
     }
     Ok(removed)
 }
@@ -108,5 +139,28 @@ impl UpdateLock {
                 .with_context(|| format!("locking {}", path.display()));
         }
         Ok(Self { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_entry;
+
+    #[test]
+    fn journal_names_parse_by_kind_and_others_are_ignored() {
+        assert_eq!(
+            parse_entry("offload", "offload-4026531840-7-1234-98765"),
+            Some((4026531840, 7, 1234, 98765))
+        );
+        assert_eq!(
+            parse_entry("ifb", "ifb-4026531840-7-1234-98765"),
+            Some((4026531840, 7, 1234, 98765))
+        );
+        assert_eq!(
+            parse_entry("offload", "clsact-4026531840-7-1234-98765"),
+            None
+        );
+        assert_eq!(parse_entry("offload", "offload-x-7-1234-98765"), None);
+        assert_eq!(parse_entry("clsact", "update-4026531840-7.lock"), None);
     }
 }

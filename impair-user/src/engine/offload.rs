@@ -373,20 +373,9 @@ fn set_gro(iface: &str, on: bool) -> Result<()> {
 /// journal files); returns the interfaces (by index) restored. A change whose
 /// interface is gone is dropped with its file.
 pub(crate) fn recover() -> Result<Vec<u32>> {
-    let Ok(entries) = fs::read_dir(DIR) else {
-        return Ok(Vec::new());
-    };
-    let here = sys::netns_ino()?;
     let mut restored = Vec::new();
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(j) = Journal::parse(&name) else {
-            continue;
-        };
-        if j.netns != here || sys::process_alive(j.pid, j.ticks) {
-            continue;
-        }
-        let content = fs::read_to_string(e.path()).unwrap_or_default();
+    for e in super::journal::dead_entries("offload")? {
+        let content = fs::read_to_string(&e.path).unwrap_or_default();
         let changes: Vec<(u32, Change)> = content.lines().filter_map(Change::parse).collect();
         for (ifindex, c) in changes.iter().rev() {
             if let Some(iface) = sys::ifname(*ifindex) {
@@ -398,54 +387,14 @@ pub(crate) fn recover() -> Result<Vec<u32>> {
                 restored.push(*ifindex);
             }
         }
-        let _ = fs::remove_file(e.path());
+        let _ = fs::remove_file(&e.path);
     }
     Ok(restored)
-}
-
-/// A journal file's name: `offload-NETNS-IFINDEX-PID-TICKS`.
-#[derive(Debug, PartialEq, Eq)]
-struct Journal {
-    netns: u64,
-    ifindex: u32,
-    pid: u32,
-    ticks: u64,
-}
-
-impl Journal {
-    fn parse(name: &str) -> Option<Self> {
-        let parts: Vec<&str> = name.split('-').collect();
-        let ["offload", ns, ifindex, pid, ticks] = parts[..] else {
-            return None;
-        };
-        Some(Self {
-            netns: ns.parse().ok()?,
-            ifindex: ifindex.parse().ok()?,
-            pid: pid.parse().ok()?,
-            ticks: ticks.parse().ok()?,
-        })
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn journal_names_parse_and_others_are_ignored() {
-        assert_eq!(
-            Journal::parse("offload-4026531840-7-1234-98765"),
-            Some(Journal {
-                netns: 4026531840,
-                ifindex: 7,
-                pid: 1234,
-                ticks: 98765
-            })
-        );
-        assert_eq!(Journal::parse("clsact-4026531840-7-1234-98765"), None);
-        assert_eq!(Journal::parse("offload-x-7-1234-98765"), None);
-        assert_eq!(Journal::parse("update-4026531840-7.lock"), None);
-    }
 
     #[test]
     fn journal_lines_round_trip() {
