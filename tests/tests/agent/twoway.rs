@@ -203,4 +203,29 @@ fn a_two_way_link_impairs_each_direction_flips_and_restores_exactly() {
     assert_eq!(probe_back(&lab, 2_000).lost, 0, "no downlink attached");
     assert_eq!(agent.req("DELETE", "/v1/impairments/one", None).status, 200);
     assert_restored(&lab, &before);
+
+    // A scenario with two-way steps plays both sides: step 2 switches each.
+    let scenario = "[[step]]\nduration = \"1s\"\n[[step.uplink.rule]]\nloss = \"10%\"\n\
+                    [[step.downlink.rule]]\nloss = \"30%\"\n\
+                    [[step]]\nduration = \"10s\"\n[[step.uplink.rule]]\nloss = \"40%\"\n\
+                    [[step.downlink.rule]]\nloss = \"60%\"\n";
+    let r = post(json!({"id": "sc2", "target": target, "scenario": scenario}));
+    assert_eq!(r.status, 201, "{r:?}");
+    let s = sides(&r.body);
+    assert!(
+        near(&s, &[("egress", 0.1), ("ingress", 0.3)]),
+        "{s:?}: {r:?}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    let g = agent.req("GET", "/v1/impairments/sc2", None);
+    let s = sides(&g.body);
+    assert!(
+        near(&s, &[("egress", 0.4), ("ingress", 0.6)]),
+        "{s:?}: {g:?}"
+    );
+    for i in 0..2 {
+        assert_eq!(g.body["sides"][i]["generation"], 2, "{g:?}");
+    }
+    assert_eq!(agent.req("DELETE", "/v1/impairments/sc2", None).status, 200);
+    assert_restored(&lab, &before);
 }
