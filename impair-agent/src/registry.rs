@@ -23,30 +23,31 @@ use serde::Serialize;
 
 use crate::{
     error::ApiError,
-    request::{link_of, model_error, sides_wanted, CreateRequest, PairPlan, UpdateRequest},
+    link::{link_of, sides_wanted, PairPlan},
+    request::{model_error, CreateRequest, UpdateRequest},
 };
 
 /// The engine(s) of one instance: one hook set (rules, a one-way profile or
 /// scenario) or a two-way link's pair (uplink at egress, downlink at
 /// ingress).
 enum Engines {
-    One(Engine),
-    Pair(EnginePair),
+    One(Box<Engine>),
+    Pair(Box<EnginePair>),
 }
 
 impl Engines {
     /// Every attached engine, the uplink first.
     fn all(&self) -> Vec<&Engine> {
         match self {
-            Engines::One(e) => vec![e],
+            Engines::One(e) => vec![&**e],
             Engines::Pair(p) => p.engines().collect(),
         }
     }
 
     fn detach(self) -> Result<()> {
         match self {
-            Engines::One(e) => e.detach(),
-            Engines::Pair(p) => p.detach(),
+            Engines::One(e) => (*e).detach(),
+            Engines::Pair(p) => (*p).detach(),
         }
     }
 }
@@ -377,7 +378,9 @@ impl Registry {
                     direction: plan.direction,
                     ..HookOptions::default()
                 };
-                Box::new(move || Engine::attach_with(opts, hooks).map(Engines::One))
+                Box::new(move || {
+                    Engine::attach_with(opts, hooks).map(|e| Engines::One(Box::new(e)))
+                })
             }
             Some(PairPlan { uplink, downlink }) => {
                 let both = uplink.is_some() && downlink.is_some();
@@ -413,7 +416,7 @@ impl Registry {
                     "uplink"
                 };
                 let go = attach_pair(opts, &steps, field)?;
-                Box::new(move || go().map(Engines::Pair))
+                Box::new(move || go().map(|p| Engines::Pair(Box::new(p))))
             }
         };
         let engine = in_netns(netns.as_deref(), attach)
