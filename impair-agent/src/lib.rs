@@ -19,6 +19,7 @@ pub mod cleanup;
 pub mod container;
 pub mod error;
 pub mod http;
+pub mod link;
 pub mod registry;
 pub mod request;
 pub mod tls;

@@ -11,8 +11,11 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use impair::{
-    engine::{AttachOptions, Engine, Error as EngineError, HookOptions},
-    model::{ModelError, RuleSpec},
+    engine::{
+        pair::{side_label, EnginePair, PairOptions, SideOptions},
+        AttachOptions, Direction, Engine, Error as EngineError, HookOptions,
+    },
+    model::{LinkRules, ModelError, RuleSpec},
     observe::snapshot::Snapshot,
     profile::scenario::Scenario,
 };
@@ -20,14 +23,51 @@ use serde::Serialize;
 
 use crate::{
     error::ApiError,
-    request::{model_error, rules_of, CreateRequest, UpdateRequest},
+    link::{link_of, sides_wanted, PairPlan},
+    request::{model_error, CreateRequest, UpdateRequest},
 };
+
+/// The engine(s) of one instance: one hook set (rules, a one-way profile or
+/// scenario) or a two-way link's pair (uplink at egress, downlink at
+/// ingress).
+enum Engines {
+    One(Box<Engine>),
+    Pair(Box<EnginePair>),
+}
+
+impl Engines {
+    /// Every attached engine, the uplink first.
+    fn all(&self) -> Vec<&Engine> {
+        match self {
+            Engines::One(e) => vec![&**e],
+            Engines::Pair(p) => p.engines().collect(),
+        }
+    }
+
+    fn detach(self) -> Result<()> {
+        match self {
+            Engines::One(e) => (*e).detach(),
+            Engines::Pair(p) => (*p).detach(),
+        }
+    }
+}
+
+/// New rules for an instance: one rule set, or each side of a pair.
+enum NewRules {
+    One(Vec<RuleSpec>),
+    Pair {
+        uplink: Vec<RuleSpec>,
+        downlink: Vec<RuleSpec>,
+    },
+}
 
 /// One impairment: the request that made it, its engine and its clock.
 struct Instance {
     request: CreateRequest,
     /// `None` only while the engine is away on a namespace thread.
-    engine: Option<Engine>,
+    engine: Option<Engines>,
+    /// The hooks (one-way) or the sides (two-way) it was created with.
+    direction: Direction,
     label: String,
     created: Instant,
     created_unix_ns: u64,
@@ -55,7 +95,13 @@ pub struct View {
     /// Milliseconds until the duration ends, when one was given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remaining_ms: Option<u64>,
+    /// The counters of the (first) instance: a two-way link's uplink, or
+    /// its only side.
     pub status: Option<Snapshot>,
+    /// A two-way link: each side's counters, uplink first, each with its
+    /// `direction` (egress: the uplink, ingress: the downlink).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sides: Vec<Snapshot>,
 }
 
 pub struct Registry {
@@ -140,10 +186,17 @@ impl Instance {
     }
 
     fn view(&self, id: &str) -> View {
-        let status = self.engine.as_ref().and_then(|e| {
-            let maps = e.maps();
-            Snapshot::read(&maps, e.iface()).ok()
-        });
+        let snaps: Vec<Snapshot> = self
+            .engine
+            .iter()
+            .flat_map(Engines::all)
+            .filter_map(|e| Snapshot::read(&e.maps(), e.iface()).ok())
+            .collect();
+        let status = snaps.first().cloned();
+        let sides = match self.engine {
+            Some(Engines::Pair(_)) => snaps,
+            _ => Vec::new(),
+        };
         View {
             id: id.to_owned(),
             request: self.request.clone(),
@@ -153,27 +206,85 @@ impl Instance {
                 .deadline
                 .map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64),
             status,
+            sides,
         }
     }
 
     /// Replaces the rules atomically, in the instance's namespace (fq, which
-    /// delay and rate need, is installed there).
-    fn update(&mut self, rules: Vec<RuleSpec>, label: Option<String>) -> Result<(), ApiError> {
+    /// delay and rate need, is installed there); a pair's sides each flip
+    /// atomically, uplink first.
+    fn update(&mut self, rules: NewRules, label: Option<String>) -> Result<(), ApiError> {
         let engine = self
             .engine
             .take()
             .ok_or_else(|| ApiError::new(500, "the instance's engine is missing"))?;
         let (engine, result) = in_netns(self.netns().as_deref(), move || {
             let mut engine = engine;
-            let r = engine.update(&rules).and_then(|()| match &label {
-                Some(l) => engine.set_label(l),
-                None => Ok(()),
-            });
+            let r = match (&mut engine, &rules) {
+                (Engines::One(e), NewRules::One(r)) => e.update(r).and_then(|()| match &label {
+                    Some(l) => e.set_label(l),
+                    None => Ok(()),
+                }),
+                (Engines::Pair(p), NewRules::Pair { uplink, downlink }) => {
+                    p.update(uplink, downlink).and_then(|()| match &label {
+                        Some(l) => p.set_label(l),
+                        None => Ok(()),
+                    })
+                }
+                _ => Err(anyhow::anyhow!(
+                    "one rule set for a two-way link or two for a one-way instance"
+                )),
+            };
             (engine, r)
         })
         .map_err(|e| ApiError::internal(&e))?;
         self.engine = Some(engine);
         result.map_err(engine_error)
+    }
+
+    /// What `link` (checked, flipped if asked) gives this instance: a pair
+    /// takes both sides it has (a side it was created without must stay
+    /// without rules, unless its `direction` left that side out); a one-way
+    /// instance takes a two-way link's side at its direction.
+    fn new_rules(&self, link: LinkRules, field: &str) -> Result<NewRules, ApiError> {
+        let (want_up, want_down) = sides_wanted(self.direction);
+        match &self.engine {
+            Some(Engines::Pair(p)) => {
+                if !link.two_way {
+                    return Err(ApiError::bad_request(
+                        "this impairment is a two-way link: give its new uplink/downlink or a two-way profile",
+                        Some(field.to_owned()),
+                        Some("uplink and downlink rules, or a two-way profile".into()),
+                    ));
+                }
+                let side = |attached: bool, wanted: bool, rules: Vec<RuleSpec>, name: &str| {
+                    if attached {
+                        Ok(rules)
+                    } else if !wanted || rules.is_empty() {
+                        Ok(Vec::new())
+                    } else {
+                        Err(ApiError::bad_request(
+                            format!("this impairment was created without a {name} instance"),
+                            Some(if field == "profile" { "profile" } else { name }.to_owned()),
+                            Some(format!("no {name} rules; delete it and create it with both sides")),
+                        ))
+                    }
+                };
+                let uplink = side(p.uplink.is_some(), want_up, link.uplink, "uplink")?;
+                let downlink = side(p.downlink.is_some(), want_down, link.downlink, "downlink")?;
+                Ok(NewRules::Pair { uplink, downlink })
+            }
+            _ if !link.two_way => Ok(NewRules::One(link.uplink)),
+            _ => match (want_up, want_down) {
+                (true, false) => Ok(NewRules::One(link.uplink)),
+                (false, true) => Ok(NewRules::One(link.downlink)),
+                _ => Err(ApiError::bad_request(
+                    "this impairment is one instance at egress and ingress: a two-way link's sides cannot both go to it",
+                    Some(field.to_owned()),
+                    Some("rules, or a profile written without directions".into()),
+                )),
+            },
+        }
     }
 
     fn detach(mut self) -> Result<()> {
@@ -182,6 +293,37 @@ impl Instance {
             None => Ok(()),
         }
     }
+}
+
+/// A refusal of one side of a two-way link names that side's field.
+fn side_error(e: EngineError, field: &str) -> ApiError {
+    let mut err = engine_error(e.into());
+    if matches!(err.field.as_deref(), Some("direction" | "rules")) {
+        err.field = Some(field.to_owned());
+    }
+    err
+}
+
+/// Checks every side of a two-way plan (and of every scenario step)
+/// against its hooks, then attaches the pair.
+fn attach_pair(
+    opts: PairOptions,
+    steps: &[LinkRules],
+    field: &str,
+) -> Result<impl FnOnce() -> Result<EnginePair> + Send + 'static, ApiError> {
+    for l in steps {
+        if opts.uplink.is_some() {
+            opts.uplink_hooks()
+                .check(&l.uplink)
+                .map_err(|e| side_error(e, if field == "uplink" { "uplink" } else { field }))?;
+        }
+        if opts.downlink.is_some() {
+            opts.downlink_hooks()
+                .check(&l.downlink)
+                .map_err(|e| side_error(e, if field == "uplink" { "downlink" } else { field }))?;
+        }
+    }
+    Ok(move || EnginePair::attach(opts))
 }
 
 impl Registry {
@@ -218,23 +360,66 @@ impl Registry {
             )));
         }
         let plan = req.plan()?;
-        let opts = AttachOptions {
-            iface: req.target.interface.clone(),
-            mode: plan.attach_mode,
-            rules: plan.rules.clone(),
-            seed: req.seed,
-            label: format!("agent {}: {}", req.id, plan.label),
-            duration: plan.duration,
-            // The device's offloads are managed as for `impair attach`.
-            keep_offloads: false,
-        };
-        let hooks = HookOptions {
-            direction: plan.direction,
-            ..HookOptions::default()
-        };
-        let label = opts.label.clone();
+        let label = format!("agent {}: {}", req.id, plan.label);
         let netns = container_netns.or_else(|| req.target.netns.clone());
-        let engine = in_netns(netns.as_deref(), move || Engine::attach_with(opts, hooks))
+        let attach: Box<dyn FnOnce() -> Result<Engines> + Send> = match &plan.pair {
+            None => {
+                let opts = AttachOptions {
+                    iface: req.target.interface.clone(),
+                    mode: plan.attach_mode,
+                    rules: plan.rules.clone(),
+                    seed: req.seed,
+                    label: label.clone(),
+                    duration: plan.duration,
+                    // The device's offloads are managed as for `impair attach`.
+                    keep_offloads: false,
+                };
+                let hooks = HookOptions {
+                    direction: plan.direction,
+                    ..HookOptions::default()
+                };
+                Box::new(move || {
+                    Engine::attach_with(opts, hooks).map(|e| Engines::One(Box::new(e)))
+                })
+            }
+            Some(PairPlan { uplink, downlink }) => {
+                let both = uplink.is_some() && downlink.is_some();
+                let side = |rules: &Option<Vec<RuleSpec>>, name: &str| {
+                    rules.as_ref().map(|r| SideOptions {
+                        rules: r.clone(),
+                        label: side_label(&label, name, both),
+                    })
+                };
+                let opts = PairOptions {
+                    iface: req.target.interface.clone(),
+                    mode: plan.attach_mode,
+                    seed: req.seed,
+                    duration: plan.duration,
+                    uplink: side(uplink, "uplink"),
+                    downlink: side(downlink, "downlink"),
+                    ..PairOptions::default()
+                };
+                let mut steps: Vec<LinkRules> = match &plan.scenario {
+                    Some(sc) => sc.steps.iter().map(|st| st.link()).collect(),
+                    None => Vec::new(),
+                };
+                steps.push(LinkRules {
+                    uplink: uplink.clone().unwrap_or_default(),
+                    downlink: downlink.clone().unwrap_or_default(),
+                    two_way: true,
+                });
+                let field = if req.profile.is_some() {
+                    "profile"
+                } else if req.scenario.is_some() {
+                    "scenario"
+                } else {
+                    "uplink"
+                };
+                let go = attach_pair(opts, &steps, field)?;
+                Box::new(move || go().map(|p| Engines::Pair(Box::new(p))))
+            }
+        };
+        let engine = in_netns(netns.as_deref(), attach)
             .map_err(|e| {
                 ApiError::bad_request(
                     format!("{e:#}"),
@@ -243,7 +428,12 @@ impl Registry {
                 )
             })?
             .map_err(engine_error)?;
-        tracing::info!(id = req.id, iface = engine.iface(), "attached");
+        let iface = engine
+            .all()
+            .first()
+            .map(|e| e.iface().to_owned())
+            .unwrap_or_default();
+        tracing::info!(id = req.id, iface, "attached");
         let now = Instant::now();
         let scenario = plan.scenario.map(|s: Scenario| Playing {
             player: impair_tools::player::Player::new(s),
@@ -251,6 +441,7 @@ impl Registry {
         });
         let inst = Instance {
             engine: Some(engine),
+            direction: plan.direction,
             label,
             created: now,
             created_unix_ns: impair::sys::unix_ns(),
@@ -285,14 +476,20 @@ impl Registry {
     pub fn snapshots(&self) -> Vec<Snapshot> {
         lock(&self.instances)
             .values()
-            .filter_map(|i| {
-                let e = i.engine.as_ref()?;
+            .flat_map(|i| {
                 let t = &i.request.target;
-                let label = match t.container.as_ref().or(t.netns.as_ref()) {
-                    Some(place) => format!("{}@{place}", e.iface()),
-                    None => e.iface().to_owned(),
-                };
-                Snapshot::read(&e.maps(), &label).ok()
+                let place = t.container.as_ref().or(t.netns.as_ref());
+                i.engine
+                    .iter()
+                    .flat_map(Engines::all)
+                    .filter_map(|e| {
+                        let label = match place {
+                            Some(place) => format!("{}@{place}", e.iface()),
+                            None => e.iface().to_owned(),
+                        };
+                        Snapshot::read(&e.maps(), &label).ok()
+                    })
+                    .collect::<Vec<_>>()
             })
             .collect()
     }
@@ -308,22 +505,44 @@ impl Registry {
                 "a scenario's rules change by its timeline; delete it and create another",
             ));
         }
-        let Some((mut rules, label)) = rules_of(&req.rules, &req.profile)? else {
+        let Some((link, label)) = link_of(
+            &req.rules,
+            &req.profile,
+            &req.uplink,
+            &req.downlink,
+            req.flip,
+        )?
+        else {
             return Err(ApiError::bad_request(
-                "give rules or a profile",
+                "give rules, a profile or uplink/downlink",
                 Some("rules".into()),
-                Some("one of rules, profile".into()),
+                Some("one of rules, profile, uplink/downlink".into()),
             ));
         };
+        let field = if req.profile.is_some() {
+            "profile"
+        } else if req.rules.is_some() {
+            "rules"
+        } else {
+            "uplink"
+        };
+        let mut rules = inst.new_rules(link, field)?;
         // The target's cgroup scopes the new rules as it did the first.
-        for r in &mut rules {
-            r.matcher.cgroup = inst.cgroup_id;
+        match &mut rules {
+            NewRules::One(r) => scope(r, inst.cgroup_id),
+            NewRules::Pair { uplink, downlink } => {
+                scope(uplink, inst.cgroup_id);
+                scope(downlink, inst.cgroup_id);
+            }
         }
         let label = format!("agent {id}: {label}");
         inst.update(rules, Some(label.clone()))?;
         inst.label = label;
         inst.request.rules = req.rules;
         inst.request.profile = req.profile;
+        inst.request.uplink = req.uplink;
+        inst.request.downlink = req.downlink;
+        inst.request.flip = req.flip;
         Ok(inst.view(id))
     }
 
@@ -365,7 +584,22 @@ impl Registry {
                 continue;
             }
             play.step = step;
-            let rules = play.player.scenario().steps[step].rules.clone();
+            let st = &play.player.scenario().steps[step];
+            let rules = match &inst.engine {
+                Some(Engines::Pair(p)) => NewRules::Pair {
+                    uplink: if p.uplink.is_some() {
+                        st.rules.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    downlink: if p.downlink.is_some() {
+                        st.downlink.clone()
+                    } else {
+                        Vec::new()
+                    },
+                },
+                _ => NewRules::One(st.rules.clone()),
+            };
             let label = format!("agent {id}: {}", play.player.label(step));
             if let Err(e) = inst.update(rules, Some(label.clone())) {
                 tracing::error!(id, "scenario step {}: {e}", step + 1);
@@ -392,6 +626,13 @@ impl Registry {
 impl Drop for Registry {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Scopes rules to the target's cgroup (or none).
+fn scope(rules: &mut [RuleSpec], cgroup_id: Option<u64>) {
+    for r in rules {
+        r.matcher.cgroup = cgroup_id;
     }
 }
 

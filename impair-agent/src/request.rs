@@ -15,12 +15,15 @@ use impair::{
             parse_cell, parse_cidr, parse_duration_ns, parse_loss_model, parse_percent,
             parse_port_range, parse_proto, parse_queue, parse_rate_bps,
         },
-        CorruptMode, Field, Impairments, MatchSpec, ModelError, RuleSpec, ValueError,
+        CorruptMode, Field, Impairments, LinkRules, MatchSpec, ModelError, RuleSpec, ValueError,
     },
 };
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
+use crate::{
+    error::ApiError,
+    link::{flip_error, link_of, sides_wanted, PairPlan},
+};
 
 /// Longest client-chosen id.
 pub const MAX_ID_LEN: usize = 64;
@@ -132,7 +135,21 @@ pub struct CreateRequest {
     /// A scenario, as the TOML text of a scenario file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scenario: Option<String>,
-    /// egress (default), ingress or both.
+    /// A two-way link's uplink: the rules of what the host sends (egress).
+    /// With `downlink`, instead of rules, a profile or a scenario.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<Vec<RuleJson>>,
+    /// A two-way link's downlink: the rules of what the host receives
+    /// (ingress).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downlink: Option<Vec<RuleJson>>,
+    /// Swaps a two-way link's uplink and downlink (the link seen from its
+    /// other end, as `impair attach --flip`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flip: bool,
+    /// Rules, a one-way profile or scenario: egress (default), ingress or
+    /// both. A two-way link: both sides (default), egress (the uplink
+    /// only) or ingress (the downlink only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub direction: Option<String>,
     /// auto (default), tcx or netlink.
@@ -153,12 +170,21 @@ pub struct UpdateRequest {
     pub rules: Option<Vec<RuleJson>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<Vec<RuleJson>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downlink: Option<Vec<RuleJson>>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flip: bool,
 }
 
 /// What a request asks the engine for, in the model's terms.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// A one-way instance's rules (empty for a two-way one).
     pub rules: Vec<RuleSpec>,
+    /// A two-way link: an uplink (egress) and a downlink (ingress) instance.
+    pub pair: Option<PairPlan>,
     pub label: String,
     pub scenario: Option<impair::profile::scenario::Scenario>,
     pub direction: Direction,
@@ -167,7 +193,11 @@ pub struct Plan {
     pub cgroup_id: Option<u64>,
 }
 
-fn bad(field: impl Into<String>, msg: impl Into<String>, allowed: Option<&str>) -> ApiError {
+pub(crate) fn bad(
+    field: impl Into<String>,
+    msg: impl Into<String>,
+    allowed: Option<&str>,
+) -> ApiError {
     ApiError::bad_request(msg, Some(field.into()), allowed.map(str::to_owned))
 }
 
@@ -309,47 +339,6 @@ impl RuleJson {
     }
 }
 
-/// Rules from a list, a profile or nothing (an error naming what is needed).
-pub fn rules_of(
-    rules: &Option<Vec<RuleJson>>,
-    profile: &Option<String>,
-) -> Result<Option<(Vec<RuleSpec>, String)>, ApiError> {
-    match (rules, profile) {
-        (Some(_), Some(_)) => Err(bad(
-            "profile",
-            "give either rules or a profile, not both",
-            Some("one of rules, profile, scenario"),
-        )),
-        (Some(list), None) => {
-            if list.is_empty() || list.len() > MAX_RULES {
-                return Err(bad(
-                    "rules",
-                    format!("{} rules given", list.len()),
-                    Some(allowed_for(Field::Rules)),
-                ));
-            }
-            let specs = list
-                .iter()
-                .enumerate()
-                .map(|(i, r)| r.to_spec(&format!("rules[{i}]")))
-                .collect::<Result<Vec<_>, _>>()?;
-            impair::model::compile_all(&specs).map_err(|e| model_error("rules", &e))?;
-            Ok(Some((specs, "api rules".to_owned())))
-        }
-        (None, Some(name)) => {
-            let p = impair::profile::find(name).map_err(|e| {
-                bad(
-                    "profile",
-                    e.0,
-                    Some("a built-in profile name (GET /v1/profiles)"),
-                )
-            })?;
-            Ok(Some((p.rules, format!("profile {name}"))))
-        }
-        (None, None) => Ok(None),
-    }
-}
-
 /// A name or a path: letters, digits and `-_.`; no `..`.
 fn plain_name(s: &str) -> bool {
     !s.is_empty()
@@ -431,12 +420,14 @@ impl CreateRequest {
         if let Some(c) = &t.container {
             crate::container::check_name(c)?;
         }
-        let direction = match &self.direction {
-            None => Direction::Egress,
-            Some(d) => d
-                .parse()
-                .map_err(|e: String| bad("direction", e, Some("egress, ingress or both")))?,
-        };
+        let direction: Option<Direction> = self
+            .direction
+            .as_ref()
+            .map(|d| {
+                d.parse()
+                    .map_err(|e: String| bad("direction", e, Some("egress, ingress or both")))
+            })
+            .transpose()?;
         let attach_mode = match &self.attach_mode {
             None => AttachMode::Auto,
             Some(d) => d
@@ -464,18 +455,26 @@ impl CreateRequest {
             self.rules.is_some(),
             self.profile.is_some(),
             self.scenario.is_some(),
+            self.uplink.is_some() || self.downlink.is_some(),
         ]
         .iter()
         .filter(|x| **x)
         .count();
         if given != 1 {
+            // Several given: name a two-way side, the likelier slip.
+            let field = match (given > 1, &self.uplink) {
+                (true, Some(_)) => "uplink",
+                (true, None) if self.downlink.is_some() => "downlink",
+                _ => "rules",
+            };
             return Err(bad(
-                "rules",
-                "give exactly one of rules, profile and scenario",
-                Some("one of rules, profile, scenario"),
+                field,
+                "give exactly one of rules, profile, uplink/downlink and scenario",
+                Some("one of rules, profile, uplink/downlink, scenario"),
             ));
         }
-        let (mut rules, label, scenario) = if let Some(text) = &self.scenario {
+        // Every step's link (a scenario) or the one link, flipped if asked.
+        let (links, label, scenario) = if let Some(text) = &self.scenario {
             let sc = impair::profile::scenario::parse("scenario", text, None).map_err(|e| {
                 bad(
                     "scenario",
@@ -483,19 +482,72 @@ impl CreateRequest {
                     Some("a scenario file's TOML text (docs/profiles.md)"),
                 )
             })?;
-            let first = sc.steps[0].rules.clone();
-            (first, format!("scenario {}", self.id), Some(sc))
+            let sc = match (self.flip, sc.two_way()) {
+                (false, _) => sc,
+                (true, true) => sc.flipped(),
+                (true, false) => return Err(flip_error("this scenario")),
+            };
+            let links: Vec<LinkRules> = sc.steps.iter().map(|st| st.link()).collect();
+            (links, format!("scenario {}", self.id), Some(sc))
         } else {
-            let (rules, label) = rules_of(&self.rules, &self.profile)?.unwrap_or_default();
-            (rules, label, None)
+            let (link, label) = link_of(
+                &self.rules,
+                &self.profile,
+                &self.uplink,
+                &self.downlink,
+                self.flip,
+            )?
+            .unwrap_or_default();
+            (vec![link], label, None)
         };
-        if let Some(id) = cgroup_id {
-            for r in &mut rules {
-                r.matcher.cgroup = Some(id);
+        let two_way = links.iter().any(|l| l.two_way);
+        let scope = |mut rules: Vec<RuleSpec>| {
+            if let Some(id) = cgroup_id {
+                for r in &mut rules {
+                    r.matcher.cgroup = Some(id);
+                }
             }
-        }
+            rules
+        };
+        let (rules, pair) = if two_way {
+            let (want_up, want_down) = sides_wanted(direction.unwrap_or(Direction::Both));
+            let has_up = links.iter().any(|l| !l.uplink.is_empty());
+            let has_down = links.iter().any(|l| !l.downlink.is_empty());
+            let (up, down) = (want_up && has_up, want_down && has_down);
+            if !up && !down {
+                let (side, at) = if want_up {
+                    ("uplink", "egress")
+                } else {
+                    ("downlink", "ingress")
+                };
+                return Err(bad(
+                    "direction",
+                    format!("{label} has no {side} rules: nothing to impair at {at}"),
+                    Some(if has_up {
+                        "egress or both (this link has an uplink only)"
+                    } else {
+                        "ingress or both (this link has a downlink only)"
+                    }),
+                ));
+            }
+            let first = links[0].clone();
+            let pair = PairPlan {
+                uplink: up.then(|| scope(first.uplink)),
+                downlink: down.then(|| scope(first.downlink)),
+            };
+            (Vec::new(), Some(pair))
+        } else {
+            let first = links.into_iter().next().unwrap_or_default();
+            (scope(first.uplink), None)
+        };
+        let direction = direction.unwrap_or(if two_way {
+            Direction::Both
+        } else {
+            Direction::Egress
+        });
         Ok(Plan {
             rules,
+            pair,
             label,
             scenario,
             direction,

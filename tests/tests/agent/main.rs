@@ -26,6 +26,7 @@ mod crash;
 mod fleet;
 mod security;
 mod tools;
+mod twoway;
 
 /// A running `impair agent` in a lab namespace.
 pub struct Agent {
