@@ -15,7 +15,10 @@ use impair_tests::{
 };
 
 /// All three programs stay far from the verifier's 1M-instruction limit, so
-/// added impairments cannot silently push one over on some kernel.
+/// added impairments cannot silently push one over on some kernel. The guard
+/// was 150k until the 2026-12-02 round added wire counters, latency
+/// matrices, delay/loss series, rate traces, capture and the ifb duplicate
+/// check to tc egress (179k on 6.18): 250k keeps four times that headroom.
 #[test]
 fn verifier_complexity_has_headroom() {
     let mut l = load(&[RuleSpec::default()]);
@@ -29,7 +32,7 @@ fn verifier_complexity_has_headroom() {
             .expect("kernel reports verified_insns");
         eprintln!("{name}: verifier processed {processed} instructions");
         assert!(
-            processed < 150_000,
+            processed < 250_000,
             "{name}: verifier processed {processed} instructions (limit 1,000,000)"
         );
     }
