@@ -14,7 +14,7 @@
 //!    the same tcx hook) runs beside them, and impair's arms are also ratios
 //!    to it; so does the ingress path (impair at tc ingress against a floor
 //!    there).
-//! 2b. TCP arms (tcp.rs): iperf3 through a lab with default offloads, for
+//!    TCP arms (tcp.rs): iperf3 through a lab with default offloads, for
 //!    the baseline, the floor, impair `--proto tcp` at 0% and 1% loss and
 //!    iptables statistic 1%: bytes/s as ratios to the round's baseline and
 //!    CPU ns per byte.
