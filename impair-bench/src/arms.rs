@@ -20,6 +20,9 @@ pub(crate) enum Arm {
     FloorIngress,
     /// `--direction ingress --loss 1%` at tc ingress of the same veth.
     ImpairIngressLoss1,
+    /// The same through the ifb (a 0 ms delay holds packets, so tc ingress
+    /// redirects to an ifb whose egress runs impair).
+    ImpairIngressIfb,
     /// TCP arms (iperf3): impair `--proto tcp --loss 0%` and `--loss 1%`.
     TcpImpairLoss0,
     TcpImpairLoss1,
@@ -51,6 +54,7 @@ impl Arm {
             Arm::HtbRate => "htb rate 1gbit",
             Arm::FloorIngress => "floor at tc ingress",
             Arm::ImpairIngressLoss1 => "impair 1% loss at tc ingress",
+            Arm::ImpairIngressIfb => "impair 1% loss + 0 ms delay at ingress (ifb)",
             Arm::TcpImpairLoss0 => "impair --proto tcp, 0% loss",
             Arm::TcpImpairLoss1 => "impair --proto tcp, 1% loss",
         }
@@ -119,6 +123,14 @@ pub(crate) fn setup(lab: &Lab, arm: Arm) -> Result<Setup> {
         Arm::ImpairIngressLoss1 => attach_at(
             vec![RuleSpec {
                 loss: Some(0.01),
+                ..Default::default()
+            }],
+            true,
+        ),
+        Arm::ImpairIngressIfb => attach_at(
+            vec![RuleSpec {
+                loss: Some(0.01),
+                delay: Some(DelaySpec::default()),
                 ..Default::default()
             }],
             true,

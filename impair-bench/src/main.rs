@@ -168,6 +168,13 @@ fn main() -> Result<()> {
             teardown(&lab, s)?;
             arms.insert(1, Arm::Floor);
             arms.extend([Arm::FloorIngress, Arm::ImpairIngressLoss1]);
+            match setup(&lab, Arm::ImpairIngressIfb) {
+                Ok(s) => {
+                    teardown(&lab, s)?;
+                    arms.push(Arm::ImpairIngressIfb);
+                }
+                Err(e) => not_run.push((Arm::ImpairIngressIfb.name().to_owned(), format!("{e:#}"))),
+            }
             true
         }
         Err(e) => {
@@ -224,7 +231,10 @@ fn main() -> Result<()> {
         );
         vs_floor.extend(summarize_vs(
             &samples,
-            &[Arm::ImpairIngressLoss1],
+            &[Arm::ImpairIngressLoss1, Arm::ImpairIngressIfb]
+                .into_iter()
+                .filter(|a| arms.contains(a))
+                .collect::<Vec<_>>(),
             1,
             Arm::FloorIngress,
             &mut rng,

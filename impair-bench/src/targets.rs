@@ -35,7 +35,7 @@ pub(crate) fn floor_and_tcp(m: &mut String, r: &Report) {
             "| arm | ratio to the same round's floor (95% CI) |\n|---|---|"
         );
         for a in &r.vs_floor {
-            let reference = if a.arm == Arm::ImpairIngressLoss1 {
+            let reference = if matches!(a.arm, Arm::ImpairIngressLoss1 | Arm::ImpairIngressIfb) {
                 Arm::FloorIngress
             } else {
                 Arm::Floor
