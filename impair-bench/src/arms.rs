@@ -5,6 +5,8 @@ use crate::*;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub(crate) enum Arm {
     Baseline,
+    /// An empty tc program (TC_ACT_OK) at impair's hook: the floor.
+    Floor,
     ImpairNoMatch,
     ImpairMatchZero,
     ImpairLoss1,
@@ -14,6 +16,16 @@ pub(crate) enum Arm {
     ImpairRate,
     TbfRate,
     HtbRate,
+    /// The floor at tcx ingress of the router's incoming veth.
+    FloorIngress,
+    /// `--direction ingress --loss 1%` at tc ingress of the same veth.
+    ImpairIngressLoss1,
+    /// The same through the ifb (a 0 ms delay holds packets, so tc ingress
+    /// redirects to an ifb whose egress runs impair).
+    ImpairIngressIfb,
+    /// TCP arms (iperf3): impair `--proto tcp --loss 0%` and `--loss 1%`.
+    TcpImpairLoss0,
+    TcpImpairLoss1,
 }
 
 /// The rate of the rate arms: far above what the lab forwards with small
@@ -30,6 +42,7 @@ impl Arm {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Arm::Baseline => "baseline (nothing attached)",
+            Arm::Floor => "floor: empty tc program, same hook",
             Arm::ImpairNoMatch => "impair attached, no rule matches",
             Arm::ImpairMatchZero => "impair matching, zero impairment",
             Arm::ImpairLoss1 => "impair 1% loss",
@@ -39,6 +52,11 @@ impl Arm {
             Arm::ImpairRate => "impair rate 1gbit (EDT + fq)",
             Arm::TbfRate => "tbf rate 1gbit",
             Arm::HtbRate => "htb rate 1gbit",
+            Arm::FloorIngress => "floor at tc ingress",
+            Arm::ImpairIngressLoss1 => "impair 1% loss at tc ingress",
+            Arm::ImpairIngressIfb => "impair 1% loss + 0 ms delay at ingress (ifb)",
+            Arm::TcpImpairLoss0 => "impair --proto tcp, 0% loss",
+            Arm::TcpImpairLoss1 => "impair --proto tcp, 1% loss",
         }
     }
 }
@@ -47,25 +65,78 @@ impl Arm {
 pub(crate) enum Setup {
     None,
     Engine(Box<Engine>),
+    Floor(crate::floor::Floor),
     Iptables,
     /// A root qdisc impair did not make: removed with `tc qdisc del root`.
     Qdisc,
 }
 
 pub(crate) fn setup(lab: &Lab, arm: Arm) -> Result<Setup> {
-    let attach = |rules: Vec<RuleSpec>| -> Result<Setup> {
+    let attach_at = |rules: Vec<RuleSpec>, ingress: bool| -> Result<Setup> {
         let opts = AttachOptions {
-            iface: lab::ROUTER_EGRESS.into(),
+            iface: if ingress {
+                lab::ROUTER_INGRESS
+            } else {
+                lab::ROUTER_EGRESS
+            }
+            .into(),
             rules,
             seed: Some(3),
             label: "bench".into(),
             ..Default::default()
         };
-        let engine = netns::run_in(&lab.router, move || Engine::attach(opts))??;
+        let hooks = HookOptions {
+            direction: if ingress {
+                Direction::Ingress
+            } else {
+                Direction::Egress
+            },
+            ..Default::default()
+        };
+        let engine = netns::run_in(&lab.router, move || Engine::attach_with(opts, hooks))??;
         Ok(Setup::Engine(Box::new(engine)))
+    };
+    let attach = |rules: Vec<RuleSpec>| attach_at(rules, false);
+    let floor = |ingress: bool| -> Result<Setup> {
+        let iface = if ingress {
+            lab::ROUTER_INGRESS
+        } else {
+            lab::ROUTER_EGRESS
+        };
+        let f = netns::run_in(&lab.router, move || {
+            crate::floor::attach_floor(iface, ingress)
+        })??;
+        Ok(Setup::Floor(f))
+    };
+    let tcp = |loss: f64| RuleSpec {
+        matcher: MatchSpec {
+            proto: Some(Proto(6)),
+            ..Default::default()
+        },
+        loss: Some(loss),
+        ..Default::default()
     };
     match arm {
         Arm::Baseline => Ok(Setup::None),
+        Arm::Floor => floor(false),
+        Arm::FloorIngress => floor(true),
+        Arm::ImpairIngressLoss1 => attach_at(
+            vec![RuleSpec {
+                loss: Some(0.01),
+                ..Default::default()
+            }],
+            true,
+        ),
+        Arm::ImpairIngressIfb => attach_at(
+            vec![RuleSpec {
+                loss: Some(0.01),
+                delay: Some(DelaySpec::default()),
+                ..Default::default()
+            }],
+            true,
+        ),
+        Arm::TcpImpairLoss0 => attach(vec![tcp(0.0)]),
+        Arm::TcpImpairLoss1 => attach(vec![tcp(0.01)]),
         Arm::ImpairNoMatch => attach(vec![RuleSpec {
             matcher: nomatch(),
             loss: Some(1.0),
@@ -161,6 +232,10 @@ pub(crate) fn teardown(lab: &Lab, s: Setup) -> Result<()> {
     match s {
         Setup::None => Ok(()),
         Setup::Engine(e) => e.detach(),
+        Setup::Floor(f) => {
+            drop(f);
+            Ok(())
+        }
         Setup::Iptables => lab.exec(&lab.router, &iptables("-D")).map(|_| ()),
         Setup::Qdisc => lab
             .exec(
@@ -320,9 +395,21 @@ pub(crate) fn summarize(
     senders: usize,
     rng: &mut rand::rngs::StdRng,
 ) -> Vec<ArmSummary> {
+    summarize_vs(samples, arms, senders, Arm::Baseline, rng)
+}
+
+/// Like [`summarize`], with ratios to the same round's `reference` arm (the
+/// baseline, or the floor: an empty program at the same hook).
+pub(crate) fn summarize_vs(
+    samples: &[Sample],
+    arms: &[Arm],
+    senders: usize,
+    reference: Arm,
+    rng: &mut rand::rngs::StdRng,
+) -> Vec<ArmSummary> {
     let base: Vec<&Sample> = samples
         .iter()
-        .filter(|s| s.arm == Arm::Baseline && s.senders == senders)
+        .filter(|s| s.arm == reference && s.senders == senders)
         .collect();
     arms.iter()
         .map(|&arm| {

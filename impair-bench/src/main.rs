@@ -10,7 +10,14 @@
 //!    with zero impairment, 1% loss, and iptables `-m statistic` 1% loss (what
 //!    comcast and pumba use). Each arm's packets/s is a ratio to the same
 //!    round's baseline: median and bootstrap 95% interval, plus CPU time per
-//!    packet from /proc/stat.
+//!    packet from /proc/stat. The floor (floor.rs: an empty tc program at
+//!    the same tcx hook) runs beside them, and impair's arms are also ratios
+//!    to it; so does the ingress path (impair at tc ingress against a floor
+//!    there).
+//!    TCP arms (tcp.rs): iperf3 through a lab with default offloads, for
+//!    the baseline, the floor, impair `--proto tcp` at 0% and 1% loss and
+//!    iptables statistic 1%: bytes/s as ratios to the round's baseline and
+//!    CPU ns per byte.
 //! 3. Scaling: one sender vs one per core, for the baseline, impair 1% loss
 //!    and a qdisc with a root lock (tbf at 10 Gbit/s).
 //!
@@ -41,9 +48,9 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use aya::programs::{TestRun as _, TestRunOptions};
 use impair::{
-    engine::{AttachOptions, Engine, Loaded},
+    engine::{AttachOptions, Direction, Engine, HookOptions, Loaded},
     model::units::parse_cidr,
-    model::{compile_all, CorruptMode, DelaySpec, MatchSpec, RateSpec, RuleSpec},
+    model::{compile_all, CorruptMode, DelaySpec, MatchSpec, Proto, RateSpec, RuleSpec},
     netns,
 };
 use impair_tests::{packet::udp4, pin_to_cpu0, CLIENT_V4, SERVER_V4};
@@ -104,12 +111,15 @@ pub(crate) fn parse_args() -> Result<Opts> {
 // ---------------------------------------------------------------- micro
 
 mod arms;
+mod floor;
 mod micro;
 mod peers;
 mod report;
+mod targets;
+mod tcp;
 
 #[allow(unused_imports)]
-use {arms::*, micro::*, peers::*, report::*};
+use {arms::*, micro::*, peers::*, report::*, targets::*, tcp::*};
 
 fn main() -> Result<()> {
     let o = parse_args()?;
@@ -123,6 +133,7 @@ fn main() -> Result<()> {
     if o.peers {
         return peers(&o, cpus);
     }
+    let load_at_start = load_average();
     let peer_runs = load_peers(&o.peers_from)?;
     // BPF_PROG_TEST_RUN pins its thread to CPU 0; the lab arms must not be.
     let quick = o.quick;
@@ -151,6 +162,29 @@ fn main() -> Result<()> {
         Arm::ImpairMatchZero,
         Arm::ImpairLoss1,
     ];
+    // The floors: an empty tc program at impair's hooks (tcx, Linux 6.6+).
+    let floor = match setup(&lab, Arm::Floor) {
+        Ok(s) => {
+            teardown(&lab, s)?;
+            arms.insert(1, Arm::Floor);
+            arms.extend([Arm::FloorIngress, Arm::ImpairIngressLoss1]);
+            match setup(&lab, Arm::ImpairIngressIfb) {
+                Ok(s) => {
+                    teardown(&lab, s)?;
+                    arms.push(Arm::ImpairIngressIfb);
+                }
+                Err(e) => not_run.push((Arm::ImpairIngressIfb.name().to_owned(), format!("{e:#}"))),
+            }
+            true
+        }
+        Err(e) => {
+            not_run.push((
+                "the floor (an empty tc program at the same hook) and the ingress arms".to_owned(),
+                format!("{e:#}"),
+            ));
+            false
+        }
+    };
     if lab.exec(&lab.router, &iptables("-A")).is_ok() {
         lab.exec(&lab.router, &iptables("-D"))?;
         arms.push(Arm::IptablesLoss1);
@@ -184,7 +218,34 @@ fn main() -> Result<()> {
         &mut rng,
     )?);
     drop(lab);
+    let tcp_samples = tcp_arms(&o, floor, &mut not_run, &mut rng)?;
     let summary = summarize(&samples, &arms, 1, &mut rng);
+    let mut vs_floor = Vec::new();
+    if floor {
+        vs_floor = summarize_vs(
+            &samples,
+            &[Arm::ImpairNoMatch, Arm::ImpairMatchZero, Arm::ImpairLoss1],
+            1,
+            Arm::Floor,
+            &mut rng,
+        );
+        vs_floor.extend(summarize_vs(
+            &samples,
+            &[Arm::ImpairIngressLoss1, Arm::ImpairIngressIfb]
+                .into_iter()
+                .filter(|a| arms.contains(a))
+                .collect::<Vec<_>>(),
+            1,
+            Arm::FloorIngress,
+            &mut rng,
+        ));
+    }
+    let tcp_arms: Vec<Arm> = TCP_ARMS
+        .iter()
+        .copied()
+        .filter(|a| tcp_samples.iter().any(|s| s.arm == *a))
+        .collect();
+    let tcp = summarize(&tcp_samples, &tcp_arms, 1, &mut rng);
     let mut scaling = Vec::new();
     for n in [1, senders_max] {
         scaling.extend(summarize(&samples, &scale_arms, n, &mut rng));
@@ -193,9 +254,14 @@ fn main() -> Result<()> {
         }
     }
     let report = Report {
-        run: RunInfo::new(&o, cpus),
+        run: RunInfo {
+            load_at_start,
+            ..RunInfo::new(&o, cpus)
+        },
         micro,
         arms: summary,
+        vs_floor,
+        tcp,
         scaling,
         not_run,
         peers: peer_runs,
@@ -243,4 +309,41 @@ fn main() -> Result<()> {
     }
     println!("{md}");
     Ok(())
+}
+
+/// The TCP arms' order of report (those that ran).
+const TCP_ARMS: [Arm; 5] = [
+    Arm::Baseline,
+    Arm::Floor,
+    Arm::TcpImpairLoss0,
+    Arm::TcpImpairLoss1,
+    Arm::IptablesLoss1,
+];
+
+/// iperf3 through a lab with the kernel's default offloads (tcp.rs).
+fn tcp_arms(
+    o: &Opts,
+    floor: bool,
+    not_run: &mut Vec<(String, String)>,
+    rng: &mut rand::rngs::StdRng,
+) -> Result<Vec<Sample>> {
+    if !have_iperf3() {
+        not_run.push((
+            "TCP arms (iperf3)".to_owned(),
+            "iperf3 is not installed: `cargo xtask setup` installs it".to_owned(),
+        ));
+        return Ok(Vec::new());
+    }
+    let lab = Lab::create_with("benchtcp", LabOptions { offloads: true })?;
+    let mut arms = vec![Arm::Baseline, Arm::TcpImpairLoss0, Arm::TcpImpairLoss1];
+    if floor {
+        arms.push(Arm::Floor);
+    }
+    if lab.exec(&lab.router, &iptables("-A")).is_ok() {
+        lab.exec(&lab.router, &iptables("-D"))?;
+        arms.push(Arm::IptablesLoss1);
+    }
+    // --quick keeps CI's added time near 20 s: 1 s per arm.
+    let secs = if o.quick { 1 } else { 3 };
+    run_tcp_rounds(&lab, &arms, o.rounds, secs, rng)
 }

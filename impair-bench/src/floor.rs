@@ -1,0 +1,108 @@
+//! The floor: an empty tc program (`return TC_ACT_OK`) at the same hook as
+//! impair, so the lab arms can say how much of impair's cost is the hook
+//! itself (the tcx entry, the skb context) and how much is impair's decision.
+//!
+//! It is loaded from two raw BPF instructions with the `bpf(2)` syscall and
+//! attached through a tcx link, the hook `Engine::attach` uses on Linux 6.6+,
+//! so no second eBPF object is built and impair's own programs (and their
+//! verifier instruction counts) are untouched. On kernels without tcx the
+//! link cannot be made and the floor arms are reported as not run.
+use std::{
+    io,
+    os::fd::{FromRawFd as _, OwnedFd, RawFd},
+};
+
+use anyhow::{Context as _, Result};
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+/// `enum bpf_attach_type` (include/uapi/linux/bpf.h).
+const BPF_TCX_INGRESS: u32 = 46;
+const BPF_TCX_EGRESS: u32 = 47;
+
+/// `r0 = 0 (TC_ACT_OK); exit` as `struct bpf_insn` words (little endian:
+/// opcode in the low byte, the immediate in the high 32 bits).
+const FLOOR_INSNS: [u64; 2] = [
+    0xb7, // BPF_ALU64 | BPF_MOV | BPF_K, dst r0, imm 0
+    0x95, // BPF_JMP | BPF_EXIT
+];
+
+/// An attached floor program: the link detaches when this drops (a tcx link
+/// lives as long as its last descriptor).
+pub(crate) struct Floor {
+    _link: OwnedFd,
+    _prog: OwnedFd,
+}
+
+/// Runs `bpf(cmd, attr)` with a zeroed 128-byte `union bpf_attr`.
+fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> io::Result<RawFd> {
+    // SAFETY: attr is a valid, writable buffer of the size passed; the kernel
+    // reads (and for some commands writes) at most that many bytes of it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr.as_mut_ptr(),
+            attr.len() as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    RawFd::try_from(r).map_err(|_| io::Error::other("bpf(2) returned an out-of-range fd"))
+}
+
+fn put_u32(attr: &mut [u8; 128], at: usize, v: u32) {
+    attr[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+}
+
+fn put_u64(attr: &mut [u8; 128], at: usize, v: u64) {
+    attr[at..at + 8].copy_from_slice(&v.to_ne_bytes());
+}
+
+/// Loads the empty classifier and links it at tcx ingress or egress of
+/// `iface`. Must run in the interface's namespace (the link's ifindex is
+/// resolved in the caller's).
+pub(crate) fn attach_floor(iface: &str, ingress: bool) -> Result<Floor> {
+    let name = std::ffi::CString::new(iface)?;
+    // SAFETY: name is a valid NUL-terminated string.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if ifindex == 0 {
+        return Err(io::Error::last_os_error()).with_context(|| format!("no interface {iface}"));
+    }
+    let insns = FLOOR_INSNS;
+    let license = c"GPL";
+    let mut attr = [0u8; 128];
+    // struct { prog_type; insn_cnt; insns; license; log_level; log_size;
+    // log_buf; kern_version; prog_flags; prog_name[16]; ... }
+    put_u32(&mut attr, 0, BPF_PROG_TYPE_SCHED_CLS);
+    put_u32(&mut attr, 4, insns.len() as u32);
+    put_u64(&mut attr, 8, insns.as_ptr() as u64);
+    put_u64(&mut attr, 16, license.as_ptr() as u64);
+    attr[48..59].copy_from_slice(b"bench_floor");
+    let prog = bpf(BPF_PROG_LOAD, &mut attr).context("loading the empty tc program")?;
+    // SAFETY: prog is a descriptor the kernel just gave us; we own it.
+    let prog = unsafe { OwnedFd::from_raw_fd(prog) };
+    let mut attr = [0u8; 128];
+    // struct { prog_fd; target_ifindex; attach_type; flags; tcx {...} }
+    put_u32(&mut attr, 0, std::os::fd::AsRawFd::as_raw_fd(&prog) as u32);
+    put_u32(&mut attr, 4, ifindex);
+    put_u32(
+        &mut attr,
+        8,
+        if ingress {
+            BPF_TCX_INGRESS
+        } else {
+            BPF_TCX_EGRESS
+        },
+    );
+    let link = bpf(BPF_LINK_CREATE, &mut attr)
+        .with_context(|| format!("linking the empty tc program at tcx on {iface} (Linux 6.6+)"))?;
+    // SAFETY: as above, a fresh descriptor we own.
+    let link = unsafe { OwnedFd::from_raw_fd(link) };
+    Ok(Floor {
+        _link: link,
+        _prog: prog,
+    })
+}
