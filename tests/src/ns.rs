@@ -275,8 +275,24 @@ pub fn iface_state(lab: &Lab, ns: &str, iface: &str) -> String {
         s += &lab.exec(ns, &args).unwrap();
     }
     let status = impair_in(ns, &["status"]);
-    s += &String::from_utf8_lossy(&status.stdout);
+    // Without its age ("(3s ago)"), which changes between two snapshots of
+    // the same state.
+    for line in String::from_utf8_lossy(&status.stdout).lines() {
+        s += &strip_age(line);
+        s.push('\n');
+    }
     s
+}
+
+/// `line` without a status line's "(N ago)" part.
+fn strip_age(line: &str) -> String {
+    let Some(b) = line.find(" ago)") else {
+        return line.to_owned();
+    };
+    match line[..b].rfind(" (") {
+        Some(a) => format!("{}{}", &line[..a], &line[b + " ago)".len()..]),
+        None => line.to_owned(),
+    }
 }
 
 /// [`iface_state`] of the router's impaired interface `r1`.
