@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::ApiError,
-    request::{CreateRequest, RuleJson, Target, Text},
+    request::{CreateRequest, Target},
+    rule_json::{RuleJson, Text},
 };
 
 /// chaosd's `NetworkCommand` (pkg/core/network.go), the fields impair reads.

@@ -22,6 +22,7 @@ pub mod http;
 pub mod link;
 pub mod registry;
 pub mod request;
+pub mod rule_json;
 pub mod tls;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};

@@ -9,7 +9,7 @@ use impair::{
 
 use crate::{
     error::ApiError,
-    request::{allowed_for, bad, model_error, RuleJson, MAX_RULES},
+    rule_json::{allowed_for, bad, model_error, RuleJson, MAX_RULES},
 };
 
 /// The sides of a two-way link an instance attaches: `Some` rules for each
@@ -153,84 +153,5 @@ pub fn sides_wanted(direction: Direction) -> (bool, bool) {
         Direction::Both => (true, true),
         Direction::Egress => (true, false),
         Direction::Ingress => (false, true),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::request::CreateRequest;
-
-    use super::*;
-
-    fn two_way(extra: serde_json::Value) -> CreateRequest {
-        let mut v = serde_json::json!({"id": "l", "target": {"interface": "lo"}});
-        for (k, x) in extra.as_object().unwrap() {
-            v[k] = x.clone();
-        }
-        serde_json::from_value(v).unwrap()
-    }
-
-    #[test]
-    fn a_two_way_link_attaches_its_sides_and_flip_swaps_them() {
-        let link = serde_json::json!({"uplink": [{"loss": "10%"}], "downlink": [{"loss": "20%"}]});
-        let p = two_way(link.clone()).plan().unwrap();
-        let pair = p.pair.unwrap();
-        assert_eq!(pair.uplink.unwrap()[0].loss, Some(0.1));
-        assert_eq!(pair.downlink.unwrap()[0].loss, Some(0.2));
-        assert_eq!(p.direction, Direction::Both);
-        let mut flipped = link.clone();
-        flipped["flip"] = true.into();
-        let pair = two_way(flipped).plan().unwrap().pair.unwrap();
-        assert_eq!(pair.uplink.unwrap()[0].loss, Some(0.2));
-        assert_eq!(pair.downlink.unwrap()[0].loss, Some(0.1));
-        let mut down = link.clone();
-        down["direction"] = "ingress".into();
-        let pair = two_way(down).plan().unwrap().pair.unwrap();
-        assert!(pair.uplink.is_none() && pair.downlink.is_some());
-        // A two-way profile is a pair too; a one-way one is not.
-        assert!(two_way(serde_json::json!({"profile": "lte"}))
-            .plan()
-            .unwrap()
-            .pair
-            .is_some());
-        assert!(two_way(serde_json::json!({"profile": "lossy"}))
-            .plan()
-            .unwrap()
-            .pair
-            .is_none());
-    }
-
-    #[test]
-    fn bad_two_way_combinations_name_their_field() {
-        let field = |v: serde_json::Value| two_way(v).plan().unwrap_err().field;
-        for (body, f) in [
-            (
-                serde_json::json!({"rules": [{"loss": 1}], "flip": true}),
-                "flip",
-            ),
-            (
-                serde_json::json!({"profile": "lossy", "flip": true}),
-                "flip",
-            ),
-            (
-                serde_json::json!({"uplink": [{"loss": 1}], "direction": "ingress"}),
-                "direction",
-            ),
-            (
-                serde_json::json!({"downlink": [{"loss": 1}], "direction": "egress"}),
-                "direction",
-            ),
-            (
-                serde_json::json!({"uplink": [{"loss": 1}], "rules": [{"loss": 1}]}),
-                "uplink",
-            ),
-            (serde_json::json!({"uplink": [], "downlink": []}), "uplink"),
-            (
-                serde_json::json!({"downlink": [{"loss": "150%"}]}),
-                "downlink[0].loss",
-            ),
-        ] {
-            assert_eq!(field(body.clone()).as_deref(), Some(f), "{body}");
-        }
     }
 }

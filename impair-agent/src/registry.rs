@@ -24,7 +24,8 @@ use serde::Serialize;
 use crate::{
     error::ApiError,
     link::{link_of, sides_wanted, PairPlan},
-    request::{model_error, CreateRequest, UpdateRequest},
+    request::{CreateRequest, UpdateRequest},
+    rule_json::model_error,
 };
 
 /// The engine(s) of one instance: one hook set (rules, a one-way profile or

@@ -9,95 +9,18 @@ use std::time::Duration;
 
 use impair::{
     engine::{AttachMode, Direction},
-    model::{
-        dist::parse_distribution,
-        units::{
-            parse_cell, parse_cidr, parse_duration_ns, parse_loss_model, parse_percent,
-            parse_port_range, parse_proto, parse_queue, parse_rate_bps,
-        },
-        CorruptMode, Field, Impairments, LinkRules, MatchSpec, ModelError, RuleSpec, ValueError,
-    },
+    model::{units::parse_duration_ns, LinkRules, RuleSpec},
 };
 use serde::{Deserialize, Serialize};
 
 use crate::{
     error::ApiError,
     link::{flip_error, link_of, sides_wanted, PairPlan},
+    rule_json::{bad, RuleJson, Text},
 };
 
 /// Longest client-chosen id.
 pub const MAX_ID_LEN: usize = 64;
-/// Most rules one request may give (the data path holds 64).
-pub const MAX_RULES: usize = 64;
-
-/// A value written as a string or a number (`"10%"` or `10`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Text {
-    Number(serde_json::Number),
-    Text(String),
-}
-
-impl Text {
-    fn as_string(&self) -> String {
-        match self {
-            Text::Number(n) => n.to_string(),
-            Text::Text(s) => s.clone(),
-        }
-    }
-}
-
-/// One rule: what it matches and what it does, keys as in a profile's `[[rule]]`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleJson {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub src: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dst: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub proto: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sport: Option<Text>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dport: Option<Text>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub loss: Option<Text>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub loss_model: Option<String>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub ecn: bool,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub blackhole: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mtu: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub corrupt: Option<Text>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub corrupt_mode: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub duplicate: Option<Text>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub delay: Option<Text>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub jitter: Option<Text>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub distribution: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub delay_corr: Option<Text>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub in_order: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reorder: Option<Text>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rate: Option<Text>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub overhead: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cell: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub queue: Option<String>,
-}
 
 /// Where an impairment applies.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -191,152 +114,6 @@ pub struct Plan {
     pub attach_mode: AttachMode,
     pub duration: Option<Duration>,
     pub cgroup_id: Option<u64>,
-}
-
-pub(crate) fn bad(
-    field: impl Into<String>,
-    msg: impl Into<String>,
-    allowed: Option<&str>,
-) -> ApiError {
-    ApiError::bad_request(msg, Some(field.into()), allowed.map(str::to_owned))
-}
-
-/// What is allowed for each rule field, for error messages.
-pub fn allowed_for(f: Field) -> &'static str {
-    match f {
-        Field::Src | Field::Dst => "an IPv4 or IPv6 prefix such as 198.18.0.0/15 or an address",
-        Field::Proto => "tcp, udp, sctp, udplite, icmp, icmpv6 or a protocol number",
-        Field::Sport | Field::Dport => "a port (443) or a range (\"1000-2000\")",
-        Field::Loss | Field::Corrupt | Field::Duplicate | Field::Reorder | Field::DelayCorr => {
-            "a percentage from 0 to 100 (\"10%\" or 10)"
-        }
-        Field::LossModel => "gemodel:P[,R[,1-H[,1-K]]] or state:P13[,P31[,P32[,P23[,P14]]]]",
-        Field::Delay | Field::Jitter => {
-            "a time such as \"100ms\", \"1.5s\" or \"250us\" (at most 1 hour)"
-        }
-        Field::Distribution => "uniform, normal, pareto, paretonormal or experimental",
-        Field::Rate => "a rate such as \"10mbit\" (bits/s) or \"1mbps\" (bytes/s)",
-        Field::Mtu => "bytes from 68 to 65535",
-        Field::Overhead => "bytes from -1024 to 1024",
-        Field::Cell => "SIZE[:OVERHEAD] in bytes",
-        Field::Queue => "a time (\"50ms\"), bytes (\"64kb\") or packets (\"100p\")",
-        Field::CorruptMode => "detectable or silent",
-        Field::Ecn | Field::Blackhole | Field::InOrder => "true or false",
-        Field::Rules => "1 to 64 rules",
-    }
-}
-
-/// A model error of rule `i` as an API error with its field path.
-pub fn model_error(prefix: &str, e: &ModelError) -> ApiError {
-    let f = e.field();
-    let name = |x: Field| x.json_key();
-    let path = if f == Field::Rules {
-        "rules".to_owned()
-    } else {
-        format!("{prefix}.{}", f.json_key())
-    };
-    bad(path, e.render(&name), Some(allowed_for(f)))
-}
-
-impl RuleJson {
-    /// The rule, validated by the model; errors name `prefix.field`.
-    pub fn to_spec(&self, prefix: &str) -> Result<RuleSpec, ApiError> {
-        fn opt<T>(
-            prefix: &str,
-            f: Field,
-            v: Option<String>,
-            parse: impl Fn(&str) -> Result<T, ValueError>,
-        ) -> Result<Option<T>, ApiError> {
-            v.map(|s| parse(&s)).transpose().map_err(|e| {
-                bad(
-                    format!("{prefix}.{}", f.json_key()),
-                    e.0,
-                    Some(allowed_for(f)),
-                )
-            })
-        }
-        let t = |v: &Option<Text>| v.as_ref().map(Text::as_string);
-        let percent = |s: &str| parse_percent("percentage", s);
-        let time = |s: &str| parse_duration_ns("time", s);
-        let cidr = |s: &str| parse_cidr("prefix", s);
-        let port = |s: &str| parse_port_range("port", s);
-        let int = |f: Field, v: Option<i64>, lo: i64, hi: i64| -> Result<Option<i64>, ApiError> {
-            match v {
-                Some(n) if !(lo..=hi).contains(&n) => Err(bad(
-                    format!("{prefix}.{}", f.json_key()),
-                    format!("{n} is out of range"),
-                    Some(allowed_for(f)),
-                )),
-                other => Ok(other),
-            }
-        };
-        if let Some(d) = &self.distribution {
-            if d.contains('/') {
-                return Err(bad(
-                    format!("{prefix}.distribution"),
-                    "distribution tables from files are not read through the API",
-                    Some(allowed_for(Field::Distribution)),
-                ));
-            }
-        }
-        let matcher = MatchSpec {
-            src: opt(prefix, Field::Src, self.src.clone(), cidr)?,
-            dst: opt(prefix, Field::Dst, self.dst.clone(), cidr)?,
-            proto: opt(prefix, Field::Proto, self.proto.clone(), parse_proto)?.flatten(),
-            sport: opt(prefix, Field::Sport, t(&self.sport), port)?,
-            dport: opt(prefix, Field::Dport, t(&self.dport), port)?,
-            cgroup: None,
-        };
-        let imp = Impairments {
-            loss: opt(prefix, Field::Loss, t(&self.loss), percent)?,
-            loss_model: opt(
-                prefix,
-                Field::LossModel,
-                self.loss_model.clone(),
-                parse_loss_model,
-            )?,
-            ecn: self.ecn,
-            blackhole: self.blackhole,
-            mtu_bytes: int(Field::Mtu, self.mtu, 68, 65535)?.map(|n| n as u32),
-            corrupt: opt(prefix, Field::Corrupt, t(&self.corrupt), percent)?,
-            corrupt_mode: opt(prefix, Field::CorruptMode, self.corrupt_mode.clone(), |s| {
-                s.parse::<CorruptMode>()
-            })?
-            .unwrap_or_default(),
-            duplicate: opt(prefix, Field::Duplicate, t(&self.duplicate), percent)?,
-            delay_ns: opt(prefix, Field::Delay, t(&self.delay), time)?,
-            jitter_ns: opt(prefix, Field::Jitter, t(&self.jitter), time)?,
-            distribution: opt(
-                prefix,
-                Field::Distribution,
-                self.distribution.clone(),
-                parse_distribution,
-            )?,
-            delay_corr: opt(prefix, Field::DelayCorr, t(&self.delay_corr), percent)?,
-            in_order: self.in_order,
-            reorder: opt(prefix, Field::Reorder, t(&self.reorder), percent)?,
-            rate_bps: opt(prefix, Field::Rate, t(&self.rate), parse_rate_bps)?,
-            overhead_bytes: int(Field::Overhead, self.overhead, -1024, 1024)?.map(|n| n as i32),
-            cell: opt(prefix, Field::Cell, self.cell.clone(), parse_cell)?,
-            queue: opt(prefix, Field::Queue, self.queue.clone(), parse_queue)?,
-            // Matrices, series and rate traces are files on the command
-            // line; the API does not take them yet.
-            matrix: None,
-            delay_series: None,
-            loss_series: None,
-            rate_trace: None,
-        };
-        if let (Some(s), Some(d)) = (matcher.src, matcher.dst) {
-            if s.addr().is_ipv4() != d.addr().is_ipv4() {
-                return Err(bad(
-                    format!("{prefix}.dst"),
-                    format!("source {s} and destination {d} are of different IP versions"),
-                    Some("a destination of the source's IP version"),
-                ));
-            }
-        }
-        imp.rule(matcher).map_err(|e| model_error(prefix, &e))
-    }
 }
 
 /// A name or a path: letters, digits and `-_.`; no `..`.
@@ -614,5 +391,85 @@ mod tests {
             ..req.clone()
         };
         assert_eq!(bad_id.plan().unwrap_err().field.as_deref(), Some("id"));
+    }
+}
+
+/// Two-way links in requests (`link.rs`), through whole requests.
+#[cfg(test)]
+mod link_tests {
+    use impair::engine::Direction;
+
+    use crate::request::CreateRequest;
+
+    fn two_way(extra: serde_json::Value) -> CreateRequest {
+        let mut v = serde_json::json!({"id": "l", "target": {"interface": "lo"}});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_two_way_link_attaches_its_sides_and_flip_swaps_them() {
+        let link = serde_json::json!({"uplink": [{"loss": "10%"}], "downlink": [{"loss": "20%"}]});
+        let p = two_way(link.clone()).plan().unwrap();
+        let pair = p.pair.unwrap();
+        assert_eq!(pair.uplink.unwrap()[0].loss, Some(0.1));
+        assert_eq!(pair.downlink.unwrap()[0].loss, Some(0.2));
+        assert_eq!(p.direction, Direction::Both);
+        let mut flipped = link.clone();
+        flipped["flip"] = true.into();
+        let pair = two_way(flipped).plan().unwrap().pair.unwrap();
+        assert_eq!(pair.uplink.unwrap()[0].loss, Some(0.2));
+        assert_eq!(pair.downlink.unwrap()[0].loss, Some(0.1));
+        let mut down = link.clone();
+        down["direction"] = "ingress".into();
+        let pair = two_way(down).plan().unwrap().pair.unwrap();
+        assert!(pair.uplink.is_none() && pair.downlink.is_some());
+        // A two-way profile is a pair too; a one-way one is not.
+        assert!(two_way(serde_json::json!({"profile": "lte"}))
+            .plan()
+            .unwrap()
+            .pair
+            .is_some());
+        assert!(two_way(serde_json::json!({"profile": "lossy"}))
+            .plan()
+            .unwrap()
+            .pair
+            .is_none());
+    }
+
+    #[test]
+    fn bad_two_way_combinations_name_their_field() {
+        let field = |v: serde_json::Value| two_way(v).plan().unwrap_err().field;
+        for (body, f) in [
+            (
+                serde_json::json!({"rules": [{"loss": 1}], "flip": true}),
+                "flip",
+            ),
+            (
+                serde_json::json!({"profile": "lossy", "flip": true}),
+                "flip",
+            ),
+            (
+                serde_json::json!({"uplink": [{"loss": 1}], "direction": "ingress"}),
+                "direction",
+            ),
+            (
+                serde_json::json!({"downlink": [{"loss": 1}], "direction": "egress"}),
+                "direction",
+            ),
+            (
+                serde_json::json!({"uplink": [{"loss": 1}], "rules": [{"loss": 1}]}),
+                "uplink",
+            ),
+            (serde_json::json!({"uplink": [], "downlink": []}), "uplink"),
+            (
+                serde_json::json!({"downlink": [{"loss": "150%"}]}),
+                "downlink[0].loss",
+            ),
+        ] {
+            assert_eq!(field(body.clone()).as_deref(), Some(f), "{body}");
+        }
     }
 }
