@@ -15,14 +15,15 @@
 //! or the agent's request), else [`SOCKET_ENV`], else [`DEFAULT_SOCKETS`]
 //! (Podman's `podman system service` socket, Docker's, containerd's). The first
 //! runtime that knows the container answers. containerd speaks gRPC only
-//! (no HTTP/JSON API): impair does not link a gRPC client, so its socket is
-//! reported as unsupported in the error, with the workaround (`--netns PID`
-//! with the task's pid from `ctr task ls`). Docker running on containerd is
-//! resolved through Docker's socket as usual.
+//! (no HTTP/JSON API): a socket whose path names containerd is asked
+//! `Tasks/Get` over HTTP/2 instead ([`containerd`]), and its task is read as
+//! an inspect reply, so what follows the pid is one code path for all three.
+//! Docker running on containerd is resolved through Docker's socket as usual.
 //!
 //! # The HTTP client
 //!
-//! hyper 1 (HTTP/1.1 client only) over a tokio `UnixStream`, on a
+//! hyper 1 (HTTP/1.1 for Docker and Podman, HTTP/2 for containerd) over a
+//! tokio `UnixStream`, on a
 //! current-thread runtime made for the call: callers of this module are
 //! synchronous (the command line) or run it on a blocking thread (the agent).
 //! Replies are bounded in size and time, so a runtime that hangs or floods
@@ -36,6 +37,8 @@ use std::{
 };
 
 use serde::Deserialize;
+
+pub mod containerd;
 
 /// Environment variable naming the runtime socket to use (only that one).
 pub const SOCKET_ENV: &str = "IMPAIR_CONTAINER_SOCKET";
@@ -164,11 +167,22 @@ pub fn resolve(container: &str, socket: Option<&Path>) -> Result<Container, Cont
             tried.push(format!("{shown}: absent"));
             continue;
         }
-        if sock.to_string_lossy().contains("containerd") {
-            tried.push(format!(
-                "{shown}: containerd speaks gRPC only, which impair does not support \
-                 (use --netns PID with the task's pid from `ctr task ls`)"
-            ));
+        if containerd::is_containerd(&sock) {
+            let env = std::env::var(containerd::NAMESPACE_ENV).ok();
+            let namespaces = containerd::namespaces(env.as_deref());
+            match containerd::lookup(&sock, container, &namespaces) {
+                Ok(Some(inspect)) => return from_inspect(inspect, sock),
+                Ok(None) => {
+                    answered.push(format!("{shown} (namespaces {})", namespaces.join(", ")))
+                }
+                Err(containerd::Failure::Unreachable(e)) => tried.push(format!("{shown}: {e}")),
+                Err(containerd::Failure::Reply(detail)) => {
+                    return Err(ContainerError::BadReply {
+                        socket: shown,
+                        detail,
+                    })
+                }
+            }
             continue;
         }
         let (status, body) = match get(&sock, &format!("/containers/{container}/json")) {
@@ -416,16 +430,21 @@ fn interface_names() -> Vec<String> {
 
 /// `GET path` on the HTTP API at unix socket `socket`: status and body.
 fn get(socket: &Path, path: &str) -> Result<(u16, Vec<u8>), String> {
+    block_on(get_async(socket, path))?
+}
+
+/// Runs `fut` on a current-thread runtime made for the call, bounded by
+/// [`TIMEOUT`]; `Err` if it cannot start or takes longer.
+fn block_on<T>(fut: impl std::future::Future<Output = T>) -> Result<T, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
         .build()
         .map_err(|e| format!("starting an I/O runtime: {e}"))?;
     rt.block_on(async {
-        match tokio::time::timeout(TIMEOUT, get_async(socket, path)).await {
-            Ok(r) => r,
-            Err(_) => Err(format!("no answer within {} s", TIMEOUT.as_secs())),
-        }
+        tokio::time::timeout(TIMEOUT, fut)
+            .await
+            .map_err(|_| format!("no answer within {} s", TIMEOUT.as_secs()))
     })
 }
 
@@ -588,9 +607,15 @@ mod tests {
             "{line}"
         );
         assert!(!line.contains('\n'), "{line}");
-        let err = resolve("web", Some(Path::new("/run/containerd/containerd.sock")));
-        if Path::new("/run/containerd/containerd.sock").exists() {
-            assert!(err.unwrap_err().to_string().contains("gRPC"));
+        // containerd's socket is asked over gRPC (container/containerd.rs);
+        // absent here, it is named like any other.
+        if !Path::new("/run/containerd/containerd.sock").exists() {
+            let err = resolve("web", Some(Path::new("/run/containerd/containerd.sock")));
+            let line = err.unwrap_err().to_string();
+            assert!(
+                line.contains("/run/containerd/containerd.sock: absent"),
+                "{line}"
+            );
         }
     }
 
