@@ -1,7 +1,7 @@
 //! A container by name or id, resolved through its runtime's own API to
 //! the network namespace it runs in, by the library's resolver
-//! (`impair::container`: Podman's and Docker's sockets; containerd speaks
-//! gRPC only and is not asked). This file turns its answer into the API's.
+//! (`impair::container`: Podman's and Docker's HTTP API, containerd's gRPC
+//! API, each on its unix socket). This file turns its answer into the API's.
 use crate::error::ApiError;
 
 const ALLOWED: &str = "the name or id of a running Podman or Docker container";

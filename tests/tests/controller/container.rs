@@ -11,7 +11,8 @@
 //! `detach --container` restores eth0 exactly. A [`Podman`] guard removes the
 //! container, image, namespace, service and socket, also on failure.
 //! Docker and containerd daemons do not run on these machines: their replies
-//! are unit-tested in impair-user/src/container.rs.
+//! are unit-tested in impair-user/src/container/ (recorded Docker replies, a
+//! fake containerd speaking gRPC).
 use std::{
     fs::File,
     net::{SocketAddr, UdpSocket},
