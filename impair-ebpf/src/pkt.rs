@@ -161,6 +161,12 @@ fn xdp_at<const N: usize>(ctx: &XdpContext, off: u32) -> Option<*mut [u8; N]> {
     if off > XDP_MAX_OFFSET {
         return None;
     }
+    // The verifier must see the bound on the very register added to the
+    // packet pointer: after the check LLVM may use another copy of `off`
+    // (6.1 then saw 16..=65551 and refused the XDP program). A volatile
+    // reload hides the check from LLVM, so the mask stays and bounds it.
+    // SAFETY: `off` is a local.
+    let off = unsafe { core::ptr::read_volatile(&off) } & XDP_MAX_OFFSET;
     let size = N;
     // SAFETY: `ctx.ctx` is the xdp_md the kernel passed to the program, and
     // `size` is a local.
