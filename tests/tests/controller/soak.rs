@@ -81,6 +81,10 @@ struct Variant {
     mode: &'static str,
     site: Site,
     fq: bool,
+    /// An ingress rule that holds or copies packets (`--duplicate`, plus a
+    /// delay where sch_fq exists): the instance creates its own ifb device,
+    /// which must be gone after the cycle.
+    ifb: bool,
 }
 
 impl Variant {
@@ -100,9 +104,12 @@ impl Variant {
         if gen == 0 {
             v.extend(["--dport".to_owned(), RULE_PORT.to_owned()]);
         }
+        if self.ifb {
+            v.extend(["--duplicate".to_owned(), format!("{}%", 1 + gen % 10)]);
+        }
         if self.fq {
             v.extend(["--delay".to_owned(), format!("{}ms", 5 + gen % 20)]);
-        } else {
+        } else if !self.ifb {
             v.extend(["--loss".to_owned(), format!("{}%", 50 + gen % 50)]);
         }
         v
@@ -220,9 +227,13 @@ struct BpfIds {
     links: Vec<u32>,
 }
 
-fn instance_ids(lab: &Lab, site: Site, ids: &mut BpfIds) {
+/// Records the programs of the instance attached at `site` (with an ingress
+/// instance that owns an ifb device, the program on that device too: it
+/// shares the instance's maps), their maps and links; returns how many
+/// programs it found.
+fn instance_ids(lab: &Lab, site: Site, ids: &mut BpfIds) -> usize {
     let iface = site.iface();
-    let progs: Vec<u32> = impair::netns::run_in(site.ns(lab), move || {
+    let attached: Vec<u32> = impair::netns::run_in(site.ns(lab), move || {
         let ifindex = impair::sys::ifindex(iface).unwrap();
         impair::discover::on_interface(ifindex)
             .unwrap()
@@ -231,11 +242,26 @@ fn instance_ids(lab: &Lab, site: Site, ids: &mut BpfIds) {
             .collect::<Vec<u32>>()
     })
     .unwrap();
-    assert!(!progs.is_empty(), "an attached instance on {iface}");
-    for p in aya::programs::loaded_programs().filter_map(Result::ok) {
-        if progs.contains(&p.id()) {
-            ids.maps
-                .extend(p.map_ids().ok().flatten().unwrap_or_default());
+    assert!(!attached.is_empty(), "an attached instance on {iface}");
+    let loaded: Vec<_> = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .map(|p| (p.id(), p.map_ids().ok().flatten().unwrap_or_default()))
+        .collect();
+    let instance_maps: Vec<u32> = loaded
+        .iter()
+        .filter(|(id, _)| attached.contains(id))
+        .flat_map(|(_, maps)| maps.iter().copied())
+        .collect();
+    let progs: Vec<u32> = loaded
+        .iter()
+        .filter(|(id, maps)| {
+            attached.contains(id) || maps.iter().any(|m| instance_maps.contains(m))
+        })
+        .map(|(id, _)| *id)
+        .collect();
+    for (id, maps) in &loaded {
+        if progs.contains(id) {
+            ids.maps.extend(maps.iter().copied());
         }
     }
     for l in aya::programs::loaded_links().filter_map(Result::ok) {
@@ -243,7 +269,9 @@ fn instance_ids(lab: &Lab, site: Site, ids: &mut BpfIds) {
             ids.links.push(l.id());
         }
     }
+    let found = progs.len();
     ids.progs.extend(progs);
+    found
 }
 
 /// The ids of `ids` still loaded in the kernel.
@@ -307,6 +335,14 @@ fn soak_attach_update_detach_leaves_nothing_and_loses_no_unrelated_packet() {
     } else {
         note("soak: this kernel has no tcx (Linux < 6.6): netlink (clsact) cycles only");
     }
+    let release = impair::engine::ifb::kernel_release();
+    let ifb = impair::engine::ifb::redirects_to_ifb(&release);
+    if !ifb {
+        note(format!(
+            "soak: Linux {release} cannot bpf_redirect to an ifb (6.4+): no ingress cycles \
+             that hold packets (each would create an ifb device)"
+        ));
+    }
     let fq = has_qdisc(&lab, "fq");
     if !fq {
         note(
@@ -320,13 +356,24 @@ fn soak_attach_update_detach_leaves_nothing_and_loses_no_unrelated_packet() {
                 mode,
                 site,
                 fq: false,
+                ifb: false,
             });
-            // The delay's sch_fq is an egress (root qdisc) matter.
+            // The delay's sch_fq is an egress (root qdisc) matter: at the
+            // router's egress, or on the ifb device an ingress instance owns.
             if fq && site == Site::RouterEgress {
                 variants.push(Variant {
                     mode,
                     site,
                     fq: true,
+                    ifb: false,
+                });
+            }
+            if ifb && site == Site::ServerIngress {
+                variants.push(Variant {
+                    mode,
+                    site,
+                    fq,
+                    ifb: true,
                 });
             }
         }
@@ -353,7 +400,12 @@ fn soak_attach_update_detach_leaves_nothing_and_loses_no_unrelated_packet() {
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let ctl = v.site.attach(&lab, &argv);
         traffic.set(Phase::Attached);
-        instance_ids(&lab, v.site, &mut ids);
+        let progs = instance_ids(&lab, v.site, &mut ids);
+        assert_eq!(
+            progs,
+            1 + usize::from(v.ifb),
+            "cycle {i} ({v:?}): its programs (one more on the ifb device it owns)"
+        );
         for gen in 1..=2 {
             let mut up = vec!["update".to_owned(), v.site.iface().to_owned()];
             up.extend(v.rule(i + gen));
@@ -386,6 +438,9 @@ fn soak_attach_update_detach_leaves_nothing_and_loses_no_unrelated_packet() {
         }
     }
     let elapsed = start.elapsed();
+    // The ifb device's program shares the instance's maps: count each once.
+    ids.maps.sort_unstable();
+    ids.maps.dedup();
     std::thread::sleep(Duration::from_millis(200));
     stop_stats.store(true, Ordering::Relaxed);
     let (stats_ok, stats_failed) = stats.join().unwrap();
@@ -442,7 +497,14 @@ fn soak_attach_update_detach_leaves_nothing_and_loses_no_unrelated_packet() {
         ids.maps.len(),
         ids.links.len(),
     );
-    assert_eq!(ids.progs.len(), cycles, "one program per cycle");
+    let ifb_cycles = (0..cycles)
+        .filter(|i| variants[i % variants.len()].ifb)
+        .count();
+    assert_eq!(
+        ids.progs.len(),
+        cycles + ifb_cycles,
+        "one program per cycle, and one per ifb device"
+    );
     assert!(
         cycles < 10 || stats_ok > 0,
         "impair stats saw an instance at least once"
