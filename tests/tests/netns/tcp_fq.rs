@@ -42,7 +42,11 @@ fn require_tools(lab: &Lab, test: &str) -> bool {
             "{tool} is not installed: `cargo xtask setup` installs it (TEST_TOOLS); the VM packs it"
         );
     }
-    if !fq_or_note(lab, test, "TCP through delay needs sch_fq: the VM tier runs this") {
+    if !fq_or_note(
+        lab,
+        test,
+        "TCP through delay needs sch_fq: the VM tier runs this",
+    ) {
         return false;
     }
     if !has_qdisc(lab, "netem") {
@@ -61,12 +65,8 @@ fn say(msg: std::fmt::Arguments<'_>) {
 }
 
 fn json(text: &[u8], what: &str) -> serde_json::Value {
-    serde_json::from_slice(text).unwrap_or_else(|e| {
-        panic!(
-            "{what}: not JSON ({e}): {}",
-            String::from_utf8_lossy(text)
-        )
-    })
+    serde_json::from_slice(text)
+        .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {}", String::from_utf8_lossy(text)))
 }
 
 /// One iperf3 flow client → server for `secs` seconds (`extra`: client
@@ -78,7 +78,13 @@ fn iperf3(lab: &Lab, secs: u32, extra: &[&str]) -> Run {
     // (`timeout` inside the namespace: busybox's, in the VM, would run its
     // own `ip` applet rather than iproute2's.)
     let server = Command::new("ip")
-        .args(["netns", "exec", &lab.server, "timeout", &(secs + 60).to_string()])
+        .args([
+            "netns",
+            "exec",
+            &lab.server,
+            "timeout",
+            &(secs + 60).to_string(),
+        ])
         .args(["iperf3", "-s", "-1", "-J"])
         .args(["-i", "0.5", "-p", PORT, "-B", &addr])
         .stdout(Stdio::piped())
@@ -96,9 +102,9 @@ fn iperf3(lab: &Lab, secs: u32, extra: &[&str]) -> Run {
         tcp.lines()
             .any(|l| l.contains(&port) && l.split_whitespace().nth(3) == Some("0A"))
             || {
-            std::thread::sleep(Duration::from_millis(100));
-            false
-        }
+                std::thread::sleep(Duration::from_millis(100));
+                false
+            }
     });
     if !listening {
         let mut server = server;
@@ -113,7 +119,13 @@ fn iperf3(lab: &Lab, secs: u32, extra: &[&str]) -> Run {
     say(format_args!("iperf3 -c {addr} -t {secs} {extra:?}"));
     let t = secs.to_string();
     let client = Command::new("ip")
-        .args(["netns", "exec", &lab.client, "timeout", &(secs + 40).to_string()])
+        .args([
+            "netns",
+            "exec",
+            &lab.client,
+            "timeout",
+            &(secs + 40).to_string(),
+        ])
         .args(["iperf3", "-c", &addr, "-p", PORT, "-t", &t, "-J"])
         .args(extra)
         .output()
@@ -216,7 +228,11 @@ fn tcp_goodput_at_1pct_loss_and_20ms_rtt_matches_netem_and_mathis() {
         dropped.1 += rule["packets"].as_u64().unwrap_or(0);
         assert!(ctl.signal_and_wait(libc::SIGTERM).success());
 
-        tc(&lab, r, &[&["qdisc", "add", "dev", egress, "root"][..], &netem].concat());
+        tc(
+            &lab,
+            r,
+            &[&["qdisc", "add", "dev", egress, "root"][..], &netem].concat(),
+        );
         ref_off.push(iperf3(&lab, secs, &[]));
         offloads(&lab, true);
         ref_on.push(iperf3(&lab, secs, &[]));
@@ -235,9 +251,15 @@ fn tcp_goodput_at_1pct_loss_and_20ms_rtt_matches_netem_and_mathis() {
         dropped.0,
         dropped.1,
         mbit(off),
-        ref_off.iter().map(|r| mbit(r.received_bps)).collect::<Vec<_>>(),
+        ref_off
+            .iter()
+            .map(|r| mbit(r.received_bps))
+            .collect::<Vec<_>>(),
         mbit(on),
-        ref_on.iter().map(|r| mbit(r.received_bps)).collect::<Vec<_>>(),
+        ref_on
+            .iter()
+            .map(|r| mbit(r.received_bps))
+            .collect::<Vec<_>>(),
         mbit(mathis),
         rtt_s * 1e3,
         i / off,
@@ -291,17 +313,25 @@ fn local_sender_through_50ms_delay_against_the_router() {
         "{test}: local sender {} (runs {:?}, min RTT {:.1} ms), through the router {} (runs \
          {:?}, min RTT {:.1} ms): ratio {:.3}",
         mbit(l),
-        local.iter().map(|r| mbit(r.received_bps)).collect::<Vec<_>>(),
+        local
+            .iter()
+            .map(|r| mbit(r.received_bps))
+            .collect::<Vec<_>>(),
         local[0].min_rtt_s * 1e3,
         mbit(r),
-        routed.iter().map(|r| mbit(r.received_bps)).collect::<Vec<_>>(),
+        routed
+            .iter()
+            .map(|r| mbit(r.received_bps))
+            .collect::<Vec<_>>(),
         routed[0].min_rtt_s * 1e3,
         l / r
     ));
     assert!(l > 0.0 && r > 0.0);
+    // The issue's goal is ≥ 80%; impair does not reach it (0.5% measured on
+    // 6.12): what it promises instead is to say so at attach.
     if l / r < 0.8 {
         assert!(
-            warning.contains("Small Queues"),
+            warning.contains("Small Queues") && warning.contains("Mbit/s"),
             "the local flow reached {:.3} of the router's: impair must warn at attach: {warning:?}",
             l / r
         );
@@ -318,15 +348,18 @@ fn ctl_stderr(mut ctl: Controller) -> String {
     s
 }
 
-/// A flow paced by its socket (SO_MAX_PACING_RATE 20 Mbit/s, iperf3
+/// A flow paced by its socket (SO_MAX_PACING_RATE 1 Mbit/s, iperf3
 /// `--fq-rate`) through `--delay 20ms` at its own host's egress: fq there
 /// makes TCP stamp each skb with its departure time (EDT), and impair
 /// departs at max(that time, now) + delay, so the pacing survives: the
-/// receiver sees ≤ 20 Mbit/s of frames in every 0.5 s interval after the
+/// receiver sees ≤ 1 Mbit/s (5% slack) in every 0.5 s interval after the
 /// first second (goodput is 1448/1514 of the frame rate; 5% slack for the
 /// interval edges), and close to it on average. Overwriting the departure
 /// time with now + delay would let fq release the window in bursts (fq
-/// paces by the socket's rate only packets without a departure time).
+/// paces by the socket's rate only packets without a departure time). The
+/// rate is below TCP Small Queues' cap at this delay (about 2.2 Mbit/s: two
+/// skbs per 20 ms; 20 Mbit/s measured 2.08 on 6.12), so an unpaced flow
+/// would reach that cap, twice the pacing rate.
 #[test]
 fn paced_local_flow_keeps_its_pacing_through_20ms_delay() {
     let test = "fq::tcp::paced_local_flow_keeps_its_pacing_through_20ms_delay";
@@ -334,9 +367,9 @@ fn paced_local_flow_keeps_its_pacing_through_20ms_delay() {
     if !require_tools(&lab, test) {
         return;
     }
-    let rate_bps = 20e6;
+    let rate_bps = 1e6;
     let ctl = Controller::start_in(&lab.client, tlab::CLIENT_IF, &["--delay", "20ms"]);
-    let run = iperf3(&lab, 6, &["--fq-rate", "20M"]);
+    let run = iperf3(&lab, 6, &["--fq-rate", "1M"]);
     let _ = ctl_stderr(ctl);
     note(format!(
         "{test}: paced at {}: received {} on average, busiest 0.5 s interval {} (min RTT {:.1} ms)",
