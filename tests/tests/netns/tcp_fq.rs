@@ -206,8 +206,9 @@ fn mbit(bps: f64) -> String {
 /// ±10%: 25% is ~2.5σ.
 ///
 /// OPEN (why it is `#[ignore]`d, so CI's `netns fq::` does not run it): on
-/// 6.12 (2026-12-02) impair/netem measured 1.169 and 1.413 in two runs
-/// (netem below Mathis both times, 0.87; impair 1.01 and 1.23 of Mathis):
+/// 6.12 (2026-12-02) impair/netem measured 1.169 and 1.413 in two runs, and
+/// 1.336 on 6.1 (netem at 0.87-0.89 of Mathis each time; impair at 1.01,
+/// 1.23 and 1.18 of it):
 /// impair's TCP goodput is consistently above netem's on the same path, by
 /// more than the issue's ±25% once. Not yet explained; run it with
 /// `cargo xtask vm --kernel 6.12 --tier netns -- fq::tcp --include-ignored
