@@ -48,10 +48,23 @@ pub fn accuracy(kernel: &str, from_logs: bool) -> Result<()> {
         fs::write(&file, svg).with_context(|| format!("writing {}", file.display()))?;
     }
     let path = workspace_root().join("docs").join("accuracy.md");
+    // Sections recorded by hand (TCP through the VM tier) follow a marker;
+    // regenerating keeps them.
+    let kept = fs::read_to_string(&path)
+        .ok()
+        .and_then(|old| old.find(HAND_MARKER).map(|i| old[i..].to_string()));
+    let md = match kept {
+        Some(tail) => format!("{md}\n{tail}"),
+        None => md,
+    };
     fs::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
     println!("wrote {}", path.display());
     run
 }
+
+/// Where docs/accuracy.md's hand-recorded sections start; `cargo xtask
+/// accuracy` keeps everything from it on.
+const HAND_MARKER: &str = "<!-- recorded by hand: kept by cargo xtask accuracy -->";
 
 fn cell(v: &Value) -> String {
     match v {

@@ -175,3 +175,7 @@ fn ingress_rate_through_the_ifb_shapes_at_the_receiver() {
 /// Latency matrices and delay series with fq (the VM tier).
 #[path = "fq_traces.rs"]
 mod traces;
+
+/// Real TCP (iperf3) through delay, beside netem and the Mathis estimate.
+#[path = "tcp_fq.rs"]
+mod tcp;

@@ -1,5 +1,5 @@
 //! What goes into the guest: busybox, the programs the plan runs and
-//! `impair`, iproute2 and ethtool, every shared library they load, the
+//! `impair`, iproute2 (with nstat and ss), ethtool and iperf3, every shared library they load, the
 //! kernel's modules (decompressed, with their dependencies), the plan
 //! (src/guest.rs) and the init that follows it (src/bin/vm-init.rs).
 use std::{
@@ -77,6 +77,11 @@ pub fn build(k: &Kernel, built: &Built, runs: &[GuestRun], out: &Path) -> Result
         ("ip", "iproute2"),
         ("tc", "iproute2"),
         ("ethtool", "ethtool"),
+        // Real TCP in the fq tests (tests/tests/netns/tcp_fq.rs): iperf3,
+        // and the kernel's TCP counters and socket state.
+        ("iperf3", "iperf3"),
+        ("nstat", "iproute2"),
+        ("ss", "iproute2"),
     ] {
         let host = util::host_tool(tool, package)?;
         cpio.file(
