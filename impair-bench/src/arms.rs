@@ -23,6 +23,10 @@ pub(crate) enum Arm {
     /// The same through the ifb (a 0 ms delay holds packets, so tc ingress
     /// redirects to an ifb whose egress runs impair).
     ImpairIngressIfb,
+    /// The hand-made recipe impair's ingress replaces: the router's incoming
+    /// veth redirected by `mirred` to an ifb whose root is netem with 1% loss
+    /// (`--peers`, where the kernel has sch_netem).
+    NetemIngressIfb,
     /// TCP arms (iperf3): impair `--proto tcp --loss 0%` and `--loss 1%`.
     TcpImpairLoss0,
     TcpImpairLoss1,
@@ -55,6 +59,7 @@ impl Arm {
             Arm::FloorIngress => "floor at tc ingress",
             Arm::ImpairIngressLoss1 => "impair 1% loss at tc ingress",
             Arm::ImpairIngressIfb => "impair 1% loss + 0 ms delay at ingress (ifb)",
+            Arm::NetemIngressIfb => "netem 1% loss on an ifb at ingress (mirred)",
             Arm::TcpImpairLoss0 => "impair --proto tcp, 0% loss",
             Arm::TcpImpairLoss1 => "impair --proto tcp, 1% loss",
         }
@@ -69,7 +74,12 @@ pub(crate) enum Setup {
     Iptables,
     /// A root qdisc impair did not make: removed with `tc qdisc del root`.
     Qdisc,
+    /// The ingress qdisc and ifb of [`Arm::NetemIngressIfb`].
+    IngressIfb,
 }
+
+/// The ifb of [`Arm::NetemIngressIfb`], in the router's namespace.
+const NETEM_IFB: &str = "ifbbench";
 
 pub(crate) fn setup(lab: &Lab, arm: Arm) -> Result<Setup> {
     let attach_at = |rules: Vec<RuleSpec>, ingress: bool| -> Result<Setup> {
@@ -135,6 +145,49 @@ pub(crate) fn setup(lab: &Lab, arm: Arm) -> Result<Setup> {
             }],
             true,
         ),
+        Arm::NetemIngressIfb => {
+            let setup = [
+                &["ip", "link", "add", NETEM_IFB, "type", "ifb"][..],
+                &["ip", "link", "set", NETEM_IFB, "up"],
+                &[
+                    "tc",
+                    "qdisc",
+                    "add",
+                    "dev",
+                    lab::ROUTER_INGRESS,
+                    "handle",
+                    "ffff:",
+                    "ingress",
+                ],
+                &[
+                    "tc",
+                    "filter",
+                    "add",
+                    "dev",
+                    lab::ROUTER_INGRESS,
+                    "parent",
+                    "ffff:",
+                    "matchall",
+                    "action",
+                    "mirred",
+                    "egress",
+                    "redirect",
+                    "dev",
+                    NETEM_IFB,
+                ],
+                &[
+                    "tc", "qdisc", "add", "dev", NETEM_IFB, "root", "netem", "loss", "1%", "limit",
+                    "100000",
+                ],
+            ];
+            for args in setup {
+                if let Err(e) = lab.exec(&lab.router, args) {
+                    teardown(lab, Setup::IngressIfb)?;
+                    return Err(e);
+                }
+            }
+            Ok(Setup::IngressIfb)
+        }
         Arm::TcpImpairLoss0 => attach(vec![tcp(0.0)]),
         Arm::TcpImpairLoss1 => attach(vec![tcp(0.01)]),
         Arm::ImpairNoMatch => attach(vec![RuleSpec {
@@ -243,6 +296,25 @@ pub(crate) fn teardown(lab: &Lab, s: Setup) -> Result<()> {
                 &["tc", "qdisc", "del", "dev", lab::ROUTER_EGRESS, "root"],
             )
             .map(|_| ()),
+        Setup::IngressIfb => {
+            // Each may be missing after a partial setup: remove what is there.
+            let qdisc = lab.exec(
+                &lab.router,
+                &["tc", "qdisc", "del", "dev", lab::ROUTER_INGRESS, "ingress"],
+            );
+            let ifb = lab.exec(&lab.router, &["ip", "link", "del", NETEM_IFB]);
+            let gone = |r: Result<String>| match r {
+                Err(e)
+                    if format!("{e:#}").contains("Cannot find device")
+                        || format!("{e:#}").contains("Invalid handle")
+                        || format!("{e:#}").contains("No such file") =>
+                {
+                    Ok(())
+                }
+                r => r.map(|_| ()),
+            };
+            gone(qdisc).and(gone(ifb))
+        }
     }
 }
 

@@ -129,8 +129,19 @@ pub(crate) fn peers(o: &Opts, cpus: usize) -> Result<()> {
     let lab = Lab::create_with("bench", LabOptions { offloads: false })?;
     let mut arms = vec![Arm::Baseline, Arm::ImpairLoss1];
     let mut not_run = Vec::new();
+    let ifb_path = impair::engine::ifb::redirects_to_ifb(&impair::engine::ifb::kernel_release());
     if kernel_has_qdisc(&lab, &["netem", "loss", "1%"]) {
         arms.push(Arm::NetemLoss1);
+        // Received traffic: impair through the ifb it owns beside netem on
+        // an ifb fed by mirred (issue 12), each against the same baseline.
+        if ifb_path {
+            arms.extend([Arm::ImpairIngressIfb, Arm::NetemIngressIfb]);
+        } else {
+            not_run.push((
+                "ingress arms through an ifb (impair, netem)".into(),
+                "this kernel cannot bpf_redirect to an ifb (Linux 6.4+)".into(),
+            ));
+        }
     } else {
         not_run.push((
             "netem 1% loss".into(),

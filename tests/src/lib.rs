@@ -8,6 +8,7 @@
 use std::{net::Ipv4Addr, net::Ipv6Addr, path::PathBuf};
 
 pub mod bpf;
+pub mod flood;
 pub mod kernel;
 pub mod ns;
 pub mod packet;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use impair::{model::Distribution, statistics::ks_statistic};
 use impair_tests::{
     kernel::has_qdisc,
-    ns::{assert_restored, router_state, socket_pair, stats_json, Controller},
+    ns::{assert_restored, router_state, socket_pair, stats_json, Controller, Site},
     stats::{assert_inside, median, quantile, Z99},
 };
 use impair_tools::{
@@ -501,5 +501,140 @@ fn queue_limit_drops_are_counted_and_bound_the_delay() {
     assert!(
         p99 < 20_000_000 + 10_000_000,
         "queueing delay bounded by the limit (+ slack for TCG) at the 99th percentile: {p99} ns"
+    );
+}
+
+/// Runs `f` with the classic hand-made recipe for impairing received
+/// traffic: an ifb in the server's namespace, `s0`'s ingress redirected to
+/// it by `mirred`, and netem as the ifb's root; then removes all of it.
+fn with_netem_on_ifb<T>(lab: &Lab, netem_args: &[&str], f: impl FnOnce() -> T) -> T {
+    let s = lab.server.as_str();
+    let ifb = "ifbnetem";
+    for args in [
+        &["ip", "link", "add", ifb, "type", "ifb"][..],
+        &["ip", "link", "set", ifb, "up"],
+        &[
+            "tc", "qdisc", "add", "dev", "s0", "handle", "ffff:", "ingress",
+        ],
+        &[
+            "tc", "filter", "add", "dev", "s0", "parent", "ffff:", "matchall", "action", "mirred",
+            "egress", "redirect", "dev", ifb,
+        ],
+    ] {
+        lab.exec(s, args).unwrap();
+    }
+    let mut args = vec!["tc", "qdisc", "add", "dev", ifb, "root", "netem"];
+    args.extend(netem_args);
+    lab.exec(s, &args).unwrap();
+    let out = f();
+    lab.exec(s, &["tc", "qdisc", "del", "dev", "s0", "ingress"])
+        .unwrap();
+    lab.exec(s, &["ip", "link", "del", ifb]).unwrap();
+    out
+}
+
+/// Whether this kernel holds received traffic through impair's ifb (Linux
+/// 6.4+); else a NOTE naming `test` (the netns tier checks the refusal).
+fn ingress_ifb_or_note(test: &str) -> bool {
+    let release = impair::engine::ifb::kernel_release();
+    let ok = impair::engine::ifb::redirects_to_ifb(&release);
+    if !ok {
+        impair_tests::note(format!(
+            "{test}: Linux {release} cannot bpf_redirect to an ifb (6.4+): nothing measured \
+             (netns ifb:: checks the refusal)"
+        ));
+    }
+    ok
+}
+
+/// Issue 12: delay on received traffic (impair through the ifb it owns)
+/// beside netem on an ifb, the recipe people use by hand.
+#[test]
+#[ignore = "needs sch_fq and sch_netem: runs in the VM tier (cargo xtask vm)"]
+fn ingress_delay_through_an_ifb_beside_netem_on_an_ifb() {
+    let test = "ingress_delay_through_an_ifb_beside_netem_on_an_ifb";
+    if !ingress_ifb_or_note(test) {
+        return;
+    }
+    let lab = lab("fidelay");
+    let before = Site::ServerIngress.state(&lab);
+    let base = base_latency_ns(&lab);
+    let ctl = Controller::start_in(
+        &lab.server,
+        "s0",
+        &["--direction", "ingress", "--delay", "20ms"],
+    );
+    let run = measure(&lab, 1000, 500, 200, Duration::from_millis(300));
+    drop(ctl);
+    Site::ServerIngress.assert_restored(&lab, &before);
+    let netem = with_netem_on_ifb(&lab, &["delay", "20ms", "limit", "100000"], || {
+        measure(&lab, 1000, 500, 200, Duration::from_millis(300))
+    });
+    report(
+        "ingress delay (ifb)",
+        "delay 20ms on received traffic; netem on an ifb",
+        summary(&run.delays_ns),
+        summary(&netem.delays_ns),
+    );
+    assert_eq!(run.report.lost, 0);
+    let min = *run.delays_ns.iter().min().unwrap();
+    assert!(
+        min >= 20_000_000,
+        "a packet arrived before its delay: {min} ns"
+    );
+    let excess = median(&run.delays_ns).saturating_sub(20_000_000 + base);
+    assert!(
+        excess < 2_000_000,
+        "median delay exceeds 20 ms + base ({base} ns) by {excess} ns"
+    );
+}
+
+/// Issue 12: a rate on received traffic (impair through its ifb) per 1 s
+/// window, beside netem's rate on an ifb.
+#[test]
+#[ignore = "needs sch_fq and sch_netem: runs in the VM tier (cargo xtask vm)"]
+fn ingress_rate_through_an_ifb_beside_netem_on_an_ifb() {
+    let test = "ingress_rate_through_an_ifb_beside_netem_on_an_ifb";
+    if !ingress_ifb_or_note(test) {
+        return;
+    }
+    let lab = lab("firate");
+    let before = Site::ServerIngress.state(&lab);
+    let (rate, rate_bps) = ("5mbit", 5e6);
+    let payload = 1000usize;
+    let frame = payload as u64 + 42;
+    let pps = (rate_bps * 1.5 / 8.0 / frame as f64) as u64;
+    let count = pps * 4;
+    let ctl = Controller::start_in(
+        &lab.server,
+        "s0",
+        &["--direction", "ingress", "--rate", rate, "--queue", "100ms"],
+    );
+    let run = measure(&lab, count, pps, payload, Duration::from_millis(500));
+    let stats = impair_tests::ns::stats_json_in(&lab.server, "s0", &[]);
+    drop(ctl);
+    Site::ServerIngress.assert_restored(&lab, &before);
+    let rates = window_rates_bps(&run.arrivals_ns, frame);
+    let netem = with_netem_on_ifb(&lab, &["rate", rate, "limit", "100000"], || {
+        measure(&lab, count, pps, payload, Duration::from_secs(4))
+    });
+    let netem_rates = window_rates_bps(&netem.arrivals_ns, frame);
+    report(
+        &format!("ingress rate {rate} (ifb)"),
+        &format!("rate {rate} queue 100ms on received traffic, offered 1.5x; netem on an ifb"),
+        json!({"window_bps": rates, "configured_bps": rate_bps, "dropped_queue": stats["rules"][0]["dropped_queue"], "lost": run.report.lost}),
+        json!({"netem_window_bps": netem_rates}),
+    );
+    assert!(rates.len() >= 2, "at least two full 1 s windows: {rates:?}");
+    for r in &rates {
+        assert!(
+            (r - rate_bps).abs() / rate_bps < 0.01,
+            "window rate {r} vs configured {rate_bps} (±1%): {rates:?}"
+        );
+    }
+    assert_eq!(
+        stats["rules"][0]["dropped_queue"].as_u64().unwrap(),
+        run.report.lost,
+        "queue drops are the receiver's losses"
     );
 }
