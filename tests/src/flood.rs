@@ -163,46 +163,61 @@ impl Receiver {
     }
 }
 
-/// Watches for stalls of this machine's clock as threads see it: a thread
-/// sleeps 1 ms at a time and records every wake-up more than `threshold`
-/// late. Under TCG (the VM tier on a busy host) the guest can stop for
+/// Watches for stalls of this machine's CPUs as threads see them: a thread
+/// per CPU sleeps 1 ms at a time and records every wake-up more than
+/// `threshold` late. Under TCG (the VM tier on a busy host) the guest can stop for
 /// hundreds of milliseconds; fq then releases late and catches up, which
 /// moves bytes between windows without any fault of the engine's.
 pub struct StallWatch {
     stop: Arc<AtomicBool>,
-    handle: JoinHandle<Vec<(u64, Duration)>>,
+    handles: Vec<JoinHandle<Vec<(u64, Duration)>>>,
 }
 
 impl StallWatch {
+    /// One watching thread per CPU, pinned to it: a TCG guest's virtual
+    /// CPUs stop independently, and fq releases from every CPU's queues.
     pub fn start(threshold: Duration) -> StallWatch {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            // Real-time priority: a late wake-up then means the machine (a
-            // TCG guest's virtual CPU) stopped, not that the test's own
-            // threads had the CPU.
-            let param = libc::sched_param { sched_priority: 50 };
-            // SAFETY: sched_setscheduler on the calling thread with a valid
-            // sched_param; failure leaves the default policy.
-            unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
-            let mut stalls = Vec::new();
-            while !flag.load(Ordering::Relaxed) {
-                let (t0, i0) = (realtime_ns(), Instant::now());
-                std::thread::sleep(Duration::from_millis(1));
-                let late = i0.elapsed().saturating_sub(Duration::from_millis(1));
-                if late > threshold {
-                    stalls.push((t0, late));
-                }
-            }
-            stalls
-        });
-        StallWatch { stop, handle }
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let handles = (0..cpus)
+            .map(|cpu| {
+                let flag = stop.clone();
+                std::thread::spawn(move || {
+                    pin_to(cpu);
+                    // Real-time priority: a late wake-up then means the
+                    // (virtual) CPU stopped, not that the test's own threads
+                    // had it.
+                    let param = libc::sched_param { sched_priority: 50 };
+                    // SAFETY: sched_setscheduler on the calling thread with a
+                    // valid sched_param; failure leaves the default policy.
+                    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+                    let mut stalls = Vec::new();
+                    while !flag.load(Ordering::Relaxed) {
+                        let (t0, i0) = (realtime_ns(), Instant::now());
+                        std::thread::sleep(Duration::from_millis(1));
+                        let late = i0.elapsed().saturating_sub(Duration::from_millis(1));
+                        if late > threshold {
+                            stalls.push((t0, late));
+                        }
+                    }
+                    stalls
+                })
+            })
+            .collect();
+        StallWatch { stop, handles }
     }
 
-    /// Stops watching; returns each stall's start and length.
+    /// Stops watching; returns each stall's start and length (every CPU's,
+    /// in time order).
     pub fn finish(self) -> Vec<(u64, Duration)> {
         self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().unwrap()
+        let mut all: Vec<(u64, Duration)> = self
+            .handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        all.sort_unstable();
+        all
     }
 }
 

@@ -180,7 +180,37 @@ fn table_cdf(dist: &Distribution) -> impl Fn(f64) -> f64 {
 #[test]
 #[ignore = "needs sch_fq and sch_netem: runs in the VM tier (cargo xtask vm)"]
 fn jitter_distributions_pass_ks_at_the_receiver() {
-    let lab = lab("fjit");
+    jitter_ks("fjit", false);
+}
+
+/// Issue 12: jitter on received traffic (through impair's ifb) passes the
+/// same KS tests as at egress, beside netem on an ifb.
+#[test]
+#[ignore = "needs sch_fq and sch_netem: runs in the VM tier (cargo xtask vm)"]
+fn ingress_jitter_distributions_pass_ks_at_the_receiver() {
+    if ingress_ifb_or_note("ingress_jitter_distributions_pass_ks_at_the_receiver") {
+        jitter_ks("fijit", true);
+    }
+}
+
+/// impair's attach for the jitter tests: at the router's egress, or on the
+/// server's received traffic (through the ifb it owns).
+fn attach_for(lab: &Lab, ingress: bool, args: &[&str]) -> Controller {
+    if ingress {
+        Controller::start_in(
+            &lab.server,
+            "s0",
+            &[&["--direction", "ingress"][..], args].concat(),
+        )
+    } else {
+        Controller::start(lab, args)
+    }
+}
+
+/// Each jitter distribution against the CDF impair samples from (KS), at
+/// egress or on received traffic; netem beside it on the same side.
+fn jitter_ks(tag: &str, ingress: bool) {
+    let lab = lab(tag);
     // The reference point is the same path with the constant delay alone,
     // not the bare path: packets held in fq leave when its watchdog timer
     // fires, which under emulation is a fraction of a millisecond late, and
@@ -191,7 +221,7 @@ fn jitter_distributions_pass_ks_at_the_receiver() {
     // distribution came out 3-4 ms late, impair and netem alike, in one CI
     // run), so the reference is measured right before each distribution.
     let base = || {
-        let ctl = Controller::start(&lab, &["--delay", "300ms", "--seed", "5"]);
+        let ctl = attach_for(&lab, ingress, &["--delay", "300ms", "--seed", "5"]);
         let d = measure(&lab, 1000, 500, 200, Duration::from_secs(1)).delays_ns;
         drop(ctl);
         median(&d) - 300_000_000
@@ -204,8 +234,9 @@ fn jitter_distributions_pass_ks_at_the_receiver() {
     for name in names {
         let dist: Distribution = name.parse().unwrap();
         let base = base();
-        let ctl = Controller::start(
+        let ctl = attach_for(
             &lab,
+            ingress,
             &[
                 "--delay",
                 "300ms",
@@ -239,9 +270,12 @@ fn jitter_distributions_pass_ks_at_the_receiver() {
         let mut args = vec!["delay", "300ms", "50ms"];
         args.extend(&netem_dist);
         args.extend(["limit", "100000"]);
-        let netem = with_netem(&lab, &args, || {
-            measure(&lab, 2000, 500, 200, Duration::from_secs(3))
-        });
+        let run_netem = || measure(&lab, 2000, 500, 200, Duration::from_secs(3));
+        let netem = if ingress {
+            with_netem_on_ifb(&lab, &args, run_netem)
+        } else {
+            with_netem(&lab, &args, run_netem)
+        };
         let mut imp = summary(&run.delays_ns);
         imp["ks_d"] = json!(d);
         imp["reference_offset_ms"] = json!(base as f64 / 1e6);
@@ -249,9 +283,17 @@ fn jitter_distributions_pass_ks_at_the_receiver() {
         imp["reordered"] = json!(run.report.reordered);
         let mut net = summary(&netem.delays_ns);
         net["reordered"] = json!(netem.report.reordered);
+        let side = if ingress { "ingress " } else { "" };
         report(
-            &format!("jitter {name}"),
-            &format!("delay 300ms jitter 50ms {name}"),
+            &format!("{side}jitter {name}"),
+            &format!(
+                "delay 300ms jitter 50ms {name}{}",
+                if ingress {
+                    " on received traffic; netem on an ifb"
+                } else {
+                    ""
+                }
+            ),
             imp,
             net,
         );

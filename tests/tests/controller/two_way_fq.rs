@@ -156,7 +156,7 @@ fn two_way_rates_hold_both_ways_at_once() {
     let ctl = Controller::start_in(&lab.server, SERVER_IF, &["--profile", &profile]);
     const PAYLOAD: usize = 1000;
     const WINDOW: Duration = Duration::from_secs(1);
-    const SPAN: Duration = Duration::from_secs(8);
+    const SPAN: Duration = Duration::from_secs(10);
     let (down_bps, up_bps) = (5e6, 1e6);
     let bind = |ns: &str, addr: std::net::Ipv4Addr| {
         netns::run_in(ns, move || std::net::UdpSocket::bind((addr, 0)))

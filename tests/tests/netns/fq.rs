@@ -179,3 +179,8 @@ mod traces;
 /// Real TCP (iperf3) through delay, beside netem and the Mathis estimate.
 #[path = "tcp_fq.rs"]
 mod tcp;
+
+/// Multi-queue devices: mq with one fq per transmit queue, a rate across
+/// queues and CPUs.
+#[path = "fq_mq.rs"]
+mod mq;
