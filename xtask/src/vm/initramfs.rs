@@ -25,7 +25,9 @@ use crate::{
 /// Modules the tiers need, and whether a kernel without them (neither a module
 /// nor built in) is an error. sch_fq is for delay/EDT, sch_netem and sch_tbf
 /// for the fidelity tier's comparisons; clsact lives in sch_ingress; ifb
-/// gives received traffic a queue (an ingress instance that holds packets).
+/// gives received traffic a queue (an ingress instance that holds packets);
+/// cls_matchall and act_mirred feed netem on an ifb by hand, the recipe the
+/// fidelity tier and the benchmark's peers compare impair's ingress with.
 const MODULES: &[(&str, bool)] = &[
     ("veth", true),
     ("ifb", true),
@@ -36,6 +38,8 @@ const MODULES: &[(&str, bool)] = &[
     ("sch_tbf", true),
     ("sch_htb", false),
     ("act_bpf", false),
+    ("cls_matchall", true),
+    ("act_mirred", true),
 ];
 
 /// Writes the initramfs for kernel `k` that runs `runs` to `out`; returns its
