@@ -111,6 +111,13 @@ fn delay_series_steps_at_the_receiver() {
         d.min_ns >= 10_000_000 && d.p50_ns < (10 + SLACK_MS) * 1_000_000,
         "{d:?}"
     );
+    // `impair stats` says where the series is and the delay in force.
+    let s = site.stats(&lab);
+    let at = &s["series"][0];
+    assert_eq!(at["kind"], "delay", "{s}");
+    assert_eq!(at["held"], false, "{s}");
+    assert_eq!(at["delay_ns"], 10_000_000, "{s}");
+    assert!(at["position_ms"].as_u64().unwrap() < 15_000, "{s}");
     std::thread::sleep(Duration::from_millis(15_300).saturating_sub(t1.elapsed()));
     let second = probe_to(&lab, lab.server_v4(), 300);
     let d = second.delay.expect("delay stats");
@@ -118,6 +125,10 @@ fn delay_series_steps_at_the_receiver() {
         d.min_ns >= 60_000_000 && d.p50_ns < (60 + SLACK_MS) * 1_000_000,
         "{d:?}"
     );
+    let s = site.stats(&lab);
+    let at = &s["series"][0];
+    assert_eq!(at["held"], true, "{s}");
+    assert_eq!(at["delay_ns"], 60_000_000, "{s}");
     assert!(ctl.signal_and_wait(libc::SIGTERM).success());
     site.assert_restored(&lab, &before);
 }
