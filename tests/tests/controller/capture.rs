@@ -543,3 +543,75 @@ fn xdp_records_carry_the_received_frames() {
     assert_eq!(actions(&packets, "xdp").get("drop-loss"), Some(&lost));
     assert_eq!(packets.len() as u64, lost);
 }
+
+/// Needs sch_fq (the VM tier's `fq::` filter selects it).
+mod fq {
+    use impair_tests::{
+        kernel::fq_or_note,
+        ns::{lab, probe, stats_json_in, Controller, Site},
+        Scratch,
+    };
+    use impair_tools::lab::SERVER_IF;
+
+    #[test]
+    fn a_held_downlink_is_recorded_at_its_ifb_with_its_direction() {
+        let lab = lab("capifb");
+        if !fq_or_note(
+            &lab,
+            "capture::fq::a_held_downlink_is_recorded_at_its_ifb_with_its_direction",
+            "a delayed downlink needs sch_fq on its ifb: the VM tier runs this",
+        ) {
+            return;
+        }
+        let site = Site::ServerIngress;
+        let before = site.state(&lab);
+        let scratch = Scratch::new("capifb");
+        let profile = scratch.file(
+            "link.toml",
+            "summary = \"test link\"\nsource = \"test\"\n\
+             [[downlink.rule]]\nproto = \"udp\"\nloss = \"30%\"\ndelay = \"20ms\"\n\
+             [[uplink.rule]]\nproto = \"udp\"\nloss = \"10%\"\n",
+        );
+        let file = scratch.path().join("ifb.pcapng");
+        let ctl = Controller::start_in(
+            &lab.server,
+            SERVER_IF,
+            &[
+                "--profile",
+                &profile,
+                "--seed",
+                "16",
+                "--capture",
+                file.to_str().unwrap(),
+            ],
+        );
+        let r = probe(&lab, false, 0, 1_000, 200);
+        let v = stats_json_in(&lab.server, SERVER_IF, &[]);
+        let down = &v.as_array().unwrap_or_else(|| panic!("both: {v}"))[1];
+        assert_eq!(down["direction"], "ingress", "{v}");
+        assert!(down["owner"]["ifb"].is_string(), "through an ifb: {v}");
+        let n = |k: &str| super::rule0(down, k);
+        let (lost, delayed) = (n("dropped_loss"), n("delayed"));
+        assert_eq!(lost, r.lost, "{r:?} {v}");
+        assert!(lost > 150 && delayed > 500, "{v}");
+        assert!(ctl.signal_and_wait(libc::SIGINT).success());
+        let packets = super::tshark(&file);
+        let with = |action: &str| {
+            packets
+                .iter()
+                .filter(|(c, _)| {
+                    c.contains(" hook=ifb-egress direction=ingress")
+                        && c.split(' ')
+                            .find_map(|f| f.strip_prefix("actions="))
+                            .is_some_and(|a| a.split(',').any(|x| x == action))
+                })
+                .count() as u64
+        };
+        assert_eq!(with("drop-loss"), lost, "{packets:?}");
+        assert_eq!(with("delay"), delayed);
+        // Only the downlink had traffic: every record is its.
+        assert_eq!(packets.len() as u64, lost + delayed, "{packets:?}");
+        assert_eq!(down["capture"]["recorded"], lost + delayed, "{v}");
+        site.assert_restored(&lab, &before);
+    }
+}
