@@ -131,7 +131,7 @@ fn stats_show_what_the_trace_offered_and_delivered() {
         assert!(run_tstamp(&mut l, EGRESS, &f).0);
     }
     let s = impair::observe::snapshot::Snapshot::read(&l.maps, "test").unwrap();
-    let t = s.rate_trace.expect("the set has a rate trace");
+    let t = s.rate_trace.clone().expect("the set has a rate trace");
     // What the rules counted: the packets' wire bytes, all delivered.
     let bytes = sent * f.len() as u64;
     assert_eq!(t.delivered_bytes, bytes, "{t:?}");
@@ -142,6 +142,22 @@ fn stats_show_what_the_trace_offered_and_delivered() {
     assert!(t.loops >= 10 && t.position_ms < 100, "{t:?}");
     assert!(t.offered_bytes >= 999 * 1500, "{t:?}");
     assert!(t.delivered_bytes <= t.offered_bytes, "{t:?}");
+    // Prometheus shows the same.
+    let body = impair::observe::metrics::render(std::slice::from_ref(&s));
+    assert!(
+        body.lines().any(
+            |l| l.starts_with("impair_rate_trace_delivered_bytes_total{")
+                && l.ends_with(&format!(" {bytes}"))
+        ),
+        "{body}"
+    );
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("impair_rate_trace_offered_bytes_total{")
+                && l.ends_with(&format!(" {}", t.offered_bytes))),
+        "{body}"
+    );
+    assert!(body.contains("# TYPE impair_rate_trace_position_seconds gauge"));
     // The position advances with the clock.
     std::thread::sleep(std::time::Duration::from_millis(30));
     let t2 = impair::observe::snapshot::Snapshot::read(&l.maps, "test")
