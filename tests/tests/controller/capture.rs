@@ -144,10 +144,15 @@ struct Capturing {
 
 impl Capturing {
     fn start(lab: &impair_tools::lab::Lab, file: &Path, extra: &[&str]) -> Self {
+        Self::start_in(&lab.router, "r1", file, extra)
+    }
+
+    /// `impair capture IFACE -w FILE --json EXTRA` in namespace `ns`.
+    fn start_in(ns: &str, iface: &str, file: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &lab.router])
+            .args(["netns", "exec", ns])
             .arg(impair_bin())
-            .args(["capture", "r1", "--json", "-w"])
+            .args(["capture", iface, "--json", "-w"])
             .arg(file)
             .args(extra)
             .stdout(Stdio::piped())
@@ -542,6 +547,40 @@ fn xdp_records_carry_the_received_frames() {
     let packets = tshark(&file);
     assert_eq!(actions(&packets, "xdp").get("drop-loss"), Some(&lost));
     assert_eq!(packets.len() as u64, lost);
+}
+
+#[test]
+fn impair_capture_of_a_two_way_link_records_both_directions() {
+    let lab = lab("capcli2");
+    let site = Site::ServerIngress;
+    let before = site.state(&lab);
+    let scratch = Scratch::new("capcli2");
+    let profile = scratch.file(
+        "link.toml",
+        "summary = \"test link\"\nsource = \"test\"\n\
+         [[downlink.rule]]\nproto = \"udp\"\nloss = \"100%\"\n\
+         [[uplink.rule]]\nproto = \"udp\"\nloss = \"100%\"\n",
+    );
+    let ctl = Controller::start_in(&lab.server, SERVER_IF, &["--profile", &profile]);
+    let file = scratch.path().join("cli.pcapng");
+    // No --direction: the whole link, as `impair stats s0` shows it.
+    let cap = Capturing::start_in(&lab.server, SERVER_IF, &file, &[]);
+    let down = probe(&lab, false, 0, 300, 200);
+    let up = probe_uplink(&lab, 200);
+    let summary = cap.finish();
+    assert_eq!((down.lost, up.lost), (300, 200));
+    let packets = tshark(&file);
+    let dir = |d: &str| {
+        packets
+            .iter()
+            .filter(|(c, _)| c.contains(&format!(" direction={d}")))
+            .count()
+    };
+    assert_eq!((dir("egress"), dir("ingress")), (200, 300), "{summary}");
+    assert_eq!(summary["written"], 500, "{summary}");
+    assert_eq!(summary["recorded"], 500, "{summary}");
+    assert!(ctl.signal_and_wait(libc::SIGINT).success());
+    site.assert_restored(&lab, &before);
 }
 
 /// Needs sch_fq (the VM tier's `fq::` filter selects it).
