@@ -1,6 +1,8 @@
 //! `impair capture IFACE -w FILE`: the packets a running instance impairs,
 //! each with its decision, into a pcapng file (impair::observe::capture),
 //! until Ctrl-C, --duration, or the instance's end. Also `attach --capture`.
+//! A two-way link (two instances on IFACE, one `impair attach`) is captured
+//! whole into one file unless --direction names one side.
 use std::{
     io::Write as _,
     path::Path,
@@ -17,7 +19,11 @@ use impair::{
 };
 use impair_tools::signals::stop_flag;
 
-use crate::{args::CaptureArgs, instances::one_instance, usage};
+use crate::{
+    args::CaptureArgs,
+    instances::{link_pair, one_instance},
+    usage,
+};
 
 /// How often the ring is drained into the file.
 const POLL: Duration = Duration::from_millis(10);
@@ -29,18 +35,32 @@ pub(crate) fn capture(a: CaptureArgs) -> Result<()> {
     if a.duration == Some(0) {
         return Err(usage!("invalid duration '0': give a positive time such as 10s").into());
     }
-    let inst = one_instance(&a.iface, a.direction)?;
-    // The instance, as `discover` will find it again.
-    let (ifindex, who) = (
-        inst.owner.ifindex,
-        (inst.owner.pid, inst.owner.attached_unix_ns),
-    );
+    // Both instances of a two-way link, or the one named.
+    let insts = match a.direction {
+        None => match link_pair(&a.iface)? {
+            Some(pair) => pair,
+            None => vec![one_instance(&a.iface, None)?],
+        },
+        side => vec![one_instance(&a.iface, side)?],
+    };
+    // The instances, as `discover` will find them again.
+    let ifindex = insts[0].owner.ifindex;
+    let who: Vec<(u32, u64)> = insts
+        .iter()
+        .map(|i| (i.owner.pid, i.owner.attached_unix_ns))
+        .collect();
     let stop = stop_flag()?;
-    let mut cap = Capture::start(&inst, &a.iface, &a.file, a.max_pps)?;
+    let mut cap = Capture::start(
+        &insts.iter().collect::<Vec<_>>(),
+        &a.iface,
+        &a.file,
+        a.max_pps,
+    )?;
+    let hooks: Vec<&str> = insts.iter().map(|i| i.owner.hook_name()).collect();
     let started_line = format!(
         "impair: capturing what {} {} impairs to {} (at most {} per second per CPU); Ctrl-C stops",
         a.iface,
-        inst.owner.hook_name(),
+        hooks.join(" and "),
         a.file.display(),
         a.max_pps
     );
@@ -51,7 +71,7 @@ pub(crate) fn capture(a: CaptureArgs) -> Result<()> {
         println!("{started_line}");
         std::io::stdout().flush()?;
     }
-    drop(inst);
+    drop(insts);
     let started = Instant::now();
     let mut checked = Instant::now();
     let reason = loop {
@@ -68,7 +88,7 @@ pub(crate) fn capture(a: CaptureArgs) -> Result<()> {
             checked = Instant::now();
             let gone = !discover::on_interface(ifindex)?
                 .iter()
-                .any(|i| (i.owner.pid, i.owner.attached_unix_ns) == who);
+                .any(|i| who.contains(&(i.owner.pid, i.owner.attached_unix_ns)));
             if gone {
                 break "the instance ended";
             }
@@ -97,14 +117,19 @@ pub(crate) fn report(s: &Summary, file: &Path, reason: &str, json: bool) -> Resu
     Ok(())
 }
 
-/// `attach --capture FILE`: the capture of this process's own instance on
-/// `iface`, started right after the attach.
+/// `attach --capture FILE`: the capture of this process's own instances on
+/// `iface` (both of a two-way link), started right after the attach.
 pub(crate) fn start_own(iface: &str, file: &Path, max_pps: u64) -> Result<Capture> {
     let ifindex = sys::ifindex(iface)?;
     let me = std::process::id();
-    let inst = discover::on_interface(ifindex)?
+    let mut mine: Vec<_> = discover::on_interface(ifindex)?
         .into_iter()
-        .find(|i| i.owner.pid == me)
-        .ok_or_else(|| anyhow::anyhow!("this controller's instance on {iface} was not found"))?;
-    Capture::start(&inst, iface, file, max_pps)
+        .filter(|i| i.owner.pid == me)
+        .collect();
+    if mine.is_empty() {
+        anyhow::bail!("this controller's instance on {iface} was not found");
+    }
+    // The uplink (egress) first, as `impair stats` lists them.
+    mine.sort_by_key(|i| !i.egress());
+    Capture::start(&mine.iter().collect::<Vec<_>>(), iface, file, max_pps)
 }

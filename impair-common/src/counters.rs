@@ -30,7 +30,13 @@ pub struct RuleCounters {
     pub reordered: u64,
     /// Given a departure time in the future.
     pub delayed: u64,
-    pub _reserved: u64,
+    /// Wire bytes (with the rule's overhead and cells) the rule set's rate
+    /// trace carried: those of packets that got their departure time from
+    /// the trace and went on to fq (what the trace delivered; packets the
+    /// trace's queue limit dropped, or a later stage did, are not in it).
+    /// Map ABI version 2 reserved this word (always 0), so an instance of
+    /// an older build reads 0 here.
+    pub trace_bytes: u64,
     /// Wire packets that matched the rule: the segments a GSO/GRO
     /// super-packet becomes on the wire (`gso_segs`, 1 for a plain packet).
     /// `packets` counts skbs.
@@ -78,6 +84,7 @@ impl RuleCounters {
         self.dropped_queue += o.dropped_queue;
         self.reordered += o.reordered;
         self.delayed += o.delayed;
+        self.trace_bytes += o.trace_bytes;
         self.wire_packets += o.wire_packets;
         self.wire_bytes += o.wire_bytes;
         self.dropped_wire_packets += o.dropped_wire_packets;

@@ -113,7 +113,7 @@ pub fn apply<H: Hook>(h: &H, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -
                     return Ok(Verdict::Drop);
                 }
                 Schedule::Now => c.reordered += 1,
-                Schedule::At(t) => {
+                Schedule::At(t, trace_bytes) => {
                     let t = match dest {
                         Some(e) => match matrix::depart(e, rule, wire, t) {
                             Some(t) => t,
@@ -129,6 +129,8 @@ pub fn apply<H: Hook>(h: &H, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -
                     if t > now {
                         c.delayed += 1;
                     }
+                    // What the rate trace delivered (0 without one).
+                    c.trace_bytes += trace_bytes;
                 }
             }
         }

@@ -30,8 +30,10 @@ pub enum Schedule {
     Drop,
     /// Skip the delay (reorder): leave at once.
     Now,
-    /// Leave at this CLOCK_MONOTONIC time.
-    At(u64),
+    /// Leave at this CLOCK_MONOTONIC time; the second value is the wire
+    /// bytes the rate trace booked for the packet (0 without a trace), for
+    /// `RuleCounters::trace_bytes` once the packet really goes on.
+    At(u64, u64),
 }
 
 /// The wire shape of an skb: its length, how many wire packets it is and the
@@ -93,6 +95,7 @@ pub fn schedule(ctx: &TcContext, rule: &Rule, idx: u32, wire: Wire, now: u64) ->
             t = fetch_max(last, t);
         }
     }
+    let mut trace_bytes = 0;
     if rule.flags & rule_flags::RATE_TRACE != 0 {
         // The rate trace's link: the packet's wire bytes leave when the
         // trace has capacity for them.
@@ -108,6 +111,7 @@ pub fn schedule(ctx: &TcContext, rule: &Rule, idx: u32, wire: Wire, now: u64) ->
             None => return Ok(Schedule::Drop),
             Some(d) => t = d,
         }
+        trace_bytes = bytes;
     }
     if rule.rate_ps_per_byte != 0 {
         let st = RATE_STATE
@@ -119,7 +123,7 @@ pub fn schedule(ctx: &TcContext, rule: &Rule, idx: u32, wire: Wire, now: u64) ->
             Some(d) => t = d,
         }
     }
-    Ok(Schedule::At(t))
+    Ok(Schedule::At(t, trace_bytes))
 }
 
 /// Sets the packet's departure time (`t`, CLOCK_MONOTONIC) for fq.

@@ -37,6 +37,9 @@ pub struct Maps {
     pub trace_hdr: Array<MapData, impair_common::trace::RateTraceHeader>,
     pub trace_times: Array<MapData, u32>,
     pub trace_before: Array<MapData, u32>,
+    /// What the record of impaired packets wrote and skipped
+    /// (`impair_common::capture::Counters`, per CPU).
+    pub capture_counters: PerCpuArray<MapData, impair_common::capture::Counters>,
 }
 
 fn typed<T: TryFrom<Map>>(map: Option<Map>, name: &str) -> Result<T>
@@ -83,6 +86,10 @@ impl Maps {
             trace_before: typed(
                 ebpf.take_map(map_names::TRACE_BEFORE),
                 map_names::TRACE_BEFORE,
+            )?,
+            capture_counters: typed(
+                ebpf.take_map(impair_common::capture::MAP_COUNTERS),
+                impair_common::capture::MAP_COUNTERS,
             )?,
         })
     }
@@ -131,6 +138,10 @@ impl Maps {
             trace_hdr: typed(take(map_names::TRACE_HDR), map_names::TRACE_HDR)?,
             trace_times: typed(take(map_names::TRACE_TIMES), map_names::TRACE_TIMES)?,
             trace_before: typed(take(map_names::TRACE_BEFORE), map_names::TRACE_BEFORE)?,
+            capture_counters: typed(
+                take(impair_common::capture::MAP_COUNTERS),
+                impair_common::capture::MAP_COUNTERS,
+            )?,
         })
     }
 

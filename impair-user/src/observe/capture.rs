@@ -9,6 +9,18 @@
 //! process's, a pinned one): the maps are opened by name through the
 //! instance's program. An instance of an impair without capture has no ring:
 //! [`Capture::start`] says so.
+//!
+//! A two-way link is two instances (uplink at egress, downlink at ingress),
+//! each with its own ring: [`Capture::start`] takes both and writes one
+//! file, one pcapng interface per instance (`if_description` names its
+//! direction), and every record's comment says `direction=egress` (sent
+//! traffic) or `direction=ingress` (received). Received traffic that goes
+//! through an ifb is decided at the ifb's egress: its hook reads
+//! `hook=ifb-egress`.
+//!
+//! The data path's counters of the record (what it wrote, what the budget
+//! or a full ring made it skip) are also read by `impair stats`
+//! ([`stats`]): since the instance was attached, over every capture.
 use std::{fs::File, io::BufWriter, path::Path};
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -18,11 +30,11 @@ use aya::{
 };
 use impair_common::{
     capture::{self, action, Counters, Record, SNAP_BYTES},
-    map_names, CONTROL_CAPTURE_COST_NS,
+    map_names, owner_flags, CONTROL_CAPTURE_COST_NS,
 };
 
-use super::pcapng::{PcapngWriter, LINKTYPE_ETHERNET, LINKTYPE_RAW};
-use crate::{discover::Instance, sys};
+use super::pcapng::{Interface, PcapngWriter, LINKTYPE_ETHERNET, LINKTYPE_RAW};
+use crate::{discover::Instance, maps::Maps, sys};
 
 /// The default budget: records per second per CPU.
 pub const DEFAULT_PER_CPU_PER_SEC: u64 = 10_000;
@@ -48,17 +60,110 @@ impl Summary {
     }
 }
 
-/// A capture in progress.
-pub struct Capture {
+/// The record's counters of one instance, for `impair stats`: summed over
+/// CPUs, since the instance was attached (every capture of it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CaptureStats {
+    /// A capture is recording now (`impair capture` or `attach --capture`).
+    pub active: bool,
+    /// Its budget, records per second per CPU (0 while none records).
+    pub max_per_cpu_per_sec: u64,
+    /// Impaired packets written to the ring (and from there to the file).
+    pub recorded: u64,
+    /// Impaired packets not recorded: the per-CPU budget was spent.
+    pub over_budget: u64,
+    /// Impaired packets not recorded: the ring was full.
+    pub ring_full: u64,
+}
+
+impl CaptureStats {
+    pub fn not_recorded(&self) -> u64 {
+        self.over_budget + self.ring_full
+    }
+}
+
+/// The instance's record counters, or `None` when no capture has run on it
+/// (capture off and nothing counted).
+pub fn stats(maps: &Maps) -> Result<Option<CaptureStats>> {
+    let cost_ns = maps.control.get(&CONTROL_CAPTURE_COST_NS, 0)?;
+    let c = sum(&maps.capture_counters)?;
+    if cost_ns == 0 && c == Counters::default() {
+        return Ok(None);
+    }
+    Ok(Some(CaptureStats {
+        active: cost_ns != 0,
+        max_per_cpu_per_sec: 1_000_000_000u64.checked_div(cost_ns).unwrap_or(0),
+        recorded: c.recorded,
+        over_budget: c.over_budget,
+        ring_full: c.ring_full,
+    }))
+}
+
+/// The line `impair stats` prints for it.
+pub fn render(s: &CaptureStats) -> String {
+    format!(
+        "  capture: {}; recorded {}  not recorded {} (over the per-CPU budget {}, ring full {})",
+        if s.active {
+            format!("on, at most {} per second per CPU", s.max_per_cpu_per_sec)
+        } else {
+            "off".to_owned()
+        },
+        s.recorded,
+        s.not_recorded(),
+        s.over_budget,
+        s.ring_full
+    )
+}
+
+/// Which traffic a source instance impairs: its records' `direction`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Sent traffic only (tc egress).
+    Egress,
+    /// Received traffic only (tc ingress, XDP, or an ifb's egress).
+    Ingress,
+    /// One instance on both hooks: each record's hook says which.
+    Both,
+}
+
+impl Side {
+    fn of(inst: &Instance) -> Self {
+        match (inst.egress(), inst.ingress()) {
+            (true, true) => Side::Both,
+            (false, true) => Side::Ingress,
+            _ => Side::Egress,
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            Side::Egress => "impair egress (sent traffic)",
+            Side::Ingress => "impair ingress (received traffic)",
+            Side::Both => "impair egress and ingress",
+        }
+    }
+}
+
+/// One instance being captured: its maps, and its interface in the file.
+struct Source {
     ring: RingBuf<MapData>,
     control: Array<MapData, u64>,
     counters: PerCpuArray<MapData, Counters>,
     base: Counters,
+    side: Side,
+    /// Received traffic goes through an ifb: records of hook tc-egress are
+    /// the ifb's.
+    ifb: bool,
+    stopped: bool,
+}
+
+/// A capture in progress.
+pub struct Capture {
+    sources: Vec<Source>,
     out: PcapngWriter<BufWriter<File>>,
     /// CLOCK_REALTIME − CLOCK_MONOTONIC, ns: the records' clock to the file's.
     unix_minus_mono_ns: i128,
     written: u64,
-    stopped: bool,
 }
 
 /// The maps named `names` of the program with id `prog_id`, in that order.
@@ -113,8 +218,19 @@ fn linktype(iface: &str) -> u16 {
     }
 }
 
-/// The comment a record's packet carries in the file.
-pub fn comment(r: &Record, unix_minus_mono_ns: i128) -> String {
+/// The direction a record of an instance impairing `side` is in.
+fn direction(r: &Record, side: Side) -> &'static str {
+    match side {
+        Side::Egress => "egress",
+        Side::Ingress => "ingress",
+        Side::Both if r.hook == capture::hook::TC_EGRESS => "egress",
+        Side::Both => "ingress",
+    }
+}
+
+/// The comment a record's packet carries in the file: the record of an
+/// instance impairing `side` (`ifb`: through an ifb).
+pub fn comment(r: &Record, side: Side, ifb: bool, unix_minus_mono_ns: i128) -> String {
     let actions: Vec<&str> = action::NAMES
         .iter()
         .enumerate()
@@ -122,15 +238,17 @@ pub fn comment(r: &Record, unix_minus_mono_ns: i128) -> String {
         .map(|(_, n)| *n)
         .collect();
     let hook = match r.hook {
+        capture::hook::TC_EGRESS if ifb => "ifb-egress",
         capture::hook::TC_EGRESS => "tc-egress",
         capture::hook::TC_INGRESS => "tc-ingress",
         capture::hook::XDP => "xdp",
         _ => "unknown",
     };
     let mut s = format!(
-        "impair rule={} actions={} hook={hook}",
+        "impair rule={} actions={} hook={hook} direction={}",
         r.rule,
-        actions.join(",")
+        actions.join(","),
+        direction(r, side)
     );
     if r.departure_ns != 0 {
         let delay_ns = r.departure_ns.saturating_sub(r.decided_ns);
@@ -151,14 +269,8 @@ fn parse(bytes: &[u8]) -> Option<Record> {
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Record>()) })
 }
 
-impl Capture {
-    /// Starts recording the impaired packets of `inst` (on `iface`) into a
-    /// new pcapng file at `path`, at most `per_cpu_per_sec` records per
-    /// second on each CPU (with a burst of one second's worth).
-    pub fn start(inst: &Instance, iface: &str, path: &Path, per_cpu_per_sec: u64) -> Result<Self> {
-        if per_cpu_per_sec == 0 {
-            bail!("the capture budget must be at least 1 packet per second");
-        }
+impl Source {
+    fn open(inst: &Instance) -> Result<Self> {
         let mut maps = maps_of(
             inst.prog_id,
             &[capture::MAP_RING, capture::MAP_COUNTERS, map_names::CONTROL],
@@ -168,79 +280,17 @@ impl Capture {
         else {
             bail!("the instance's capture maps are incomplete");
         };
-        let mut ring = RingBuf::try_from(ring).context("the capture ring")?;
+        let ring = RingBuf::try_from(ring).context("the capture ring")?;
         let counters = PerCpuArray::try_from(counters).context("the capture counters")?;
-        let mut control: Array<MapData, u64> =
-            Array::try_from(control).context("the control map")?;
-        if control.get(&CONTROL_CAPTURE_COST_NS, 0)? != 0 {
-            // A capture that was killed leaves its cost set; a live one
-            // would share the ring with us, so records would go missing.
-            tracing::warn!(
-                iface,
-                "capture was already on (another `impair capture`, or one that was killed): taking it over"
-            );
-        }
-        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        let out = PcapngWriter::new(BufWriter::new(file), iface, linktype(iface), SNAP_BYTES)
-            .with_context(|| format!("writing {}", path.display()))?;
-        // Records a previous capture left are not this one's.
-        while ring.next().is_some() {}
-        let base = sum(&counters)?;
-        let unix_minus_mono_ns = sys::unix_ns() as i128 - sys::monotonic_ns() as i128;
-        control
-            .set(
-                CONTROL_CAPTURE_COST_NS,
-                capture::cost_ns(per_cpu_per_sec),
-                0,
-            )
-            .context("turning capture on")?;
+        let control: Array<MapData, u64> = Array::try_from(control).context("the control map")?;
         Ok(Self {
             ring,
             control,
+            base: Counters::default(),
             counters,
-            base,
-            out,
-            unix_minus_mono_ns,
-            written: 0,
-            stopped: false,
-        })
-    }
-
-    /// Moves the records in the ring to the file; returns how many.
-    pub fn poll(&mut self) -> Result<u64> {
-        let mut n = 0;
-        while let Some(item) = self.ring.next() {
-            let Some(r) = parse(&item) else {
-                continue;
-            };
-            drop(item);
-            let snap = (r.snap_len as usize).min(r.data.len());
-            let ts = (r.decided_ns as i128 + self.unix_minus_mono_ns).max(0) as u64;
-            self.out
-                .packet(
-                    ts,
-                    &r.data[..snap],
-                    r.frame_len,
-                    &comment(&r, self.unix_minus_mono_ns),
-                )
-                .context("writing the capture file")?;
-            n += 1;
-        }
-        self.written += n;
-        Ok(n)
-    }
-
-    /// Turns capture off, writes what is left and closes the file.
-    pub fn finish(mut self) -> Result<Summary> {
-        self.stop()?;
-        self.poll()?;
-        self.out.flush().context("writing the capture file")?;
-        let now = sum(&self.counters)?;
-        Ok(Summary {
-            written: self.written,
-            recorded: now.recorded - self.base.recorded,
-            over_budget: now.over_budget - self.base.over_budget,
-            ring_full: now.ring_full - self.base.ring_full,
+            side: Side::of(inst),
+            ifb: inst.owner.flags & owner_flags::IFB != 0,
+            stopped: true,
         })
     }
 
@@ -251,11 +301,136 @@ impl Capture {
         self.control
             .set(CONTROL_CAPTURE_COST_NS, 0, 0)
             .context("turning capture off")?;
-        // A program that read the cost before it changed may still be
-        // writing its record: give it time to land (programs run in
-        // microseconds).
-        std::thread::sleep(std::time::Duration::from_millis(20));
         Ok(())
+    }
+}
+
+impl Capture {
+    /// Starts recording the impaired packets of `insts` (on `iface`: one
+    /// instance, or both of a two-way link) into a new pcapng file at
+    /// `path`, at most `per_cpu_per_sec` records per second on each CPU of
+    /// each instance (with a burst of one second's worth).
+    pub fn start(
+        insts: &[&Instance],
+        iface: &str,
+        path: &Path,
+        per_cpu_per_sec: u64,
+    ) -> Result<Self> {
+        if per_cpu_per_sec == 0 {
+            bail!("the capture budget must be at least 1 packet per second");
+        }
+        if insts.is_empty() {
+            bail!("no instance to capture on {iface}");
+        }
+        let mut sources = insts
+            .iter()
+            .map(|i| Source::open(i))
+            .collect::<Result<Vec<_>>>()?;
+        for s in &sources {
+            if s.control.get(&CONTROL_CAPTURE_COST_NS, 0)? != 0 {
+                // A capture that was killed leaves its cost set; a live one
+                // would share the ring with us, so records would go missing.
+                tracing::warn!(
+                    iface,
+                    "capture was already on (another `impair capture`, or one that was killed): taking it over"
+                );
+            }
+        }
+        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let linktype = linktype(iface);
+        let interfaces: Vec<Interface<'_>> = sources
+            .iter()
+            .map(|s| Interface {
+                name: iface,
+                description: s.side.description(),
+                linktype,
+            })
+            .collect();
+        let out = PcapngWriter::new(BufWriter::new(file), &interfaces, SNAP_BYTES)
+            .with_context(|| format!("writing {}", path.display()))?;
+        let unix_minus_mono_ns = sys::unix_ns() as i128 - sys::monotonic_ns() as i128;
+        let cost_ns = capture::cost_ns(per_cpu_per_sec);
+        for s in &mut sources {
+            // Records a previous capture left are not this one's.
+            while s.ring.next().is_some() {}
+            s.base = sum(&s.counters)?;
+        }
+        let mut cap = Self {
+            sources,
+            out,
+            unix_minus_mono_ns,
+            written: 0,
+        };
+        for s in &mut cap.sources {
+            s.control
+                .set(CONTROL_CAPTURE_COST_NS, cost_ns, 0)
+                .context("turning capture on")?;
+            s.stopped = false;
+        }
+        Ok(cap)
+    }
+
+    /// Moves the records in the rings to the file; returns how many.
+    pub fn poll(&mut self) -> Result<u64> {
+        let mut n = 0;
+        for (if_id, s) in self.sources.iter_mut().enumerate() {
+            while let Some(item) = s.ring.next() {
+                let Some(r) = parse(&item) else {
+                    continue;
+                };
+                drop(item);
+                let snap = (r.snap_len as usize).min(r.data.len());
+                let ts = (r.decided_ns as i128 + self.unix_minus_mono_ns).max(0) as u64;
+                self.out
+                    .packet(
+                        if_id as u32,
+                        ts,
+                        &r.data[..snap],
+                        r.frame_len,
+                        &comment(&r, s.side, s.ifb, self.unix_minus_mono_ns),
+                    )
+                    .context("writing the capture file")?;
+                n += 1;
+            }
+        }
+        self.written += n;
+        Ok(n)
+    }
+
+    /// Turns capture off, writes what is left and closes the file.
+    pub fn finish(mut self) -> Result<Summary> {
+        self.stop()?;
+        self.poll()?;
+        self.out.flush().context("writing the capture file")?;
+        let mut s = Summary {
+            written: self.written,
+            ..Summary::default()
+        };
+        for src in &self.sources {
+            let now = sum(&src.counters)?;
+            s.recorded += now.recorded - src.base.recorded;
+            s.over_budget += now.over_budget - src.base.over_budget;
+            s.ring_full += now.ring_full - src.base.ring_full;
+        }
+        Ok(s)
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        let mut was_on = false;
+        let mut first_err = None;
+        for s in &mut self.sources {
+            was_on |= !s.stopped;
+            if let Err(e) = s.stop() {
+                first_err.get_or_insert(e);
+            }
+        }
+        if was_on {
+            // A program that read the cost before it changed may still be
+            // writing its record: give it time to land (programs run in
+            // microseconds).
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        first_err.map_or(Ok(()), Err)
     }
 }
 
@@ -286,15 +461,27 @@ mod tests {
             data: [0; SNAP_BYTES as usize],
         };
         assert_eq!(
-            comment(&r, 5),
-            "impair rule=2 actions=duplicate,delay hook=tc-egress delay_ns=10000 departure_unix_ns=11005"
+            comment(&r, Side::Egress, false, 5),
+            "impair rule=2 actions=duplicate,delay hook=tc-egress direction=egress delay_ns=10000 departure_unix_ns=11005"
         );
+        // Received traffic through an ifb is decided at the ifb's egress.
+        assert!(comment(&r, Side::Ingress, true, 5).contains(" hook=ifb-egress direction=ingress "));
         let r = Record {
             departure_ns: 0,
             actions: action::DROP_LOSS,
             hook: capture::hook::XDP,
             ..r
         };
-        assert_eq!(comment(&r, 5), "impair rule=2 actions=drop-loss hook=xdp");
+        assert_eq!(
+            comment(&r, Side::Ingress, false, 5),
+            "impair rule=2 actions=drop-loss hook=xdp direction=ingress"
+        );
+        // One instance on both hooks: the record's hook says which.
+        assert!(comment(&r, Side::Both, false, 5).ends_with(" direction=ingress"));
+        let r = Record {
+            hook: capture::hook::TC_EGRESS,
+            ..r
+        };
+        assert!(comment(&r, Side::Both, false, 5).ends_with(" direction=egress"));
     }
 }

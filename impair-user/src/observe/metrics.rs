@@ -293,6 +293,117 @@ pub fn render(snaps: &[Snapshot]) -> String {
         }
         family(name, kind, help, samples);
     }
+    // Where a rate trace is, and what it offered and delivered.
+    let traced = |f: fn(&super::trace::TraceStats) -> f64| -> Vec<(String, f64)> {
+        snaps
+            .iter()
+            .filter_map(|s| s.rate_trace.as_ref().map(|t| (inst(s), f(t))))
+            .collect()
+    };
+    family(
+        "impair_rate_trace_position_seconds",
+        "gauge",
+        "Where the rate trace is within its period (ms resolution).",
+        traced(|t| t.position_ms as f64 / 1e3),
+    );
+    family(
+        "impair_rate_trace_loops_total",
+        "counter",
+        "Whole periods of the rate trace since it started.",
+        traced(|t| t.loops as f64),
+    );
+    family(
+        "impair_rate_trace_offered_bytes_total",
+        "counter",
+        "Capacity the rate trace offered since it started, bytes.",
+        traced(|t| t.offered_bytes as f64),
+    );
+    family(
+        "impair_rate_trace_delivered_bytes_total",
+        "counter",
+        "Wire bytes the rate trace carried (packets it gave a departure time).",
+        traced(|t| t.delivered_bytes as f64),
+    );
+    family(
+        "impair_rate_trace_load_bytes_total",
+        "counter",
+        "Wire bytes the rules with the rate trace matched (the offered load).",
+        traced(|t| t.load_wire_bytes as f64),
+    );
+    // Where the delay and loss series are.
+    let series = |f: fn(&super::series::SeriesStats) -> Option<f64>| -> Vec<(String, f64)> {
+        snaps
+            .iter()
+            .flat_map(|s| {
+                s.series.iter().filter_map(move |x| {
+                    f(x).map(|v| (format!("{},series=\"{}\"", inst(s), x.kind), v))
+                })
+            })
+            .collect()
+    };
+    family(
+        "impair_series_position_seconds",
+        "gauge",
+        "Where the delay or loss series is within its current pass (ms resolution).",
+        series(|x| Some(x.position_ms as f64 / 1e3)),
+    );
+    family(
+        "impair_series_loops_total",
+        "counter",
+        "Whole passes of a looping series since it started.",
+        series(|x| Some(x.loops as f64)),
+    );
+    family(
+        "impair_series_held",
+        "gauge",
+        "1 once a series that does not loop has ended and holds its last value.",
+        series(|x| Some(f64::from(u8::from(x.held)))),
+    );
+    family(
+        "impair_series_delay_seconds",
+        "gauge",
+        "The delay series' value in force.",
+        series(|x| x.delay_ns.map(|d| d as f64 / 1e9)),
+    );
+    family(
+        "impair_series_loss_ratio",
+        "gauge",
+        "The loss series' value in force.",
+        series(|x| x.loss),
+    );
+    // The record of impaired packets (`impair capture`, `attach --capture`).
+    let captured = |f: fn(&super::capture::CaptureStats) -> f64| -> Vec<(String, f64)> {
+        snaps
+            .iter()
+            .filter_map(|s| s.capture.as_ref().map(|c| (inst(s), f(c))))
+            .collect()
+    };
+    family(
+        "impair_capture_active",
+        "gauge",
+        "1 while a capture records the impaired packets.",
+        captured(|c| f64::from(u8::from(c.active))),
+    );
+    family(
+        "impair_capture_recorded_total",
+        "counter",
+        "Impaired packets recorded (written to the capture's ring and file).",
+        captured(|c| c.recorded as f64),
+    );
+    family(
+        "impair_capture_not_recorded_total",
+        "counter",
+        "Impaired packets not recorded, by cause (over_budget: the per-CPU budget was spent; ring_full: the reader fell behind).",
+        snaps
+            .iter()
+            .filter_map(|s| s.capture.as_ref().map(|c| (s, c)))
+            .flat_map(|(s, c)| {
+                [("over_budget", c.over_budget), ("ring_full", c.ring_full)]
+                    .into_iter()
+                    .map(move |(cause, n)| (format!("{},cause=\"{cause}\"", inst(s)), n as f64))
+            })
+            .collect(),
+    );
     out
 }
 

@@ -1,7 +1,9 @@
-//! A small pcapng writer: the three blocks a capture of one interface needs
-//! (section header, interface description, enhanced packet with a comment),
+//! A small pcapng writer: the three blocks a capture needs (section header,
+//! one interface description per source, enhanced packets with a comment),
 //! in the host's byte order, which the section header announces
 //! (draft-ietf-opsawg-pcapng). Nanosecond timestamps (`if_tsresol` 9).
+//! A two-way link's capture has two interfaces, one per direction, so
+//! Wireshark's `frame.interface_id` (and `if_description`) tells them apart.
 use std::io::{self, Write};
 
 /// `LINKTYPE_ETHERNET`: frames start with an Ethernet header.
@@ -17,12 +19,24 @@ const OPT_ENDOFOPT: u16 = 0;
 const OPT_COMMENT: u16 = 1;
 const SHB_USERAPPL: u16 = 4;
 const IF_NAME: u16 = 2;
+const IF_DESCRIPTION: u16 = 3;
 const IF_TSRESOL: u16 = 9;
 
 /// Writes pcapng to `W`: the section and interface headers on creation, then
 /// one enhanced packet block per [`PcapngWriter::packet`].
 pub struct PcapngWriter<W: Write> {
     out: W,
+    interfaces: u32,
+}
+
+/// One interface of the file (its position is its id in
+/// [`PcapngWriter::packet`]).
+pub struct Interface<'a> {
+    /// `if_name`: the device.
+    pub name: &'a str,
+    /// `if_description`: which packets these are (e.g. the direction).
+    pub description: &'a str,
+    pub linktype: u16,
 }
 
 /// Appends option `code` with `value`, padded to 32 bits.
@@ -52,9 +66,15 @@ fn block(out: &mut impl Write, kind: u32, body: &[u8]) -> io::Result<()> {
 }
 
 impl<W: Write> PcapngWriter<W> {
-    /// Starts a section with one interface, `if_name`, of `linktype`, whose
-    /// packets are cut at `snaplen` bytes.
-    pub fn new(mut out: W, if_name: &str, linktype: u16, snaplen: u32) -> io::Result<Self> {
+    /// Starts a section with `interfaces` (at least one), whose packets
+    /// are cut at `snaplen` bytes.
+    pub fn new(mut out: W, interfaces: &[Interface<'_>], snaplen: u32) -> io::Result<Self> {
+        if interfaces.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a pcapng file needs an interface",
+            ));
+        }
         let mut shb = Vec::new();
         shb.extend_from_slice(&BYTE_ORDER_MAGIC.to_ne_bytes());
         shb.extend_from_slice(&1u16.to_ne_bytes()); // major
@@ -68,28 +88,43 @@ impl<W: Write> PcapngWriter<W> {
         option(&mut shb, OPT_ENDOFOPT, &[]);
         block(&mut out, BLOCK_SHB, &shb)?;
 
-        let mut idb = Vec::new();
-        idb.extend_from_slice(&linktype.to_ne_bytes());
-        idb.extend_from_slice(&0u16.to_ne_bytes());
-        idb.extend_from_slice(&snaplen.to_ne_bytes());
-        option(&mut idb, IF_NAME, if_name.as_bytes());
-        option(&mut idb, IF_TSRESOL, &[9]); // 10^-9 s
-        option(&mut idb, OPT_ENDOFOPT, &[]);
-        block(&mut out, BLOCK_IDB, &idb)?;
-        Ok(Self { out })
+        for i in interfaces {
+            let mut idb = Vec::new();
+            idb.extend_from_slice(&i.linktype.to_ne_bytes());
+            idb.extend_from_slice(&0u16.to_ne_bytes());
+            idb.extend_from_slice(&snaplen.to_ne_bytes());
+            option(&mut idb, IF_NAME, i.name.as_bytes());
+            if !i.description.is_empty() {
+                option(&mut idb, IF_DESCRIPTION, i.description.as_bytes());
+            }
+            option(&mut idb, IF_TSRESOL, &[9]); // 10^-9 s
+            option(&mut idb, OPT_ENDOFOPT, &[]);
+            block(&mut out, BLOCK_IDB, &idb)?;
+        }
+        Ok(Self {
+            out,
+            interfaces: interfaces.len() as u32,
+        })
     }
 
-    /// One packet: its first bytes `data` of `orig_len`, at `unix_ns`
-    /// (nanoseconds since the epoch), with `comment`.
+    /// One packet of interface `if_id`: its first bytes `data` of
+    /// `orig_len`, at `unix_ns` (nanoseconds since the epoch), with `comment`.
     pub fn packet(
         &mut self,
+        if_id: u32,
         unix_ns: u64,
         data: &[u8],
         orig_len: u32,
         comment: &str,
     ) -> io::Result<()> {
+        if if_id >= self.interfaces {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("pcapng interface {if_id} was not described"),
+            ));
+        }
         let mut epb = Vec::with_capacity(32 + data.len() + comment.len());
-        epb.extend_from_slice(&0u32.to_ne_bytes()); // interface 0
+        epb.extend_from_slice(&if_id.to_ne_bytes());
         epb.extend_from_slice(&((unix_ns >> 32) as u32).to_ne_bytes());
         epb.extend_from_slice(&(unix_ns as u32).to_ne_bytes());
         epb.extend_from_slice(&(data.len() as u32).to_ne_bytes());
@@ -122,14 +157,28 @@ mod tests {
 
     #[test]
     fn blocks_are_framed_and_aligned() {
-        let mut w = PcapngWriter::new(Vec::new(), "r1", LINKTYPE_ETHERNET, 128).unwrap();
+        let ifs = [
+            Interface {
+                name: "r1",
+                description: "egress",
+                linktype: LINKTYPE_ETHERNET,
+            },
+            Interface {
+                name: "r1",
+                description: "ingress",
+                linktype: LINKTYPE_ETHERNET,
+            },
+        ];
+        let mut w = PcapngWriter::new(Vec::new(), &ifs, 128).unwrap();
         w.packet(
+            1,
             1_700_000_000_123_456_789,
             &[1, 2, 3],
             60,
             "rule=0 actions=drop-loss",
         )
         .unwrap();
+        assert!(w.packet(2, 0, &[1], 1, "").is_err(), "no interface 2");
         let b = w.into_inner();
         assert!(b.len().is_multiple_of(4));
         // Walk the blocks: each total length is at its start and its end.
@@ -143,7 +192,10 @@ mod tests {
             kinds.push(kind);
             at += total;
         }
-        assert_eq!(kinds, [BLOCK_SHB, BLOCK_IDB, BLOCK_EPB]);
+        assert_eq!(kinds, [BLOCK_SHB, BLOCK_IDB, BLOCK_IDB, BLOCK_EPB]);
         assert_eq!(at, b.len());
+        // The packet names interface 1: the EPB's first word.
+        let epb = b.len() - u32_at(&b, b.len() - 4) as usize;
+        assert_eq!(u32_at(&b, epb + 8), 1);
     }
 }

@@ -26,6 +26,8 @@ pub struct RuleStats {
     pub dropped_queue: u64,
     pub reordered: u64,
     pub delayed: u64,
+    /// Wire bytes the rate trace delivered for this rule (0 without one).
+    pub trace_bytes: u64,
     /// Wire packets matched: a GSO/GRO super-packet counts as its segments
     /// (`packets` above counts skbs).
     pub wire_packets: u64,
@@ -115,6 +117,14 @@ pub struct Snapshot {
     /// Where the rate trace is ([`super::trace`]), if the set has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_trace: Option<super::trace::TraceStats>,
+    /// Where the delay and loss series are ([`super::series`]), if the set
+    /// has any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub series: Vec<super::series::SeriesStats>,
+    /// The record of impaired packets ([`super::capture::stats`]): present
+    /// once a capture has run on the instance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture: Option<super::capture::CaptureStats>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -151,6 +161,7 @@ impl Snapshot {
                 dropped_queue: c.dropped_queue,
                 reordered: c.reordered,
                 delayed: c.delayed,
+                trace_bytes: c.trace_bytes,
                 wire_packets: c.wire_packets,
                 wire_bytes: c.wire_bytes,
                 dropped_wire_packets: c.dropped_wire_packets,
@@ -172,14 +183,18 @@ impl Snapshot {
             .iter()
             .any(|r| r.flags & impair_common::rule_flags::RATE_TRACE != 0)
         {
-            let (load, dropped) = rules
+            let load = rules
                 .iter()
                 .zip(&out)
                 .filter(|(r, _)| r.flags & impair_common::rule_flags::RATE_TRACE != 0)
-                .fold((0, 0), |(b, d), (_, s)| {
-                    (b + s.wire_bytes, d + s.dropped_queue)
+                .fold(super::trace::TraceLoad::default(), |l, (_, s)| {
+                    super::trace::TraceLoad {
+                        load_wire_bytes: l.load_wire_bytes + s.wire_bytes,
+                        delivered_bytes: l.delivered_bytes + s.trace_bytes,
+                        dropped_queue: l.dropped_queue + s.dropped_queue,
+                    }
                 });
-            super::trace::read(maps, slot, load, dropped)?
+            super::trace::read(maps, slot, load)?
         } else {
             None
         };
@@ -199,6 +214,8 @@ impl Snapshot {
             matrix_top,
             matrix_prefixes,
             rate_trace,
+            series: super::series::read(maps, slot)?,
+            capture: super::capture::stats(maps)?,
         })
     }
 
@@ -270,6 +287,10 @@ impl Snapshot {
         ));
         if let Some(t) = &self.rate_trace {
             lines.push(super::trace::render(t));
+        }
+        lines.extend(self.series.iter().map(super::series::render));
+        if let Some(c) = &self.capture {
+            lines.push(super::capture::render(c));
         }
         lines
     }

@@ -88,7 +88,11 @@ fn the_queue_limit_drops_what_would_wait_too_long() {
         !run_tstamp(&mut l, EGRESS, &f).0,
         "the next would wait until 4 s"
     );
-    assert_eq!(counters(&l, 0).dropped_queue, 1);
+    let c = counters(&l, 0);
+    assert_eq!(c.dropped_queue, 1);
+    // What the trace delivered: the packets it gave a departure time, not
+    // the one its queue limit dropped.
+    assert_eq!(c.trace_bytes, fits as u64 * f.len() as u64, "{c:?}");
 }
 
 #[test]
@@ -107,10 +111,60 @@ fn trace_read_back_for_update() {
     l.maps
         .set_trace_start(slot, monotonic_ns() - 2_000_000_000)
         .unwrap();
-    let s = impair::observe::trace::read(&l.maps, slot, 0, 0)
+    let s = impair::observe::trace::read(&l.maps, slot, Default::default())
         .unwrap()
         .unwrap();
     assert_eq!((s.period_ms, s.opportunities), (5, 3));
     assert!(s.loops >= 400 && s.position_ms < 5, "{s:?}");
     assert!(s.offered_bytes >= 399 * 3 * 1500, "{s:?}");
+}
+
+#[test]
+fn stats_show_what_the_trace_offered_and_delivered() {
+    // One opportunity per ms (12 Mbit/s), 100 ms period.
+    let times: String = (1..=100).map(|t| format!("{t}\n")).collect();
+    let mut l = load(&[with_trace(&times)]);
+    now_at(&mut l, 1_000);
+    let f = udp4(CLIENT_V4, SERVER_V4, 1, 2);
+    let sent = 20u64;
+    for _ in 0..sent {
+        assert!(run_tstamp(&mut l, EGRESS, &f).0);
+    }
+    let s = impair::observe::snapshot::Snapshot::read(&l.maps, "test").unwrap();
+    let t = s.rate_trace.clone().expect("the set has a rate trace");
+    // What the rules counted: the packets' wire bytes, all delivered.
+    let bytes = sent * f.len() as u64;
+    assert_eq!(t.delivered_bytes, bytes, "{t:?}");
+    assert_eq!(t.load_wire_bytes, bytes, "{t:?}");
+    assert_eq!(s.rules[0].trace_bytes, bytes);
+    // A second in: ten loops of the period, about 1000 opportunities
+    // offered, more than was delivered.
+    assert!(t.loops >= 10 && t.position_ms < 100, "{t:?}");
+    assert!(t.offered_bytes >= 999 * 1500, "{t:?}");
+    assert!(t.delivered_bytes <= t.offered_bytes, "{t:?}");
+    // Prometheus shows the same.
+    let body = impair::observe::metrics::render(std::slice::from_ref(&s));
+    assert!(
+        body.lines().any(
+            |l| l.starts_with("impair_rate_trace_delivered_bytes_total{")
+                && l.ends_with(&format!(" {bytes}"))
+        ),
+        "{body}"
+    );
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("impair_rate_trace_offered_bytes_total{")
+                && l.ends_with(&format!(" {}", t.offered_bytes))),
+        "{body}"
+    );
+    assert!(body.contains("# TYPE impair_rate_trace_position_seconds gauge"));
+    // The position advances with the clock.
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    let t2 = impair::observe::snapshot::Snapshot::read(&l.maps, "test")
+        .unwrap()
+        .rate_trace
+        .unwrap();
+    let at = |t: &impair::observe::trace::TraceStats| t.loops * 100 + t.position_ms;
+    assert!(at(&t2) >= at(&t) + 30, "{t:?} then {t2:?}");
+    assert!(t2.offered_bytes > t.offered_bytes, "{t:?} then {t2:?}");
 }

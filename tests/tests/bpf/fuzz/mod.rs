@@ -249,7 +249,7 @@ fn sub_r(a: &RuleCounters, b: &RuleCounters) -> RuleCounters {
         dropped_queue: a.dropped_queue - b.dropped_queue,
         reordered: a.reordered - b.reordered,
         delayed: a.delayed - b.delayed,
-        _reserved: 0,
+        trace_bytes: a.trace_bytes - b.trace_bytes,
         wire_packets: a.wire_packets - b.wire_packets,
         wire_bytes: a.wire_bytes - b.wire_bytes,
         dropped_wire_packets: a.dropped_wire_packets - b.dropped_wire_packets,
