@@ -166,12 +166,19 @@ fn run_quietly(program: &str, args: &[&str]) {
     }
 }
 
+/// Cycles of the soak in the guest (tests/tests/controller/soak.rs: 40 on
+/// the host): enough for every kind of cycle, sch_fq's included, twice.
+const GUEST_SOAK_CYCLES: &str = "16";
+
 /// Runs one test binary in /tmp and returns its exit code (128 + the signal
 /// if one killed it, 127 if it could not start, as a shell reports them).
 fn run_to_end(run: &Run) -> i32 {
     let child = Command::new(&run.program)
         .args(&run.args)
         .current_dir("/tmp")
+        // The soak's quick form, smaller: under TCG one cycle (three BPF
+        // loads, each verified) takes seconds, not the host's half second.
+        .env("IMPAIR_SOAK_CYCLES", GUEST_SOAK_CYCLES)
         .spawn();
     let pid = match child {
         // The Child is dropped without waiting: `wait_reaping` collects it.
