@@ -22,6 +22,7 @@ mod container;
 mod fq;
 mod ifb;
 mod newcomer;
+mod run_fq;
 mod soak;
 mod two_way;
 mod two_way_fq;
