@@ -19,6 +19,7 @@ use std::{process::Command, time::Duration};
 mod capture;
 mod clsact;
 mod container;
+mod echo_fq;
 mod fq;
 mod ifb;
 mod newcomer;
