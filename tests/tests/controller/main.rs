@@ -24,6 +24,7 @@ mod fq;
 mod ifb;
 mod newcomer;
 mod run_fq;
+mod run_received;
 mod soak;
 mod two_way;
 mod two_way_fq;
