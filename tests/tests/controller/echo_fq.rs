@@ -51,7 +51,7 @@ fn thirty_ms_each_way_is_a_sixty_ms_round_trip_and_each_way_measures_thirty() {
     let dir = Scratch::new("echo-fq");
     let profile = dir.file(
         "both30.toml",
-        "name = \"both-30ms\"\n[[rule]]\ndirection = \"both\"\ndelay = \"30ms\"\n",
+        "summary = \"30 ms each way\"\n[[rule]]\ndirection = \"both\"\ndelay = \"30ms\"\n",
     );
     let check = impair_in(
         &lab.server,
