@@ -156,12 +156,18 @@ pub fn run_echo(
         monotonic_ns().saturating_add(linger_ns).max(1),
         Ordering::Release,
     );
-    let mut returns = receiver
-        .join()
-        .map_err(|p| anyhow!("echo receiver panicked: {}", impair::netns::panic_message(&*p)))?;
-    let server_echoed = server_thread
-        .join()
-        .map_err(|p| anyhow!("echo server panicked: {}", impair::netns::panic_message(&*p)))??;
+    let mut returns = receiver.join().map_err(|p| {
+        anyhow!(
+            "echo receiver panicked: {}",
+            impair::netns::panic_message(&*p)
+        )
+    })?;
+    let server_echoed = server_thread.join().map_err(|p| {
+        anyhow!(
+            "echo server panicked: {}",
+            impair::netns::panic_message(&*p)
+        )
+    })??;
     let sent = sent?.sent;
     let returned = returns.seen.len() as u64;
     Ok(EchoReport {
@@ -221,6 +227,9 @@ mod tests {
         buf[10] ^= 1; // corrupted
         r.record(&buf, 9, 2_000);
         assert_eq!(r.seen.len(), 1);
-        assert_eq!((r.forward[0], r.reverse[0], r.round_trip[0]), (700, 300, 1_000));
+        assert_eq!(
+            (r.forward[0], r.reverse[0], r.round_trip[0]),
+            (700, 300, 1_000)
+        );
     }
 }
