@@ -36,8 +36,8 @@ pub(crate) fn engine_error(e: &Error) -> String {
             Error::TcxUnsupported => {
                 "--attach-mode tcx needs Linux 6.6 or newer; use netlink (clsact) or auto".into()
             }
-            Error::CgroupAtIngress => "matching a cgroup (impair run) works at egress only: received packets \
-                                       have no sending socket"
+            Error::CgroupAtIngress => "matching a cgroup (impair run) on received traffic needs --hook tc: XDP \
+                                       programs have no bpf_sk_cgroup_id helper"
                 .into(),
             Error::EgressOnlyAtIngress(what) => {
                 let flag = match what {

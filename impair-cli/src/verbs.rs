@@ -24,22 +24,20 @@ use crate::{
 };
 
 pub(crate) fn run_cmd(a: RunArgs) -> Result<()> {
-    let (rules, label) = rules_from(a.profile.as_deref(), &a.impair, &a.matcher)?;
-    if let Some(name) = &a.profile {
-        let (link, _) = profile_link(name, &a.impair, &a.matcher)?;
-        if rules.is_empty() {
-            return Err(usage!(
-                "impair run impairs CMD's sent traffic (the uplink), and profile {name} has only a downlink"
-            )
-            .into());
+    // A profile's uplink is what CMD sends and its downlink what it
+    // receives; flags impair both, with match fields seen from CMD (a
+    // received packet's source is the peer).
+    let (rules, received, label) = match &a.profile {
+        Some(name) => {
+            let (link, label) = profile_link(name, &a.impair, &a.matcher)?;
+            (link.uplink, link.downlink, label)
         }
-        if !link.downlink.is_empty() && !a.quiet {
-            eprintln!(
-                "impair: note: impair run impairs CMD's sent traffic: profile {name}'s uplink; its downlink \
-                 (received traffic) is not applied"
-            );
+        None => {
+            let (rules, label) = rules_from(None, &a.impair, &a.matcher)?;
+            let received = impair_tools::run::received_rules(&rules);
+            (rules, received, label)
         }
-    }
+    };
     let ifaces = if a.ifaces.is_empty() {
         impair_tools::run::default_route_ifaces()?
     } else {
@@ -50,6 +48,7 @@ pub(crate) fn run_cmd(a: RunArgs) -> Result<()> {
         impair_tools::run::RunOptions {
             ifaces,
             rules,
+            received,
             label,
             seed: a.seed,
             mode: a.attach_mode,

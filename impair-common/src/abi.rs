@@ -113,6 +113,13 @@ pub struct RuleSetHeader {
     pub generation: u64,
 }
 
+/// At tc ingress (and on an instance's ifb) a packet's `PacketKey::cgroup_id`
+/// is this bit | the mark of the local socket it is for: tc cannot read a
+/// looked-up socket's cgroup, so `impair run` marks its cgroup's sockets and
+/// matches received packets on that mark (impair-ebpf/src/socket.rs). No
+/// cgroup id (an inode number) has the bit set.
+pub const SOCKET_MARK_ID_BIT: u64 = 1 << 63;
+
 /// `RuleSetHeader::flags` bits.
 pub mod ruleset_flags {
     /// Some rule matches on the socket's cgroup: tc egress reads the

@@ -1,7 +1,6 @@
 //! Finding a packet's rule: parse its headers into a key, narrow the rules
 //! with the index (`impair_common::index`), and walk the candidates in order;
 //! the first rule that matches in full wins.
-use aya_ebpf::helpers::bpf_skb_cgroup_id;
 use impair_common::{index::lowest_bit, ruleset_flags, DataPathError, PacketKey, MAX_RULES};
 
 use crate::{
@@ -9,12 +8,12 @@ use crate::{
     maps::{INDEX, KEY, MATCHED, RULES},
     parse::{parse_eth, Cursor},
     pkt::Packet,
-    Result,
+    socket, Result,
 };
 
 /// Parses the packet into this CPU's key scratch (`IMPAIR_KEY`) and returns
-/// it; at tc egress it also reads the socket's cgroup when a rule of the set
-/// (`set_flags`) matches on it.
+/// it; at tc it also reads the packet's socket's cgroup (`socket`) when a
+/// rule of the set (`set_flags`) matches on it.
 ///
 /// The key lives in a per-CPU scratch map, not on the stack: the verifier
 /// then forgets the per-path constants the parser wrote (IPv4 vs IPv6,
@@ -29,10 +28,9 @@ pub fn parse_key<H: Hook>(h: &H, set_flags: u32) -> Result<&'static PacketKey> {
     clear(key);
     let pkt = h.packet();
     parse_eth(Cursor::new(pkt.data(), pkt.data_end()), key);
-    if H::EGRESS && set_flags & ruleset_flags::CGROUP != 0 {
-        if let Some(ctx) = h.skb() {
-            // SAFETY: the helper reads the skb's socket (if any) and its cgroup.
-            key.cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.skb.skb) };
+    if set_flags & ruleset_flags::CGROUP != 0 {
+        if let Some(ctx) = h.tc() {
+            key.cgroup_id = socket::cgroup_id(ctx, key, H::EGRESS);
         }
     }
     Ok(key)

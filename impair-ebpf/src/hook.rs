@@ -24,6 +24,11 @@ pub trait Hook {
     /// The skb the timing and duplicate helpers work on: `Some` exactly when
     /// [`Hook::EGRESS`].
     fn skb(&self) -> Option<&TcContext>;
+    /// The skb at either tc hook (`socket` looks up a received packet's
+    /// socket there); `None` at XDP.
+    fn tc(&self) -> Option<&TcContext> {
+        None
+    }
 }
 
 /// tc egress (tcx link or clsact filter).
@@ -44,6 +49,10 @@ impl Hook for TcEgress<'_> {
     fn skb(&self) -> Option<&TcContext> {
         Some(self.0)
     }
+    #[inline(always)]
+    fn tc(&self) -> Option<&TcContext> {
+        Some(self.0)
+    }
 }
 
 impl Hook for TcIngress<'_> {
@@ -56,6 +65,10 @@ impl Hook for TcIngress<'_> {
     #[inline(always)]
     fn skb(&self) -> Option<&TcContext> {
         None
+    }
+    #[inline(always)]
+    fn tc(&self) -> Option<&TcContext> {
+        Some(self.0)
     }
 }
 

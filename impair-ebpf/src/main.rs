@@ -37,6 +37,7 @@ mod police;
 mod redirect;
 mod rng;
 mod series;
+mod socket;
 mod timing;
 mod trace;
 

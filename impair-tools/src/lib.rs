@@ -15,6 +15,7 @@ pub mod player;
 pub mod probe;
 pub mod run;
 pub mod signals;
+pub mod sockmark;
 pub mod sweep;
 
 /// The one SVG writer (its own crate, so xtask draws with it too).

@@ -1,14 +1,25 @@
 //! `impair run [flags] -- CMD ARGS...`: impairs only the traffic of CMD and
-//! its children. CMD starts in a new cgroup v2; impair attaches at tc egress
-//! of the interfaces it sends through with rules that match that cgroup
-//! (`bpf_skb_cgroup_id`), so every other process's packets pass untouched.
-//! When CMD exits (or impair is stopped), impair detaches, removes the
-//! cgroup (killing stragglers CMD left in it), and exits with CMD's status.
+//! its children, what they send and what they receive. CMD starts in a new
+//! cgroup v2; on each interface impair attaches a two-way link
+//! (`engine::pair`) whose rules match that cgroup, so every other process's
+//! packets pass untouched:
 //!
-//! Only what CMD sends is impaired: a received packet carries no socket
-//! until the stack delivers it, so matching it to CMD's cgroup needs a
-//! socket lookup at tc ingress (`bpf_sk_lookup_*` + `bpf_sk_cgroup_id`,
-//! Linux 5.7+), which the data path does not do yet; the start line says so.
+//! - sent traffic at tc egress, where the packet carries its socket
+//!   (`bpf_skb_cgroup_id`);
+//! - received traffic at tc ingress, where it has none yet: the data path
+//!   looks up the socket the stack will deliver it to
+//!   (`bpf_sk_lookup_tcp/udp` with the packet's addresses and ports;
+//!   impair-ebpf/src/socket.rs) and reads its mark, which a cgroup program
+//!   gave every socket of the run's cgroup (`sockmark`: tc cannot read a
+//!   socket's cgroup). Delay, jitter, rate,
+//!   duplication and reordering of received traffic go through the ifb
+//!   impair owns (`engine/ifb.rs`), as for any ingress instance.
+//!
+//! Where the kernel cannot hold received packets (before Linux 6.4, or no
+//! ifb), only sent traffic is impaired and the start line says so, naming
+//! the kernel feature. When CMD exits (or impair is stopped), impair
+//! detaches, removes the cgroup (killing stragglers CMD left in it), and
+//! exits with CMD's status.
 use std::{
     fs,
     os::unix::process::{CommandExt as _, ExitStatusExt as _},
@@ -22,14 +33,19 @@ use std::{
 use anyhow::{anyhow, Context as _, Result};
 
 use impair::{
-    engine::{AttachMode, AttachOptions, Engine},
+    engine::{
+        pair::{EnginePair, PairOptions, SideOptions},
+        AttachMode, Error as EngineError, IngressHook,
+    },
     input::UsageError,
-    model::RuleSpec,
+    model::{MatchSpec, RuleSpec},
     observe::snapshot::Snapshot,
     sys,
 };
 
-use crate::usage;
+use impair_common::SOCKET_MARK_ID_BIT;
+
+use crate::{sockmark, usage};
 
 /// A cgroup v2 made for one run; removed on drop.
 pub struct RunCgroup {
@@ -152,7 +168,11 @@ pub fn default_route_ifaces() -> Result<Vec<String>> {
 
 pub struct RunOptions {
     pub ifaces: Vec<String>,
+    /// What CMD sends (tc egress); none: sent traffic is not impaired.
     pub rules: Vec<RuleSpec>,
+    /// What CMD receives (tc ingress), with match fields as the received
+    /// packets carry them (see [`received_rules`]); none: not impaired.
+    pub received: Vec<RuleSpec>,
     pub label: String,
     pub seed: Option<u64>,
     pub mode: AttachMode,
@@ -188,27 +208,38 @@ pub fn run(opts: RunOptions, stop: &AtomicBool) -> Result<ExitStatus> {
         .into());
     }
     let cg = RunCgroup::create()?;
-    let rules: Vec<RuleSpec> = opts
-        .rules
-        .iter()
-        .cloned()
-        .map(|mut r| {
-            r.matcher.cgroup = Some(cg.id);
-            r
-        })
-        .collect();
-    let mut engines = Vec::with_capacity(opts.ifaces.len());
+    let owned_by = |rules: &[RuleSpec], id: u64| -> Vec<RuleSpec> {
+        rules
+            .iter()
+            .cloned()
+            .map(|mut r| {
+                r.matcher.cgroup = Some(id);
+                r
+            })
+            .collect()
+    };
+    let sent = owned_by(&opts.rules, cg.id);
+    // Received packets are told apart by their socket's mark (`sockmark`).
+    let mut why_not_received = None;
+    let received = if opts.received.is_empty() {
+        Vec::new()
+    } else {
+        let mark = sockmark::mark_for(cg.id);
+        match sockmark::attach(&cg.dir, mark) {
+            Ok(()) => owned_by(&opts.received, SOCKET_MARK_ID_BIT | u64::from(mark)),
+            Err(e) => {
+                why_not_received = Some(format!("{e:#}"));
+                Vec::new()
+            }
+        }
+    };
+    let label = format!("run {}: {}", prog, opts.label);
+    let mut links = Vec::with_capacity(opts.ifaces.len());
     for iface in &opts.ifaces {
-        // An error drops (detaches) the engines made so far, then the cgroup.
-        engines.push(Engine::attach(AttachOptions {
-            iface: iface.clone(),
-            mode: opts.mode,
-            rules: rules.clone(),
-            seed: opts.seed,
-            label: format!("run {}: {}", prog, opts.label),
-            duration: None,
-            keep_offloads: false,
-        })?);
+        // An error drops (detaches) the links made so far, then the cgroup.
+        let (link, why) = attach_link(iface, &opts, &sent, &received, &label)?;
+        why_not_received = why_not_received.or(why);
+        links.push(link);
     }
     let procs = cg.dir.join("cgroup.procs");
     let mut command = Command::new(prog);
@@ -225,14 +256,24 @@ pub fn run(opts: RunOptions, stop: &AtomicBool) -> Result<ExitStatus> {
         .spawn()
         .map_err(|e| anyhow!(UsageError(format!("cannot run '{prog}': {e}"))))?;
     if !opts.quiet {
+        let what = match (
+            sent.is_empty(),
+            received.is_empty() || why_not_received.is_some(),
+        ) {
+            (false, false) => "sends and receives",
+            (false, true) => "sends",
+            (true, _) => "receives",
+        };
         eprintln!(
-            "impair: impairing the traffic `{}` sends (cgroup {}) on {}: {} (what it receives \
-             is not impaired: received packets are not matched to a cgroup yet)",
+            "impair: impairing the traffic `{}` {what} (cgroup {}) on {}: {}",
             opts.cmd.join(" "),
             cg.id,
             opts.ifaces.join(", "),
             opts.label
         );
+        if let Some(why) = &why_not_received {
+            eprintln!("impair: what it receives is not impaired: {why}");
+        }
     }
     let mut signalled_at: Option<Instant> = None;
     let status = loop {
@@ -255,22 +296,104 @@ pub fn run(opts: RunOptions, stop: &AtomicBool) -> Result<ExitStatus> {
         thread::sleep(Duration::from_millis(20));
     };
     let mut result = Ok(());
-    for e in engines {
-        let iface = e.iface().to_owned();
+    for link in links {
         if !opts.quiet {
-            if let Ok(s) = Snapshot::read(&e.maps(), &iface) {
-                for l in s.render() {
-                    eprintln!("{l}");
+            for e in link.engines() {
+                if let Ok(s) = Snapshot::read(&e.maps(), e.iface()) {
+                    for l in s.render() {
+                        eprintln!("{l}");
+                    }
                 }
             }
         }
-        if let Err(err) = e.detach() {
+        if let Err(err) = link.detach() {
             result = Err(err);
         }
     }
     drop(cg);
     result?;
     Ok(status)
+}
+
+/// Attaches CMD's two-way link on `iface`: `sent` at tc egress, `received`
+/// at tc ingress. When this kernel cannot hold received packets (the rules
+/// delay, shape, duplicate or reorder them), attaches the sent side alone
+/// and returns why, naming the kernel feature.
+fn attach_link(
+    iface: &str,
+    opts: &RunOptions,
+    sent: &[RuleSpec],
+    received: &[RuleSpec],
+    label: &str,
+) -> Result<(EnginePair, Option<String>)> {
+    let side = |rules: &[RuleSpec]| {
+        (!rules.is_empty()).then(|| SideOptions {
+            rules: rules.to_vec(),
+            label: label.to_owned(),
+        })
+    };
+    let pair = PairOptions {
+        iface: iface.to_owned(),
+        mode: opts.mode,
+        seed: opts.seed,
+        duration: None,
+        uplink: side(sent),
+        downlink: side(received),
+        ingress_hook: IngressHook::Tc,
+        ..PairOptions::default()
+    };
+    match EnginePair::attach(pair.clone()) {
+        Ok(link) => Ok((link, None)),
+        Err(e) => {
+            let Some(why) = pair.downlink.as_ref().and(kernel_cannot_receive(&e)) else {
+                return Err(e);
+            };
+            if pair.uplink.is_none() {
+                return Err(e);
+            }
+            let link = EnginePair::attach(PairOptions {
+                downlink: None,
+                ..pair
+            })?;
+            Ok((link, Some(why)))
+        }
+    }
+}
+
+/// Why this kernel cannot impair received traffic as asked, if that is what
+/// `e` says: holding received packets needs bpf_redirect to an ifb (Linux
+/// 6.4) and the ifb device (CONFIG_IFB).
+fn kernel_cannot_receive(e: &anyhow::Error) -> Option<String> {
+    if let Some(EngineError::IngressHoldNeedsLinux64 { what, release }) = e.downcast_ref() {
+        return Some(format!(
+            "{what} on received traffic needs Linux 6.4 or newer (bpf_redirect to an ifb device; this is {release})"
+        ));
+    }
+    let text = format!("{e:#}");
+    text.contains("CONFIG_IFB").then(|| {
+        "delay, rate, duplication and reordering of received traffic need the kernel's ifb device \
+         (CONFIG_IFB, module ifb), which this kernel cannot create"
+            .to_owned()
+    })
+}
+
+/// The rules for what CMD receives, from the rules for what it sends: the
+/// same impairments, with the match fields seen from the other end (a
+/// received packet's source is the peer CMD sent to), so `--dst 198.18.2.1
+/// --dport 53` covers the queries CMD sends and the answers it receives.
+pub fn received_rules(sent: &[RuleSpec]) -> Vec<RuleSpec> {
+    sent.iter()
+        .map(|r| RuleSpec {
+            matcher: MatchSpec {
+                src: r.matcher.dst,
+                dst: r.matcher.src,
+                sport: r.matcher.dport,
+                dport: r.matcher.sport,
+                ..r.matcher.clone()
+            },
+            ..r.clone()
+        })
+        .collect()
 }
 
 /// Whether `prog` names an executable file (a path, or a name on PATH).

@@ -1,5 +1,7 @@
 //! impair's own UDP traffic probe: a paced sender, a receiver and exact
-//! loss / duplication / reordering / corruption / one-way-delay accounting.
+//! loss / duplication / reordering / corruption / one-way-delay accounting;
+//! and round trips through an echo server, each split into its two one-way
+//! delays (`echo`).
 //!
 //! Sender and receiver run on the same host (usually in different network
 //! namespaces of a [`crate::lab::Lab`]), so both read the same
@@ -59,16 +61,18 @@ use serde::{Deserialize, Serialize};
 use impair::sys::monotonic_ns;
 
 mod account;
+mod echo;
 mod receive;
 mod send;
 mod wire;
 
 pub use account::*;
+pub use echo::*;
 pub use receive::*;
 pub use send::*;
 pub use wire::*;
 #[allow(unused_imports)]
-use {account::*, receive::*, send::*, wire::*};
+use {account::*, echo::*, receive::*, send::*, wire::*};
 
 #[cfg(test)]
 mod tests {

@@ -22,8 +22,8 @@ pub enum Error {
     /// tcx links need Linux 6.6.
     #[error("tcx needs Linux 6.6 or newer; attach through a clsact filter (netlink) instead")]
     TcxUnsupported,
-    /// A rule matches a cgroup at a receive hook.
-    #[error("matching a cgroup works at egress only: received packets have no sending socket")]
+    /// A rule matches a cgroup at XDP (tc finds received packets' sockets).
+    #[error("matching a cgroup needs tc: XDP has no helper that reads a socket's cgroup (bpf_sk_cgroup_id)")]
     CgroupAtIngress,
     /// A rule holds or duplicates packets at a receive hook.
     #[error(

@@ -198,7 +198,12 @@ impl HookOptions {
     /// [`HookOptions::check`] for an instance that has an ifb (`ifb`) or
     /// not: an instance attached without one refuses rules that need it.
     pub fn check_at(&self, rules: &[RuleSpec], ifb: bool) -> Result<(), Error> {
-        if self.direction.ingress() && rules.iter().any(|r| r.matcher.cgroup.is_some()) {
+        // tc finds a received packet's socket (and so its cgroup) by a
+        // socket lookup; XDP has no helper that reads a socket's cgroup.
+        if self.direction.ingress()
+            && self.ingress_hook == IngressHook::Xdp
+            && rules.iter().any(|r| r.matcher.cgroup.is_some())
+        {
             return Err(Error::CgroupAtIngress);
         }
         if self.direction.ingress() && !ifb {

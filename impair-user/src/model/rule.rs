@@ -24,8 +24,9 @@ pub struct MatchSpec {
     pub proto: Option<Proto>,
     pub sport: Option<(u16, u16)>,
     pub dport: Option<(u16, u16)>,
-    /// Only packets sent by sockets of this cgroup v2 (its id: the
-    /// directory's inode); tc egress only (`impair run`).
+    /// Only packets of sockets of this cgroup v2 (its id: the directory's
+    /// inode): sent by them at tc egress, or, at tc ingress, for them (the
+    /// data path looks up the receiving socket); not at XDP (`impair run`).
     pub cgroup: Option<u64>,
 }
 

@@ -122,7 +122,13 @@ impl RuleView {
             parts.push(format!("dport {}", range(m.dport_min, m.dport_max)));
         }
         if m.flags & match_flags::CGROUP != 0 {
-            parts.push(format!("cgroup {}", m.cgroup_id));
+            // Received traffic is matched by its socket's mark (`impair run`).
+            let mark = m.cgroup_id & !impair_common::SOCKET_MARK_ID_BIT;
+            parts.push(if m.cgroup_id & impair_common::SOCKET_MARK_ID_BIT != 0 {
+                format!("socket mark {mark:#x}")
+            } else {
+                format!("cgroup {}", m.cgroup_id)
+            });
         }
         let p = &r.loss.p;
         let pc = |i: usize| fmt_percent(as_given(p[i]));
