@@ -24,6 +24,9 @@ pub struct TraceStats {
     pub load_wire_bytes: u64,
     /// Packets (skbs) the trace's queue limit dropped.
     pub dropped_queue: u64,
+    /// The trace's time 0, `CLOCK_MONOTONIC` ns (when its rule set was
+    /// written): a receiver lines its own clock up with the trace by it.
+    pub start_ns: u64,
 }
 
 /// The tables read from the maps (two lookups per question).
@@ -82,6 +85,7 @@ pub fn read(
         offered_bytes: capacity_before(&t, since_ms).unwrap_or(0),
         load_wire_bytes,
         dropped_queue,
+        start_ns: h.start_ns,
     }))
 }
 
