@@ -175,3 +175,12 @@ fn ingress_rate_through_the_ifb_shapes_at_the_receiver() {
 /// Latency matrices and delay series with fq (the VM tier).
 #[path = "fq_traces.rs"]
 mod traces;
+
+/// A rate trace's delivered throughput per 100 ms window (the VM tier).
+#[path = "fq_rate_trace.rs"]
+mod rate_trace;
+
+/// examples/etcd-regions: etcd's write latency over a latency matrix (the
+/// VM tier; the host runs the cluster and checks the refusal).
+#[path = "fq_etcd.rs"]
+mod etcd;
