@@ -32,6 +32,14 @@ wait_s=${ETCD_REGIONS_WAIT_S:-60}
 regions="us-east-1 eu-west-1 ap-northeast-1"
 hub=$tag-hub
 
+# iproute2's ip (netns, veth), not a busybox applet of the same name, which
+# a busybox shell may prefer to PATH.
+ip=""
+for p in /usr/sbin/ip /usr/bin/ip /sbin/ip /bin/ip; do
+	if [ -x "$p" ] && "$p" -V 2>&1 | grep -q iproute2; then ip=$p; break; fi
+done
+[ -n "$ip" ] || { echo "etcd-regions: iproute2's ip is missing" >&2; exit 2; }
+
 # region -> index (its /24 is 198.18.INDEX.0/24)
 index() {
 	case $1 in
@@ -54,24 +62,24 @@ initial_cluster() {
 
 cluster() {
 	mkdir -p "$dir"
-	ip netns add "$hub"
-	ip -n "$hub" link set lo up
-	ip netns exec "$hub" sysctl -qw net.ipv4.ip_forward=1
+	"$ip" netns add "$hub"
+	"$ip" -n "$hub" link set lo up
+	"$ip" netns exec "$hub" sh -c 'echo 1 >/proc/sys/net/ipv4/ip_forward'
 	for r in $regions; do
 		i=$(index "$r")
 		n=$(ns "$r")
-		ip netns add "$n"
-		ip -n "$n" link set lo up
-		ip link add "$tag-h$i" netns "$hub" type veth peer name eth0 netns "$n"
-		ip -n "$hub" addr add "198.18.$i.1/24" dev "$tag-h$i"
-		ip -n "$hub" link set "$tag-h$i" up
-		ip -n "$n" addr add "$(ip_of "$r")/24" dev eth0
-		ip -n "$n" link set eth0 up
-		ip -n "$n" route add 198.18.0.0/15 via "198.18.$i.1"
+		"$ip" netns add "$n"
+		"$ip" -n "$n" link set lo up
+		"$ip" link add "$tag-h$i" netns "$hub" type veth peer name eth0 netns "$n"
+		"$ip" -n "$hub" addr add "198.18.$i.1/24" dev "$tag-h$i"
+		"$ip" -n "$hub" link set "$tag-h$i" up
+		"$ip" -n "$n" addr add "$(ip_of "$r")/24" dev eth0
+		"$ip" -n "$n" link set eth0 up
+		"$ip" -n "$n" route add 198.18.0.0/15 via "198.18.$i.1"
 	done
 	for r in $regions; do
 		a=$(ip_of "$r")
-		ip netns exec "$(ns "$r")" etcd --name "$r" --data-dir "$dir/$r.etcd" \
+		"$ip" netns exec "$(ns "$r")" etcd --name "$r" --data-dir "$dir/$r.etcd" \
 			--listen-peer-urls "http://$a:2380" \
 			--initial-advertise-peer-urls "http://$a:2380" \
 			--listen-client-urls "http://$a:2379,http://127.0.0.1:2379" \
@@ -87,7 +95,7 @@ cluster() {
 	while :; do
 		ok=1
 		for r in $regions; do
-			ip netns exec "$(ns "$r")" etcdctl --endpoints http://127.0.0.1:2379 \
+			"$ip" netns exec "$(ns "$r")" etcdctl --endpoints http://127.0.0.1:2379 \
 				--command-timeout 5s endpoint health >/dev/null 2>&1 || ok=0
 		done
 		[ $ok = 1 ] && break
@@ -104,7 +112,7 @@ cluster() {
 
 matrices() {
 	for r in $regions; do
-		ip netns exec "$(ns "$r")" "$impair" attach eth0 --matrix "$here/$r.csv" \
+		"$ip" netns exec "$(ns "$r")" "$impair" attach eth0 --matrix "$here/$r.csv" \
 			>"$dir/$r.impair.log" 2>&1 &
 		echo $! >"$dir/$r.impair.pid"
 	done
@@ -142,8 +150,8 @@ down() {
 	# impair first: SIGTERM detaches and restores each eth0.
 	for r in $regions; do stop_pidfile "$dir/$r.impair.pid"; done
 	for r in $regions; do stop_pidfile "$dir/$r.etcd.pid"; done
-	for r in $regions; do ip netns del "$(ns "$r")" 2>/dev/null || true; done
-	ip netns del "$hub" 2>/dev/null || true
+	for r in $regions; do "$ip" netns del "$(ns "$r")" 2>/dev/null || true; done
+	"$ip" netns del "$hub" 2>/dev/null || true
 	rm -rf "$dir"
 }
 
