@@ -20,9 +20,9 @@
 //!   sometimes stalls for 40 to 200 ms (its vCPUs are host threads): a
 //!   deficit in one window and the same surplus in the next. A watcher
 //!   thread (SCHED_FIFO, on CPU 0 with the whole packet path) records every
-//!   stall over 8 ms; every window without one must be within 5%, at least
-//!   half the windows must be without one, and the whole span (stalls
-//!   included) within 1%.
+//!   stall over 5 ms; every window whose edges no stall crossed must be
+//!   within 5%, each step must have at least 5 windows judged so, and the
+//!   whole span (stalls included) within 1%.
 //! - Load: 1500-byte packets (one opportunity each) at 23 Mbit/s, 1,917
 //!   packets/s, rather than small probe packets at 20 Mbit/s (ten times the
 //!   packet rate, more than the guest sends on time).
@@ -58,12 +58,16 @@ const EDGE_GAP_MS: u64 = 10;
 /// all run) woke this much later than its 1 ms sleep asked. The emulated
 /// guest's vCPUs are host threads, and on a loaded host one is sometimes
 /// not run for tens of ms: the packets due meanwhile leave together when it
-/// runs again (a deficit in one window, the same surplus in the next).
-/// Shorter stalls move no packet across a window edge ([`EDGE_GAP_MS`]).
-const STALL_NS: u64 = 8_000_000;
-/// At least this share of the windows must be free of stalls, or the run
-/// cannot judge the trace.
-const JUDGED_SHARE: f64 = 0.5;
+/// runs again. A stall that crosses a window's edge, from before the edge's
+/// gap ([`EDGE_GAP_MS`]) to after the edge, moves bytes from one window to
+/// the next (a deficit, then the same surplus); those two windows are not
+/// judged. Other stalls delay packets within their window and change
+/// nothing.
+const STALL_NS: u64 = 5_000_000;
+/// Judged windows (no stall across an edge) each step must have, or the run
+/// cannot judge the trace: on the project's busy 2-core machine under TCG,
+/// 32 of 70 windows were judged in one run.
+const JUDGED_PER_STEP: usize = 5;
 /// The whole measured span: delivered bytes within this of the capacity
 /// (nothing lost, nothing invented, whatever the stalls).
 const TOTAL_TOLERANCE: f64 = 0.01;
@@ -306,6 +310,7 @@ fn step_trace_throughput_per_100ms_window() {
     }
     let mut report = String::new();
     let (mut judged, mut within) = (0usize, 0usize);
+    let mut judged_per_step = [0usize; STEPS.len()];
     let (mut total_got, mut total_want) = (0u64, 0u64);
     for (i, got) in delivered.iter().enumerate() {
         let w = first_w + i as u64;
@@ -317,11 +322,21 @@ fn step_trace_throughput_per_100ms_window() {
         let want = opps * WIRE_BYTES;
         let err = (*got as f64 - want as f64) / want as f64;
         let (ws, we) = (start_ns + w * window_ns, start_ns + (w + 1) * window_ns);
-        let stall = stalls.iter().find(|(a, b)| *a < we && *b > ws);
+        // A stall moves bytes across an edge only if it began before the
+        // edge's gap (where the last opportunities lie) and ended after it.
+        let gap_ns = EDGE_GAP_MS * 1_000_000;
+        let crossing = |edge: u64| stalls.iter().find(|(a, b)| *a + gap_ns < edge && *b > edge);
+        let stall = crossing(ws).or_else(|| crossing(we));
         let verdict = match stall {
             Some((a, b)) => format!("guest stalled {:.0} ms: not judged", (b - a) as f64 / 1e6),
             None => {
                 judged += 1;
+                let mut step_end_ms = 0;
+                let step = STEPS.iter().position(|(_, len_ms)| {
+                    step_end_ms += len_ms;
+                    from_ms < step_end_ms
+                });
+                judged_per_step[step.unwrap_or(0)] += 1;
                 if err.abs() <= TOLERANCE + 1e-9 {
                     within += 1;
                     String::new()
@@ -353,14 +368,15 @@ fn step_trace_throughput_per_100ms_window() {
     );
     println!("IMPAIR-RATE-TRACE {summary}\n{report}");
     assert!(
-        judged as f64 >= JUDGED_SHARE * windows as f64,
-        "the guest stalled in too many windows to judge the trace: {summary}\n{report}"
+        judged_per_step.iter().all(|n| *n >= JUDGED_PER_STEP),
+        "the guest stalled across too many window edges to judge each step \
+         ({judged_per_step:?} judged windows per step): {summary}\n{report}"
     );
     assert_eq!(
         within,
         judged,
         "delivered bytes per {WINDOW_MS} ms window within {:.0}% of the trace's capacity in \
-         every window without a stall of the guest: {summary}\n{report}",
+         every window whose edges no stall of the guest crossed: {summary}\n{report}",
         100.0 * TOLERANCE
     );
     assert!(
