@@ -101,11 +101,12 @@ impl Binary {
     /// machine on 2026-12-02 (bpf 183 s + bpf-ingress 211 s, netns 202 s +
     /// netns-ingress 290 s, controller 306 s, before the binaries merged).
     /// fidelity: 209 s on 6.12 at a load of 7 to 9 on 2 cores, up to 207 s
-    /// on 6.1 before; bench (`--peers --quick`): 29 s on 6.12, busy.
+    /// on 6.1 before; bench (`--peers --quick`): 29 s on 6.12, busy. netns
+    /// later grew by `fq::rate_trace` and `fq::etcd` (276 s together).
     fn measured_whole_secs(self) -> u64 {
         match self {
             Binary::Bpf => 394,
-            Binary::Netns => 492,
+            Binary::Netns => 770,
             Binary::Controller => 306,
             Binary::Fidelity => 240,
             Binary::Bench => 60,
@@ -192,13 +193,15 @@ fn has_tcx(version: &str) -> bool {
 /// - `fq::`: netns's delay test took 22 s and controller's fq update-and-
 ///   removal test 24 s on 6.12; a few EDT rate tests join them; netns's
 ///   three ingress tests through the ifb (delay, in-order jitter, rate)
-///   took 57 s together on 6.12.
+///   took 57 s together on 6.12; `fq::rate_trace` (8 s of traffic) and
+///   `fq::etcd` (examples/etcd-regions' cluster, 84 timed requests) took
+///   276 s together on 6.12.
 fn measured_filtered_secs(binary: Binary, filter: &str) -> u64 {
     match (binary, filter) {
         (Binary::Bpf, "verifier::") => 15,
         (Binary::Netns, "clsact::") => 180,
         (Binary::Controller, "clsact::") => 120,
-        (Binary::Netns, "fq::") => 150,
+        (Binary::Netns, "fq::") => 430,
         (Binary::Controller, "fq::") => 90,
         // A filter without a measurement: the whole binary's time.
         (b, _) => b.measured_whole_secs(),
