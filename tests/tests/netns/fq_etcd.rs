@@ -338,6 +338,23 @@ fn etcd_write_latency_follows_the_quorum_round_trip() {
         "etcd and etcdctl are missing: Debian packages etcd-server and etcd-client \
          (`cargo xtask setup` installs them)"
     );
+    // The shipped matrices hold half of each round trip, to each other
+    // region's /24 (198.18.INDEX.0/24), and nothing else.
+    for (region, csv) in MATRICES {
+        let m = impair::model::matrix::Matrix::parse_csv(region, csv).unwrap();
+        assert_eq!(m.dests.len(), 2, "{region}");
+        for d in &m.dests {
+            let other = match d.prefix.to_string().as_str() {
+                "198.18.1.0/24" => "us-east-1",
+                "198.18.2.0/24" => "eu-west-1",
+                "198.18.3.0/24" => "ap-northeast-1",
+                p => panic!("{region}: unexpected prefix {p}"),
+            };
+            let half_ns = (rtt_ms(region, other) * 1e6 / 2.0).round() as u64;
+            assert_eq!(d.delay_ns, Some(half_ns), "{region} -> {other}");
+            assert!(d.jitter_ns.is_none() && d.loss.is_none() && d.rate_bps.is_none());
+        }
+    }
     let ex = Example::write();
     let _ = ex.run("down"); // a previous run's leftovers
     ok("run.sh cluster", ex.run("cluster"));
