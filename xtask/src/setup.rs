@@ -52,6 +52,10 @@ const TEST_TOOLS: &[&str] = &[
     "iperf3",
     // Reads the capture files in tests/tests/controller/capture.rs.
     "tshark",
+    // examples/etcd-regions: a real three-node etcd cluster across three
+    // namespaces (netns tier; the VM's initramfs carries both binaries).
+    "etcd-server",
+    "etcd-client",
 ];
 
 /// Where the PyPI tools the tests drive live (a venv of their own, so the

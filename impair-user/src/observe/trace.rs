@@ -32,6 +32,9 @@ pub struct TraceStats {
     pub load_wire_bytes: u64,
     /// Packets (skbs) the trace's queue limit dropped.
     pub dropped_queue: u64,
+    /// The trace's time 0, `CLOCK_MONOTONIC` ns (when its rule set was
+    /// written): a receiver lines its own clock up with the trace by it.
+    pub start_ns: u64,
 }
 
 /// The tables read from the maps (two lookups per question).
@@ -95,6 +98,7 @@ pub fn read(maps: &Maps, slot: u32, load: TraceLoad) -> Result<Option<TraceStats
         delivered_bytes: load.delivered_bytes,
         load_wire_bytes: load.load_wire_bytes,
         dropped_queue: load.dropped_queue,
+        start_ns: h.start_ns,
     }))
 }
 

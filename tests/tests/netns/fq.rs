@@ -184,3 +184,12 @@ mod tcp;
 /// queues and CPUs.
 #[path = "fq_mq.rs"]
 mod mq;
+
+/// A rate trace's delivered throughput per 100 ms window (the VM tier).
+#[path = "fq_rate_trace.rs"]
+mod rate_trace;
+
+/// examples/etcd-regions: etcd's write latency over a latency matrix (the
+/// VM tier; the host runs the cluster and checks the refusal).
+#[path = "fq_etcd.rs"]
+mod etcd;

@@ -1,5 +1,6 @@
 //! What goes into the guest: busybox, the programs the plan runs and
-//! `impair`, iproute2 (with nstat and ss), ethtool and iperf3, every shared library they load, the
+//! `impair`, iproute2 (with nstat and ss), ethtool and iperf3, etcd and
+//! etcdctl (when the host has them), every shared library they load, the
 //! kernel's modules (decompressed, with their dependencies), the plan
 //! (src/guest.rs) and the init that follows it (src/bin/vm-init.rs).
 use std::{
@@ -94,6 +95,21 @@ pub fn build(k: &Kernel, built: &Built, runs: &[GuestRun], out: &Path) -> Result
             0o755,
         );
         add_libraries(&mut cpio, &host)?;
+    }
+    // examples/etcd-regions (netns `fq::etcd`): a real etcd cluster in the
+    // guest. Optional here (36 MB); the test itself fails loudly without them.
+    for (tool, package) in [("etcd", "etcd-server"), ("etcdctl", "etcd-client")] {
+        let host = Path::new("/usr/bin").join(tool);
+        if host.is_file() {
+            cpio.file(
+                &format!("usr/bin/{tool}"),
+                Source::Path(host.clone()),
+                0o755,
+            );
+            add_libraries(&mut cpio, &host)?;
+        } else {
+            eprintln!("{tool}: not on this host (Debian package {package}); the guest has none");
+        }
     }
     // iproute2's tables (rt_tables, protocol names) and tc's netem distributions.
     for dir in [

@@ -102,11 +102,12 @@ impl Binary {
     /// netns-ingress 290 s, controller 306 s, before the binaries merged).
     /// fidelity: 209 s on 6.12 at a load of 7 to 9 on 2 cores, up to 207 s
     /// on 6.1 before; bench (`--peers --quick`): 29 s on 6.12, busy. netns
-    /// gained 121 s with `fq::tcp::` (measured filtered on 6.12).
+    /// gained 121 s with `fq::tcp::` and 276 s with `fq::rate_trace` and
+    /// `fq::etcd` (measured filtered on 6.12).
     fn measured_whole_secs(self) -> u64 {
         match self {
             Binary::Bpf => 394,
-            Binary::Netns => 613,
+            Binary::Netns => 889,
             Binary::Controller => 306,
             Binary::Fidelity => 240,
             Binary::Bench => 60,
@@ -195,14 +196,17 @@ fn has_tcx(version: &str) -> bool {
 ///   three ingress tests through the ifb (delay, in-order jitter, rate)
 ///   took 57 s together on 6.12; the three real-TCP tests of `fq::tcp::`
 ///   (iperf3, tests/tests/netns/tcp_fq.rs) took 121 s together on 6.12
-///   (2026-12-02, load ~6).
+///   (2026-12-02, load ~6); `fq::rate_trace` (8 s of traffic) and
+///   `fq::etcd` (examples/etcd-regions' cluster, 84 timed requests) took
+///   276 s together; `fq::mq` about 40 s; controller's `run_fq::`,
+///   `echo_fq::` and `two_way_fq::` rates add about 90 s (busy host).
 fn measured_filtered_secs(binary: Binary, filter: &str) -> u64 {
     match (binary, filter) {
         (Binary::Bpf, "verifier::") => 15,
         (Binary::Netns, "clsact::") => 180,
         (Binary::Controller, "clsact::") => 120,
-        (Binary::Netns, "fq::") => 275,
-        (Binary::Controller, "fq::") => 90,
+        (Binary::Netns, "fq::") => 590,
+        (Binary::Controller, "fq::") => 180,
         // Not yet measured in the guest: the host's quick form takes ~25 s
         // with half its cycles; TCG is several times slower.
         (Binary::Controller, SOAK_CYCLES) => 150,
