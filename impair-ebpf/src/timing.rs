@@ -84,12 +84,18 @@ pub fn schedule(ctx: &TcContext, rule: &Rule, idx: u32, wire: Wire, now: u64) ->
         // SAFETY: the helper only reads (and may compute) the skb's hash.
         let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
         let key = FlowKey { hash, rule: idx };
-        if FLOWS.get_ptr_mut(key).is_none() {
-            // BPF_NOEXIST: if another CPU created the entry first, keep its
-            // time and fold ours in below.
-            let _ = FLOWS.insert(key, 0u64, BPF_NOEXIST as u64);
-        }
-        if let Some(last) = FLOWS.get_ptr_mut(key) {
+        // One hash lookup for a flow already in the table (every packet
+        // but its first); a new flow's entry is created, then looked up.
+        let last = match FLOWS.get_ptr_mut(key) {
+            Some(last) => Some(last),
+            None => {
+                // BPF_NOEXIST: if another CPU created the entry first, keep
+                // its time and fold ours in below.
+                let _ = FLOWS.insert(key, 0u64, BPF_NOEXIST as u64);
+                FLOWS.get_ptr_mut(key)
+            }
+        };
+        if let Some(last) = last {
             t = fetch_max(last, t);
         }
     }
