@@ -122,7 +122,7 @@ pub fn apply<H: Hook>(h: &H, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -
             if now == 0 {
                 now = clock_ns();
             }
-            match schedule(ctx, rule, idx, wire, now)? {
+            match schedule(ctx, key, rule, idx, wire, now)? {
                 Schedule::Drop => {
                     c.dropped_queue += 1;
                     c.dropped_wire_packets += segs;
