@@ -60,7 +60,10 @@ fn hooks(frame: &[u8], repeat: u32) -> Result<Vec<Micro>> {
         Ok(samples[2])
     };
     let mut out = Vec::new();
-    for (name, xdp) in [("floor: empty tc program", false), ("floor: empty XDP program", true)] {
+    for (name, xdp) in [
+        ("floor: empty tc program", false),
+        ("floor: empty XDP program", true),
+    ] {
         let ns = median(&crate::floor::load_empty(xdp)?)?;
         eprintln!("micro  {name:<42} {ns:7.1} ns/packet");
         out.push(Micro {

@@ -10,7 +10,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use impair_common::{
-    delay_dist, dist, edt, flow, prob, rule_flags, series::SERIES_DELAY, DataPathError, FlowKey, PacketKey, Rule,
+    delay_dist, dist, edt, flow, prob, rule_flags, series::SERIES_DELAY, DataPathError, FlowKey,
+    PacketKey, Rule,
 };
 
 use crate::{
