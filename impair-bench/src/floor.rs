@@ -16,7 +16,9 @@ use anyhow::{Context as _, Result};
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+const BPF_PROG_TYPE_XDP: u32 = 6;
 /// `enum bpf_attach_type` (include/uapi/linux/bpf.h).
 const BPF_TCX_INGRESS: u32 = 46;
 const BPF_TCX_EGRESS: u32 = 47;
@@ -27,6 +29,9 @@ const FLOOR_INSNS: [u64; 2] = [
     0xb7, // BPF_ALU64 | BPF_MOV | BPF_K, dst r0, imm 0
     0x95, // BPF_JMP | BPF_EXIT
 ];
+
+/// `r0 = 2 (XDP_PASS); exit`: the empty XDP program.
+const XDP_FLOOR_INSNS: [u64; 2] = [0x0000_0002_0000_00b7, 0x95];
 
 /// An attached floor program: the link detaches when this drops (a tcx link
 /// lives as long as its last descriptor).
@@ -71,19 +76,7 @@ pub(crate) fn attach_floor(iface: &str, ingress: bool) -> Result<Floor> {
     if ifindex == 0 {
         return Err(io::Error::last_os_error()).with_context(|| format!("no interface {iface}"));
     }
-    let insns = FLOOR_INSNS;
-    let license = c"GPL";
-    let mut attr = [0u8; 128];
-    // struct { prog_type; insn_cnt; insns; license; log_level; log_size;
-    // log_buf; kern_version; prog_flags; prog_name[16]; ... }
-    put_u32(&mut attr, 0, BPF_PROG_TYPE_SCHED_CLS);
-    put_u32(&mut attr, 4, insns.len() as u32);
-    put_u64(&mut attr, 8, insns.as_ptr() as u64);
-    put_u64(&mut attr, 16, license.as_ptr() as u64);
-    attr[48..59].copy_from_slice(b"bench_floor");
-    let prog = bpf(BPF_PROG_LOAD, &mut attr).context("loading the empty tc program")?;
-    // SAFETY: prog is a descriptor the kernel just gave us; we own it.
-    let prog = unsafe { OwnedFd::from_raw_fd(prog) };
+    let prog = load_empty(false)?;
     let mut attr = [0u8; 128];
     // struct { prog_fd; target_ifindex; attach_type; flags; tcx {...} }
     put_u32(&mut attr, 0, std::os::fd::AsRawFd::as_raw_fd(&prog) as u32);
@@ -105,4 +98,45 @@ pub(crate) fn attach_floor(iface: &str, ingress: bool) -> Result<Floor> {
         _link: link,
         _prog: prog,
     })
+}
+
+/// Loads the empty program: a tc classifier (`TC_ACT_OK`) or, with `xdp`,
+/// an XDP program (`XDP_PASS`).
+pub(crate) fn load_empty(xdp: bool) -> Result<OwnedFd> {
+    let (prog_type, insns) = if xdp {
+        (BPF_PROG_TYPE_XDP, XDP_FLOOR_INSNS)
+    } else {
+        (BPF_PROG_TYPE_SCHED_CLS, FLOOR_INSNS)
+    };
+    let license = c"GPL";
+    let mut attr = [0u8; 128];
+    // struct { prog_type; insn_cnt; insns; license; log_level; log_size;
+    // log_buf; kern_version; prog_flags; prog_name[16]; ... }
+    put_u32(&mut attr, 0, prog_type);
+    put_u32(&mut attr, 4, insns.len() as u32);
+    put_u64(&mut attr, 8, insns.as_ptr() as u64);
+    put_u64(&mut attr, 16, license.as_ptr() as u64);
+    attr[48..59].copy_from_slice(b"bench_floor");
+    let prog = bpf(BPF_PROG_LOAD, &mut attr).context("loading the empty program")?;
+    // SAFETY: prog is a descriptor the kernel just gave us; we own it.
+    Ok(unsafe { OwnedFd::from_raw_fd(prog) })
+}
+
+/// The kernel's average ns per run of the program `prog` over `repeat`
+/// BPF_PROG_TEST_RUN runs on `frame` (one call).
+pub(crate) fn test_run_ns(prog: &OwnedFd, frame: &[u8], repeat: u32) -> Result<f64> {
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut attr = [0u8; 128];
+    // struct { prog_fd; retval; data_size_in; data_size_out; data_in;
+    // data_out; repeat; duration; ... }
+    put_u32(&mut attr, 0, std::os::fd::AsRawFd::as_raw_fd(prog) as u32);
+    put_u32(&mut attr, 8, frame.len() as u32);
+    put_u32(&mut attr, 12, out.len() as u32);
+    put_u64(&mut attr, 16, frame.as_ptr() as u64);
+    put_u64(&mut attr, 24, out.as_mut_ptr() as u64);
+    put_u32(&mut attr, 32, repeat);
+    bpf(BPF_PROG_TEST_RUN, &mut attr).context("BPF_PROG_TEST_RUN of the empty program")?;
+    let mut duration = [0u8; 4];
+    duration.copy_from_slice(&attr[36..40]);
+    Ok(f64::from(u32::from_ne_bytes(duration)))
 }

@@ -1,6 +1,7 @@
 //! BPF_PROG_TEST_RUN per-path cost and rule scaling.
 #[allow(clippy::wildcard_imports)]
 use crate::*;
+use impair::engine::Program;
 
 #[derive(Serialize, Clone)]
 pub(crate) struct Micro {
@@ -19,6 +20,11 @@ pub(crate) fn nomatch() -> MatchSpec {
 /// The kernel's average ns per run of `impair_egress` on `frame`: the median
 /// of five BPF_PROG_TEST_RUN calls of `repeat` runs each.
 pub(crate) fn time_prog(l: &mut Loaded, frame: &[u8], repeat: u32) -> Result<f64> {
+    time_hook(l, Program::TcEgress, frame, repeat)
+}
+
+/// [`time_prog`] for program `p` (tc egress, tc ingress or XDP).
+fn time_hook(l: &mut Loaded, p: Program, frame: &[u8], repeat: u32) -> Result<f64> {
     let mut out = vec![0u8; frame.len() + 256];
     let mut samples = Vec::new();
     for _ in 0..5 {
@@ -28,11 +34,90 @@ pub(crate) fn time_prog(l: &mut Loaded, frame: &[u8], repeat: u32) -> Result<f64
             repeat,
             ..Default::default()
         };
-        let r = l.tc_egress()?.test_run(opts)?;
+        let r = match p {
+            Program::TcIngress => l.tc_ingress()?.test_run(opts)?,
+            Program::Xdp => l.xdp()?.test_run(opts)?,
+            _ => l.tc_egress()?.test_run(opts)?,
+        };
         samples.push(r.duration.as_nanos() as f64);
     }
     samples.sort_by(f64::total_cmp);
     Ok(samples[2])
+}
+
+/// The floor and the receive hooks: an empty program (`floor::load_empty`)
+/// test-run the same way, so each path's cost can be read above the hook's
+/// own (the test harness's loop and the context setup, which a virtual
+/// machine makes dear), and impair's unmatched, matched, 1% loss and
+/// blackhole paths at tc ingress and XDP.
+fn hooks(frame: &[u8], repeat: u32) -> Result<Vec<Micro>> {
+    let median = |fd: &std::os::fd::OwnedFd| -> Result<f64> {
+        let mut samples = Vec::new();
+        for _ in 0..5 {
+            samples.push(crate::floor::test_run_ns(fd, frame, repeat)?);
+        }
+        samples.sort_by(f64::total_cmp);
+        Ok(samples[2])
+    };
+    let mut out = Vec::new();
+    for (name, xdp) in [
+        ("floor: empty tc program", false),
+        ("floor: empty XDP program", true),
+    ] {
+        let ns = median(&crate::floor::load_empty(xdp)?)?;
+        eprintln!("micro  {name:<42} {ns:7.1} ns/packet");
+        out.push(Micro {
+            case: name.into(),
+            rules: 0,
+            ns_per_packet: ns,
+        });
+    }
+    let cases = [
+        (
+            "unmatched (1 rule)",
+            RuleSpec {
+                matcher: nomatch(),
+                loss: Some(1.0),
+                ..Default::default()
+            },
+        ),
+        ("matched, no impairment", RuleSpec::default()),
+        (
+            "loss 1%",
+            RuleSpec {
+                loss: Some(0.01),
+                ..Default::default()
+            },
+        ),
+        (
+            "blackhole",
+            RuleSpec {
+                blackhole: true,
+                ..Default::default()
+            },
+        ),
+    ];
+    for (hook, p) in [
+        ("tc egress", Program::TcEgress),
+        ("tc ingress", Program::TcIngress),
+        ("XDP", Program::Xdp),
+    ] {
+        for (case, rule) in &cases {
+            if p == Program::TcEgress && *case != "blackhole" {
+                continue; // measured above
+            }
+            let mut l = Loaded::new(&compile_all(std::slice::from_ref(rule))?, 7)?;
+            let ns = time_hook(&mut l, p, frame, repeat)?;
+            let name = format!("{hook}: {case}");
+            eprintln!("micro  {name:<42} {ns:7.1} ns/packet");
+            out.push(Micro {
+                case: name,
+                rules: 1,
+                ns_per_packet: ns,
+            });
+        }
+    }
+    Ok(out)
 }
 
 pub(crate) fn micro(quick: bool) -> Result<Vec<Micro>> {
@@ -114,7 +199,7 @@ pub(crate) fn micro(quick: bool) -> Result<Vec<Micro>> {
             vec![full.clone()],
         ),
     ];
-    let mut out = Vec::new();
+    let mut out = hooks(&frame, repeat)?;
     for (name, rules) in cases {
         let mut l = Loaded::new(&compile_all(&rules)?, 7)?;
         let ns = time_prog(&mut l, &frame, repeat)?;

@@ -406,7 +406,8 @@ pub mod owner_flags {
 /// entries `i` and `i + 1` for any masked `i` without a second bounds check.
 pub type DelayTable = [i32; crate::dist::TABLE_SIZE as usize + 1];
 
-/// Key of `IMPAIR_FLOWS` (in-order delay): the skb's flow hash and the rule.
+/// Key of `IMPAIR_FLOWS` (in-order delay): the flow hash (`crate::flow` for
+/// IP packets, the skb's hash for other frames) and the rule.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowKey {

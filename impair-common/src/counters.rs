@@ -97,10 +97,14 @@ impl RuleCounters {
     pub fn count_match(&mut self, len: u32, segs: u32, hdr_len: u32) {
         self.packets += 1;
         self.bytes += u64::from(len);
-        self.wire_packets += u64::from(segs);
-        self.wire_bytes += wire_len(len, segs, hdr_len);
         if segs > 1 {
+            self.wire_packets += u64::from(segs);
+            self.wire_bytes += wire_len(len, segs, hdr_len);
             self.super_packets += 1;
+        } else {
+            // One wire packet (almost every packet): no header arithmetic.
+            self.wire_packets += 1;
+            self.wire_bytes += u64::from(len);
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod capture;
 pub mod counters;
 pub mod dist;
 pub mod edt;
+pub mod flow;
 pub mod index;
 pub mod loss;
 pub mod matrix;

@@ -87,6 +87,11 @@ pub fn first_match(slot: u32, count: u32, key: *const PacketKey) -> Result<Optio
     if count < MAX_RULES {
         candidates &= (1u64 << count) - 1;
     }
+    // No candidate (the common case for traffic the rules do not name): no
+    // rule can match, and the walk's scratch is not touched.
+    if candidates == 0 {
+        return Ok(None);
+    }
     let scratch = MATCHED.get_ptr_mut(0).ok_or(DataPathError::MapLookup)?;
     // SAFETY: this CPU's per-CPU value; programs do not migrate while running.
     unsafe { *scratch = MAX_RULES };

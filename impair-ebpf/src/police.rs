@@ -1,7 +1,6 @@
 //! The rate on the receive side (tc ingress, XDP): a policer on the same
 //! emulated link as egress pacing (`IMPAIR_RATE_ST`, booked with
 //! `timing::reserve_departure`), but with nowhere to hold a packet.
-use aya_ebpf::helpers::bpf_ktime_get_ns;
 use impair_common::{DataPathError, Rule, POLICE_BURST_DEFAULT_NS};
 
 use crate::{
@@ -11,7 +10,7 @@ use crate::{
 };
 
 /// Whether rule `idx`'s policer accepts a packet (`wire`: its length and wire
-/// packets).
+/// packets) at `now` (CLOCK_MONOTONIC ns, the caller's one clock reading).
 ///
 /// A packet that would wait more than the burst tolerance behind the link is
 /// dropped (`dropped_queue`) and leaves the link state alone; an accepted one
@@ -25,7 +24,7 @@ use crate::{
 /// pacing, so packets policed on several CPUs at once (RSS, RPS) never book
 /// the same slot of the link.
 #[inline(always)]
-pub fn police(rule: &Rule, idx: u32, wire: Wire) -> Result<bool> {
+pub fn police(rule: &Rule, idx: u32, wire: Wire, now: u64) -> Result<bool> {
     let st = RATE_STATE
         .get_ptr_mut(idx)
         .ok_or(DataPathError::MapLookup)?;
@@ -36,7 +35,5 @@ pub fn police(rule: &Rule, idx: u32, wire: Wire) -> Result<bool> {
         rule.queue_limit_ns
     };
     let burst = if configured < tx { tx } else { configured };
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
     Ok(reserve_departure(st, now, tx, burst).is_some())
 }

@@ -10,7 +10,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use impair_common::{
-    delay_dist, dist, edt, prob, rule_flags, series::SERIES_DELAY, DataPathError, FlowKey, Rule,
+    delay_dist, dist, edt, flow, prob, rule_flags, series::SERIES_DELAY, DataPathError, FlowKey,
+    PacketKey, Rule,
 };
 
 use crate::{
@@ -49,7 +50,14 @@ pub struct Wire {
 /// start from the departure time already on the packet when that is later
 /// than now and plausible (`edt::start_ns`), so a paced sender keeps its pacing.
 #[inline(always)]
-pub fn schedule(ctx: &TcContext, rule: &Rule, idx: u32, wire: Wire, now: u64) -> Result<Schedule> {
+pub fn schedule(
+    ctx: &TcContext,
+    key: &PacketKey,
+    rule: &Rule,
+    idx: u32,
+    wire: Wire,
+    now: u64,
+) -> Result<Schedule> {
     if rule.reorder_u32 != 0 && prob::fires(rule.reorder_u32, random_u64() as u32) {
         return Ok(Schedule::Now);
     }
@@ -83,15 +91,29 @@ pub fn schedule(ctx: &TcContext, rule: &Rule, idx: u32, wire: Wire, now: u64) ->
     let existing = unsafe { (*ctx.skb.skb).tstamp };
     let mut t = edt::start_ns(existing, now) + delay;
     if rule.flags & rule_flags::IN_ORDER != 0 {
-        // SAFETY: the helper only reads (and may compute) the skb's hash.
-        let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
+        // The 5-tuple's hash from the parsed headers (`flow::flow_hash`):
+        // no helper call, and no flow dissector run for an skb that arrives
+        // without a hash. A frame that is not IP has no 5-tuple: the kernel's
+        // hash, as for every packet before.
+        let hash = if key.ip_version != 0 {
+            flow::flow_hash(key)
+        } else {
+            // SAFETY: the helper only reads (and may compute) the skb's hash.
+            unsafe { bpf_get_hash_recalc(ctx.skb.skb) }
+        };
         let key = FlowKey { hash, rule: idx };
-        if FLOWS.get_ptr_mut(key).is_none() {
-            // BPF_NOEXIST: if another CPU created the entry first, keep its
-            // time and fold ours in below.
-            let _ = FLOWS.insert(key, 0u64, BPF_NOEXIST as u64);
-        }
-        if let Some(last) = FLOWS.get_ptr_mut(key) {
+        // One hash lookup for a flow already in the table (every packet
+        // but its first); a new flow's entry is created, then looked up.
+        let last = match FLOWS.get_ptr_mut(key) {
+            Some(last) => Some(last),
+            None => {
+                // BPF_NOEXIST: if another CPU created the entry first, keep
+                // its time and fold ours in below.
+                let _ = FLOWS.insert(key, 0u64, BPF_NOEXIST as u64);
+                FLOWS.get_ptr_mut(key)
+            }
+        };
+        if let Some(last) = last {
             t = fetch_max(last, t);
         }
     }
