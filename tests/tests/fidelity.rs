@@ -650,20 +650,36 @@ fn ingress_rate_through_an_ifb_beside_netem_on_an_ifb() {
     let ctl = Controller::start_in(
         &lab.server,
         "s0",
-        &["--direction", "ingress", "--rate", rate, "--queue", "100ms"],
+        // With a delay the rule holds packets, so it shapes through the ifb
+        // (EDT + fq, as at egress); a rate alone at tc ingress polices
+        // (docs/impairments.md).
+        &[
+            "--direction",
+            "ingress",
+            "--delay",
+            "1ms",
+            "--rate",
+            rate,
+            "--queue",
+            "100ms",
+        ],
     );
     let run = measure(&lab, count, pps, payload, Duration::from_millis(500));
     let stats = impair_tests::ns::stats_json_in(&lab.server, "s0", &[]);
     drop(ctl);
     Site::ServerIngress.assert_restored(&lab, &before);
     let rates = window_rates_bps(&run.arrivals_ns, frame);
-    let netem = with_netem_on_ifb(&lab, &["rate", rate, "limit", "100000"], || {
-        measure(&lab, count, pps, payload, Duration::from_secs(4))
-    });
+    let netem = with_netem_on_ifb(
+        &lab,
+        &["delay", "1ms", "rate", rate, "limit", "100000"],
+        || measure(&lab, count, pps, payload, Duration::from_secs(4)),
+    );
     let netem_rates = window_rates_bps(&netem.arrivals_ns, frame);
     report(
         &format!("ingress rate {rate} (ifb)"),
-        &format!("rate {rate} queue 100ms on received traffic, offered 1.5x; netem on an ifb"),
+        &format!(
+            "delay 1ms rate {rate} queue 100ms on received traffic, offered 1.5x; netem on an ifb"
+        ),
         json!({"window_bps": rates, "configured_bps": rate_bps, "dropped_queue": stats["rules"][0]["dropped_queue"], "lost": run.report.lost}),
         json!({"netem_window_bps": netem_rates}),
     );

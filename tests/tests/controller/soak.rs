@@ -61,6 +61,11 @@ enum Phase {
     /// A netlink (clsact) attach or detach at the server's ingress in
     /// progress (the clsact qdisc of `s0`).
     NetlinkIngressChange = 4,
+    /// An attach or detach that adds or removes impair's fq root qdisc at the
+    /// router's egress (a delay): the kernel grafts the root qdisc, and
+    /// packets in flight at that instant can be dropped, as with `tc qdisc
+    /// replace root fq` by hand.
+    RootQdiscChange = 5,
 }
 
 impl Phase {
@@ -70,6 +75,7 @@ impl Phase {
             2 => Phase::NetlinkEgressChange,
             3 => Phase::Attached,
             4 => Phase::NetlinkIngressChange,
+            5 => Phase::RootQdiscChange,
             _ => Phase::Idle,
         }
     }
@@ -89,6 +95,9 @@ struct Variant {
 
 impl Variant {
     fn change_phase(self) -> Phase {
+        if self.fq && self.site == Site::RouterEgress {
+            return Phase::RootQdiscChange;
+        }
         match (self.mode, self.site) {
             ("tcx", _) => Phase::TcxChange,
             (_, Site::RouterEgress) => Phase::NetlinkEgressChange,
@@ -475,15 +484,22 @@ fn soak_attach_update_detach_leaves_nothing_and_loses_no_unrelated_packet() {
             .map(|(seq, _)| seq)
             .collect()
     };
-    let netlink = |p| matches!(p, Phase::NetlinkEgressChange | Phase::NetlinkIngressChange);
+    let netlink = |p| {
+        matches!(
+            p,
+            Phase::NetlinkEgressChange | Phase::NetlinkIngressChange | Phase::RootQdiscChange
+        )
+    };
     let lost_netlink_egress = lost(&|p| p == Phase::NetlinkEgressChange);
     let lost_netlink_ingress = lost(&|p| p == Phase::NetlinkIngressChange);
+    let lost_root_qdisc = lost(&|p| p == Phase::RootQdiscChange);
     let lost_elsewhere = lost(&|p| !netlink(p));
     let received_n = received.iter().filter(|&&r| r).count();
     eprintln!(
         "soak: {cycles} cycles ({} variants: {variants:?}) in {:.1} s ({:.0} ms/cycle); \
          {} unrelated datagrams sent, {received_n} received, {} lost while a netlink \
-         attach/detach was in progress at r1 egress, {} at s0 ingress, {} lost otherwise; impair stats ran {} times \
+         attach/detach was in progress at r1 egress, {} at s0 ingress, {} while impair's fq root \
+         qdisc went in or out at r1, {} lost otherwise; impair stats ran {} times \
          ({stats_ok} with an instance, {stats_failed} without); {} programs, {} maps, \
          {} links of the soak's instances, all gone; whole kernel before/after \
          (programs, maps, links; other processes count too): {bpf_before:?} / {bpf_after:?}",
@@ -493,6 +509,7 @@ fn soak_attach_update_detach_leaves_nothing_and_loses_no_unrelated_packet() {
         sent.len(),
         lost_netlink_egress.len(),
         lost_netlink_ingress.len(),
+        lost_root_qdisc.len(),
         lost_elsewhere.len(),
         stats_ok + stats_failed,
         ids.progs.len(),
@@ -513,7 +530,7 @@ fn soak_attach_update_detach_leaves_nothing_and_loses_no_unrelated_packet() {
     );
     assert!(
         lost_elsewhere.is_empty(),
-        "unrelated traffic lost outside a netlink attach/detach (tcx changes, attached, idle): \
+        "unrelated traffic lost outside a qdisc change (tcx changes, attached, idle): \
          {} of {}: seqs {:?}",
         lost_elsewhere.len(),
         sent.len(),
@@ -531,6 +548,14 @@ fn soak_attach_update_detach_leaves_nothing_and_loses_no_unrelated_packet() {
              {} at r1 egress, {} at s0 ingress",
             lost_netlink_egress.len(),
             lost_netlink_ingress.len()
+        ));
+    }
+    if !lost_root_qdisc.is_empty() {
+        // Adding or deleting a root qdisc grafts it the same way.
+        note(format!(
+            "soak: the kernel dropped {} unrelated datagram(s) sent while impair's fq root qdisc \
+             was added or removed at r1 (an attach or detach with a delay)",
+            lost_root_qdisc.len()
         ));
     }
 }
