@@ -40,18 +40,22 @@ pub fn pin_to(cpu: usize) {
 /// receiving thread can fall behind for a while, and a datagram its socket
 /// dropped would look like a rate error.
 pub fn big_receive_buffer(sock: &UdpSocket) {
-    let want: libc::c_int = 16 << 20;
+    set_int(sock, libc::SO_RCVBUFFORCE, 16 << 20, "SO_RCVBUFFORCE");
+}
+
+/// `setsockopt(SOL_SOCKET, opt, value)` on `sock`, or a panic naming `what`.
+fn set_int(sock: &UdpSocket, opt: libc::c_int, value: libc::c_int, what: &str) {
     // SAFETY: setsockopt on a socket the caller owns, with a c_int it reads.
     let rc = unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&want as *const libc::c_int).cast(),
+            opt,
+            (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+    assert_eq!(rc, 0, "{what}: {}", std::io::Error::last_os_error());
 }
 
 /// A thread receiving on a socket until stopped, recording each datagram's
@@ -102,18 +106,7 @@ fn recv_stamped(sock: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(u64, usize
 impl Receiver {
     pub fn start(sock: UdpSocket) -> Receiver {
         big_receive_buffer(&sock);
-        let on: libc::c_int = 1;
-        // SAFETY: setsockopt on a socket this function owns, with a c_int.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_TIMESTAMPNS,
-                (&on as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0, "SO_TIMESTAMPNS: {}", std::io::Error::last_os_error());
+        set_int(&sock, libc::SO_TIMESTAMPNS, 1, "SO_TIMESTAMPNS");
         sock.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
         let stop = Arc::new(AtomicBool::new(false));
