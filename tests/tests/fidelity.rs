@@ -613,10 +613,19 @@ fn ingress_delay_through_an_ifb_beside_netem_on_an_ifb() {
     }
 }
 
+/// What [`flood_rate`] measured.
+struct Flooded {
+    sent: u64,
+    received: usize,
+    /// Delivered bit/s per 1 s window, with each window's start.
+    windows: Vec<(u64, f64)>,
+    /// The guest's stalls (start, length).
+    stalls: Vec<(u64, Duration)>,
+}
+
 /// Saturating UDP client → server at `offered_bps` for 6 s, timed by the
-/// receiver's kernel (`flood`): (sent, received, per-1 s-window rates with
-/// their starts, the guest's stalls).
-fn flood_rate(lab: &Lab, offered_bps: f64) -> (u64, usize, Vec<(u64, f64)>, Vec<(u64, Duration)>) {
+/// receiver's kernel (`flood`).
+fn flood_rate(lab: &Lab, offered_bps: f64) -> Flooded {
     use impair_tests::flood::{self, Receiver, Senders, StallWatch};
     let bind = |ns: &str, addr: std::net::Ipv4Addr| {
         impair::netns::run_in(ns, move || std::net::UdpSocket::bind((addr, 0)))
@@ -645,7 +654,12 @@ fn flood_rate(lab: &Lab, offered_bps: f64) -> (u64, usize, Vec<(u64, f64)>, Vec<
     // until the load stopped.
     let from = arrivals[0].0 + 500_000_000;
     let windows = flood::windows_bps(&arrivals, FLOOD_PAYLOAD, from, end, Duration::from_secs(1));
-    (sent, arrivals.len(), windows, stalls)
+    Flooded {
+        sent,
+        received: arrivals.len(),
+        windows,
+        stalls,
+    }
 }
 
 const FLOOD_PAYLOAD: usize = 1000;
@@ -682,11 +696,16 @@ fn ingress_rate_through_an_ifb_beside_netem_on_an_ifb() {
             "100ms",
         ],
     );
-    let (sent, received, windows, stalls) = flood_rate(&lab, rate_bps * 1.5);
+    let Flooded {
+        sent,
+        received,
+        windows,
+        stalls,
+    } = flood_rate(&lab, rate_bps * 1.5);
     let stats = impair_tests::ns::stats_json_in(&lab.server, "s0", &[]);
     drop(ctl);
     Site::ServerIngress.assert_restored(&lab, &before);
-    let (_, _, netem_windows, netem_stalls) = with_netem_on_ifb(
+    let netem = with_netem_on_ifb(
         &lab,
         &["delay", "1ms", "rate", rate, "limit", "100000"],
         || flood_rate(&lab, rate_bps * 1.5),
@@ -700,8 +719,8 @@ fn ingress_rate_through_an_ifb_beside_netem_on_an_ifb() {
         json!({"window_bps": bps(&windows), "configured_bps": rate_bps,
                "windows": flood::describe_windows(&windows, &stalls, window),
                "dropped_queue": stats["rules"][0]["dropped_queue"], "lost": sent - received as u64}),
-        json!({"netem_window_bps": bps(&netem_windows),
-               "windows": flood::describe_windows(&netem_windows, &netem_stalls, window)}),
+        json!({"netem_window_bps": bps(&netem.windows),
+               "windows": flood::describe_windows(&netem.windows, &netem.stalls, window)}),
     );
     flood::assert_windows(test, &windows, &stalls, window, rate_bps, 0.01, 2);
     assert_eq!(
