@@ -72,8 +72,9 @@ pub enum Command {
     Attach(Box<AttachArgs>),
     /// Replace the rules of a running instance atomically (from any shell).
     Update(Box<UpdateArgs>),
-    /// Run CMD with only its own traffic (and its children's) impaired, by
-    /// cgroup; exits with CMD's status.
+    /// Run CMD with only its own traffic (and its children's) impaired, both
+    /// what it sends (by cgroup) and what it receives (by its sockets' mark);
+    /// exits with CMD's status.
     Run(Box<RunArgs>),
     /// Find the level of impairment where a command starts to fail: apply
     /// levels one after another (atomic updates), run CMD at each, report.
