@@ -204,11 +204,11 @@ fn table_cdf(dist: &Distribution) -> impl Fn(f64) -> f64 {
 #[test]
 #[ignore = "needs sch_fq and sch_netem: runs in the VM tier (cargo xtask vm)"]
 fn jitter_distributions_pass_ks_at_the_receiver() {
-    jitter_ks("fjit", false);
+    jitter_ks("fjit");
 }
 
-/// impair's attach for the jitter tests: at the router's egress, or on the
-/// server's received traffic (through the ifb it owns).
+/// impair's attach: at the router's egress, or on the server's received
+/// traffic (through the ifb it owns).
 fn attach_for(lab: &Lab, ingress: bool, args: &[&str]) -> Controller {
     if ingress {
         Controller::start_in(
@@ -221,9 +221,9 @@ fn attach_for(lab: &Lab, ingress: bool, args: &[&str]) -> Controller {
     }
 }
 
-/// Each jitter distribution against the CDF impair samples from (KS), at
-/// egress or on received traffic; netem beside it on the same side.
-fn jitter_ks(tag: &str, ingress: bool) {
+/// Each jitter distribution at the router's egress against the CDF impair
+/// samples from (KS), netem beside it.
+fn jitter_ks(tag: &str) {
     let lab = lab(tag);
     // The reference point is the same path with the constant delay alone,
     // not the bare path: packets held in fq leave when its watchdog timer
@@ -235,7 +235,7 @@ fn jitter_ks(tag: &str, ingress: bool) {
     // distribution came out 3-4 ms late, impair and netem alike, in one CI
     // run), so the reference is measured right before each distribution.
     let base = || {
-        let ctl = attach_for(&lab, ingress, &["--delay", "300ms", "--seed", "5"]);
+        let ctl = Controller::start(&lab, &["--delay", "300ms", "--seed", "5"]);
         let d = measure(&lab, 1000, 500, 200, Duration::from_secs(1)).delays_ns;
         drop(ctl);
         median(&d) - 300_000_000
@@ -248,9 +248,8 @@ fn jitter_ks(tag: &str, ingress: bool) {
     for name in names {
         let dist: Distribution = name.parse().unwrap();
         let base = base();
-        let ctl = attach_for(
+        let ctl = Controller::start(
             &lab,
-            ingress,
             &[
                 "--delay",
                 "300ms",
@@ -285,11 +284,7 @@ fn jitter_ks(tag: &str, ingress: bool) {
         args.extend(&netem_dist);
         args.extend(["limit", "100000"]);
         let run_netem = || measure(&lab, 2000, 500, 200, Duration::from_secs(3));
-        let netem = if ingress {
-            with_netem_on_ifb(&lab, &args, run_netem)
-        } else {
-            with_netem(&lab, &args, run_netem)
-        };
+        let netem = with_netem(&lab, &args, run_netem);
         let mut imp = summary(&run.delays_ns);
         imp["ks_d"] = json!(d);
         imp["reference_offset_ms"] = json!(base as f64 / 1e6);
@@ -297,17 +292,9 @@ fn jitter_ks(tag: &str, ingress: bool) {
         imp["reordered"] = json!(run.report.reordered);
         let mut net = summary(&netem.delays_ns);
         net["reordered"] = json!(netem.report.reordered);
-        let side = if ingress { "ingress " } else { "" };
         report(
-            &format!("{side}jitter {name}"),
-            &format!(
-                "delay 300ms jitter 50ms {name}{}",
-                if ingress {
-                    " on received traffic; netem on an ifb"
-                } else {
-                    ""
-                }
-            ),
+            &format!("jitter {name}"),
+            &format!("delay 300ms jitter 50ms {name}"),
             imp,
             net,
         );
