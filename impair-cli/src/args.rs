@@ -432,13 +432,12 @@ pub struct AttachArgs {
     #[arg(long, value_parser = choice::<AttachMode>(AttachMode::NAMES), default_value = "auto")]
     pub attach_mode: AttachMode,
     /// Which traffic to impair. egress: leaving IFACE, every impairment.
-    /// ingress: arriving on IFACE; loss, --ecn, --corrupt, --mtu, --blackhole
-    /// and --rate, which polices there: a packet that would wait more than
-    /// --queue behind the rate (default 10ms of burst) is dropped, the rest pass
-    /// at once. Delay, jitter, reorder and duplicate at tc ingress send the
-    /// received traffic through an ifb device impair creates (Linux 6.4+),
-    /// whose egress holds them as egress does (and --rate then shapes); XDP
-    /// refuses them. both: one rule set
+    /// ingress: arriving on IFACE, every impairment: loss, --ecn, --corrupt,
+    /// --mtu and --blackhole at the hook; delay, jitter, reorder, duplicate
+    /// and --rate (shaped with its --queue, as at egress) at tc ingress send
+    /// the received traffic through an ifb device impair creates (Linux
+    /// 6.4+) whose egress holds them. XDP refuses delay, jitter, reorder and
+    /// duplicate, and polices --rate (see --police). both: one rule set
     /// on both directions; its counters then count both directions together
     /// (--rate is refused: the directions would share one link). Default:
     /// egress for flags and one-direction profiles. With a two-way profile
@@ -456,6 +455,12 @@ pub struct AttachArgs {
     /// xdp (before the stack; same impairments).
     #[arg(long, value_parser = choice::<IngressHook>(IngressHook::NAMES), default_value = "tc")]
     pub hook: IngressHook,
+    /// On received traffic, --rate polices instead of shaping: a packet that
+    /// would wait more than --queue behind the rate (default a 10ms burst)
+    /// is dropped at the hook and the rest pass at once, as tc's police
+    /// action does; no ifb and no fq needed. XDP always polices.
+    #[arg(long)]
+    pub police: bool,
     /// XDP attach mode with --hook xdp: auto (native where the driver has it,
     /// else generic), native, or generic.
     #[arg(long, value_parser = choice::<XdpMode>(XdpMode::NAMES), value_name = "MODE")]

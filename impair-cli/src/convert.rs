@@ -133,10 +133,18 @@ pub(crate) fn hooks_from(a: &AttachArgs) -> Result<HookOptions> {
         )
         .into());
     }
+    if a.police && !direction.ingress() {
+        return Err(usage!(
+            "--police makes a rate on received traffic drop instead of queue: it needs --direction ingress \
+             (a rate at egress always shapes)"
+        )
+        .into());
+    }
     Ok(HookOptions {
         direction,
         ingress_hook: a.hook,
         xdp_mode: a.xdp_mode.unwrap_or_default(),
+        police: a.police,
     })
 }
 

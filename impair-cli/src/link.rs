@@ -35,6 +35,8 @@ pub(crate) enum Plan {
         downlink: Option<Vec<RuleSpec>>,
         ingress_hook: IngressHook,
         xdp_mode: impair::engine::XdpMode,
+        /// The downlink's rate polices instead of shaping.
+        police: bool,
     },
 }
 
@@ -161,9 +163,18 @@ pub(crate) fn plan(a: &AttachArgs) -> Result<Planned> {
         )
         .into());
     }
+    if a.police && !down {
+        return Err(usage!(
+            "--police makes a rate on received traffic drop instead of queue, and {}{flipped} applies no downlink \
+             (received traffic) here: drop --police",
+            source_name(a)
+        )
+        .into());
+    }
     let opts = PairOptions {
         ingress_hook: a.hook,
         xdp_mode: a.xdp_mode.unwrap_or_default(),
+        police: a.police,
         ..PairOptions::default()
     };
     for (i, l) in sides.iter().enumerate() {
@@ -204,6 +215,7 @@ pub(crate) fn plan(a: &AttachArgs) -> Result<Planned> {
             downlink: down.then_some(first.downlink),
             ingress_hook: opts.ingress_hook,
             xdp_mode: opts.xdp_mode,
+            police: opts.police,
         },
         label,
         scenario,
@@ -255,6 +267,7 @@ pub(crate) fn attach(
             downlink,
             ingress_hook,
             xdp_mode,
+            police,
         } => {
             let both = uplink.is_some() && downlink.is_some();
             let side = |rules: Vec<RuleSpec>, name: &str| SideOptions {
@@ -270,6 +283,7 @@ pub(crate) fn attach(
                 downlink: downlink.map(|r| side(r, "downlink")),
                 ingress_hook,
                 xdp_mode,
+                police,
                 keep_offloads: base.keep_offloads,
             })?)))
         }
@@ -318,7 +332,7 @@ mod tests {
 
     #[test]
     fn a_two_way_profile_attaches_both_sides_from_the_hosts_view() {
-        // Rates only (a policer at ingress on every build): lte's numbers.
+        // Rates only: lte's numbers (planned, not attached).
         let dir = std::env::temp_dir().join(format!("impair-cli-link-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("link.toml");

@@ -48,6 +48,7 @@ pub(crate) fn engine_error(e: &Error) -> String {
                     EgressOnly::InOrder => "--in-order",
                     EgressOnly::Reorder => "--reorder",
                     EgressOnly::Duplicate => "--duplicate",
+                    EgressOnly::Shaping => "--rate (shaping)",
                 };
                 format!(
                     "{flag} is impossible at ingress here (XDP, --direction both, or an ingress instance \
@@ -58,6 +59,14 @@ pub(crate) fn engine_error(e: &Error) -> String {
                      policer)"
                 )
             }
+            Error::IngressHoldNeedsLinux64 {
+                what: EgressOnly::Shaping,
+                release,
+            } => format!(
+                "--rate on received traffic shapes through an ifb device, which needs Linux 6.4 or newer \
+                 (bpf_redirect to an ifb; this is {release}): add --police to drop what exceeds the rate's \
+                 burst at the hook instead; nothing was changed"
+            ),
             Error::IngressHoldNeedsLinux64 { .. } => e.to_string(),
             Error::RateInBothDirections => "--rate with --direction both would make the two directions share \
                                             one emulated link (egress pacing and ingress policing on the same \
@@ -97,8 +106,8 @@ pub(crate) fn engine_error(e: &Error) -> String {
                 tracing::debug!("tc said: {said}");
                 "delay and rate need the fq qdisc (sch_fq), which this kernel lacks: load its module \
                  (`modprobe sch_fq`) or use a kernel built with CONFIG_NET_SCH_FQ; nothing was changed. \
-                 Loss, corruption, duplication, ECN and MTU work without it; `impair doctor` lists what \
-                 this kernel supports"
+                 Loss, corruption, duplication, ECN and MTU work without it, and a --rate on received \
+                 traffic with --police; `impair doctor` lists what this kernel supports"
                     .into()
             }
         }

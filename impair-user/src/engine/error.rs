@@ -99,6 +99,9 @@ pub enum EgressOnly {
     InOrder,
     Reorder,
     Duplicate,
+    /// A rate (or rate trace) that queues what exceeds it: tc ingress
+    /// shapes through an ifb unless the rate polices.
+    Shaping,
 }
 
 impl std::fmt::Display for EgressOnly {
@@ -111,6 +114,7 @@ impl std::fmt::Display for EgressOnly {
             EgressOnly::InOrder => "keeping delayed packets in order",
             EgressOnly::Reorder => "reordering",
             EgressOnly::Duplicate => "duplication",
+            EgressOnly::Shaping => "shaping to a rate (a queue behind it)",
         })
     }
 }

@@ -27,10 +27,12 @@ pub enum Direction {
     #[default]
     Egress,
     /// Arriving on the interface (tc ingress or XDP): loss, ECN, corruption,
-    /// MTU, blackhole and rate policing in place; with tc ingress, rules that
-    /// hold or copy packets (delay, jitter, reordering, duplication) send
-    /// received traffic through an ifb device whose egress does everything
-    /// egress does (`engine/ifb.rs`), rate then shaping as at egress.
+    /// MTU and blackhole in place; with tc ingress, rules that hold or copy
+    /// packets (delay, jitter, reordering, duplication, and a rate, which
+    /// shapes unless [`HookOptions::police`]) send received traffic through
+    /// an ifb device whose egress does everything egress does
+    /// (`engine/ifb.rs`). XDP, and tc ingress with `police`, police a rate
+    /// in place.
     Ingress,
     /// Both, with one rule set and one set of counters for the two directions.
     Both,
@@ -124,6 +126,11 @@ pub struct HookOptions {
     /// The receive-side hook (with [`Direction::Ingress`] or [`Direction::Both`]).
     pub ingress_hook: IngressHook,
     pub xdp_mode: XdpMode,
+    /// At tc ingress, a rate polices in place (drops what exceeds its
+    /// burst, as tc's `police` action does; needs no fq and no ifb) instead
+    /// of shaping through an ifb as at egress. XDP always polices: it has
+    /// no queue.
+    pub police: bool,
 }
 
 impl HookOptions {
@@ -150,11 +157,23 @@ impl HookOptions {
     }
 
     /// Whether an attach with `rules` sends received traffic through an ifb:
-    /// a tc ingress instance whose rules hold or copy packets.
+    /// a tc ingress instance whose rules hold or copy packets, a rate (or a
+    /// rate trace) included unless it polices.
     pub fn holds_at_ingress(&self, rules: &[RuleSpec]) -> bool {
         self.direction == Direction::Ingress
             && self.ingress_hook == IngressHook::Tc
-            && rules.iter().any(|r| egress_only(r).is_some())
+            && self.first_holding(rules).is_some()
+    }
+
+    /// The first impairment among `rules` that needs a queue at these
+    /// hooks: one that holds or copies packets, or a rate that shapes.
+    pub fn first_holding(&self, rules: &[RuleSpec]) -> Option<EgressOnly> {
+        rules.iter().find_map(|r| {
+            egress_only(r).or_else(|| {
+                let shapes = r.rate.is_some() || r.rate_trace.is_some();
+                (shapes && !self.police).then_some(EgressOnly::Shaping)
+            })
+        })
     }
 
     /// The programs an attach loads: with an ifb, `impair_redirect` at tc
@@ -216,11 +235,6 @@ impl HookOptions {
         }
         Ok(())
     }
-}
-
-/// The first impairment among `rules` that holds or copies packets.
-pub(crate) fn first_holding(rules: &[RuleSpec]) -> Option<EgressOnly> {
-    rules.iter().find_map(egress_only)
 }
 
 /// The first impairment of `r` that only tc egress can do, in the order the
@@ -333,6 +347,22 @@ mod tests {
         };
         assert!(!both.holds_at_ingress(&dup()));
         assert!(both.check(&dup()).is_err());
+        // A rate shapes through the ifb unless it polices; XDP polices.
+        let rate = vec![RuleSpec {
+            rate: Some(crate::model::RateSpec {
+                rate_bps: 2_000_000,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }];
+        assert!(tc.holds_at_ingress(&rate));
+        assert_eq!(tc.first_holding(&rate), Some(EgressOnly::Shaping));
+        let police = HookOptions { police: true, ..tc };
+        assert!(!police.holds_at_ingress(&rate));
+        assert_eq!(police.check(&rate), Ok(()));
+        assert!(police.holds_at_ingress(&dup()));
+        assert!(!xdp.holds_at_ingress(&rate));
+        assert_eq!(xdp.check(&rate), Ok(()));
         // The redirect sits at tc ingress: the owner record says so.
         assert_eq!(Program::Redirect.owner_hook(), owner_flags::HOOK_TC_INGRESS);
     }

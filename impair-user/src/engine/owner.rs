@@ -150,6 +150,10 @@ pub fn hooks_of(o: &Owner) -> HookOptions {
         } else {
             XdpMode::Auto
         },
+        // Not recorded: it only chooses at attach whether a rate takes the
+        // ifb. An instance's updates follow what it has (an ifb or not:
+        // `Engine::update`), so one without an ifb polices a rate.
+        police: false,
     }
 }
 

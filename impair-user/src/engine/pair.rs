@@ -40,6 +40,9 @@ pub struct PairOptions {
     /// The receive-side hook of the downlink instance.
     pub ingress_hook: IngressHook,
     pub xdp_mode: XdpMode,
+    /// The downlink's rate polices instead of shaping
+    /// ([`HookOptions::police`]).
+    pub police: bool,
     /// Leave the device's offloads alone (see [`AttachOptions::keep_offloads`]).
     pub keep_offloads: bool,
 }
@@ -59,6 +62,7 @@ impl PairOptions {
             direction: Direction::Ingress,
             ingress_hook: self.ingress_hook,
             xdp_mode: self.xdp_mode,
+            police: self.police,
         }
     }
 }

@@ -136,10 +136,7 @@ fn ingress_rate_through_the_ifb_shapes_at_the_receiver() {
     let before = site.state(&lab);
     // A 50 ms queue: the default (netem's 1000 packets, 6 s here) would
     // hold the excess past the probe's linger instead of dropping it.
-    let ctl = site.attach(
-        &lab,
-        &["--delay", "1ms", "--rate", "2mbit", "--queue", "50ms"],
-    );
+    let ctl = site.attach(&lab, &["--rate", "2mbit", "--queue", "50ms"]);
     let frame_bytes = (1200 + 8 + 20 + 14) as f64;
     let cfg = impair_tools::probe::ProbeConfig {
         count: 1200,

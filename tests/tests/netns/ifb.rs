@@ -45,6 +45,12 @@ pub(super) fn ifb_path_or_refused(tag: &str, test: &str) -> bool {
         ],
     );
     impair_tests::ns::assert_refused("ingress duplicate before 6.4", &out, &["6.4"]);
+    // A rate shapes through the ifb too, and says how to police instead.
+    let out = SITE.impair(
+        &lab,
+        &["attach", SERVER_IF, "--direction", "ingress", "--rate", "2mbit"],
+    );
+    impair_tests::ns::assert_refused("ingress rate before 6.4", &out, &["6.4", "--police"]);
     assert_eq!(SITE.state(&lab), before, "a refusal changes nothing");
     false
 }
@@ -247,6 +253,15 @@ fn ingress_delay_without_fq_is_refused_and_leaves_no_ifb() {
         ],
     );
     impair_tests::ns::assert_refused("ingress delay without fq", &out, &["fq"]);
+    assert_eq!(SITE.state(&lab), before, "a refusal changes nothing");
+    assert_eq!(ifbs(&lab), "");
+    // A rate on received traffic shapes (through the ifb, with fq) unless
+    // it polices: without fq the refusal names the way that needs none.
+    let out = SITE.impair(
+        &lab,
+        &["attach", SERVER_IF, "--direction", "ingress", "--rate", "2mbit"],
+    );
+    impair_tests::ns::assert_refused("ingress rate without fq", &out, &["fq", "--police"]);
     assert_eq!(SITE.state(&lab), before, "a refusal changes nothing");
     assert_eq!(ifbs(&lab), "");
 }

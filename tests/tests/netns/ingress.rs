@@ -100,7 +100,7 @@ fn policing_end_to_end(tag: &str, args: &[&str]) {
 
 #[test]
 fn rate_policing_tc_ingress_2mbit() {
-    policing_end_to_end("ipol", &[]);
+    policing_end_to_end("ipol", &["--police"]);
 }
 
 #[test]
@@ -146,6 +146,10 @@ fn delay_at_ingress_is_refused_exit_2_and_changes_nothing() {
         (
             vec!["attach", S0, "--direction", "both", "--rate", "1mbit"],
             &["--rate", "both"],
+        ),
+        (
+            vec!["attach", S0, "--police", "--rate", "1mbit"],
+            &["--police", "--direction ingress"],
         ),
         (
             vec!["attach", S0, "--direction", "sideways", "--loss", "1%"],
