@@ -95,7 +95,6 @@ pub(crate) fn attach(a: AttachArgs, netns: Option<&str>) -> Result<()> {
         }
         mode = AttachMode::Netlink;
     }
-    let tsq_warning = small_queues_warning(&plan, &a.iface);
     // Bind first: a taken port refuses before anything is attached.
     let metrics = a.metrics.map(MetricsServer::bind).transpose()?;
     let stop = stop_flag()?;
@@ -233,9 +232,6 @@ pub(crate) fn attach(a: AttachArgs, netns: Option<&str>) -> Result<()> {
             println!("impair: {change}; restored on detach (--keep-offloads leaves it)");
         }
     }
-    if let Some(w) = tsq_warning {
-        eprintln!("impair: warning: {w}");
-    }
     let tty = std::io::stdout().is_terminal() && !a.json;
     let interval = Duration::from_millis(a.interval_ms.max(50));
     let mut drawn = 0usize;
@@ -319,35 +315,3 @@ pub(crate) fn attach(a: AttachArgs, netns: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// TCP Small Queues: a delay held in fq on the sending host keeps each skb
-/// charged to its socket until fq releases it, and TCP lets only about two
-/// skbs (~2.75 KB each with one wire packet per skb) be charged at a time,
-/// so a TCP flow sent from this host through an egress delay is capped near
-/// two packets per delay. Measured on Linux 6.12 (VM tier,
-/// tests/tests/netns/tcp_fq.rs): 0.88 Mbit/s through `--delay 50ms` at the
-/// sender's own egress against 166 Mbit/s through the same delay at a
-/// router (docs/impairments.md). `None` without a delay on sent traffic.
-fn small_queues_warning(plan: &Plan, iface: &str) -> Option<String> {
-    let rules = match plan {
-        Plan::One { hooks, rules } if hooks.direction != Direction::Ingress => rules,
-        Plan::Pair {
-            uplink: Some(rules),
-            ..
-        } => rules,
-        _ => return None,
-    };
-    let delay_ns = rules
-        .iter()
-        .filter_map(|r| r.delay.as_ref().map(|d| d.delay_ns))
-        .max()
-        .filter(|&ns| ns >= 1_000_000)?;
-    let cap_bps = 2.0 * 2750.0 * 8.0 / (delay_ns as f64 / 1e9);
-    Some(format!(
-        "TCP sent from this host out of {iface} is capped by TCP Small Queues near two packets per \
-         delay: about {:.2} Mbit/s per flow through {} (measured: 0.88 Mbit/s through 50ms, 0.5% of \
-         the same flow delayed at a router); traffic forwarded through this host is not \
-         (docs/impairments.md)",
-        cap_bps / 1e6,
-        fmt_duration_ns(delay_ns)
-    ))
-}

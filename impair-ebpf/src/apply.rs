@@ -106,6 +106,8 @@ pub fn apply<H: Hook>(h: &H, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -
             return Ok(Verdict::Drop);
         }
     }
+    // Whether fq will hold the packet (its departure is later than now).
+    let mut held = false;
     if let Some(ctx) = h.skb() {
         // tc egress: a queue (fq) follows, so the packet gets a departure time.
         if rule.delay_ns | rule.jitter_ns | rule.rate_ps_per_byte != 0
@@ -135,6 +137,7 @@ pub fn apply<H: Hook>(h: &H, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -
                     set_departure(ctx, t)?;
                     if t > now {
                         c.delayed += 1;
+                        held = true;
                     }
                     // What the rate trace delivered (0 without one).
                     c.trace_bytes += trace_bytes;
@@ -178,7 +181,7 @@ pub fn apply<H: Hook>(h: &H, key: &PacketKey, rule: &Rule, idx: u32, len: u32) -
         c.corrupted += 1;
     }
     c.passed += 1;
-    Ok(Verdict::Pass)
+    Ok(if held { Verdict::Held } else { Verdict::Pass })
 }
 
 /// CLOCK_MONOTONIC now, in ns: the dearest step of the paths that need it

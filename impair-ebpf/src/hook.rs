@@ -9,6 +9,13 @@ use crate::pkt::Packet;
 pub enum Verdict {
     Pass,
     Drop,
+    /// Passes with a departure time in the future: fq holds it (tc egress
+    /// only; `pipeline` turns it into `Pass` or `Replaced`).
+    Held,
+    /// An unowned clone took the packet's place (tc egress, a held packet of
+    /// a local socket: `duplicate::release`); the original is consumed as a
+    /// drop is, which the sender sees as sent.
+    Replaced,
 }
 
 /// A hook: tc egress does every impairment; tc ingress and XDP see received

@@ -75,10 +75,11 @@ pub fn impair_egress(ctx: TcContext) -> i32 {
         return action;
     }
     match pipeline::decide(&TcEgress(&ctx)) {
-        Verdict::Pass => TC_ACT_OK,
+        Verdict::Pass | Verdict::Held => TC_ACT_OK,
         // SAFETY: bpf_redirect only records the target in this CPU's redirect
-        // state; with flags 0 it returns TC_ACT_REDIRECT.
-        Verdict::Drop => unsafe { bpf_redirect(0, 0) as i32 },
+        // state; with flags 0 it returns TC_ACT_REDIRECT. A replaced packet
+        // (its clone already went to the queue) is consumed the same way.
+        Verdict::Drop | Verdict::Replaced => unsafe { bpf_redirect(0, 0) as i32 },
     }
 }
 
@@ -87,7 +88,8 @@ pub fn impair_egress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn impair_ingress(ctx: TcContext) -> i32 {
     match pipeline::decide(&TcIngress(&ctx)) {
-        Verdict::Pass => TC_ACT_OK,
+        // Held and Replaced are tc egress's only.
+        Verdict::Pass | Verdict::Held | Verdict::Replaced => TC_ACT_OK,
         Verdict::Drop => TC_ACT_SHOT,
     }
 }
@@ -96,7 +98,7 @@ pub fn impair_ingress(ctx: TcContext) -> i32 {
 #[xdp]
 pub fn impair_xdp(ctx: XdpContext) -> u32 {
     match pipeline::decide(&Xdp(&ctx)) {
-        Verdict::Pass => XDP_PASS,
+        Verdict::Pass | Verdict::Held | Verdict::Replaced => XDP_PASS,
         Verdict::Drop => XDP_DROP,
     }
 }

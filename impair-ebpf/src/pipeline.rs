@@ -13,7 +13,7 @@ use crate::{
     apply::apply,
     capture::{self, Snap},
     classify::{first_match, parse_key},
-    duplicate::is_duplicate,
+    duplicate::{is_duplicate, release},
     hook::{Hook, Verdict},
     maps::{CONTROL, GLOBAL_COUNTERS, RULES, RULESETS},
     pkt::Packet,
@@ -75,7 +75,10 @@ fn try_decide<H: Hook + Snap>(h: &H, g: &mut GlobalCounters) -> Result<Verdict> 
     if let Some(p) = capture {
         p.record(h, idx, len);
     }
-    Ok(verdict)
+    match verdict {
+        Verdict::Held => release(h),
+        v => Ok(v),
+    }
 }
 
 /// Whether the controller's lease has run out (then every packet passes).

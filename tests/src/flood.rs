@@ -114,7 +114,10 @@ impl Receiver {
         let (flag, n_rx) = (stop.clone(), received.clone());
         let handle = std::thread::spawn(move || {
             let mut arrivals = Vec::new();
-            let mut buf = [0u8; 2048];
+            // Room for the largest datagram a test sends (jumbo frames
+            // included): a shorter buffer truncates, and the length read
+            // back would not be the datagram's.
+            let mut buf = vec![0u8; 65_536];
             while !flag.load(Ordering::Relaxed) {
                 if let Ok(a) = recv_stamped(&sock, &mut buf) {
                     arrivals.push(a);
@@ -244,6 +247,21 @@ impl Senders {
         start: Instant,
         span: Duration,
     ) -> Senders {
+        Self::start_on(0, socks, to, payload, offered_bps, start, span)
+    }
+
+    /// [`Senders::start`] with thread `i` pinned to CPU `first_cpu + i`
+    /// (modulo the CPUs): two sets of senders that must not share a CPU.
+    pub fn start_on(
+        first_cpu: usize,
+        socks: Vec<UdpSocket>,
+        to: SocketAddr,
+        payload: usize,
+        offered_bps: f64,
+        start: Instant,
+        span: Duration,
+    ) -> Senders {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let flows = socks.len();
         let gap = Duration::from_secs_f64(
             (payload + HEADERS_V4) as f64 * 8.0 / (offered_bps / flows as f64),
@@ -253,7 +271,7 @@ impl Senders {
             .enumerate()
             .map(|(flow, tx)| {
                 std::thread::spawn(move || {
-                    pin_to(flow);
+                    pin_to((first_cpu + flow) % cpus);
                     let data = vec![flow as u8; payload];
                     let mut next = start + gap.mul_f64(flow as f64 / flows as f64);
                     let end = start + span;

@@ -201,10 +201,29 @@ fn watch_stalls(stop: &AtomicBool) -> Vec<(u64, u64)> {
 
 #[test]
 fn step_trace_throughput_per_100ms_window() {
-    let lab = lab("fqrtrace");
+    step_trace(
+        Site::RouterEgress,
+        "fqrtrace",
+        "fq::rate_trace::step_trace_throughput_per_100ms_window",
+    );
+}
+
+/// The same trace on received traffic (issue 15's downlink trace): tc
+/// ingress of the server sends it through the ifb impair owns, whose egress
+/// replays the trace as egress does.
+#[test]
+fn step_trace_on_received_traffic_per_100ms_window() {
+    let test = "fq::rate_trace::step_trace_on_received_traffic_per_100ms_window";
+    if super::super::ifb::ifb_path_or_refused("fqrtri", test) {
+        step_trace(Site::ServerIngress, "fqrtin", test);
+    }
+}
+
+fn step_trace(site: Site, tag: &str, test: &str) {
+    let lab = lab(tag);
     if !fq_or_note(
         &lab,
-        "fq::rate_trace::step_trace_throughput_per_100ms_window",
+        test,
         "the rate trace's departures need sch_fq: the VM tier runs this",
     ) {
         return;
@@ -217,14 +236,13 @@ fn step_trace_throughput_per_100ms_window() {
     }
     // Mahimahi's period is the last line's time: end on the period.
     text += &format!("{period_ms}\n");
-    let scratch = Scratch::new("fqrtrace");
+    let scratch = Scratch::new(tag);
     let file = scratch.file("steps.trace", &text);
     // The line at the period's end is an opportunity at time 0 of the next
     // loop (time `period` is time 0 again).
     let mut capacity_ms = times.clone();
     capacity_ms.push(0);
 
-    let site = Site::RouterEgress;
     let before = site.state(&lab);
     let ctl = site.attach(&lab, &["--rate-trace", &file]);
     let stats = site.stats(&lab);
@@ -366,7 +384,7 @@ fn step_trace_throughput_per_100ms_window() {
         100.0 * TOLERANCE,
         100.0 * total_err
     );
-    println!("IMPAIR-RATE-TRACE {summary}\n{report}");
+    println!("IMPAIR-RATE-TRACE {test}: {summary}\n{report}");
     assert!(
         judged_per_step.iter().all(|n| *n >= JUDGED_PER_STEP),
         "the guest stalled across too many window edges to judge each step \

@@ -287,14 +287,17 @@ fn tcp_goodput_at_1pct_loss_and_20ms_rtt_matches_netem_and_mathis() {
     );
 }
 
-/// TCP Small Queues: a delay held in fq on the sender's own host keeps the
-/// socket's bytes charged to it (the veth frees an skb only once fq lets it
-/// go), so a local sender through `--delay 50ms` at its own egress (`c0`)
-/// can be capped below the same flow through the same delay at the router
-/// (`r1`, where the sender's skbs were freed when they left it). The ratio
-/// is measured (interleaved rounds, same lab) and printed; impair warns at
-/// attach when a delay at egress may cap a local TCP flow, and
-/// docs/impairments.md gives the figure.
+/// TCP Small Queues: a packet held in fq on the sender's own host would
+/// keep the socket's bytes charged to it until fq lets it go, capping a
+/// local TCP flow near two skbs per delay (0.88 Mbit/s through 50 ms,
+/// against about 150 Mbit/s through the router, before impair released
+/// them). impair sends an unowned clone of a held packet of a local socket
+/// in its place (`impair-ebpf/src/duplicate.rs`, `release`), as netem
+/// orphans what it holds, so a local sender through `--delay 50ms` at its
+/// own egress (`c0`) reaches at least 80% of the same flow through the same
+/// delay at the router (`r1`): rounds interleaved in the same lab, the
+/// median of the rounds' ratios judged (TCG's throughput swings by 2× from
+/// one 6 s run to the next on a busy host).
 #[test]
 fn local_sender_through_50ms_delay_against_the_router() {
     let test = "fq::tcp::local_sender_through_50ms_delay_against_the_router";
@@ -302,24 +305,31 @@ fn local_sender_through_50ms_delay_against_the_router() {
     if !require_tools(&lab, test) {
         return;
     }
-    let (secs, rounds) = (6, 2);
+    let (secs, rounds) = (6, 3);
     let (mut local, mut routed) = (Vec::new(), Vec::new());
-    let mut warning = String::new();
     for _ in 0..rounds {
         let ctl = Controller::start_in(&lab.client, tlab::CLIENT_IF, &["--delay", "50ms"]);
         local.push(iperf3(&lab, secs, &[]));
         let out = ctl_stderr(ctl);
-        if out.contains("Small Queues") {
-            warning = out;
-        }
+        assert!(
+            !out.contains("Small Queues"),
+            "no warning about TCP Small Queues any more: {out}"
+        );
         let ctl = Controller::start(&lab, &["--delay", "50ms"]);
         routed.push(iperf3(&lab, secs, &[]));
         assert!(ctl.signal_and_wait(libc::SIGTERM).success());
     }
     let (l, r) = (mean_bps(&local), mean_bps(&routed));
+    let mut ratios: Vec<f64> = local
+        .iter()
+        .zip(&routed)
+        .map(|(l, r)| l.received_bps / r.received_bps)
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios[ratios.len() / 2];
     note(format!(
         "{test}: local sender {} (runs {:?}, min RTT {:.1} ms), through the router {} (runs \
-         {:?}, min RTT {:.1} ms): ratio {:.3}",
+         {:?}, min RTT {:.1} ms): ratio of the means {:.3}, per round {ratios:.3?}",
         mbit(l),
         local
             .iter()
@@ -335,15 +345,11 @@ fn local_sender_through_50ms_delay_against_the_router() {
         l / r
     ));
     assert!(l > 0.0 && r > 0.0);
-    // The issue's goal is ≥ 80%; impair does not reach it (0.5% measured on
-    // 6.12): what it promises instead is to say so at attach.
-    if l / r < 0.8 {
-        assert!(
-            warning.contains("Small Queues") && warning.contains("Mbit/s"),
-            "the local flow reached {:.3} of the router's: impair must warn at attach: {warning:?}",
-            l / r
-        );
-    }
+    assert!(
+        median >= 0.8,
+        "a local sender through 50 ms reaches {median:.3} (median of the rounds' ratios \
+         {ratios:.3?}) of the same flow delayed at the router; at least 0.8 expected"
+    );
 }
 
 /// The controller's stderr after SIGTERM (where attach prints its notes).
