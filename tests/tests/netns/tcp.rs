@@ -7,7 +7,10 @@
 //! retransmits exactly the wire segments impair dropped; with `TC_ACT_SHOT`
 //! the local stack was told and resent whole skbs at once, so the two
 //! disagreed by an order of magnitude), and the engine's wire counters
-//! (`wire_packets`, `dropped_wire_packets`) count what TCP counts.
+//! (`wire_packets`, `dropped_wire_packets`) count what TCP counts; at the
+//! receiver, the data connection's `data_segs_in` (per wire segment, read
+//! from `ss -tinE` when the socket is destroyed) is what the sender's
+//! `data_segs_out` was less what impair dropped.
 //!
 //! Both topologies: the client's own egress (`c0`, a local sender) and the
 //! router's `r1` (forwarded traffic).
@@ -24,6 +27,7 @@ use std::{
 
 use impair_tests::{
     ns::{impair_in, probe, stats_json_in, stdout_ok, Controller},
+    ss,
     stats::assert_inside_99,
 };
 use impair_tools::lab::{self, Lab, LabOptions};
@@ -86,9 +90,15 @@ fn delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>, name: &str
 
 /// Sends [`BYTES`] client → server with iperf3 (one TCP connection, kernel
 /// defaults) and returns what the client's TCP counted meanwhile (and, named
-/// as nstat names them, the server's TcpInCsumErrors and DSACKs sent).
-fn iperf3(lab: &Lab) -> HashMap<&'static str, u64> {
+/// as nstat names them, the server's TcpInCsumErrors and DSACKs sent), and
+/// the data connection's own counters at its end, as `ss -tinE` shows each
+/// side's socket when it is destroyed (named `sender_*` and `receiver_*`:
+/// `sender_data_segs_out`, `sender_bytes_sent`, `sender_total_retrans`,
+/// `receiver_data_segs_in`, `receiver_bytes_received`, ...).
+fn iperf3(lab: &Lab) -> HashMap<String, u64> {
     let server_addr = lab.server_v4().to_string();
+    let sender_end = ss::Destroyed::start(&lab.client);
+    let receiver_end = ss::Destroyed::start(&lab.server);
     let mut server = Command::new("ip")
         .args([
             "netns",
@@ -123,16 +133,51 @@ fn iperf3(lab: &Lab) -> HashMap<&'static str, u64> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    let settle = Duration::from_millis(300);
+    let (sent, received) = (sender_end.finish(settle), receiver_end.finish(settle));
     let mut m = HashMap::new();
     for name in ["TcpOutSegs", "TcpRetransSegs", "TcpExtTCPDSACKRecvSegs"] {
-        m.insert(name, delta(&before, &after, name));
+        m.insert(name.to_owned(), delta(&before, &after, name));
     }
     for name in [
         "TcpInCsumErrors",
         "TcpExtTCPDSACKOldSent",
         "TcpExtTCPDSACKOfoSent",
     ] {
-        m.insert(name, delta(&server_before, &server_after, name));
+        m.insert(name.to_owned(), delta(&server_before, &server_after, name));
+    }
+    // The data connection: of the server port's connections (iperf3's
+    // control connection is the other), the one that received the most; the
+    // client's socket of the same four-tuple.
+    let port: u16 = PORT.parse().unwrap();
+    let rx = received
+        .iter()
+        .filter(|s| s.local_port() == Some(port) && s.peer_port().is_some())
+        .max_by_key(|s| s.n("data_segs_in"))
+        .unwrap_or_else(|| panic!("no destroyed server socket on port {port}: {received:?}"));
+    let tx = sent
+        .iter()
+        .find(|s| s.local == rx.peer && s.peer == rx.local)
+        .unwrap_or_else(|| panic!("the client's end of {rx:?} not seen destroyed: {sent:?}"));
+    for f in [
+        "data_segs_out",
+        "bytes_sent",
+        "bytes_acked",
+        "bytes_retrans",
+        "mss",
+    ] {
+        m.insert(format!("sender_{f}"), tx.n(f));
+    }
+    // `retrans:CURRENT/TOTAL`: the segments retransmitted over the connection.
+    let total_retrans = tx
+        .fields
+        .get("retrans")
+        .and_then(|v| v.split('/').nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    m.insert("sender_total_retrans".to_owned(), total_retrans);
+    for f in ["data_segs_in", "bytes_received"] {
+        m.insert(format!("receiver_{f}"), rx.n(f));
     }
     let mut why: Vec<String> = after
         .keys()
@@ -188,6 +233,17 @@ fn loss_is_repaired_by_the_sender(
     if extra.contains(&"netlink") {
         assert_eq!(stats["owner"]["attach_mode"], "netlink", "{stats}");
     }
+    assert_loss_repaired(tag, &stats, &tcp, per_wire);
+}
+
+/// The checks of [`loss_is_repaired_by_the_sender`] on one run's engine
+/// counters (`impair stats --json`) and TCP counters ([`iperf3`]).
+fn assert_loss_repaired(
+    tag: &str,
+    stats: &serde_json::Value,
+    tcp: &HashMap<String, u64>,
+    per_wire: bool,
+) {
     let rule = &stats["rules"][0];
     let n = |k: &str| rule[k].as_u64().unwrap_or_else(|| panic!("{k}: {stats}"));
     let (out, retrans, spurious) = (
@@ -240,6 +296,67 @@ fn loss_is_repaired_by_the_sender(
         "engine wire packets {wire} vs TcpOutSegs + TcpRetransSegs {}: {stats}",
         out + retrans
     );
+    receiver_counts_what_was_not_dropped(tag, tcp, wire, dropped);
+}
+
+/// At the receiver, the data connection's `data_segs_in` (per wire segment,
+/// as `ss -ti` shows it; read when the socket is destroyed, so these are its
+/// last values) is what the sender sent less what impair dropped.
+///
+/// Every data segment the sender transmitted on the data connection (its
+/// `data_segs_out`, retransmissions included) was either dropped by impair,
+/// counted by the receiver (`data_segs_in`, duplicates included), or still
+/// on its way when the receiver's socket went (the tail: iperf3's server
+/// closes the data connection with unread data once the client says it has
+/// written everything, and the kernel resets it). So
+/// `data_segs_in = data_segs_out − dropped_data − tail`, where:
+/// - `dropped_data` is at most the engine's `dropped_wire_packets`, and
+///   less by the drops that were no data segment of the data connection:
+///   at most `other` = the rule's wire packets that were not (`wire_packets
+///   − data_segs_out`: handshakes, FINs and resets, iperf3's control
+///   connection; a few dozen). Nothing else drops: a veth has no loss of
+///   its own.
+/// - the tail is at most the segments of the stream the receiver had not
+///   received in order when its socket went: `ceil((bytes_sent −
+///   bytes_retrans − bytes_received) / mss) + 1` (the stream's length at
+///   the sender less the receiver's in-order bytes, in segments: iperf3
+///   writes 128 KB blocks back to back and TCP fills every segment to the
+///   MSS, so only the stream's last segment may be shorter, the `+ 1`).
+///   Each such segment has at most one copy on its way (a second one would
+///   be a retransmission sent less than a round trip after the first).
+///   Nothing else is on its way: a copy of data the receiver already had
+///   arrives before the reset, in a few µs on a veth, unless it was sent in
+///   the last of them; then this fails and says so.
+///
+/// Hence `out − dropped − tail_bound ≤ data_segs_in ≤ out − dropped +
+/// other`: the engine's count of dropped wire packets is what the receiver
+/// misses, to the packet up to these two few-dozen-segment terms.
+fn receiver_counts_what_was_not_dropped(
+    tag: &str,
+    tcp: &HashMap<String, u64>,
+    wire: u64,
+    dropped: u64,
+) {
+    let out = tcp["sender_data_segs_out"];
+    let data_in = tcp["receiver_data_segs_in"];
+    let stream_bytes = tcp["sender_bytes_sent"] - tcp["sender_bytes_retrans"];
+    let undelivered_bytes = stream_bytes.saturating_sub(tcp["receiver_bytes_received"]);
+    let tail = undelivered_bytes.div_ceil(tcp["sender_mss"].max(1)) + 1;
+    let other = wire.saturating_sub(out);
+    let expected = out - dropped.min(out);
+    say(format_args!(
+        "{tag}: receiver data_segs_in {data_in}; sender data_segs_out {out} (retransmitted {}), engine \
+         dropped {dropped} wire packets: expected {expected}, difference {} (allowed -{tail}..=+{other}; \
+         {undelivered_bytes} bytes of the stream not received in order at the end)",
+        tcp["sender_total_retrans"],
+        data_in as i64 - expected as i64,
+    ));
+    assert!(out >= MIN_SEGMENTS, "{out} data segments sent: {tcp:?}");
+    assert!(
+        (expected.saturating_sub(tail)..=expected + other).contains(&data_in),
+        "receiver data_segs_in {data_in}, sender data_segs_out {out} − impair's dropped wire packets {dropped} = \
+         {expected} (allowed −{tail} (not yet delivered at the end) .. +{other} (drops of other packets)): {tcp:?}"
+    );
 }
 
 /// The client's own egress: a local TCP sender, decided per wire packet
@@ -291,7 +408,7 @@ fn forwarded_tcp_loss_is_retransmitted_exactly() {
 
 /// The rule's counters after iperf3 through `impair attach c0 ARGS` (the
 /// client's own egress, TCP to the server), and what TCP counted.
-fn tcp_through_client(tag: &str, args: &[&str]) -> (serde_json::Value, HashMap<&'static str, u64>) {
+fn tcp_through_client(tag: &str, args: &[&str]) -> (serde_json::Value, HashMap<String, u64>) {
     let lab = lab_with_offloads(tag);
     let dst = format!("{}/32", lab.server_v4());
     let all = [&["--proto", "tcp", "--dst", &dst][..], args].concat();
