@@ -18,7 +18,9 @@
 //! Also with default offloads: `detectable` corruption of UDP is detected
 //! although the sender leaves checksums partial (impair turns transmit
 //! checksumming off on the impaired device while attached and restores it,
-//! also after a crash).
+//! also after a crash); and `impair update` from another process to a rule
+//! that decides per packet makes the offload changes the attach did not
+//! (restored by detach, and after the owner's crash).
 use std::{
     collections::HashMap,
     process::{Command, Stdio},
@@ -577,4 +579,133 @@ fn detectable_udp_corruption_with_default_offloads_forwarded() {
         |l| l.router.as_str(),
         lab::ROUTER_EGRESS,
     );
+}
+
+/// `impair update` from another process turns a rule that decides nothing
+/// per packet (`--corrupt 0%`: the attach changes no offload) into `--loss
+/// 1%`: the update makes the local sender build one wire packet per skb
+/// (`gso_max_segs` 1, journaled in the owner's journal file), so the loss
+/// is decided per wire packet and repaired exactly as with `--loss` given
+/// at attach, and the owner's detach restores every feature exactly. Then
+/// the same update on a controller that is SIGKILLed afterwards: the next
+/// `impair detach` restores what the update changed.
+#[test]
+fn update_to_loss_from_another_process_sets_and_restores_offloads() {
+    let tag = "tcpupd";
+    let lab = lab_with_offloads(tag);
+    let (ns, iface) = (lab.client.clone(), lab::CLIENT_IF);
+    let dst = format!("{}/32", lab.server_v4());
+    let attach = [
+        "--proto",
+        "tcp",
+        "--dst",
+        &dst,
+        "--corrupt",
+        "0%",
+        "--seed",
+        "7",
+    ];
+    let update = ["update", iface, "--loss", "1%"];
+    let before = features(&lab, &ns, iface);
+    assert!(before.contains("gso_max_segs 65535\n"), "{before}");
+
+    let ctl = Controller::start_in(&ns, iface, &attach);
+    assert_eq!(
+        features(&lab, &ns, iface),
+        before,
+        "--corrupt 0% changes no offload"
+    );
+    let out = stdout_ok(&impair_in(&ns, &update));
+    assert!(
+        out.contains(&format!("{iface}: gso_max_segs 1 (was 65535)")),
+        "{out}"
+    );
+    let during = features(&lab, &ns, iface);
+    assert!(during.contains("gso_max_segs 1\n"), "{during}");
+    let tcp = iperf3(&lab);
+    let stats = stats_json_in(&ns, iface, &[]);
+    drop(ctl);
+    assert_eq!(
+        features(&lab, &ns, iface),
+        before,
+        "detach restores what the update changed"
+    );
+    assert_loss_repaired(tag, &stats, &tcp, true);
+
+    // The owner killed after another process's update: the journal is the
+    // owner's, so the next impair command restores it.
+    let ctl = Controller::start_in(&ns, iface, &attach);
+    let out = stdout_ok(&impair_in(&ns, &update));
+    assert!(out.contains("gso_max_segs 1"), "{out}");
+    assert!(!ctl.signal_and_wait(libc::SIGKILL).success());
+    let left = features(&lab, &ns, iface);
+    assert!(left.contains("gso_max_segs 1\n"), "{left}");
+    let out = stdout_ok(&impair_in(&ns, &["detach", iface]));
+    assert!(out.contains("removed"), "{out}");
+    assert_eq!(
+        features(&lab, &ns, iface),
+        before,
+        "restored after the owner's crash"
+    );
+
+    // --keep-offloads: an update changes nothing either.
+    let ctl = Controller::start_in(&ns, iface, &[&attach[..], &["--keep-offloads"]].concat());
+    let out = stdout_ok(&impair_in(&ns, &update));
+    assert!(!out.contains("gso_max_segs"), "{out}");
+    assert_eq!(features(&lab, &ns, iface), before, "--keep-offloads");
+    drop(ctl);
+}
+
+/// The same change made by the owning process itself (`Engine::update`): a
+/// scenario whose first step decides nothing per packet (`--corrupt 0%`)
+/// and whose second loses 1% sets `gso_max_segs` 1 at the step, and a
+/// SIGTERM restores it; a SIGKILL after the step leaves it to the next
+/// `impair detach`, which restores it.
+#[test]
+fn scenario_step_to_loss_sets_and_restores_offloads() {
+    let lab = lab_with_offloads("tcpscn");
+    let dir = impair_tests::Scratch::new("tcpscn");
+    let path = dir.file(
+        "s.toml",
+        "[[step]]\nduration = \"1s\"\n[[step.rule]]\nproto = \"tcp\"\ncorrupt = \"0%\"\n\
+         [[step]]\nduration = \"60s\"\n[[step.rule]]\nproto = \"tcp\"\nloss = \"1%\"\n",
+    );
+    let (ns, iface) = (lab.client.clone(), lab::CLIENT_IF);
+    let before = features(&lab, &ns, iface);
+    let step_two = || {
+        let t = std::time::Instant::now();
+        loop {
+            let now = features(&lab, &ns, iface);
+            if now.contains("gso_max_segs 1\n") {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "step 2 (1% loss) did not set gso_max_segs 1: {now}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    for kill in [libc::SIGTERM, libc::SIGKILL] {
+        let ctl = Controller::start_in(&ns, iface, &["--scenario", &path]);
+        assert_eq!(
+            features(&lab, &ns, iface),
+            before,
+            "step 1 changes no offload"
+        );
+        step_two();
+        let status = ctl.signal_and_wait(kill);
+        if kill == libc::SIGKILL {
+            assert!(!status.success());
+            let out = stdout_ok(&impair_in(&ns, &["detach", iface]));
+            assert!(out.contains("removed"), "{out}");
+        } else {
+            assert!(status.success());
+        }
+        assert_eq!(
+            features(&lab, &ns, iface),
+            before,
+            "restored after signal {kill}"
+        );
+    }
 }
