@@ -709,3 +709,46 @@ fn scenario_step_to_loss_sets_and_restores_offloads() {
         );
     }
 }
+
+/// At a router (the namespace forwards), an update from another process to
+/// `--loss 1%` also turns GRO off on the router's other device (`r0`, where
+/// the client's segments arrive; a veth's GRO is off by default, so the
+/// test turns it on first, as a NIC has it), journaled in the owner's file:
+/// after a detach, and after a SIGKILL and `impair detach`, both devices'
+/// features are exactly as before.
+#[test]
+fn update_at_a_router_turns_gro_off_and_detach_restores() {
+    let lab = lab_with_offloads("updrtr");
+    let (ns, iface) = (lab.router.clone(), lab::ROUTER_EGRESS);
+    lab.exec(&ns, &["ethtool", "-K", lab::ROUTER_INGRESS, "gro", "on"])
+        .unwrap();
+    let both = || features(&lab, &ns, iface) + &features(&lab, &ns, lab::ROUTER_INGRESS);
+    let before = both();
+    assert!(
+        features(&lab, &ns, lab::ROUTER_INGRESS).contains("generic-receive-offload: on"),
+        "{before}"
+    );
+    for kill in [libc::SIGTERM, libc::SIGKILL] {
+        let ctl = Controller::start_in(&ns, iface, &["--proto", "tcp", "--corrupt", "0%"]);
+        assert_eq!(both(), before, "--corrupt 0% changes no offload");
+        let out = stdout_ok(&impair_in(&ns, &["update", iface, "--loss", "1%"]));
+        assert!(
+            out.contains(&format!(
+                "{}: generic-receive-offload off",
+                lab::ROUTER_INGRESS
+            )),
+            "{out}"
+        );
+        let during = features(&lab, &ns, lab::ROUTER_INGRESS);
+        assert!(during.contains("generic-receive-offload: off"), "{during}");
+        let status = ctl.signal_and_wait(kill);
+        if kill == libc::SIGKILL {
+            assert!(!status.success());
+            let out = stdout_ok(&impair_in(&ns, &["detach", iface]));
+            assert!(out.contains("removed"), "{out}");
+        } else {
+            assert!(status.success());
+        }
+        assert_eq!(both(), before, "restored after signal {kill}");
+    }
+}
