@@ -78,7 +78,7 @@ pub(crate) fn update(a: UpdateArgs) -> Result<()> {
         })?;
     }
     for mut t in targets {
-        impair::engine::update_instance(&a.iface, &mut t.inst, &t.rules, &t.label)?;
+        let offloads = impair::engine::update_instance(&a.iface, &mut t.inst, &t.rules, &t.label)?;
         println!(
             "impair: updated {} {} (pid {}): {}",
             a.iface,
@@ -86,6 +86,9 @@ pub(crate) fn update(a: UpdateArgs) -> Result<()> {
             t.inst.owner.pid,
             t.label
         );
+        for change in offloads {
+            println!("impair: {change}; restored on detach");
+        }
         // The whole rule set now in force, as the kernel holds it.
         let (_, header, now) = t.inst.maps.active_rules()?;
         for (i, r) in now.iter().enumerate() {

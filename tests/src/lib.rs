@@ -1,10 +1,10 @@
 //! Shared fixtures for impair's privileged test tiers (BPF_PROG_TEST_RUN and
 //! network-namespace tests), each defined once: crafted frames (`packet`),
 //! the BPF programs at each hook (`bpf`), labs, controllers and probes
-//! (`ns`), what the running kernel can do (`kernel`), and the statistics
-//! every assertion uses (`stats`). These tests need root, the real eBPF
-//! object and the `impair` binary; when any is missing they fail with the
-//! reason rather than pass silently.
+//! (`ns`), a connection's last TCP counters (`ss`), what the running kernel
+//! can do (`kernel`), and the statistics every assertion uses (`stats`).
+//! These tests need root, the real eBPF object and the `impair` binary; when
+//! any is missing they fail with the reason rather than pass silently.
 use std::{net::Ipv4Addr, net::Ipv6Addr, path::PathBuf};
 
 pub mod bpf;
@@ -12,6 +12,7 @@ pub mod flood;
 pub mod kernel;
 pub mod ns;
 pub mod packet;
+pub mod ss;
 pub mod stats;
 
 /// Says what a passing test could not check on this machine and where it is

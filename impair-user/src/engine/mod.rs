@@ -118,6 +118,24 @@ pub struct Engine {
     torn_down: bool,
 }
 
+/// The device offloads a rule set needs changed (offload.rs): transmit
+/// checksumming off for detectable corruption (completed in software), and
+/// one wire packet per skb for decisions made per packet (loss,
+/// duplication, corruption, reordering, jitter, the MTU).
+fn offloads_wanted(rules: &crate::model::RuleSet) -> offload::Wanted {
+    offload::Wanted {
+        tx_checksum_off: rules
+            .rules
+            .iter()
+            .any(|r| r.corrupt_u32 != 0 && r.flags & rule_flags::CORRUPT_SILENT == 0),
+        per_wire_packet: rules.rules.iter().any(|r| {
+            r.loss.model != loss_model::NONE
+                || r.corrupt_u32 | r.duplicate_u32 | r.reorder_u32 | r.mtu_bytes != 0
+                || r.jitter_ns != 0
+        }),
+    }
+}
+
 /// The index of `iface`, or why there is none.
 fn interface_index(iface: &str) -> Result<u32, Error> {
     sys::ifindex(iface).map_err(|_| {
@@ -239,20 +257,16 @@ impl Engine {
         // Offloads (offload.rs): detectable corruption is completed in
         // software; decisions made per packet (loss, duplication, corruption,
         // reordering, jitter, the MTU) act per wire packet. Journaled.
-        let wanted = offload::Wanted {
-            tx_checksum_off: rules
-                .rules
-                .iter()
-                .any(|r| r.corrupt_u32 != 0 && r.flags & rule_flags::CORRUPT_SILENT == 0),
-            per_wire_packet: rules.rules.iter().any(|r| {
-                r.loss.model != loss_model::NONE
-                    || r.corrupt_u32 | r.duplicate_u32 | r.reorder_u32 | r.mtu_bytes != 0
-                    || r.jitter_ns != 0
-            }),
-        };
+        // The journal file stays while attached, changes or not: `impair
+        // update` adds what a new rule set needs to it.
         let offloads = Undo::new(
             if !opts.keep_offloads && hooks.direction.egress() {
-                Some(offload::Offloads::apply(iface, ifindex, wanted)?).filter(|o| !o.is_empty())
+                let _lock = journal::UpdateLock::take(ifindex)?;
+                Some(offload::Offloads::apply(
+                    iface,
+                    ifindex,
+                    offloads_wanted(&rules),
+                )?)
             } else {
                 None
             },
@@ -460,6 +474,13 @@ impl Engine {
         // One writer at a time, across processes; then wait out the last
         // flip, whoever made it.
         let _lock = journal::UpdateLock::take(self.ifindex)?;
+        // The offloads the new rules need, before they decide anything
+        // (journaled with those of the attach; restored on detach).
+        if let Some(o) = self.offloads.as_mut() {
+            for change in o.apply_more(&self.iface, self.ifindex, offloads_wanted(&rules))? {
+                tracing::info!("{change}; restored on detach");
+            }
+        }
         // The whole grace, not what is left of it since our own last flip:
         // another process may have flipped since.
         thread::sleep(SLOT_REUSE_GRACE);
@@ -529,9 +550,13 @@ impl Engine {
         }
         drop(window);
         if let Some(o) = self.offloads.take() {
+            // With the update lock: an `impair update` in another process
+            // adds to the journal under it, and finds none once it is gone.
+            let lock = journal::UpdateLock::take(self.ifindex);
             if let Err(e) = o.restore() {
                 result = result.and(Err(e));
             }
+            drop(lock);
         }
         // `impair update` from another process may have installed fq for us.
         if self.fq.is_none() && own.is_some_and(|o| o.flags & owner_flags::INSTALLED_FQ != 0) {
@@ -589,13 +614,16 @@ impl Drop for Engine {
 /// controller's) atomically, by writing the inactive slot and flipping the
 /// active one. Checks the rules against the instance's hooks first; installs
 /// fq (recording it in the owner map, so whoever detaches removes it) or
-/// resizes impair's fq when the new rules hold packets longer.
+/// resizes impair's fq when the new rules hold packets longer; at egress,
+/// makes the device offload changes the new rules need (offload.rs) in the
+/// owner's journal, so its detach (or, after it died, the next impair
+/// command) restores them. Returns those changes, one line each.
 pub fn update_instance(
     iface: &str,
     inst: &mut discover::Instance,
     rules: &[RuleSpec],
     label: &str,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     update_instance_here(iface, inst, rules, label)
 }
 
@@ -604,7 +632,7 @@ fn update_instance_here(
     inst: &mut discover::Instance,
     rules: &[RuleSpec],
     label: &str,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     let hooks = hooks_of(&inst.owner);
     let ifb = ifb::of_owner(&inst.owner);
     hooks.check_at(rules, ifb.is_some())?;
@@ -629,6 +657,13 @@ fn update_instance_here(
     // the data path might still be reading is never rewritten: wait out a
     // flip the owner or another update may have made just before.
     let _lock = journal::UpdateLock::take(inst.owner.ifindex)?;
+    // The offloads, before the new rules decide anything. None when the
+    // instance leaves them alone (`--keep-offloads`, a pin) or is detaching.
+    let offload_changes = if hooks.direction.egress() {
+        offload::apply_for_owner(&inst.owner, iface, offloads_wanted(&set))?.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     thread::sleep(SLOT_REUSE_GRACE);
     let (_, header, _) = inst.maps.active_rules()?;
     let next = 1 - inst.maps.active_slot()?;
@@ -637,5 +672,5 @@ fn update_instance_here(
         .write_and_activate(next, &set, header.generation + 1)?;
     owner.set_label(label);
     inst.maps.owner.set(0, owner, 0)?;
-    Ok(())
+    Ok(offload_changes)
 }

@@ -1,7 +1,10 @@
 //! Device offloads impair changes while it is attached at egress, each
 //! restored exactly on detach and, after a crash, by the next impair command
 //! in the namespace (a journal file per engine in `/run/impair`, like the
-//! clsact window's, written before each change).
+//! clsact window's, written before each change). What the rules need is
+//! changed at attach, and by any later update that needs more: the owner's
+//! (`Engine::update`) or another process's (`impair update`, through
+//! [`apply_for_owner`]), all journaled in the owner's one file.
 //!
 //! **Transmit checksumming** off on the impaired device while a rule
 //! corrupts in `detectable` mode. A `CHECKSUM_PARTIAL` skb's L4 check field
@@ -169,12 +172,25 @@ impl Change {
     }
 }
 
-/// The offloads one engine changed, each restored by [`Offloads::restore`]
-/// (detach) or, if this process dies first, by [`recover`] from its journal
-/// file. Every change is journaled before it is made.
+/// The offloads of one instance: what was changed, each restored by
+/// [`Offloads::restore`] (detach) or, if the owning process dies first, by
+/// [`recover`] from its journal file. Every change is journaled before it
+/// is made.
+///
+/// The journal file (`offload-NETNS-IFINDEX-PID-TICKS`, named by the owning
+/// controller) exists for as long as the instance manages offloads (from
+/// attach to detach; never with `--keep-offloads`), even with no change in
+/// it: `impair update` from another process ([`apply_for_owner`]) finds it
+/// through the owner record, adds the changes a new rule set needs to it and
+/// makes them, and the owner's detach (or, after a crash, [`recover`])
+/// restores them with its own. No file: the instance leaves offloads alone,
+/// or it is detaching. Every reader and writer holds the instance's
+/// `UpdateLock` (journal.rs), so the file is never written by two at once
+/// and an update never adds to a journal the detach has already restored.
 #[derive(Debug)]
 pub(crate) struct Offloads {
-    changes: Vec<(String, u32, Change)>,
+    /// (interface index, what changed), in the order made.
+    changes: Vec<(u32, Change)>,
     journal: PathBuf,
 }
 
@@ -188,23 +204,30 @@ pub(crate) struct Wanted {
     pub per_wire_packet: bool,
 }
 
+/// The journal file of the instance on `ifindex` owned by (`pid`, `ticks`)
+/// in namespace `netns`.
+fn journal_path(netns: u64, ifindex: u32, pid: u32, ticks: u64) -> PathBuf {
+    PathBuf::from(DIR).join(format!("offload-{netns}-{ifindex}-{pid}-{ticks}"))
+}
+
 impl Offloads {
-    /// Makes the `wanted` changes on `iface` (index `ifindex`) and, for
-    /// forwarding, the namespace's other devices; settings already as wanted
-    /// are left alone. On an error, what was changed is undone.
+    /// Starts the journal of this process's instance on `ifindex` (in this
+    /// namespace) and makes the `wanted` changes on `iface` and, for
+    /// forwarding, the namespace's other devices; settings already as
+    /// wanted are left alone. On an error, what was changed is undone and
+    /// the journal removed. The caller holds the instance's `UpdateLock`.
     pub(crate) fn apply(iface: &str, ifindex: u32, wanted: Wanted) -> Result<Self> {
         fs::create_dir_all(DIR).with_context(|| format!("creating {DIR}"))?;
         let pid = std::process::id();
         let ticks = sys::process_start_ticks(pid).unwrap_or(0);
-        let journal = PathBuf::from(DIR).join(format!(
-            "offload-{}-{ifindex}-{pid}-{ticks}",
-            sys::netns_ino()?
-        ));
         let mut me = Self {
             changes: Vec::new(),
-            journal,
+            journal: journal_path(sys::netns_ino()?, ifindex, pid, ticks),
         };
-        if let Err(e) = me.apply_all(iface, ifindex, wanted) {
+        if let Err(e) = me
+            .write_journal()
+            .and_then(|()| me.apply_all(iface, ifindex, wanted))
+        {
             if let Err(u) = me.restore_all() {
                 tracing::warn!("undoing offload changes: {u:#}");
             }
@@ -213,16 +236,40 @@ impl Offloads {
         Ok(me)
     }
 
+    /// Makes the changes a new rule set wants beyond those made (by this
+    /// process or, through the journal, another); returns what it changed,
+    /// one line each. The caller holds the instance's `UpdateLock`.
+    pub(crate) fn apply_more(
+        &mut self,
+        iface: &str,
+        ifindex: u32,
+        wanted: Wanted,
+    ) -> Result<Vec<String>> {
+        self.reload();
+        let before = self.changes.len();
+        self.apply_all(iface, ifindex, wanted)?;
+        Ok(self.describe_from(before))
+    }
+
+    /// Takes the journal as the record of what was changed: another process
+    /// (`impair update`) may have added to it. Kept as it is when the file
+    /// cannot be read.
+    fn reload(&mut self) {
+        if let Ok(text) = fs::read_to_string(&self.journal) {
+            self.changes = text.lines().filter_map(Change::parse).collect();
+        }
+    }
+
     fn apply_all(&mut self, iface: &str, ifindex: u32, wanted: Wanted) -> Result<()> {
         if wanted.tx_checksum_off && tx_checksum(iface)? {
-            self.change(iface, ifindex, Change::TxChecksum, || {
+            self.change(ifindex, Change::TxChecksum, || {
                 set_tx_checksum(iface, false)
             })?;
         }
         if wanted.per_wire_packet {
             let old = gso_max_segs(iface)?;
             if old > 1 {
-                self.change(iface, ifindex, Change::GsoMaxSegs(old), || {
+                self.change(ifindex, Change::GsoMaxSegs(old), || {
                     set_gso_max_segs(iface, 1)
                 })?;
             }
@@ -230,7 +277,7 @@ impl Offloads {
                 for (other, index) in other_devices(iface)? {
                     // Devices without GRO (or without ethtool) are left alone.
                     if gro(&other).unwrap_or(false) {
-                        self.change(&other, index, Change::Gro, || set_gro(&other, false))?;
+                        self.change(index, Change::Gro, || set_gro(&other, false))?;
                     }
                 }
             }
@@ -238,15 +285,9 @@ impl Offloads {
         Ok(())
     }
 
-    /// Journals `c` on `iface`, then makes it with `make`.
-    fn change(
-        &mut self,
-        iface: &str,
-        ifindex: u32,
-        c: Change,
-        make: impl FnOnce() -> Result<()>,
-    ) -> Result<()> {
-        self.changes.push((iface.to_owned(), ifindex, c));
+    /// Journals `c` on `ifindex`, then makes it with `make`.
+    fn change(&mut self, ifindex: u32, c: Change, make: impl FnOnce() -> Result<()>) -> Result<()> {
+        self.changes.push((ifindex, c));
         self.write_journal()?;
         if let Err(e) = make() {
             self.changes.pop();
@@ -256,29 +297,36 @@ impl Offloads {
         Ok(())
     }
 
+    /// Replaces the journal file whole (a new file renamed over it, so a
+    /// process killed while writing leaves the old one or the new one).
     fn write_journal(&self) -> Result<()> {
         let text: String = self
             .changes
             .iter()
-            .map(|(_, i, c)| c.line(*i) + "\n")
+            .map(|(i, c)| c.line(*i) + "\n")
             .collect();
-        fs::write(&self.journal, text)
+        let mut tmp = self.journal.clone().into_os_string();
+        tmp.push(".new");
+        fs::write(&tmp, text)
+            .and_then(|()| fs::rename(&tmp, &self.journal))
             .with_context(|| format!("writing {}", self.journal.display()))
     }
 
-    /// Whether nothing was changed.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.changes.is_empty()
-    }
-
-    /// Puts every setting back, last change first, and removes the journal.
+    /// Puts every setting back, last change first, and removes the journal:
+    /// this process's changes and those `impair update` added. The caller
+    /// holds the instance's `UpdateLock`.
     pub(crate) fn restore(mut self) -> Result<()> {
+        self.reload();
         self.restore_all()
     }
 
     fn restore_all(&mut self) -> Result<()> {
         let mut result = Ok(());
-        while let Some((iface, _, c)) = self.changes.pop() {
+        while let Some((ifindex, c)) = self.changes.pop() {
+            // A device that is gone took its settings with it.
+            let Some(iface) = sys::ifname(ifindex) else {
+                continue;
+            };
             if let Err(e) = c.undo(&iface) {
                 result = result.and(Err(e));
             }
@@ -291,11 +339,44 @@ impl Offloads {
 
     /// What was changed, one line each, for the attach message.
     pub(crate) fn describe(&self) -> Vec<String> {
-        self.changes
+        self.describe_from(0)
+    }
+
+    fn describe_from(&self, first: usize) -> Vec<String> {
+        self.changes[first.min(self.changes.len())..]
             .iter()
-            .map(|(iface, _, c)| c.describe(iface))
+            .map(|(i, c)| c.describe(&sys::ifname(*i).unwrap_or_else(|| format!("ifindex {i}"))))
             .collect()
     }
+}
+
+/// `impair update` from another process: makes the changes `wanted` needs
+/// beyond those already made on the instance `owner` describes (on `iface`),
+/// journaled in the owner's file, so the owner's detach or, if it dies, the
+/// next impair command restores them with its own. An instance without a
+/// journal file leaves offloads alone (`--keep-offloads`, a pin, an impair
+/// from before updates changed offloads) or is detaching: nothing is
+/// changed, and `None` says so. Else returns what was changed, one line
+/// each. The caller holds the instance's `UpdateLock`.
+pub(crate) fn apply_for_owner(
+    owner: &impair_common::Owner,
+    iface: &str,
+    wanted: Wanted,
+) -> Result<Option<Vec<String>>> {
+    let journal = journal_path(
+        owner.netns_ino,
+        owner.ifindex,
+        owner.pid,
+        owner.pid_start_ticks,
+    );
+    if !journal.exists() {
+        return Ok(None);
+    }
+    let mut theirs = Offloads {
+        changes: Vec::new(),
+        journal,
+    };
+    theirs.apply_more(iface, owner.ifindex, wanted).map(Some)
 }
 
 /// The device's `gso_max_segs` (`ip -d -j link show`).
@@ -375,7 +456,12 @@ fn set_gro(iface: &str, on: bool) -> Result<()> {
 pub(crate) fn recover() -> Result<Vec<u32>> {
     let mut restored = Vec::new();
     for e in super::journal::dead_entries("offload")? {
-        let content = fs::read_to_string(&e.path).unwrap_or_default();
+        // Not while an `impair update` (which found the instance alive a
+        // moment ago) is adding to the file.
+        let _lock = super::journal::UpdateLock::take(e.ifindex)?;
+        let Ok(content) = fs::read_to_string(&e.path) else {
+            continue;
+        };
         let changes: Vec<(u32, Change)> = content.lines().filter_map(Change::parse).collect();
         for (ifindex, c) in changes.iter().rev() {
             if let Some(iface) = sys::ifname(*ifindex) {

@@ -7,7 +7,10 @@
 //! retransmits exactly the wire segments impair dropped; with `TC_ACT_SHOT`
 //! the local stack was told and resent whole skbs at once, so the two
 //! disagreed by an order of magnitude), and the engine's wire counters
-//! (`wire_packets`, `dropped_wire_packets`) count what TCP counts.
+//! (`wire_packets`, `dropped_wire_packets`) count what TCP counts; at the
+//! receiver, the data connection's `data_segs_in` (per wire segment, read
+//! from `ss -tinE` when the socket is destroyed) is what the sender's
+//! `data_segs_out` was less what impair dropped.
 //!
 //! Both topologies: the client's own egress (`c0`, a local sender) and the
 //! router's `r1` (forwarded traffic).
@@ -15,7 +18,9 @@
 //! Also with default offloads: `detectable` corruption of UDP is detected
 //! although the sender leaves checksums partial (impair turns transmit
 //! checksumming off on the impaired device while attached and restores it,
-//! also after a crash).
+//! also after a crash); and `impair update` from another process to a rule
+//! that decides per packet makes the offload changes the attach did not
+//! (restored by detach, and after the owner's crash).
 use std::{
     collections::HashMap,
     process::{Command, Stdio},
@@ -24,6 +29,7 @@ use std::{
 
 use impair_tests::{
     ns::{impair_in, probe, stats_json_in, stdout_ok, Controller},
+    ss,
     stats::assert_inside_99,
 };
 use impair_tools::lab::{self, Lab, LabOptions};
@@ -86,9 +92,15 @@ fn delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>, name: &str
 
 /// Sends [`BYTES`] client → server with iperf3 (one TCP connection, kernel
 /// defaults) and returns what the client's TCP counted meanwhile (and, named
-/// as nstat names them, the server's TcpInCsumErrors and DSACKs sent).
-fn iperf3(lab: &Lab) -> HashMap<&'static str, u64> {
+/// as nstat names them, the server's TcpInCsumErrors and DSACKs sent), and
+/// the data connection's own counters at its end, as `ss -tinE` shows each
+/// side's socket when it is destroyed (named `sender_*` and `receiver_*`:
+/// `sender_data_segs_out`, `sender_bytes_sent`, `sender_total_retrans`,
+/// `receiver_data_segs_in`, `receiver_bytes_received`, ...).
+fn iperf3(lab: &Lab) -> HashMap<String, u64> {
     let server_addr = lab.server_v4().to_string();
+    let sender_end = ss::Destroyed::start(&lab.client);
+    let receiver_end = ss::Destroyed::start(&lab.server);
     let mut server = Command::new("ip")
         .args([
             "netns",
@@ -123,16 +135,51 @@ fn iperf3(lab: &Lab) -> HashMap<&'static str, u64> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    let settle = Duration::from_millis(300);
+    let (sent, received) = (sender_end.finish(settle), receiver_end.finish(settle));
     let mut m = HashMap::new();
     for name in ["TcpOutSegs", "TcpRetransSegs", "TcpExtTCPDSACKRecvSegs"] {
-        m.insert(name, delta(&before, &after, name));
+        m.insert(name.to_owned(), delta(&before, &after, name));
     }
     for name in [
         "TcpInCsumErrors",
         "TcpExtTCPDSACKOldSent",
         "TcpExtTCPDSACKOfoSent",
     ] {
-        m.insert(name, delta(&server_before, &server_after, name));
+        m.insert(name.to_owned(), delta(&server_before, &server_after, name));
+    }
+    // The data connection: of the server port's connections (iperf3's
+    // control connection is the other), the one that received the most; the
+    // client's socket of the same four-tuple.
+    let port: u16 = PORT.parse().unwrap();
+    let rx = received
+        .iter()
+        .filter(|s| s.local_port() == Some(port) && s.peer_port().is_some())
+        .max_by_key(|s| s.n("data_segs_in"))
+        .unwrap_or_else(|| panic!("no destroyed server socket on port {port}: {received:?}"));
+    let tx = sent
+        .iter()
+        .find(|s| s.local == rx.peer && s.peer == rx.local)
+        .unwrap_or_else(|| panic!("the client's end of {rx:?} not seen destroyed: {sent:?}"));
+    for f in [
+        "data_segs_out",
+        "bytes_sent",
+        "bytes_acked",
+        "bytes_retrans",
+        "mss",
+    ] {
+        m.insert(format!("sender_{f}"), tx.n(f));
+    }
+    // `retrans:CURRENT/TOTAL`: the segments retransmitted over the connection.
+    let total_retrans = tx
+        .fields
+        .get("retrans")
+        .and_then(|v| v.split('/').nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    m.insert("sender_total_retrans".to_owned(), total_retrans);
+    for f in ["data_segs_in", "bytes_received"] {
+        m.insert(format!("receiver_{f}"), rx.n(f));
     }
     let mut why: Vec<String> = after
         .keys()
@@ -188,6 +235,17 @@ fn loss_is_repaired_by_the_sender(
     if extra.contains(&"netlink") {
         assert_eq!(stats["owner"]["attach_mode"], "netlink", "{stats}");
     }
+    assert_loss_repaired(tag, &stats, &tcp, per_wire);
+}
+
+/// The checks of [`loss_is_repaired_by_the_sender`] on one run's engine
+/// counters (`impair stats --json`) and TCP counters ([`iperf3`]).
+fn assert_loss_repaired(
+    tag: &str,
+    stats: &serde_json::Value,
+    tcp: &HashMap<String, u64>,
+    per_wire: bool,
+) {
     let rule = &stats["rules"][0];
     let n = |k: &str| rule[k].as_u64().unwrap_or_else(|| panic!("{k}: {stats}"));
     let (out, retrans, spurious) = (
@@ -240,6 +298,67 @@ fn loss_is_repaired_by_the_sender(
         "engine wire packets {wire} vs TcpOutSegs + TcpRetransSegs {}: {stats}",
         out + retrans
     );
+    receiver_counts_what_was_not_dropped(tag, tcp, wire, dropped);
+}
+
+/// At the receiver, the data connection's `data_segs_in` (per wire segment,
+/// as `ss -ti` shows it; read when the socket is destroyed, so these are its
+/// last values) is what the sender sent less what impair dropped.
+///
+/// Every data segment the sender transmitted on the data connection (its
+/// `data_segs_out`, retransmissions included) was either dropped by impair,
+/// counted by the receiver (`data_segs_in`, duplicates included), or still
+/// on its way when the receiver's socket went (the tail: iperf3's server
+/// closes the data connection with unread data once the client says it has
+/// written everything, and the kernel resets it). So
+/// `data_segs_in = data_segs_out − dropped_data − tail`, where:
+/// - `dropped_data` is at most the engine's `dropped_wire_packets`, and
+///   less by the drops that were no data segment of the data connection:
+///   at most `other` = the rule's wire packets that were not (`wire_packets
+///   − data_segs_out`: handshakes, FINs and resets, iperf3's control
+///   connection; a few dozen). Nothing else drops: a veth has no loss of
+///   its own.
+/// - the tail is at most the segments of the stream the receiver had not
+///   received in order when its socket went: `ceil((bytes_sent −
+///   bytes_retrans − bytes_received) / mss) + 1` (the stream's length at
+///   the sender less the receiver's in-order bytes, in segments: iperf3
+///   writes 128 KB blocks back to back and TCP fills every segment to the
+///   MSS, so only the stream's last segment may be shorter, the `+ 1`).
+///   Each such segment has at most one copy on its way (a second one would
+///   be a retransmission sent less than a round trip after the first).
+///   Nothing else is on its way: a copy of data the receiver already had
+///   arrives before the reset, in a few µs on a veth, unless it was sent in
+///   the last of them; then this fails and says so.
+///
+/// Hence `out − dropped − tail_bound ≤ data_segs_in ≤ out − dropped +
+/// other`: the engine's count of dropped wire packets is what the receiver
+/// misses, to the packet up to these two few-dozen-segment terms.
+fn receiver_counts_what_was_not_dropped(
+    tag: &str,
+    tcp: &HashMap<String, u64>,
+    wire: u64,
+    dropped: u64,
+) {
+    let out = tcp["sender_data_segs_out"];
+    let data_in = tcp["receiver_data_segs_in"];
+    let stream_bytes = tcp["sender_bytes_sent"] - tcp["sender_bytes_retrans"];
+    let undelivered_bytes = stream_bytes.saturating_sub(tcp["receiver_bytes_received"]);
+    let tail = undelivered_bytes.div_ceil(tcp["sender_mss"].max(1)) + 1;
+    let other = wire.saturating_sub(out);
+    let expected = out - dropped.min(out);
+    say(format_args!(
+        "{tag}: receiver data_segs_in {data_in}; sender data_segs_out {out} (retransmitted {}), engine \
+         dropped {dropped} wire packets: expected {expected}, difference {} (allowed -{tail}..=+{other}; \
+         {undelivered_bytes} bytes of the stream not received in order at the end)",
+        tcp["sender_total_retrans"],
+        data_in as i64 - expected as i64,
+    ));
+    assert!(out >= MIN_SEGMENTS, "{out} data segments sent: {tcp:?}");
+    assert!(
+        (expected.saturating_sub(tail)..=expected + other).contains(&data_in),
+        "receiver data_segs_in {data_in}, sender data_segs_out {out} − impair's dropped wire packets {dropped} = \
+         {expected} (allowed −{tail} (not yet delivered at the end) .. +{other} (drops of other packets)): {tcp:?}"
+    );
 }
 
 /// The client's own egress: a local TCP sender, decided per wire packet
@@ -291,7 +410,7 @@ fn forwarded_tcp_loss_is_retransmitted_exactly() {
 
 /// The rule's counters after iperf3 through `impair attach c0 ARGS` (the
 /// client's own egress, TCP to the server), and what TCP counted.
-fn tcp_through_client(tag: &str, args: &[&str]) -> (serde_json::Value, HashMap<&'static str, u64>) {
+fn tcp_through_client(tag: &str, args: &[&str]) -> (serde_json::Value, HashMap<String, u64>) {
     let lab = lab_with_offloads(tag);
     let dst = format!("{}/32", lab.server_v4());
     let all = [&["--proto", "tcp", "--dst", &dst][..], args].concat();
@@ -460,4 +579,176 @@ fn detectable_udp_corruption_with_default_offloads_forwarded() {
         |l| l.router.as_str(),
         lab::ROUTER_EGRESS,
     );
+}
+
+/// `impair update` from another process turns a rule that decides nothing
+/// per packet (`--corrupt 0%`: the attach changes no offload) into `--loss
+/// 1%`: the update makes the local sender build one wire packet per skb
+/// (`gso_max_segs` 1, journaled in the owner's journal file), so the loss
+/// is decided per wire packet and repaired exactly as with `--loss` given
+/// at attach, and the owner's detach restores every feature exactly. Then
+/// the same update on a controller that is SIGKILLed afterwards: the next
+/// `impair detach` restores what the update changed.
+#[test]
+fn update_to_loss_from_another_process_sets_and_restores_offloads() {
+    let tag = "tcpupd";
+    let lab = lab_with_offloads(tag);
+    let (ns, iface) = (lab.client.clone(), lab::CLIENT_IF);
+    let dst = format!("{}/32", lab.server_v4());
+    let attach = [
+        "--proto",
+        "tcp",
+        "--dst",
+        &dst,
+        "--corrupt",
+        "0%",
+        "--seed",
+        "7",
+    ];
+    let update = ["update", iface, "--loss", "1%"];
+    let before = features(&lab, &ns, iface);
+    assert!(before.contains("gso_max_segs 65535\n"), "{before}");
+
+    let ctl = Controller::start_in(&ns, iface, &attach);
+    assert_eq!(
+        features(&lab, &ns, iface),
+        before,
+        "--corrupt 0% changes no offload"
+    );
+    let out = stdout_ok(&impair_in(&ns, &update));
+    assert!(
+        out.contains(&format!("{iface}: gso_max_segs 1 (was 65535)")),
+        "{out}"
+    );
+    let during = features(&lab, &ns, iface);
+    assert!(during.contains("gso_max_segs 1\n"), "{during}");
+    let tcp = iperf3(&lab);
+    let stats = stats_json_in(&ns, iface, &[]);
+    drop(ctl);
+    assert_eq!(
+        features(&lab, &ns, iface),
+        before,
+        "detach restores what the update changed"
+    );
+    assert_loss_repaired(tag, &stats, &tcp, true);
+
+    // The owner killed after another process's update: the journal is the
+    // owner's, so the next impair command restores it.
+    let ctl = Controller::start_in(&ns, iface, &attach);
+    let out = stdout_ok(&impair_in(&ns, &update));
+    assert!(out.contains("gso_max_segs 1"), "{out}");
+    assert!(!ctl.signal_and_wait(libc::SIGKILL).success());
+    let left = features(&lab, &ns, iface);
+    assert!(left.contains("gso_max_segs 1\n"), "{left}");
+    let out = stdout_ok(&impair_in(&ns, &["detach", iface]));
+    assert!(out.contains("removed"), "{out}");
+    assert_eq!(
+        features(&lab, &ns, iface),
+        before,
+        "restored after the owner's crash"
+    );
+
+    // --keep-offloads: an update changes nothing either.
+    let ctl = Controller::start_in(&ns, iface, &[&attach[..], &["--keep-offloads"]].concat());
+    let out = stdout_ok(&impair_in(&ns, &update));
+    assert!(!out.contains("gso_max_segs"), "{out}");
+    assert_eq!(features(&lab, &ns, iface), before, "--keep-offloads");
+    drop(ctl);
+}
+
+/// The same change made by the owning process itself (`Engine::update`): a
+/// scenario whose first step decides nothing per packet (`--corrupt 0%`)
+/// and whose second loses 1% sets `gso_max_segs` 1 at the step, and a
+/// SIGTERM restores it; a SIGKILL after the step leaves it to the next
+/// `impair detach`, which restores it.
+#[test]
+fn scenario_step_to_loss_sets_and_restores_offloads() {
+    let lab = lab_with_offloads("tcpscn");
+    let dir = impair_tests::Scratch::new("tcpscn");
+    let path = dir.file(
+        "s.toml",
+        "[[step]]\nduration = \"1s\"\n[[step.rule]]\nproto = \"tcp\"\ncorrupt = \"0%\"\n\
+         [[step]]\nduration = \"60s\"\n[[step.rule]]\nproto = \"tcp\"\nloss = \"1%\"\n",
+    );
+    let (ns, iface) = (lab.client.clone(), lab::CLIENT_IF);
+    let before = features(&lab, &ns, iface);
+    let step_two = || {
+        let t = std::time::Instant::now();
+        loop {
+            let now = features(&lab, &ns, iface);
+            if now.contains("gso_max_segs 1\n") {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "step 2 (1% loss) did not set gso_max_segs 1: {now}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    for kill in [libc::SIGTERM, libc::SIGKILL] {
+        let ctl = Controller::start_in(&ns, iface, &["--scenario", &path]);
+        assert_eq!(
+            features(&lab, &ns, iface),
+            before,
+            "step 1 changes no offload"
+        );
+        step_two();
+        let status = ctl.signal_and_wait(kill);
+        if kill == libc::SIGKILL {
+            assert!(!status.success());
+            let out = stdout_ok(&impair_in(&ns, &["detach", iface]));
+            assert!(out.contains("removed"), "{out}");
+        } else {
+            assert!(status.success());
+        }
+        assert_eq!(
+            features(&lab, &ns, iface),
+            before,
+            "restored after signal {kill}"
+        );
+    }
+}
+
+/// At a router (the namespace forwards), an update from another process to
+/// `--loss 1%` also turns GRO off on the router's other device (`r0`, where
+/// the client's segments arrive; a veth's GRO is off by default, so the
+/// test turns it on first, as a NIC has it), journaled in the owner's file:
+/// after a detach, and after a SIGKILL and `impair detach`, both devices'
+/// features are exactly as before.
+#[test]
+fn update_at_a_router_turns_gro_off_and_detach_restores() {
+    let lab = lab_with_offloads("updrtr");
+    let (ns, iface) = (lab.router.clone(), lab::ROUTER_EGRESS);
+    lab.exec(&ns, &["ethtool", "-K", lab::ROUTER_INGRESS, "gro", "on"])
+        .unwrap();
+    let both = || features(&lab, &ns, iface) + &features(&lab, &ns, lab::ROUTER_INGRESS);
+    let before = both();
+    assert!(
+        features(&lab, &ns, lab::ROUTER_INGRESS).contains("generic-receive-offload: on"),
+        "{before}"
+    );
+    for kill in [libc::SIGTERM, libc::SIGKILL] {
+        let ctl = Controller::start_in(&ns, iface, &["--proto", "tcp", "--corrupt", "0%"]);
+        assert_eq!(both(), before, "--corrupt 0% changes no offload");
+        let out = stdout_ok(&impair_in(&ns, &["update", iface, "--loss", "1%"]));
+        assert!(
+            out.contains(&format!(
+                "{}: generic-receive-offload off",
+                lab::ROUTER_INGRESS
+            )),
+            "{out}"
+        );
+        let during = features(&lab, &ns, lab::ROUTER_INGRESS);
+        assert!(during.contains("generic-receive-offload: off"), "{during}");
+        let status = ctl.signal_and_wait(kill);
+        if kill == libc::SIGKILL {
+            assert!(!status.success());
+            let out = stdout_ok(&impair_in(&ns, &["detach", iface]));
+            assert!(out.contains("removed"), "{out}");
+        } else {
+            assert!(status.success());
+        }
+        assert_eq!(both(), before, "restored after signal {kill}");
+    }
 }
