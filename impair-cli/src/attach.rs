@@ -314,4 +314,3 @@ pub(crate) fn attach(a: AttachArgs, netns: Option<&str>) -> Result<()> {
     }
     Ok(())
 }
-

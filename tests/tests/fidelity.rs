@@ -710,14 +710,7 @@ fn ingress_rate_through_an_ifb_beside_netem_on_an_ifb() {
         "s0",
         // A rate on received traffic shapes through the ifb (EDT + fq, as
         // at egress; --police would drop at the hook instead).
-        &[
-            "--direction",
-            "ingress",
-            "--rate",
-            rate,
-            "--queue",
-            "100ms",
-        ],
+        &["--direction", "ingress", "--rate", rate, "--queue", "100ms"],
     );
     let Flooded {
         sent,
@@ -728,17 +721,13 @@ fn ingress_rate_through_an_ifb_beside_netem_on_an_ifb() {
     let stats = impair_tests::ns::stats_json_in(&lab.server, "s0", &[]);
     drop(ctl);
     Site::ServerIngress.assert_restored(&lab, &before);
-    let netem = with_netem_on_ifb(
-        &lab,
-        &["rate", rate, "limit", "100000"],
-        || flood_rate(&lab, rate_bps * 1.5),
-    );
+    let netem = with_netem_on_ifb(&lab, &["rate", rate, "limit", "100000"], || {
+        flood_rate(&lab, rate_bps * 1.5)
+    });
     let bps = |w: &[(u64, f64)]| w.iter().map(|x| x.1).collect::<Vec<f64>>();
     report(
         &format!("ingress rate {rate} (ifb)"),
-        &format!(
-            "rate {rate} queue 100ms on received traffic, offered 1.5x; netem on an ifb"
-        ),
+        &format!("rate {rate} queue 100ms on received traffic, offered 1.5x; netem on an ifb"),
         json!({"window_bps": bps(&windows), "configured_bps": rate_bps,
                "windows": flood::describe_windows(&windows, &stalls, window),
                "dropped_queue": stats["rules"][0]["dropped_queue"], "lost": sent - received as u64}),

@@ -171,7 +171,9 @@ impl Engine {
         hooks.check_at(&opts.rules, with_ifb)?;
         if with_ifb && !ifb::redirects_to_ifb(&ifb::kernel_release()) {
             return Err(Error::IngressHoldNeedsLinux64 {
-                what: hooks.first_holding(&opts.rules).unwrap_or(EgressOnly::Delay),
+                what: hooks
+                    .first_holding(&opts.rules)
+                    .unwrap_or(EgressOnly::Delay),
                 release: ifb::kernel_release(),
             }
             .into());

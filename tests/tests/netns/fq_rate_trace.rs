@@ -219,6 +219,10 @@ fn step_trace_on_received_traffic_per_100ms_window() {
     }
 }
 
+#[allow(
+    clippy::print_stdout,
+    reason = "the per-window report, captured by libtest unless the test fails"
+)]
 fn step_trace(site: Site, tag: &str, test: &str) {
     let lab = lab(tag);
     if !fq_or_note(

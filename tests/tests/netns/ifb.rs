@@ -48,7 +48,14 @@ pub(super) fn ifb_path_or_refused(tag: &str, test: &str) -> bool {
     // A rate shapes through the ifb too, and says how to police instead.
     let out = SITE.impair(
         &lab,
-        &["attach", SERVER_IF, "--direction", "ingress", "--rate", "2mbit"],
+        &[
+            "attach",
+            SERVER_IF,
+            "--direction",
+            "ingress",
+            "--rate",
+            "2mbit",
+        ],
     );
     impair_tests::ns::assert_refused("ingress rate before 6.4", &out, &["6.4", "--police"]);
     assert_eq!(SITE.state(&lab), before, "a refusal changes nothing");
@@ -259,7 +266,14 @@ fn ingress_delay_without_fq_is_refused_and_leaves_no_ifb() {
     // it polices: without fq the refusal names the way that needs none.
     let out = SITE.impair(
         &lab,
-        &["attach", SERVER_IF, "--direction", "ingress", "--rate", "2mbit"],
+        &[
+            "attach",
+            SERVER_IF,
+            "--direction",
+            "ingress",
+            "--rate",
+            "2mbit",
+        ],
     );
     impair_tests::ns::assert_refused("ingress rate without fq", &out, &["fq", "--police"]);
     assert_eq!(SITE.state(&lab), before, "a refusal changes nothing");
