@@ -248,12 +248,13 @@ fn tcp_goodput_at_1pct_loss_and_20ms_rtt_matches_netem_and_mathis() {
         tc(&lab, r, &["qdisc", "del", "dev", egress, "root"]);
     }
     let (i, off, on) = (mean_bps(&imp), mean_bps(&ref_off), mean_bps(&ref_on));
-    let rtt_s = imp.iter().map(|r| r.min_rtt_s).fold(f64::MAX, f64::min);
+    let min_rtt = |runs: &[Run]| runs.iter().map(|r| r.min_rtt_s).fold(f64::MAX, f64::min);
+    let rtt_s = min_rtt(&imp);
     let mathis = 1448.0 * 8.0 / rtt_s * 1.5f64.sqrt() / 0.01f64.sqrt();
     note(format!(
         "{test}: impair {} (runs {:?}; engine dropped {} of {} packets), netem offloads off {} \
-         (runs {:?}), netem offloads on {} (runs {:?}), Mathis {} at min RTT {:.1} ms; \
-         impair/netem {:.3}, impair/Mathis {:.3}",
+         (runs {:?}, min RTT {:.1} ms), netem offloads on {} (runs {:?}), Mathis {} at min RTT \
+         {:.1} ms; impair/netem {:.3}, impair/Mathis {:.3}",
         mbit(i),
         imp.iter().map(|r| mbit(r.received_bps)).collect::<Vec<_>>(),
         dropped.0,
@@ -263,6 +264,7 @@ fn tcp_goodput_at_1pct_loss_and_20ms_rtt_matches_netem_and_mathis() {
             .iter()
             .map(|r| mbit(r.received_bps))
             .collect::<Vec<_>>(),
+        min_rtt(&ref_off) * 1e3,
         mbit(on),
         ref_on
             .iter()
@@ -295,9 +297,10 @@ fn tcp_goodput_at_1pct_loss_and_20ms_rtt_matches_netem_and_mathis() {
 /// in its place (`impair-ebpf/src/duplicate.rs`, `release`), as netem
 /// orphans what it holds, so a local sender through `--delay 50ms` at its
 /// own egress (`c0`) reaches at least 80% of the same flow through the same
-/// delay at the router (`r1`): rounds interleaved in the same lab, the
-/// median of the rounds' ratios judged (TCG's throughput swings by 2× from
-/// one 6 s run to the next on a busy host).
+/// delay at the router (`r1`): three rounds interleaved in the same lab, the
+/// ratio of the two means judged (TCG's throughput swings by 2× from one
+/// 6 s run to the next on a busy host: per-round ratios of 0.60, 0.89 and
+/// 1.67 on 6.1, means within 3%).
 #[test]
 fn local_sender_through_50ms_delay_against_the_router() {
     let test = "fq::tcp::local_sender_through_50ms_delay_against_the_router";
@@ -320,13 +323,11 @@ fn local_sender_through_50ms_delay_against_the_router() {
         assert!(ctl.signal_and_wait(libc::SIGTERM).success());
     }
     let (l, r) = (mean_bps(&local), mean_bps(&routed));
-    let mut ratios: Vec<f64> = local
+    let ratios: Vec<f64> = local
         .iter()
         .zip(&routed)
         .map(|(l, r)| l.received_bps / r.received_bps)
         .collect();
-    ratios.sort_by(f64::total_cmp);
-    let median = ratios[ratios.len() / 2];
     note(format!(
         "{test}: local sender {} (runs {:?}, min RTT {:.1} ms), through the router {} (runs \
          {:?}, min RTT {:.1} ms): ratio of the means {:.3}, per round {ratios:.3?}",
@@ -346,9 +347,10 @@ fn local_sender_through_50ms_delay_against_the_router() {
     ));
     assert!(l > 0.0 && r > 0.0);
     assert!(
-        median >= 0.8,
-        "a local sender through 50 ms reaches {median:.3} (median of the rounds' ratios \
-         {ratios:.3?}) of the same flow delayed at the router; at least 0.8 expected"
+        l / r >= 0.8,
+        "a local sender through 50 ms reaches {:.3} (ratio of the means; per round \
+         {ratios:.3?}) of the same flow delayed at the router; at least 0.8 expected",
+        l / r
     );
 }
 
