@@ -46,20 +46,21 @@ pub(super) fn ifb_path_or_refused(tag: &str, test: &str) -> bool {
     );
     impair_tests::ns::assert_refused("ingress duplicate before 6.4", &out, &["6.4"]);
     // A rate shapes through the ifb too, and says how to police instead.
-    let out = SITE.impair(
+    refuse_ingress(
         &lab,
-        &[
-            "attach",
-            SERVER_IF,
-            "--direction",
-            "ingress",
-            "--rate",
-            "2mbit",
-        ],
+        &["--rate", "2mbit"],
+        "ingress rate before 6.4",
+        &["6.4", "--police"],
     );
-    impair_tests::ns::assert_refused("ingress rate before 6.4", &out, &["6.4", "--police"]);
     assert_eq!(SITE.state(&lab), before, "a refusal changes nothing");
     false
+}
+
+/// `impair attach s0 --direction ingress ARGS` is refused (exit 2, one line
+/// with each of `needles`).
+fn refuse_ingress(lab: &impair_tools::lab::Lab, args: &[&str], what: &str, needles: &[&str]) {
+    let all = [&["attach", SERVER_IF, "--direction", "ingress"][..], args].concat();
+    impair_tests::ns::assert_refused(what, &SITE.impair(lab, &all), needles);
 }
 
 /// The ifb devices in the server's namespace, one per line.
@@ -264,18 +265,12 @@ fn ingress_delay_without_fq_is_refused_and_leaves_no_ifb() {
     assert_eq!(ifbs(&lab), "");
     // A rate on received traffic shapes (through the ifb, with fq) unless
     // it polices: without fq the refusal names the way that needs none.
-    let out = SITE.impair(
+    refuse_ingress(
         &lab,
-        &[
-            "attach",
-            SERVER_IF,
-            "--direction",
-            "ingress",
-            "--rate",
-            "2mbit",
-        ],
+        &["--rate", "2mbit"],
+        "ingress rate without fq",
+        &["fq", "--police"],
     );
-    impair_tests::ns::assert_refused("ingress rate without fq", &out, &["fq", "--police"]);
     assert_eq!(SITE.state(&lab), before, "a refusal changes nothing");
     assert_eq!(ifbs(&lab), "");
 }
