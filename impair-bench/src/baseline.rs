@@ -14,6 +14,9 @@ const BEFORE_JSON: &str = include_str!("../baselines/before-issue-18.json");
 pub(crate) struct Baseline {
     pub(crate) sources: BTreeMap<String, String>,
     pub(crate) noise_ns: String,
+    /// The CPU model the before column was measured on (a prefix of
+    /// /proc/cpuinfo's model name).
+    pub(crate) machine: String,
     pub(crate) paths: Vec<BeforePath>,
     pub(crate) rules: BeforeRules,
     pub(crate) changes: Vec<String>,
@@ -77,6 +80,9 @@ pub(crate) fn before_after_markdown(m: &mut String, r: &Report, b: &Baseline) {
         let _ = writeln!(m, "- `{id}`: {what}");
     }
     let _ = writeln!(m, "\nThe two measurements differ in method: the before column is the lowest of several runs on a loaded machine, the after column one run's median (of five calls) on the machine this report names. {} Differences smaller than that are not changes.\n", b.noise_ns);
+    if !r.run.machine.starts_with(&b.machine) {
+        let _ = writeln!(m, "**Different machines.** The before column was measured on an {} VM; this run's CPU is {}. The columns compare CPUs as well as code: only this run's column, its floors and its targets speak for this commit.\n", b.machine, r.run.machine);
+    }
     let _ = writeln!(
         m,
         "| path | before ns | source | issue 18 as filed, ns | after ns (this run) | change |\n|---|---|---|---|---|---|"
