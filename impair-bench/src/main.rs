@@ -76,7 +76,26 @@ pub(crate) struct Opts {
     pub(crate) micro_only: bool,
 }
 
-pub(crate) fn parse_args() -> Result<Opts> {
+/// `impair-bench --help`.
+const USAGE: &str = "\
+impair-bench: impair's benchmarks (root; `cargo xtask bench` builds and runs it)
+
+usage: impair-bench [--quick] [--rounds N] [--out DIR] [--docs FILE]
+                    [--peers] [--peers-from FILE]... [--micro-only]
+
+  --quick            3 rounds of 0.3 s per arm, 20,000 test runs per call
+  --rounds N         rounds of every arm (N >= 1; default 10, 3 with --quick)
+  --out DIR          bench.json, benchmarks.md and the SVGs (default target/bench)
+  --docs FILE        also write the report to FILE and its SVGs to FILE's
+                     directory/bench/ (`cargo xtask bench`: docs/benchmarks.md)
+  --peers            only netem, tbf and htb against impair (the VM tier); prints
+                     one IMPAIR-BENCH-PEERS line
+  --peers-from FILE  render a --peers run (its JSON or a console log) in the report
+  --micro-only       only the BPF_PROG_TEST_RUN per-path costs, on stderr
+  --help             this text";
+
+/// Usage errors: one line naming the value and what is allowed.
+pub(crate) fn parse_args() -> std::result::Result<Option<Opts>, String> {
     let mut o = Opts {
         quick: false,
         rounds: 10,
@@ -86,33 +105,42 @@ pub(crate) fn parse_args() -> Result<Opts> {
         peers_from: Vec::new(),
         micro_only: false,
     };
+    let mut rounds = None;
     let mut it = std::env::args().skip(1);
+    let value = |it: &mut std::iter::Skip<std::env::Args>, flag: &str, what: &str| {
+        it.next()
+            .ok_or_else(|| format!("{flag} needs a value: {flag} {what}"))
+    };
     while let Some(a) = it.next() {
         match a.as_str() {
+            "--help" | "-h" => return Ok(None),
             "--quick" => o.quick = true,
-            "--rounds" => o.rounds = it.next().context("--rounds N")?.parse()?,
-            "--out" => o.out = it.next().context("--out DIR")?.into(),
-            "--docs" => o.docs = Some(it.next().context("--docs FILE")?.into()),
+            "--rounds" => {
+                let v = value(&mut it, "--rounds", "N")?;
+                rounds = Some(v.parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    format!("--rounds {v}: the number of rounds is a whole number, at least 1")
+                })?);
+            }
+            "--out" => o.out = value(&mut it, "--out", "DIR")?.into(),
+            "--docs" => o.docs = Some(value(&mut it, "--docs", "FILE")?.into()),
             "--peers" => o.peers = true,
             "--micro-only" => o.micro_only = true,
-            "--peers-from" => o
-                .peers_from
-                .push(it.next().context("--peers-from FILE")?.into()),
-            other => bail!("unknown argument {other}: impair-bench [--quick] [--rounds N] [--out DIR] [--docs FILE] [--peers] [--peers-from FILE]... [--micro-only]"),
+            "--peers-from" => o.peers_from.push(value(&mut it, "--peers-from", "FILE")?.into()),
+            other => {
+                return Err(format!(
+                    "unknown argument {other}: allowed are --quick, --rounds N, --out DIR, --docs FILE, --peers, --peers-from FILE, --micro-only, --help"
+                ))
+            }
         }
     }
-    if o.quick && o.rounds == 10 {
-        o.rounds = 3;
-    }
-    if o.rounds < 1 {
-        bail!("--rounds must be at least 1");
-    }
-    Ok(o)
+    o.rounds = rounds.unwrap_or(if o.quick { 3 } else { 10 });
+    Ok(Some(o))
 }
 
 // ---------------------------------------------------------------- micro
 
 mod arms;
+mod baseline;
 mod floor;
 mod micro;
 mod peers;
@@ -121,10 +149,20 @@ mod targets;
 mod tcp;
 
 #[allow(unused_imports)]
-use {arms::*, micro::*, peers::*, report::*, targets::*, tcp::*};
+use {arms::*, baseline::*, micro::*, peers::*, report::*, targets::*, tcp::*};
 
 fn main() -> Result<()> {
-    let o = parse_args()?;
+    let o = match parse_args() {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            println!("{USAGE}");
+            return Ok(());
+        }
+        Err(e) => {
+            eprintln!("impair-bench: {e}");
+            std::process::exit(2);
+        }
+    };
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("impair-bench needs root (BPF, network namespaces)");
@@ -135,13 +173,16 @@ fn main() -> Result<()> {
     if o.peers {
         return peers(&o, cpus);
     }
-    let load_at_start = load_average();
+    let (load_at_start, commit, date_utc) = (load_average(), git_commit(), utc_now());
     let peer_runs = load_peers(&o.peers_from)?;
     // BPF_PROG_TEST_RUN pins its thread to CPU 0; the lab arms must not be.
     let quick = o.quick;
-    let micro = std::thread::spawn(move || micro(quick))
-        .join()
-        .map_err(|_| anyhow::anyhow!("the microbenchmark thread panicked"))??;
+    let (micro, clock) = std::thread::spawn(move || -> Result<_> {
+        let m = micro(quick)?;
+        Ok((m, clock_cost(quick)))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the microbenchmark thread panicked"))??;
     if o.micro_only {
         return Ok(());
     }
@@ -258,9 +299,12 @@ fn main() -> Result<()> {
     let report = Report {
         run: RunInfo {
             load_at_start,
+            commit,
+            date_utc,
             ..RunInfo::new(&o, cpus)
         },
         micro,
+        clock,
         arms: summary,
         vs_floor,
         tcp,
@@ -288,13 +332,35 @@ fn main() -> Result<()> {
         .filter(|x| x.case == "rules")
         .map(|x| (x.rules, x.ns_per_packet))
         .collect();
-    let rsvg = rules_svg(&pts);
+    let base = baseline()?;
+    let rsvg = rules_svg(&[
+        RulesCurve {
+            name: "this run".into(),
+            points: &pts,
+            color: "#1f6feb",
+            dashed: false,
+        },
+        RulesCurve {
+            name: format!("before ({})", base.rules.before.source),
+            points: &base.rules.before.points,
+            color: "#8c8c8c",
+            dashed: true,
+        },
+        RulesCurve {
+            name: format!("{} as filed", base.rules.as_filed.source),
+            points: &base.rules.as_filed.points,
+            color: "#c0c0c0",
+            dashed: true,
+        },
+    ]);
+    let ba_svg = before_after_svg(&report, &base);
     std::fs::write(o.out.join("arms.svg"), &arms_svg)?;
     std::fs::write(o.out.join("rules.svg"), &rsvg)?;
+    std::fs::write(o.out.join("before-after.svg"), &ba_svg)?;
     for p in &report.peers {
         std::fs::write(o.out.join(peers_svg_name(p)), peers_svg(p))?;
     }
-    let md = markdown(&report);
+    let md = markdown(&report, &base);
     std::fs::write(o.out.join("benchmarks.md"), &md)?;
     if let Some(docs) = &o.docs {
         let dir = docs
@@ -304,6 +370,7 @@ fn main() -> Result<()> {
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("arms.svg"), &arms_svg)?;
         std::fs::write(dir.join("rules.svg"), &rsvg)?;
+        std::fs::write(dir.join("before-after.svg"), &ba_svg)?;
         for p in &report.peers {
             std::fs::write(dir.join(peers_svg_name(p)), peers_svg(p))?;
         }

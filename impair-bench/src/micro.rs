@@ -301,3 +301,70 @@ fn matrix_scaling(frame: &[u8], repeat: u32) -> Result<Vec<Micro>> {
     }
     Ok(out)
 }
+
+/// What reading the clock costs here, measured from user space on CPU 0
+/// right after the microbenchmarks: the data path's `bpf_ktime_get_ns`
+/// reads the same clocksource, so a machine whose clock is dear (a VM
+/// without a cheap TSC) makes every path that needs the time dear.
+#[derive(Serialize, Clone)]
+pub(crate) struct ClockCost {
+    /// /sys/devices/system/clocksource/clocksource0/current_clocksource.
+    pub(crate) clocksource: String,
+    /// ns per `clock_gettime(CLOCK_MONOTONIC)` (the vDSO where it can).
+    pub(crate) clock_gettime_ns: f64,
+    /// ns per `lfence; rdtsc` (x86-64 only): the read the kernel's clock
+    /// makes under a TSC or kvm-clock clocksource.
+    pub(crate) rdtsc_ns: Option<f64>,
+}
+
+/// The median over five loops of `n` calls of `f`, in ns per call.
+fn ns_per_call(n: u32, mut f: impl FnMut()) -> f64 {
+    let mut samples: Vec<f64> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..n {
+                f();
+            }
+            t.elapsed().as_nanos() as f64 / f64::from(n)
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    samples[2]
+}
+
+pub(crate) fn clock_cost(quick: bool) -> ClockCost {
+    let n = if quick { 100_000 } else { 1_000_000 };
+    let clocksource =
+        std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
+            .map_or_else(|_| "unknown".to_owned(), |s| s.trim().to_owned());
+    let clock_gettime_ns = ns_per_call(n, || {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid timespec for the call to write.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        std::hint::black_box(ts);
+    });
+    #[cfg(target_arch = "x86_64")]
+    let rdtsc_ns = Some(ns_per_call(n, || {
+        // SAFETY: lfence and rdtsc exist on every x86-64 CPU and touch no
+        // memory.
+        let t = unsafe {
+            std::arch::x86_64::_mm_lfence();
+            std::arch::x86_64::_rdtsc()
+        };
+        std::hint::black_box(t);
+    }));
+    #[cfg(not(target_arch = "x86_64"))]
+    let rdtsc_ns = None;
+    eprintln!(
+        "clock  clocksource {clocksource}: clock_gettime {clock_gettime_ns:.1} ns, lfence+rdtsc {}",
+        rdtsc_ns.map_or("n/a".to_owned(), |v| format!("{v:.1} ns"))
+    );
+    ClockCost {
+        clocksource,
+        clock_gettime_ns,
+        rdtsc_ns,
+    }
+}

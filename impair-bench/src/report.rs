@@ -15,6 +15,13 @@ pub(crate) struct RunInfo {
     /// noisier, and the report says so.
     #[serde(default)]
     pub(crate) load_at_start: String,
+    /// `git rev-parse --short HEAD` of the working directory, with
+    /// "+ uncommitted changes" when tracked files differ from it.
+    #[serde(default)]
+    pub(crate) commit: String,
+    /// When the run started (`YYYY-MM-DD HH:MM UTC`).
+    #[serde(default)]
+    pub(crate) date_utc: String,
 }
 
 impl RunInfo {
@@ -27,8 +34,57 @@ impl RunInfo {
             rounds: o.rounds,
             seconds_per_arm: arm_duration(o).as_secs_f64(),
             load_at_start: load_average(),
+            commit: git_commit(),
+            date_utc: utc_now(),
         }
     }
+}
+
+/// The commit the run measured: the short hash, and whether tracked files
+/// differ from it (the report itself, rewritten by the run, is written after
+/// this is read). "unknown" outside a git checkout (the VM guest).
+pub(crate) fn git_commit() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let Some(hash) = git(&["rev-parse", "--short", "HEAD"]) else {
+        return "unknown (not a git checkout)".to_owned();
+    };
+    match git(&["status", "--porcelain", "--untracked-files=no"]) {
+        Some(s) if s.is_empty() => format!("{hash} (clean tree)"),
+        Some(_) => format!("{hash} + uncommitted changes"),
+        None => format!("{hash} (tree state unknown)"),
+    }
+}
+
+/// Now, as `YYYY-MM-DD HH:MM UTC`.
+pub(crate) fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    utc_date(secs)
+}
+
+/// `secs` since the epoch as `YYYY-MM-DD HH:MM UTC` (the proleptic
+/// Gregorian calendar; H. Hinnant's days-to-civil algorithm).
+pub(crate) fn utc_date(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let (hour, minute) = ((secs % 86_400) / 3600, (secs % 3600) / 60);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02} UTC")
 }
 
 /// The 1, 5 and 15 minute load averages (/proc/loadavg).
@@ -51,6 +107,8 @@ pub(crate) struct Report {
     #[serde(flatten)]
     pub(crate) run: RunInfo,
     pub(crate) micro: Vec<Micro>,
+    /// What a clock read costs on this machine (every timed path pays one).
+    pub(crate) clock: ClockCost,
     pub(crate) arms: Vec<ArmSummary>,
     /// impair's arms as ratios to the same round's floor at the same hook.
     pub(crate) vs_floor: Vec<ArmSummary>,
@@ -131,9 +189,25 @@ pub(crate) fn bar_svg(
     doc.finish()
 }
 
-pub(crate) fn rules_svg(points: &[(usize, f64)]) -> String {
-    let (w, h, left, top, pw, ph) = (640.0, 360.0, 60.0, 40.0, 540.0, 260.0);
-    let ymax = points.iter().map(|p| p.1).fold(1.0f64, f64::max) * 1.25;
+/// One curve of the rules plot: its legend, points (rules, ns), colour,
+/// and whether it is fixed data (dashed).
+pub(crate) struct RulesCurve<'a> {
+    pub(crate) name: String,
+    pub(crate) points: &'a [(usize, f64)],
+    pub(crate) color: &'static str,
+    pub(crate) dashed: bool,
+}
+
+/// ns per packet against the rules walked (log₂ x axis, 1 to 64), one
+/// curve per run: this run's, and the fixed earlier ones.
+pub(crate) fn rules_svg(curves: &[RulesCurve<'_>]) -> String {
+    let (w, h, left, top, pw, ph) = (760.0, 360.0, 60.0, 40.0, 500.0, 260.0);
+    let ymax = curves
+        .iter()
+        .flat_map(|c| c.points.iter())
+        .map(|p| p.1)
+        .fold(1.0f64, f64::max)
+        * 1.25;
     let px = |n: usize| left + (n as f64).log2() / 6.0 * pw;
     let py = |v: f64| top + (1.0 - v / ymax) * ph;
     let mut doc = Svg::new(w, h);
@@ -159,29 +233,50 @@ pub(crate) fn rules_svg(points: &[(usize, f64)]) -> String {
             py(v) + 4.0
         );
     }
-    for (n, _) in points {
+    for n in [1usize, 2, 4, 8, 16, 32, 64] {
         let _ = writeln!(
             s,
             r#"<text x="{:.1}" y="{}" text-anchor="middle">{n}</text>"#,
-            px(*n),
+            px(n),
             top + ph + 18.0
         );
     }
-    let pts: Vec<String> = points
-        .iter()
-        .map(|(n, v)| format!("{:.1},{:.1}", px(*n), py(*v)))
-        .collect();
-    let _ = writeln!(
-        s,
-        r##"<polyline points="{}" fill="none" stroke="#1f6feb" stroke-width="2"/>"##,
-        pts.join(" ")
-    );
-    for (n, v) in points {
+    for (i, c) in curves.iter().enumerate() {
+        let dash = if c.dashed {
+            r#" stroke-dasharray="6 3""#
+        } else {
+            ""
+        };
+        let pts: Vec<String> = c
+            .points
+            .iter()
+            .map(|(n, v)| format!("{:.1},{:.1}", px(*n), py(*v)))
+            .collect();
         let _ = writeln!(
             s,
-            r##"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="#1f6feb"/>"##,
-            px(*n),
-            py(*v)
+            r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="2"{dash}/>"#,
+            pts.join(" "),
+            c.color
+        );
+        for (n, v) in c.points {
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{}"/>"#,
+                px(*n),
+                py(*v),
+                c.color
+            );
+        }
+        let ly = top + 10.0 + 18.0 * i as f64;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{}" x2="{}" y1="{ly}" y2="{ly}" stroke="{}" stroke-width="2"{dash}/><text x="{}" y="{}">{}</text>"#,
+            left + pw + 8.0,
+            left + pw + 30.0,
+            c.color,
+            left + pw + 34.0,
+            ly + 4.0,
+            impair_tools::svg::escape(&c.name)
         );
     }
     let _ = writeln!(
@@ -196,32 +291,69 @@ pub(crate) fn rules_svg(points: &[(usize, f64)]) -> String {
     doc.finish()
 }
 
-pub(crate) fn markdown(r: &Report) -> String {
+pub(crate) fn markdown(r: &Report, b: &Baseline) -> String {
     let mut m = String::new();
     let _ = writeln!(m, "# Benchmarks\n");
-    let _ = writeln!(m, "Generated by `cargo xtask bench` (method: ../shared/reference/measuring.md as summarised below). Machine: {}; kernel {}; {} CPUs; {} rounds of {:.1} s per arm{}.\n", r.run.machine, r.run.kernel, r.run.cpus, r.run.rounds, r.run.seconds_per_arm, if r.run.quick { " (--quick)" } else { "" });
-    let _ = writeln!(m, "Load average when the run started: {} (with {} CPUs; other work on the machine widens the intervals and biases ratios between arms that ran at different moments).\n", r.run.load_at_start, r.run.cpus);
+    let _ = writeln!(m, "Generated by `cargo xtask bench` (`impair-bench`, impair-bench/src/report.rs; method: ../shared/reference/measuring.md as summarised below); every number in this file comes from the run below unless it is labelled as fixed data.\n");
+    let _ = writeln!(m, "| run | |\n|---|---|");
+    let _ = writeln!(m, "| machine | {} ({} CPUs) |", r.run.machine, r.run.cpus);
+    let _ = writeln!(m, "| kernel | {} |", r.run.kernel);
+    let _ = writeln!(m, "| commit | {} |", r.run.commit);
+    let _ = writeln!(m, "| date | {} |", r.run.date_utc);
     let _ = writeln!(
         m,
-        "## Per-packet cost of `impair_egress` (BPF_PROG_TEST_RUN)\n"
+        "| load average at start (1, 5, 15 min) | {} |",
+        r.run.load_at_start
     );
-    let _ = writeln!(m, "The kernel's own average run time over `repeat` runs of one 42-byte UDP frame (median of five calls), on CPU 0. It includes the program's map lookups and helpers, not the stack around it.\n");
-    let _ = writeln!(m, "| path | rules | ns/packet |\n|---|---|---|");
+    let _ = writeln!(
+        m,
+        "| rounds | {} of {:.1} s per arm{} |",
+        r.run.rounds,
+        r.run.seconds_per_arm,
+        if r.run.quick {
+            " (--quick: fewer rounds, shorter arms, 20,000 test runs per call)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(m, "| clock read | `lfence; rdtsc` {}, `clock_gettime(CLOCK_MONOTONIC)` {:.1} ns (clocksource {}) |\n", r.clock.rdtsc_ns.map_or("n/a".to_owned(), |v| format!("{v:.1} ns")), r.clock.clock_gettime_ns, r.clock.clocksource);
+    let _ = writeln!(m, "Other work on the machine (the load average above, with {} CPUs) widens the intervals and biases ratios between arms that ran at different moments.\n", r.run.cpus);
+    let _ = writeln!(
+        m,
+        "## Per-packet cost of impair's programs (BPF_PROG_TEST_RUN)\n"
+    );
+    let _ = writeln!(m, "The kernel's own average run time over `repeat` runs of one 42-byte UDP frame (median of five calls), on CPU 0. It includes the program's map lookups and helpers, not the stack around it. `impair_egress` unless the path names tc ingress or XDP. The floor rows test-run an empty program (two instructions, `return TC_ACT_OK` or `XDP_PASS`) the same way: the harness's loop and the packet's context, which every path pays; \"above the floor\" is impair's own share.\n");
+    let _ = writeln!(
+        m,
+        "| path | rules | ns/packet | above the floor |\n|---|---|---|---|"
+    );
     for x in r.micro.iter().filter(|x| x.case != "rules") {
-        let _ = writeln!(m, "| {} | {} | {:.1} |", x.case, x.rules, x.ns_per_packet);
+        let above = match floor_of(r, &x.case) {
+            Some(f) if !x.case.starts_with("floor:") => format!("{:.1}", x.ns_per_packet - f),
+            _ => "—".to_owned(),
+        };
+        let _ = writeln!(
+            m,
+            "| {} | {} | {:.1} | {above} |",
+            x.case, x.rules, x.ns_per_packet
+        );
     }
     let rules: Vec<&Micro> = r.micro.iter().filter(|x| x.case == "rules").collect();
     let _ = writeln!(m, "\nCost against the number of rules walked (the packet matches the last rule; 1% loss):\n\n| rules | ns/packet |\n|---|---|");
     for x in &rules {
         let _ = writeln!(m, "| {} | {:.1} |", x.rules, x.ns_per_packet);
     }
-    let _ = writeln!(m, "\n![ns per packet vs rules](bench/rules.svg)\n");
+    let _ = writeln!(
+        m,
+        "\n![ns per packet vs rules, before and after issue 18](bench/rules.svg)\n"
+    );
+    before_after_markdown(&mut m, r, b);
     let _ = writeln!(m, "## Throughput over the namespace lab\n");
     let _ = writeln!(m, "One sender thread sends 18-byte UDP datagrams client → router → server as fast as it can; the router's forwarding and impair's program run in the sender's softirq context, so packets/s is the cost of the whole path. Arms run in random order in every round; each arm's packets/s is divided by the same round's baseline. Median ratio with a bootstrap 95% interval over rounds; CPU time per packet from /proc/stat (all CPUs busy time / packets sent).\n");
     arms_table(&mut m, r.arms.iter().map(PeerArm::from));
     let _ = writeln!(m, "\n![ratio per arm](bench/arms.svg)\n");
     floor_and_tcp(&mut m, r);
-    let _ = writeln!(m, "## Scaling: one sender per CPU\n\n| arm | senders | ratio to baseline (95% CI) | sent pkt/s |\n|---|---|---|---|");
+    let _ = writeln!(m, "\n## Scaling: one sender per CPU\n\n| arm | senders | ratio to baseline (95% CI) | sent pkt/s |\n|---|---|---|---|");
     for a in &r.scaling {
         let _ = writeln!(
             m,
@@ -245,122 +377,7 @@ pub(crate) fn markdown(r: &Report) -> String {
             let _ = writeln!(m, "- {}: {:.2}", arm.name(), two / one);
         }
     }
-    let _ = writeln!(m, "\n## Targets\n");
-    let ratio = |arm: Arm| {
-        r.arms
-            .iter()
-            .find(|a| a.arm == arm)
-            .map(|a| (a.ratio_median, a.ratio_ci95))
-    };
-    let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
-    if let Some((m0, ci)) = ratio(Arm::ImpairNoMatch) {
-        let _ = writeln!(
-            m,
-            "- pass-through (attached, no match) ≥ 0.97× baseline: {:.3} (95% {:.3}–{:.3}): {}",
-            m0,
-            ci.0,
-            ci.1,
-            verdict(m0 >= 0.97)
-        );
-    }
-    if let Some((m0, ci)) = ratio(Arm::ImpairLoss1) {
-        let _ = writeln!(
-            m,
-            "- matched with impairments (1% loss) ≥ 0.95×: {:.3} (95% {:.3}–{:.3}): {}",
-            m0,
-            ci.0,
-            ci.1,
-            verdict(m0 >= 0.95)
-        );
-    }
-    if let Some(full) = r.micro.iter().find(|x| x.case.starts_with("full:")) {
-        let _ = writeln!(
-            m,
-            "- full decision path ≤ 100 ns per packet: {:.1} ns: {}",
-            full.ns_per_packet,
-            verdict(full.ns_per_packet <= 100.0)
-        );
-    }
-    if let (Some(a), Some(b)) = (rules.first(), rules.last()) {
-        let growth = b.ns_per_packet / a.ns_per_packet - 1.0;
-        let _ = writeln!(m, "- cost flat within ±10% from 1 to 64 rules (distinct prefixes, the last rule matches): {:+.0}%: {}", growth * 100.0, verdict(growth.abs() <= 0.10));
-    }
-    let matrix: Vec<&Micro> = r
-        .micro
-        .iter()
-        .filter(|x| x.case.starts_with("matrix, "))
-        .collect();
-    if let (Some(a), Some(b)) = (matrix.first(), matrix.last()) {
-        let growth = b.ns_per_packet / a.ns_per_packet - 1.0;
-        let _ = writeln!(m, "- latency-matrix lookup cost grows less than 10% from 1 to 100,000 prefixes ({}: {:.1} ns, {}: {:.1} ns): {:+.1}%: {}", a.case, a.ns_per_packet, b.case, b.ns_per_packet, growth * 100.0, verdict(growth < 0.10));
-    }
-    if let (Some((i, _)), Some((t, _))) = (ratio(Arm::ImpairLoss1), ratio(Arm::IptablesLoss1)) {
-        let _ = writeln!(m, "- faster than iptables statistic at the same 1% loss: impair {:.3} vs iptables {:.3}: {}", i, t, verdict(i > t));
-    }
-    for p in &r.peers {
-        let find = |arm: Arm| p.arms.iter().find(|a| a.name == arm.name());
-        if let (Some(i), Some(n)) = (find(Arm::ImpairLoss1), find(Arm::NetemLoss1)) {
-            let _ = writeln!(
-                m,
-                "- faster than netem at the same 1% loss (Linux {}, qemu): impair {:.3} ({:.3}–{:.3}) vs netem {:.3} ({:.3}–{:.3}): {}",
-                p.run.kernel,
-                i.ratio_median,
-                i.ratio_ci95.0,
-                i.ratio_ci95.1,
-                n.ratio_median,
-                n.ratio_ci95.0,
-                n.ratio_ci95.1,
-                verdict(i.ratio_median > n.ratio_median)
-            );
-        }
-    }
-    line_rate_targets(&mut m, r);
-    let _ = writeln!(m, "\n### Where a target is missed, why\n");
-    let micro = |case: &str| {
-        r.micro
-            .iter()
-            .find(|x| x.case == case)
-            .map_or(f64::NAN, |x| x.ns_per_packet)
-    };
-    let (empty, unmatched) = (micro("empty rule set"), micro("unmatched (1 rule)"));
-    let mut missed = 0;
-    if ratio(Arm::ImpairNoMatch).is_some_and(|(x, _)| x < 0.97)
-        || ratio(Arm::ImpairLoss1).is_some_and(|(x, _)| x < 0.95)
-    {
-        missed += 1;
-        let _ = writeln!(m, "- **Pass-through and matched paths.** The program itself costs {empty:.0} ns with an empty rule set and {unmatched:.0} ns to find that one rule does not match (BPF_PROG_TEST_RUN: the lease, the active slot, parsing Ethernet, VLAN tags, IPv4/IPv6 and the ports into a per-CPU scratch key, the index). On the lab path, which costs about {:.1} µs per packet, each 1% of throughput is about {:.0} ns, so the remaining gap is mostly the hook around the program (tcx or the clsact classifier, its context, and the maps' cache lines on a path that touches many), not the decision.", 1e6 / r.arms.first().map_or(f64::NAN, |a| a.sent_pps_median), 1e7 / r.arms.first().map_or(f64::NAN, |a| a.sent_pps_median));
-    }
-    if r.micro
-        .iter()
-        .any(|x| x.case.starts_with("full:") && x.ns_per_packet > 100.0)
-    {
-        missed += 1;
-        let _ = writeln!(m, "- **Full decision path.** Silent corruption rewrites a byte and fixes the L4 checksum through two helpers, table jitter interpolates a quantile, in-order looks the flow up in an LRU hash and advances it with compare-and-swap, and the rate advances the link with another compare-and-swap: each is tens of ns, so the path with all of them exceeds 100 ns, while single impairments stay near or under it (table above).");
-    }
-    if let (Some(a), Some(b)) = (rules.first(), rules.last()) {
-        if (b.ns_per_packet / a.ns_per_packet - 1.0).abs() > 0.10 {
-            missed += 1;
-            let _ = writeln!(m, "- **Rules.** The index (docs/architecture.md) narrows the walk to the rules the packet's fields admit; what still grows is its eight-step interval search per indexed field and the rules left to check in full.");
-        }
-    }
-    if let (Some((i, _)), Some((t, _))) = (ratio(Arm::ImpairLoss1), ratio(Arm::IptablesLoss1)) {
-        if i <= t {
-            missed += 1;
-            let _ = writeln!(m, "- **iptables statistic.** The iptables arm runs one `prandom` in a FORWARD rule and parses nothing; impair parses the headers before it knows which rule applies, which is what lets it match per flow and keep counters per rule.");
-        }
-    }
-    for p in &r.peers {
-        let find = |arm: Arm| p.arms.iter().find(|a| a.name == arm.name());
-        if let (Some(i), Some(n)) = (find(Arm::ImpairLoss1), find(Arm::NetemLoss1)) {
-            if i.ratio_median <= n.ratio_median {
-                missed += 1;
-                let _ = writeln!(m, "- **netem (Linux {}).** Under emulation both arms are within a few percent of the baseline and the intervals say how far apart they are.", p.run.kernel);
-            }
-        }
-    }
-    if missed == 0 {
-        let _ = writeln!(m, "None in this run.");
-    }
+    targets_markdown(&mut m, r);
     for p in &r.peers {
         let _ = writeln!(m, "\n{}", peers_markdown(p));
         let _ = writeln!(
@@ -420,4 +437,17 @@ pub(crate) fn peers_markdown(p: &PeersReport) -> String {
         let _ = writeln!(m, "\nNot run on this kernel: {what} ({why}).");
     }
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates_follow_the_calendar() {
+        assert_eq!(utc_date(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc_date(951_868_800), "2000-03-01 00:00 UTC");
+        assert_eq!(utc_date(1_709_210_040), "2024-02-29 12:34 UTC");
+        assert_eq!(utc_date(1_796_219_699), "2026-12-02 13:54 UTC");
+    }
 }

@@ -240,6 +240,123 @@ impl Chart {
     }
 }
 
+/// One series of a [`GroupedBars`] chart: a value (or none) per category.
+#[derive(Debug, Clone)]
+pub struct BarSeries {
+    pub name: String,
+    /// One entry per category; `None` draws no bar.
+    pub values: Vec<Option<f64>>,
+    /// An SVG color such as `#1f77b4`.
+    pub color: &'static str,
+}
+
+/// A horizontal grouped bar chart: one group per category, one bar per
+/// series in each group, each bar labelled with its value, and an optional
+/// mark per category (a target) drawn as a red tick across the group.
+#[derive(Debug, Clone, Default)]
+pub struct GroupedBars {
+    pub title: String,
+    pub x_label: String,
+    pub categories: Vec<String>,
+    pub series: Vec<BarSeries>,
+    /// One entry per category (or fewer): where its mark goes, if any.
+    pub marks: Vec<Option<f64>>,
+    /// The mark's legend entry, such as "target".
+    pub mark_label: String,
+}
+
+impl GroupedBars {
+    /// The chart as an SVG document.
+    pub fn render(&self) -> String {
+        let n = self.series.len().max(1) as f64;
+        let (bar_h, gap) = (14.0, 10.0);
+        let group_h = bar_h * n + gap;
+        let (left, right, top) = (300.0, 70.0, 44.0 + 18.0 * n);
+        let pw = 420.0;
+        let w = left + pw + right;
+        let h = top + group_h * self.categories.len() as f64 + 44.0;
+        let vmax = self
+            .series
+            .iter()
+            .flat_map(|s| s.values.iter().flatten())
+            .chain(self.marks.iter().flatten())
+            .fold(0.0f64, |a, &b| a.max(b));
+        let vmax = if vmax > 0.0 { vmax * 1.05 } else { 1.0 };
+        let px = |v: f64| left + v.max(0.0) / vmax * pw;
+        let mut doc = Svg::new(w, h);
+        doc.text(w / 2.0, 22.0, "middle", r#"font-size="14""#, &self.title);
+        for (i, s) in self.series.iter().enumerate() {
+            let ly = 36.0 + 18.0 * i as f64;
+            doc.rect(
+                left,
+                ly - 10.0,
+                18.0,
+                12.0,
+                &format!(r#"fill="{}""#, s.color),
+            )
+            .text(left + 24.0, ly, "start", "", &s.name);
+        }
+        if self.marks.iter().any(Option::is_some) {
+            let ly = 36.0;
+            doc.line(
+                (left + 240.0, ly - 11.0),
+                (left + 240.0, ly + 3.0),
+                r##"stroke="#c92a2a" stroke-width="2""##,
+            )
+            .text(left + 246.0, ly, "start", "", &self.mark_label);
+        }
+        let bottom = top + group_h * self.categories.len() as f64;
+        let grid = r##"stroke="#ddd" stroke-width="1""##;
+        for t in ticks(0.0, vmax) {
+            doc.line((px(t), top - 4.0), (px(t), bottom), grid).text(
+                px(t),
+                bottom + 16.0,
+                "middle",
+                "",
+                &tick_text(t),
+            );
+        }
+        doc.text(left + pw / 2.0, h - 8.0, "middle", "", &self.x_label);
+        for (c, name) in self.categories.iter().enumerate() {
+            let y0 = top + group_h * c as f64;
+            doc.text(left - 8.0, y0 + bar_h * n / 2.0 + 4.0, "end", "", name);
+            for (i, s) in self.series.iter().enumerate() {
+                let Some(v) = s.values.get(c).copied().flatten() else {
+                    continue;
+                };
+                let y = y0 + bar_h * i as f64;
+                doc.rect(
+                    left,
+                    y,
+                    px(v) - left,
+                    bar_h - 2.0,
+                    &format!(r#"fill="{}""#, s.color),
+                )
+                .text(
+                    px(v) + 4.0,
+                    y + bar_h - 4.0,
+                    "start",
+                    r#"font-size="10""#,
+                    &tick_text((v * 10.0).round() / 10.0),
+                );
+            }
+            if let Some(m) = self.marks.get(c).copied().flatten() {
+                doc.line(
+                    (px(m), y0 - 2.0),
+                    (px(m), y0 + bar_h * n),
+                    r##"stroke="#c92a2a" stroke-width="2""##,
+                );
+            }
+        }
+        doc.line(
+            (left, top - 4.0),
+            (left, bottom),
+            r##"stroke="#444" stroke-width="1""##,
+        );
+        doc.finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,5 +412,35 @@ mod tests {
         assert!(doc.starts_with("<svg") && doc.trim_end().ends_with("</svg>"));
         assert!(doc.contains("a &lt; b &amp; c"));
         assert!(doc.contains(r#"points="0.0,0.0 2.0,3.0""#));
+    }
+
+    #[test]
+    fn grouped_bars_draw_a_bar_per_value_and_the_marks() {
+        let c = GroupedBars {
+            title: "ns per packet".into(),
+            x_label: "ns".into(),
+            categories: vec!["unmatched".into(), "floor".into()],
+            series: vec![
+                BarSeries {
+                    name: "before".into(),
+                    values: vec![Some(52.0), None],
+                    color: "#999999",
+                },
+                BarSeries {
+                    name: "after".into(),
+                    values: vec![Some(55.0), Some(39.0)],
+                    color: "#1f6feb",
+                },
+            ],
+            marks: vec![Some(50.0)],
+            mark_label: "target".into(),
+        };
+        let svg = c.render();
+        // Two legend swatches, three bars and the white page.
+        assert_eq!(svg.matches("<rect").count(), 1 + 2 + 3);
+        assert_eq!(svg.matches("#c92a2a").count(), 2, "one mark and its legend");
+        assert!(svg.contains(">52<") && svg.contains(">55<") && svg.contains(">39<"));
+        assert!(svg.contains(">before<") && svg.contains(">target<"));
+        assert!(svg.trim_end().ends_with("</svg>"));
     }
 }
