@@ -21,6 +21,9 @@ use crate::{
     model::{LinkRules, RuleSpec},
 };
 
+mod files;
+#[cfg(test)]
+mod files_tests;
 pub mod rule_toml;
 pub mod scenario;
 mod sides;
