@@ -10,7 +10,7 @@
 //! given to the agent — has no directory and names no files: such a key is
 //! refused with its line.
 use std::{
-    path::{Path, PathBuf},
+    path::{Component, Path, PathBuf},
     sync::Arc,
 };
 
@@ -85,7 +85,12 @@ fn path_of(
     };
     let path = Path::new(name);
     Ok(if path.is_relative() {
-        base.join(path)
+        // `./x` in `./p.toml` is `./x`, not `././x`.
+        base.join(
+            path.components()
+                .filter(|c| *c != Component::CurDir)
+                .collect::<PathBuf>(),
+        )
     } else {
         path.to_owned()
     })

@@ -182,6 +182,20 @@ fn relative_paths_start_at_the_profiles_directory_and_absolute_ones_are_kept() {
         "{e}"
     );
 
+    // `./` adds nothing to the path a message names.
+    let e = load_path(&d.file(
+        "sub/dot.toml",
+        "[[rule]]\nrate-trace = \"./none/x.trace\"\n",
+    ))
+    .unwrap_err();
+    assert!(
+        e.contains(&format!(
+            "rate-trace: {}:",
+            d.path("sub/none/x.trace").display()
+        )),
+        "{e}"
+    );
+
     // parse() with a base is what load() does.
     let p = parse(
         "t",

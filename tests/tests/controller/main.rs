@@ -13,7 +13,8 @@
 //! full form); `upgrade` its upgrades of pinned instances (`cargo xtask
 //! upgrade` runs the two-build form); `capture` its record of impaired
 //! packets, read back with tshark. `container`: `--container` against
-//! real Podman.
+//! real Podman. `two_way_traces`: a two-way profile naming a loss series
+//! per direction (issue 15).
 use std::{process::Command, time::Duration};
 
 mod capture;
@@ -28,6 +29,7 @@ mod run_received;
 mod soak;
 mod two_way;
 mod two_way_fq;
+mod two_way_traces;
 mod upgrade;
 mod verbs;
 
