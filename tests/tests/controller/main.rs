@@ -14,7 +14,8 @@
 //! upgrade` runs the two-build form); `capture` its record of impaired
 //! packets, read back with tshark. `container`: `--container` against
 //! real Podman. `two_way_traces`: a two-way profile naming a loss series
-//! per direction (issue 15).
+//! per direction (issue 15); `two_way_traces_fq` (VM) a rate trace per
+//! direction.
 use std::{process::Command, time::Duration};
 
 mod capture;
@@ -30,6 +31,7 @@ mod soak;
 mod two_way;
 mod two_way_fq;
 mod two_way_traces;
+mod two_way_traces_fq;
 mod upgrade;
 mod verbs;
 
