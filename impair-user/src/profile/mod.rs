@@ -6,7 +6,9 @@
 //! Keys are the `impair attach` flags without their dashes and take the same
 //! values (`loss = "1%"`, `delay = "50ms"`, `rate = "10mbit"`), so a command
 //! line becomes a profile by copying. Errors name the file, the line and the
-//! field.
+//! field. The keys that name files (`rate-trace`, `delay-trace`,
+//! `loss-trace`, `matrix`) read them relative to the profile's directory
+//! ([`files`]); built-ins name none.
 //!
 //! A profile describes a link from the host's point of view ([`sides`]):
 //! `[[uplink.rule]]` is what the host sends (egress), `[[downlink.rule]]`
@@ -21,6 +23,9 @@ use crate::{
     model::{LinkRules, RuleSpec},
 };
 
+mod files;
+#[cfg(test)]
+mod files_tests;
 pub mod rule_toml;
 pub mod scenario;
 mod sides;
@@ -271,7 +276,9 @@ mod tests {
     }
 
     /// The examples in docs/profiles.md are real: the first TOML block is a
-    /// profile, the second a two-way profile, the third a scenario.
+    /// profile, the second a two-way profile, the third the shipped
+    /// `examples/traced-cell.toml` (naming trace files), the fourth a
+    /// scenario.
     #[test]
     fn the_documented_examples_parse() {
         let doc = include_str!("../../../docs/profiles.md");
@@ -280,7 +287,7 @@ mod tests {
             .skip(1)
             .map(|b| b.split("```").next().unwrap())
             .collect();
-        assert_eq!(blocks.len(), 3);
+        assert_eq!(blocks.len(), 4);
         let p = parse("vpn", "vpn.toml", blocks[0], Origin::Builtin, None).unwrap();
         assert_eq!(p.rules.len(), 3);
         assert!(!p.two_way);
@@ -291,7 +298,13 @@ mod tests {
         assert_eq!(p.downlink[0].matcher.dport, Some((53, 53)));
         assert_eq!(p.downlink[1].rate.unwrap().rate_bps, 20_000_000);
         assert_eq!(p.rules[1].rate.unwrap().rate_bps, 5_000_000);
-        let s = crate::profile::scenario::parse("outage.toml", blocks[2], None).unwrap();
+        let traced = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/traced-cell.toml");
+        assert_eq!(
+            blocks[2],
+            std::fs::read_to_string(traced).unwrap(),
+            "docs/profiles.md shows examples/traced-cell.toml as it is"
+        );
+        let s = crate::profile::scenario::parse("outage.toml", blocks[3], None).unwrap();
         assert_eq!(s.steps.len(), 3);
         assert_eq!(s.repeat, crate::profile::scenario::Repeat::Loop);
         assert!(s.steps[1].rules[0].blackhole && s.steps[1].downlink[0].blackhole);
@@ -310,6 +323,22 @@ mod tests {
         assert_eq!(s.steps.len(), 3);
         assert_eq!(s.repeat, crate::profile::scenario::Repeat::Loop);
         assert!(s.steps[1].rules[0].blackhole);
+        // Each side its own rate trace, read from examples/traces/.
+        let traced = dir.join("traced-cell.toml");
+        let p = load(traced.to_str().unwrap()).unwrap();
+        assert!(p.two_way);
+        let (up, down) = (
+            p.rules[0].rate_trace.as_ref().unwrap(),
+            p.downlink[0].rate_trace.as_ref().unwrap(),
+        );
+        assert_eq!((up.mean_rate_bps(), up.period_ms()), (2_400_000, 1_000));
+        assert_eq!(down.period_ms(), 1_000);
+        assert_eq!(down.before_table()[501], 500, "12 Mbit/s for 0.5 s");
+        assert_eq!(down.times_ms.len(), 500 + 167, "then 4 Mbit/s");
+        let handover = p.rules[0].loss_series.as_ref().unwrap();
+        assert_eq!(handover.at(4_200_000_000), 0.20);
+        assert_eq!(handover.at(4_600_000_000), 0.0);
+        p.link().validate().unwrap();
     }
 
     #[test]

@@ -48,6 +48,14 @@ pub(crate) struct RuleToml {
     overhead: Option<Spanned<i64>>,
     cell: Option<Spanned<String>>,
     queue: Option<Spanned<String>>,
+    /// Files (relative to the profile's directory): a latency matrix, delay
+    /// and loss series and how they are read, a rate trace ([`files`]).
+    matrix: Option<Spanned<String>>,
+    delay_trace: Option<Spanned<String>>,
+    loss_trace: Option<Spanned<String>>,
+    trace_mode: Option<Spanned<String>>,
+    trace_end: Option<Spanned<String>>,
+    rate_trace: Option<Spanned<String>>,
     /// Which side of the link the rule is for: `uplink` (sent, egress),
     /// `downlink` (received, ingress) or `both` (see [`crate::model::link`]).
     pub(crate) direction: Option<Spanned<String>>,
@@ -218,6 +226,23 @@ impl RuleToml {
         .unwrap_or(0..0)
     }
 
+    /// The files the rule names, read relative to `base` ([`super::files`]).
+    fn files(
+        &self,
+        src: &SourceText<'_>,
+        base: Option<&Path>,
+    ) -> Result<super::files::RuleFiles, UsageError> {
+        super::files::FileKeys {
+            matrix: &self.matrix,
+            delay_trace: &self.delay_trace,
+            loss_trace: &self.loss_trace,
+            trace_mode: &self.trace_mode,
+            trace_end: &self.trace_end,
+            rate_trace: &self.rate_trace,
+        }
+        .read(src, base)
+    }
+
     /// A model error at the line of the field it names.
     fn model_error(&self, src: &SourceText<'_>, e: &ModelError) -> UsageError {
         let key = |f: Field| f.key().to_owned();
@@ -225,7 +250,9 @@ impl RuleToml {
     }
 
     /// The rule, validated by the model like the same flags on the command
-    /// line. `base` resolves a relative distribution-table path.
+    /// line. `base` (the profile's directory; `None` for a profile that is
+    /// no file) resolves a relative distribution-table path and the files
+    /// of `matrix`, `delay-trace`, `loss-trace` and `rate-trace`.
     pub(crate) fn to_spec(
         &self,
         src: &SourceText<'_>,
@@ -274,6 +301,7 @@ impl RuleToml {
                 )
             }
         };
+        let files = self.files(src, base)?;
         let impairments = Impairments {
             loss: field(src, Field::Loss, &self.loss, percent)?,
             loss_model: field(src, Field::LossModel, &self.loss_model, parse_loss_model)?,
@@ -303,11 +331,10 @@ impl RuleToml {
             )?,
             cell: field(src, Field::Cell, &self.cell, parse_cell)?,
             queue: field(src, Field::Queue, &self.queue, parse_queue)?,
-            // Profiles name no matrix (yet): `--matrix FILE` on the command line.
-            matrix: None,
-            delay_series: None,
-            loss_series: None,
-            rate_trace: None,
+            matrix: files.matrix,
+            delay_series: files.delay_series,
+            loss_series: files.loss_series,
+            rate_trace: files.rate_trace,
         };
         let mut rules = matcher
             .rules(&impairments)
@@ -336,6 +363,11 @@ fn example_of(key: &str) -> Option<&'static str> {
         "direction" => "\"downlink\" (or \"uplink\", \"both\")",
         "duration" => "\"30s\"",
         "profile" => "\"lte\"",
+        "matrix" => "\"regions.csv\"",
+        "delay-trace" | "loss-trace" => "\"series.csv\"",
+        "rate-trace" => "\"uplink.trace\"",
+        "trace-mode" => "\"step\" (or \"linear\")",
+        "trace-end" => "\"loop\" (or \"hold\")",
         _ => return None,
     })
 }

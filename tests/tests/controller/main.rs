@@ -13,7 +13,9 @@
 //! full form); `upgrade` its upgrades of pinned instances (`cargo xtask
 //! upgrade` runs the two-build form); `capture` its record of impaired
 //! packets, read back with tshark. `container`: `--container` against
-//! real Podman.
+//! real Podman. `two_way_traces`: a two-way profile naming a loss series
+//! per direction (issue 15); `two_way_traces_fq` (VM) a rate trace per
+//! direction.
 use std::{process::Command, time::Duration};
 
 mod capture;
@@ -28,6 +30,8 @@ mod run_received;
 mod soak;
 mod two_way;
 mod two_way_fq;
+mod two_way_traces;
+mod two_way_traces_fq;
 mod upgrade;
 mod verbs;
 

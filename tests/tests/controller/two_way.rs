@@ -18,7 +18,7 @@ use impair_tools::{
 };
 
 /// `count` probe datagrams server → client: what the host (server) sends.
-fn probe_uplink(lab: &Lab, count: u64) -> ProbeReport {
+pub(super) fn probe_uplink(lab: &Lab, count: u64) -> ProbeReport {
     let (src, dst) = (lab.server_v4(), lab.client_v4());
     let rx = netns::run_in(&lab.client, move || {
         std::net::UdpSocket::bind((std::net::IpAddr::from(dst), 0))
@@ -41,7 +41,7 @@ fn probe_uplink(lab: &Lab, count: u64) -> ProbeReport {
 }
 
 /// `count` probe datagrams client → server: what the host receives.
-fn probe_downlink(lab: &Lab, count: u64) -> ProbeReport {
+pub(super) fn probe_downlink(lab: &Lab, count: u64) -> ProbeReport {
     probe(lab, false, 0, count, 200)
 }
 
@@ -50,7 +50,7 @@ const TWO_WAY: &str = "summary = \"test link\"\nsource = \"test\"\n\
      [[uplink.rule]]\nloss = \"10%\"\n";
 
 /// `impair stats s0 --json` of a two-way link: both instances, uplink first.
-fn link_stats(lab: &Lab) -> Vec<serde_json::Value> {
+pub(super) fn link_stats(lab: &Lab) -> Vec<serde_json::Value> {
     let v = stats_json_in(&lab.server, SERVER_IF, &[]);
     v.as_array()
         .unwrap_or_else(|| panic!("a two-way link shows both instances: {v}"))
