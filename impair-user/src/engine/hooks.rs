@@ -170,7 +170,17 @@ impl HookOptions {
     pub fn first_holding(&self, rules: &[RuleSpec]) -> Option<EgressOnly> {
         rules.iter().find_map(|r| {
             egress_only(r).or_else(|| {
-                let shapes = r.rate.is_some() || r.rate_trace.is_some();
+                let dests = || {
+                    r.matrix
+                        .iter()
+                        .flat_map(|m| m.dests.iter().map(|d| d.entry()))
+                };
+                if r.delay_series.is_some() || dests().any(|e| e.delay_ns | e.jitter_ns != 0) {
+                    return Some(EgressOnly::Delay);
+                }
+                let shapes = r.rate.is_some()
+                    || r.rate_trace.is_some()
+                    || dests().any(|e| e.rate_ps_per_byte != 0);
                 (shapes && !self.police).then_some(EgressOnly::Shaping)
             })
         })
@@ -363,6 +373,23 @@ mod tests {
         assert!(police.holds_at_ingress(&dup()));
         assert!(!xdp.holds_at_ingress(&rate));
         assert_eq!(xdp.check(&rate), Ok(()));
+        // A matrix that delays holds; one that only shapes shapes; one
+        // with loss alone stays at the hook.
+        let matrix = |row: &str| {
+            let text = format!("prefix,delay,jitter,loss,rate\n{row}\n");
+            vec![RuleSpec {
+                matrix: Some(std::sync::Arc::new(
+                    crate::model::Matrix::parse_csv("m.csv", &text).unwrap(),
+                )),
+                ..Default::default()
+            }]
+        };
+        let delays = matrix("198.18.10.0/24,38ms,,,");
+        assert_eq!(police.first_holding(&delays), Some(EgressOnly::Delay));
+        let shapes = matrix("198.18.10.0/24,,,,10mbit");
+        assert_eq!(tc.first_holding(&shapes), Some(EgressOnly::Shaping));
+        assert_eq!(police.first_holding(&shapes), None);
+        assert_eq!(tc.first_holding(&matrix("198.18.10.0/24,,,1%,")), None);
         // The redirect sits at tc ingress: the owner record says so.
         assert_eq!(Program::Redirect.owner_hook(), owner_flags::HOOK_TC_INGRESS);
     }
