@@ -38,8 +38,6 @@ struct Run {
     report: ProbeReport,
     /// One-way delays of intact packets, ns, in arrival order.
     delays_ns: Vec<u64>,
-    /// Arrival times of intact packets, ns.
-    arrivals_ns: Vec<u64>,
 }
 
 fn measure(lab: &Lab, count: u64, rate_pps: u64, payload_len: usize, linger: Duration) -> Run {
@@ -55,18 +53,12 @@ fn measure(lab: &Lab, count: u64, rate_pps: u64, payload_len: usize, linger: Dur
     };
     let (report, log) = run_pair_with_log(tx, rx, to, &cfg).unwrap();
     let mut delays_ns = Vec::new();
-    let mut arrivals_ns = Vec::new();
     for r in &log.receptions {
         if let Verdict::Valid { send_ns, .. } = r.verdict {
             delays_ns.push(r.recv_ns.saturating_sub(send_ns));
-            arrivals_ns.push(r.recv_ns);
         }
     }
-    Run {
-        report,
-        delays_ns,
-        arrivals_ns,
-    }
+    Run { report, delays_ns }
 }
 
 fn summary(delays: &[u64]) -> serde_json::Value {
@@ -450,40 +442,24 @@ fn reorder_fraction_skips_the_delay() {
     assert_inside("packets early", Z99, 0.10, early, run.report.sent);
 }
 
-/// Frame bytes per second in each full 1 s window of arrivals.
-fn window_rates_bps(arrivals_ns: &[u64], frame_bytes: u64) -> Vec<f64> {
-    let Some(&first) = arrivals_ns.first() else {
-        return vec![];
-    };
-    let last = *arrivals_ns.last().unwrap();
-    let windows = ((last - first) / 1_000_000_000) as usize;
-    let mut counts = vec![0u64; windows];
-    for &t in arrivals_ns {
-        let w = ((t - first) / 1_000_000_000) as usize;
-        if w < windows {
-            counts[w] += 1;
-        }
-    }
-    counts
-        .iter()
-        .map(|&c| (c * frame_bytes * 8) as f64)
-        .collect()
-}
-
+/// A rate at the router's egress per 1 s window at the receiver (kernel
+/// receive times; windows in which the guest stalled are shown, not
+/// judged: `flood`), offered 1.5× the rate, beside netem's rate and tbf.
 fn rate_scenario(lab: &Lab, rate: &str, rate_bps: f64) {
-    let payload = 1000usize;
-    let frame = payload as u64 + 42; // Ethernet + IPv4 + UDP headers: what the rate counts
-    let pps = (rate_bps * 1.5 / 8.0 / frame as f64) as u64; // offer 1.5× the rate
-    let count = pps * 4;
+    use impair_tests::flood;
+    let window = Duration::from_secs(1);
     let ctl = Controller::start(lab, &["--rate", rate, "--queue", "100ms"]);
-    let run = measure(lab, count, pps, payload, Duration::from_millis(500));
+    let Flooded {
+        sent,
+        received,
+        windows,
+        stalls,
+    } = flood_rate(lab, rate_bps * 1.5);
     let stats = stats_json(lab);
     drop(ctl);
-    let rates = window_rates_bps(&run.arrivals_ns, frame);
     let netem = with_netem(lab, &["rate", rate, "limit", "100000"], || {
-        measure(lab, count, pps, payload, Duration::from_secs(4))
+        flood_rate(lab, rate_bps * 1.5)
     });
-    let netem_rates = window_rates_bps(&netem.arrivals_ns, frame);
     lab.exec(
         &lab.router,
         &[
@@ -492,26 +468,30 @@ fn rate_scenario(lab: &Lab, rate: &str, rate_bps: f64) {
         ],
     )
     .unwrap();
-    let tbf = measure(lab, count, pps, payload, Duration::from_millis(500));
+    let tbf = flood_rate(lab, rate_bps * 1.5);
     lab.exec(&lab.router, &["tc", "qdisc", "del", "dev", "r1", "root"])
         .unwrap();
-    let tbf_rates = window_rates_bps(&tbf.arrivals_ns, frame);
+    let bps = |w: &[(u64, f64)]| w.iter().map(|x| x.1).collect::<Vec<f64>>();
     report(
         &format!("rate {rate}"),
         &format!("rate {rate} queue 100ms, offered 1.5x"),
-        json!({"window_bps": rates, "configured_bps": rate_bps, "dropped_queue": stats["rules"][0]["dropped_queue"], "lost": run.report.lost}),
-        json!({"netem_window_bps": netem_rates, "tbf_window_bps": tbf_rates}),
+        json!({"window_bps": bps(&windows), "configured_bps": rate_bps,
+               "windows": flood::describe_windows(&windows, &stalls, window),
+               "dropped_queue": stats["rules"][0]["dropped_queue"], "lost": sent - received as u64}),
+        json!({"netem_window_bps": bps(&netem.windows), "tbf_window_bps": bps(&tbf.windows)}),
     );
-    assert!(rates.len() >= 2, "at least two full 1 s windows: {rates:?}");
-    for r in &rates {
-        assert!(
-            (r - rate_bps).abs() / rate_bps < 0.01,
-            "window rate {r} vs configured {rate_bps} (±1%): {rates:?}"
-        );
-    }
+    flood::assert_windows(
+        &format!("rate {rate}"),
+        &windows,
+        &stalls,
+        window,
+        rate_bps,
+        0.01,
+        2,
+    );
     assert_eq!(
         stats["rules"][0]["dropped_queue"].as_u64().unwrap(),
-        run.report.lost,
+        sent - received as u64,
         "queue drops are the receiver's losses"
     );
 }
