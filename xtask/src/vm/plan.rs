@@ -122,6 +122,8 @@ pub struct GuestRun {
     /// libtest filters: only tests whose names contain one of them run
     /// (none: every test).
     pub filters: Vec<&'static str>,
+    /// Tests left out (libtest `--skip`): [`SELECTIVE_FIDELITY_SKIP`].
+    pub skip: Vec<&'static str>,
     /// The user's `-- ARGS` (for the benchmark: its own arguments).
     pub extra: Vec<String>,
     /// What this run took on the project's machine, busy (docs/vm.md).
@@ -135,6 +137,10 @@ impl GuestRun {
         for f in &self.filters {
             label.push(' ');
             label.push_str(f);
+        }
+        for s in &self.skip {
+            label.push_str(" --skip ");
+            label.push_str(s);
         }
         label
     }
@@ -163,6 +169,9 @@ impl GuestRun {
                 .map(|a| a.to_string()),
         );
         args.extend(self.filters.iter().map(|f| f.to_string()));
+        for s in &self.skip {
+            args.extend(["--skip".to_string(), s.to_string()]);
+        }
         args.extend(self.extra.iter().cloned());
         args
     }
@@ -220,6 +229,18 @@ fn measured_filtered_secs(binary: Binary, filter: &str) -> u64 {
 const SOAK_CYCLES: &str = "soak::soak_attach_update_detach";
 
 /// The selective plan for a kernel release: only what differs by kernel.
+/// Fidelity tests CI's selective plan leaves out: `cargo xtask accuracy`
+/// and the full matrix run them. The KS tests of jitter on received traffic
+/// assume that the ifb path's lateness is independent of the jitter; the
+/// ifb's tasklet releases what fq let go in batches whose size follows the
+/// jitter, so the lateness measured with the constant delay alone is only
+/// close to it: on 6.12, three distributions pass with room (D 0.013 to
+/// 0.031 against 0.053) and paretonormal passed once (0.032 against 0.071)
+/// and failed once (0.057 against 0.053). Gating CI on it would fail
+/// unrelated changes now and then (docs/accuracy.md has each run).
+pub const SELECTIVE_FIDELITY_SKIP: &[&str] =
+    &["ingress_jitter_distributions_pass_ks_at_the_receiver"];
+
 fn selective(version: &str) -> Vec<(Binary, Vec<&'static str>)> {
     // Every kernel's verifier judges the programs anew.
     let mut runs = vec![(Binary::Bpf, vec!["verifier::"])];
@@ -267,6 +288,11 @@ pub fn plan(tier: VmTier, version: &str, extra: &[String], bench_args: &[String]
     };
     runs.into_iter()
         .map(|(binary, filters)| GuestRun {
+            skip: if tier == VmTier::Selective && binary == Binary::Fidelity {
+                SELECTIVE_FIDELITY_SKIP.to_vec()
+            } else {
+                Vec::new()
+            },
             binary,
             measured_secs: match filters.as_slice() {
                 [] => binary.measured_whole_secs(),
@@ -329,7 +355,7 @@ mod tests {
                 "bpf verifier::",
                 "netns fq::",
                 "controller fq:: soak::soak_attach_update_detach",
-                "fidelity",
+                "fidelity --skip ingress_jitter_distributions_pass_ks_at_the_receiver",
                 "bench"
             ]
         );
@@ -359,6 +385,8 @@ mod tests {
                 "--test-threads=1",
                 "--include-ignored",
                 "--show-output",
+                "--skip",
+                "ingress_jitter_distributions_pass_ks_at_the_receiver",
                 "--nocapture"
             ]
         );
