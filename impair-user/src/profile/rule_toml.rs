@@ -84,7 +84,21 @@ impl SourceText<'_> {
             + 1
     }
 
+    /// An error at `span`, in one line: the message quotes values from the
+    /// file, whose control characters (a newline inside a TOML string) are
+    /// written escaped (`\n`).
     pub fn at(&self, span: Range<usize>, field: &str, msg: impl std::fmt::Display) -> UsageError {
+        let msg: String = msg
+            .to_string()
+            .chars()
+            .flat_map(|c| {
+                let escaped = c.is_control().then(|| c.escape_default());
+                escaped
+                    .into_iter()
+                    .flatten()
+                    .chain((!c.is_control()).then_some(c))
+            })
+            .collect();
         usage!(
             "{}:{}: {field}: {msg}",
             self.label,

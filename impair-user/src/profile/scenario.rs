@@ -313,6 +313,20 @@ mod tests {
         assert_eq!(s.step_at(Duration::from_secs(46)), (0, false), "loops");
     }
 
+    /// A value with a newline (a TOML `\n` escape) is quoted escaped: the
+    /// error stays one line (found by the profile_toml fuzz target).
+    #[test]
+    fn a_bad_value_with_a_newline_is_one_line() {
+        let e = parse("s.toml", "repeat = \"l \\nx\"\n", None)
+            .unwrap_err()
+            .0;
+        assert!(!e.contains('\n'), "{e}");
+        assert!(
+            e.starts_with("s.toml:1: repeat: invalid value 'l \\nx'"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn a_finite_repeat_ends_on_the_last_step() {
         let text = LTE_OUTAGE.replace("\"loop\"", "2");
