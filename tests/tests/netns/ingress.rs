@@ -5,10 +5,9 @@
 //! else's XDP program left alone.
 use impair::model::{compile_all, RuleSpec};
 use impair_tests::ns::{
-    assert_refused, impair_in, lab, probe, probe_with_log, stats_json_in, stdout_ok, Controller,
-    Site,
+    assert_refused, impair_in, lab, probe, stats_json_in, stdout_ok, Controller, Site,
 };
-use impair_tools::{lab, probe::ProbeConfig};
+use impair_tools::lab;
 
 use super::{loss_end_to_end, tcx_or_refused};
 
@@ -48,51 +47,79 @@ fn loss_10_percent_xdp_generic_measured_at_receiver() {
 
 /// Rate policing at 2 Mbit/s with 4 Mbit/s offered. Frames are 1242 bytes
 /// on the wire as the hook counts them (1200 payload + UDP 8 + IPv4 20 +
-/// Ethernet 14), 4.97 ms each at 2 Mbit/s; the probe offers one every 2.5 ms.
-/// The policer accepts a packet when the emulated link's backlog is at most
-/// the 10 ms default burst minus its own serialization, so under sustained
-/// overload the link never idles and the accepted bytes over a span T are
-/// rate × T within ± (burst + one frame): (2500 + 1242) B against 750 kB in
-/// 3 s, 0.5%. The 3% tolerance leaves the rest for the sender: a scheduling
-/// stall of the probe idles the emulated link and lowers the measured rate.
+/// Ethernet 14), 4.97 ms each at 2 Mbit/s; the sender offers one every
+/// 2.5 ms. The policer accepts a packet when the emulated link's backlog is
+/// at most the 10 ms default burst minus its own serialization, so under
+/// sustained overload the link never idles and the accepted bytes in a 2 s
+/// window are rate × 2 s within ± (burst + one frame): (2500 + 1242) B
+/// against 500 kB, 0.75% (and 0.25% for counting whole frames); judged
+/// within 3%, which leaves room for the sender's small delays (a 25 ms one
+/// idles the link for about 15 ms past the burst: 0.75% of a window). A stall of the sender idles the
+/// emulated link and lowers the rate of its window (a CI run saw two
+/// windows of the host lose 5.5% that way, steal time of the virtual
+/// machine): receive times are the kernel's, and windows in which this
+/// machine stalled (a real-time watcher woke over 50 ms late,
+/// `flood::StallWatch`) are shown, not judged; at least two are judged.
 fn policing_end_to_end(tag: &str, args: &[&str]) {
+    use std::time::{Duration, Instant};
+
+    use impair_tests::flood::{self, Receiver, Senders, StallWatch};
+
     let lab = lab(tag);
     let before = SITE.state(&lab);
     let all = [&["--rate", "2mbit"][..], args].concat();
     let ctl = SITE.attach(&lab, &all);
-    let payload = 1200usize;
-    let frame_bytes = (payload + 8 + 20 + 14) as f64;
+    const PAYLOAD: usize = 1200;
+    const WINDOW: Duration = Duration::from_secs(2);
     let rate_bps = 2e6;
-    let cfg = ProbeConfig {
-        count: 1200,
-        rate_pps: 400,
-        payload_len: payload,
-        ..Default::default()
+    let bind = |ns: &str, addr: std::net::Ipv4Addr| {
+        impair::netns::run_in(ns, move || std::net::UdpSocket::bind((addr, 0)))
+            .unwrap()
+            .unwrap()
     };
-    let (report, log) = probe_with_log(&lab, &cfg);
-    assert_eq!(report.sent, 1200);
-    let arrivals: Vec<u64> = log.receptions.iter().map(|r| r.recv_ns).collect();
-    assert!(arrivals.len() > 100, "{report:?}");
-    let span_s = (arrivals[arrivals.len() - 1] - arrivals[0]) as f64 / 1e9;
-    let measured_bps = (arrivals.len() - 1) as f64 * frame_bytes * 8.0 / span_s;
-    impair_tests::note(format!(
-        "policing {args:?}: received {measured_bps:.0} bit/s over {span_s:.3} s ({} of {})",
-        report.received, report.sent
-    ));
-    assert!(
-        (measured_bps - rate_bps).abs() / rate_bps < 0.03,
-        "received {measured_bps:.0} bit/s over {span_s:.3} s vs configured {rate_bps} (±3%): {report:?}"
+    let rx = bind(&lab.server, lab.server_v4());
+    let to = rx.local_addr().unwrap();
+    let receiver = Receiver::start(rx);
+    let watch = StallWatch::start(Duration::from_millis(50));
+    let start = Instant::now() + Duration::from_millis(100);
+    let tx = vec![bind(&lab.client, lab.client_v4())];
+    let (sent, end) = Senders::start(
+        tx,
+        to,
+        PAYLOAD,
+        2.0 * rate_bps,
+        start,
+        Duration::from_secs(10),
+    )
+    .finish();
+    let arrivals = receiver.finish_when_quiet(Duration::from_millis(500));
+    let stalls = watch.finish();
+    assert!(arrivals.len() > 100, "{} arrived of {sent}", arrivals.len());
+    let from = arrivals[0].0 + 500_000_000;
+    let windows = flood::windows_bps(&arrivals, PAYLOAD, from, end, WINDOW);
+    let line = flood::assert_windows(
+        &format!("policing {args:?}"),
+        &windows,
+        &stalls,
+        WINDOW,
+        rate_bps,
+        0.03,
+        2,
     );
-    assert_eq!(report.corrupted + report.duplicated, 0);
+    impair_tests::note(format!(
+        "policing {args:?}: {} of {sent} received; per 2 s (bit/s): {line}",
+        arrivals.len()
+    ));
 
     let stats = SITE.stats(&lab);
     let rule = &stats["rules"][0];
+    let received = arrivals.len() as u64;
     assert_eq!(
         rule["dropped_queue"],
-        report.sent - report.received,
+        sent - received,
         "engine drops == sent − received: {stats}"
     );
-    assert_eq!(rule["passed"], report.received, "{stats}");
+    assert_eq!(rule["passed"], received, "{stats}");
     assert_eq!(rule["delayed"], 0, "nothing is held at ingress");
     assert!(ctl.signal_and_wait(libc::SIGTERM).success());
     SITE.assert_restored(&lab, &before);
