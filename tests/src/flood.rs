@@ -392,3 +392,46 @@ pub fn assert_windows(
     }
     line
 }
+
+/// What [`client_to_server`] measured.
+pub struct Flow {
+    /// Datagrams sent.
+    pub sent: u64,
+    /// When the last was sent (CLOCK_REALTIME ns).
+    pub end_ns: u64,
+    /// Each arrival: kernel receive time (CLOCK_REALTIME ns) and length.
+    pub arrivals: Vec<(u64, usize)>,
+    /// The machine's stalls over 50 ms while it ran ([`StallWatch`]).
+    pub stalls: Vec<(u64, Duration)>,
+}
+
+/// One paced UDP flow from the lab's client to its server (IPv4):
+/// `offered_bps` of `payload`-byte datagrams for `span`, received with
+/// kernel timestamps while a [`StallWatch`] records the machine's stalls.
+pub fn client_to_server(
+    lab: &impair_tools::lab::Lab,
+    payload: usize,
+    offered_bps: f64,
+    span: Duration,
+) -> Flow {
+    let bind = |ns: &str, addr: std::net::Ipv4Addr| {
+        impair::netns::run_in(ns, move || UdpSocket::bind((addr, 0)))
+            .unwrap()
+            .unwrap()
+    };
+    let rx = bind(&lab.server, lab.server_v4());
+    let to = rx.local_addr().unwrap();
+    let receiver = Receiver::start(rx);
+    let watch = StallWatch::start(Duration::from_millis(50));
+    let start = Instant::now() + Duration::from_millis(100);
+    let tx = vec![bind(&lab.client, lab.client_v4())];
+    let (sent, end_ns) = Senders::start(tx, to, payload, offered_bps, start, span).finish();
+    let arrivals = receiver.finish_when_quiet(Duration::from_millis(500));
+    let stalls = watch.finish();
+    Flow {
+        sent,
+        end_ns,
+        arrivals,
+        stalls,
+    }
+}

@@ -634,29 +634,13 @@ struct Flooded {
 /// Saturating UDP client → server at `offered_bps` for 6 s, timed by the
 /// receiver's kernel (`flood`).
 fn flood_rate(lab: &Lab, offered_bps: f64) -> Flooded {
-    use impair_tests::flood::{self, Receiver, Senders, StallWatch};
-    let bind = |ns: &str, addr: std::net::Ipv4Addr| {
-        impair::netns::run_in(ns, move || std::net::UdpSocket::bind((addr, 0)))
-            .unwrap()
-            .unwrap()
-    };
-    let rx = bind(&lab.server, lab.server_v4());
-    let to = rx.local_addr().unwrap();
-    let receiver = Receiver::start(rx);
-    let watch = StallWatch::start(Duration::from_millis(50));
-    let start = std::time::Instant::now() + Duration::from_millis(100);
-    let tx = vec![bind(&lab.client, lab.client_v4())];
-    let (sent, end) = Senders::start(
-        tx,
-        to,
-        FLOOD_PAYLOAD,
-        offered_bps,
-        start,
-        Duration::from_secs(6),
-    )
-    .finish();
-    let arrivals = receiver.finish_when_quiet(Duration::from_millis(500));
-    let stalls = watch.finish();
+    use impair_tests::flood;
+    let flood::Flow {
+        sent,
+        end_ns: end,
+        arrivals,
+        stalls,
+    } = flood::client_to_server(lab, FLOOD_PAYLOAD, offered_bps, Duration::from_secs(6));
     assert!(arrivals.len() > 100, "{} arrived of {sent}", arrivals.len());
     // From half a second after the first arrival (the queue has filled)
     // until the load stopped.

@@ -61,9 +61,9 @@ fn loss_10_percent_xdp_generic_measured_at_receiver() {
 /// machine stalled (a real-time watcher woke over 50 ms late,
 /// `flood::StallWatch`) are shown, not judged; at least two are judged.
 fn policing_end_to_end(tag: &str, args: &[&str]) {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
-    use impair_tests::flood::{self, Receiver, Senders, StallWatch};
+    use impair_tests::flood;
 
     let lab = lab(tag);
     let before = SITE.state(&lab);
@@ -72,28 +72,12 @@ fn policing_end_to_end(tag: &str, args: &[&str]) {
     const PAYLOAD: usize = 1200;
     const WINDOW: Duration = Duration::from_secs(2);
     let rate_bps = 2e6;
-    let bind = |ns: &str, addr: std::net::Ipv4Addr| {
-        impair::netns::run_in(ns, move || std::net::UdpSocket::bind((addr, 0)))
-            .unwrap()
-            .unwrap()
-    };
-    let rx = bind(&lab.server, lab.server_v4());
-    let to = rx.local_addr().unwrap();
-    let receiver = Receiver::start(rx);
-    let watch = StallWatch::start(Duration::from_millis(50));
-    let start = Instant::now() + Duration::from_millis(100);
-    let tx = vec![bind(&lab.client, lab.client_v4())];
-    let (sent, end) = Senders::start(
-        tx,
-        to,
-        PAYLOAD,
-        2.0 * rate_bps,
-        start,
-        Duration::from_secs(10),
-    )
-    .finish();
-    let arrivals = receiver.finish_when_quiet(Duration::from_millis(500));
-    let stalls = watch.finish();
+    let flood::Flow {
+        sent,
+        end_ns: end,
+        arrivals,
+        stalls,
+    } = flood::client_to_server(&lab, PAYLOAD, 2.0 * rate_bps, Duration::from_secs(10));
     assert!(arrivals.len() > 100, "{} arrived of {sent}", arrivals.len());
     let from = arrivals[0].0 + 500_000_000;
     let windows = flood::windows_bps(&arrivals, PAYLOAD, from, end, WINDOW);
