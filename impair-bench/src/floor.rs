@@ -30,6 +30,16 @@ const FLOOR_INSNS: [u64; 2] = [
     0x95, // BPF_JMP | BPF_EXIT
 ];
 
+/// `call bpf_ktime_get_ns; r0 = 0 (TC_ACT_OK); exit`: the floor plus the
+/// clock read every timed path makes, so the report can say what one read
+/// costs in this kernel on this machine (a virtual machine may make the TSC
+/// read dear) rather than estimate it from user space.
+const CLOCK_INSNS: [u64; 3] = [
+    0x0000_0005_0000_0085, // BPF_JMP | BPF_CALL, imm 5: BPF_FUNC_ktime_get_ns
+    0xb7,
+    0x95,
+];
+
 /// `r0 = 2 (XDP_PASS); exit`: the empty XDP program.
 const XDP_FLOOR_INSNS: [u64; 2] = [0x0000_0002_0000_00b7, 0x95];
 
@@ -103,11 +113,19 @@ pub(crate) fn attach_floor(iface: &str, ingress: bool) -> Result<Floor> {
 /// Loads the empty program: a tc classifier (`TC_ACT_OK`) or, with `xdp`,
 /// an XDP program (`XDP_PASS`).
 pub(crate) fn load_empty(xdp: bool) -> Result<OwnedFd> {
-    let (prog_type, insns) = if xdp {
-        (BPF_PROG_TYPE_XDP, XDP_FLOOR_INSNS)
+    if xdp {
+        load(BPF_PROG_TYPE_XDP, &XDP_FLOOR_INSNS)
     } else {
-        (BPF_PROG_TYPE_SCHED_CLS, FLOOR_INSNS)
-    };
+        load(BPF_PROG_TYPE_SCHED_CLS, &FLOOR_INSNS)
+    }
+}
+
+/// Loads the tc floor with one `bpf_ktime_get_ns` call in it.
+pub(crate) fn load_clock() -> Result<OwnedFd> {
+    load(BPF_PROG_TYPE_SCHED_CLS, &CLOCK_INSNS)
+}
+
+fn load(prog_type: u32, insns: &[u64]) -> Result<OwnedFd> {
     let license = c"GPL";
     let mut attr = [0u8; 128];
     // struct { prog_type; insn_cnt; insns; license; log_level; log_size;

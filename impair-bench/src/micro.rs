@@ -10,6 +10,9 @@ pub(crate) struct Micro {
     pub(crate) ns_per_packet: f64,
 }
 
+/// The tc floor plus one `bpf_ktime_get_ns` (`floor::load_clock`).
+pub(crate) const CLOCK_CASE: &str = "floor + one bpf_ktime_get_ns";
+
 pub(crate) fn nomatch() -> MatchSpec {
     MatchSpec {
         dst: Some(parse_cidr("dst", "198.19.0.0/16").unwrap()),
@@ -72,6 +75,14 @@ fn hooks(frame: &[u8], repeat: u32) -> Result<Vec<Micro>> {
             ns_per_packet: ns,
         });
     }
+    let name = CLOCK_CASE;
+    let ns = median(&crate::floor::load_clock()?)?;
+    eprintln!("micro  {name:<42} {ns:7.1} ns/packet");
+    out.push(Micro {
+        case: name.into(),
+        rules: 0,
+        ns_per_packet: ns,
+    });
     let cases = [
         (
             "unmatched (1 rule)",
