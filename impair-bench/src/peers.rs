@@ -77,6 +77,11 @@ pub(crate) struct PeersReport {
     #[serde(flatten)]
     pub(crate) run: RunInfo,
     pub(crate) arms: Vec<PeerArm>,
+    /// iperf3 through a lab with default offloads: the baseline, impair
+    /// `--proto tcp` 1% loss and netem 1% loss (issue 13's netem TCP arm).
+    /// Empty in reports from before it existed.
+    #[serde(default)]
+    pub(crate) tcp: Vec<PeerArm>,
     pub(crate) not_run: Vec<(String, String)>,
 }
 
@@ -177,12 +182,14 @@ pub(crate) fn peers(o: &Opts, cpus: usize) -> Result<()> {
     let pairs: Vec<(Arm, usize)> = arms.iter().map(|&a| (a, 1)).collect();
     let samples = run_rounds(&lab, &pairs, o.rounds, 0, dur, &mut rng)?;
     drop(lab);
+    let tcp = peer_tcp(o, &arms, &mut not_run, &mut rng)?;
     let report = PeersReport {
         run: RunInfo::new(o, cpus),
         arms: summarize(&samples, &arms, 1, &mut rng)
             .iter()
             .map(PeerArm::from)
             .collect(),
+        tcp,
         not_run,
     };
     let json = serde_json::to_string(&report)?;
@@ -190,6 +197,40 @@ pub(crate) fn peers(o: &Opts, cpus: usize) -> Result<()> {
     println!("{}", peers_markdown(&report));
     println!("{PEERS_MARKER}{json}");
     Ok(())
+}
+
+/// TCP (iperf3, default offloads) beside netem: the baseline, impair
+/// `--proto tcp` at 1% loss and netem 1% loss on the router's egress, in
+/// interleaved rounds like the host's TCP arms (tcp.rs). netem decides per
+/// skb, so with GRO on the router it drops whole super-packets; impair
+/// decides per wire packet (engine/offload.rs), as on the host.
+fn peer_tcp(
+    o: &Opts,
+    udp_arms: &[Arm],
+    not_run: &mut Vec<(String, String)>,
+    rng: &mut rand::rngs::StdRng,
+) -> Result<Vec<PeerArm>> {
+    if !udp_arms.contains(&Arm::NetemLoss1) {
+        return Ok(Vec::new()); // its absence is reported with the UDP arms
+    }
+    if !have_iperf3() {
+        not_run.push((
+            "TCP arms (iperf3) beside netem".into(),
+            "iperf3 is not in this image".into(),
+        ));
+        return Ok(Vec::new());
+    }
+    let lab = Lab::create_with("benchtcp", LabOptions { offloads: true })?;
+    let arms = [Arm::Baseline, Arm::TcpImpairLoss1, Arm::NetemLoss1];
+    // Under emulation a connection needs a few seconds to leave slow start
+    // at these rates; --quick keeps CI's VM run short.
+    let secs = if o.quick { 2 } else { 4 };
+    let samples = run_tcp_rounds(&lab, &arms, o.rounds, secs, rng)?;
+    drop(lab);
+    Ok(summarize(&samples, &arms, 1, rng)
+        .iter()
+        .map(PeerArm::from)
+        .collect())
 }
 
 /// Reads `--peers-from` files: a peers JSON, or a console log holding

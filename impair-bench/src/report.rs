@@ -433,6 +433,22 @@ pub(crate) fn peers_markdown(p: &PeersReport) -> String {
             let _ = writeln!(m, "\nimpair's rate costs more than tbf here: it gives every packet the departure time at the end of its own serialization (a packet arrives after its last bit, as netem models a link), so fq holds each packet briefly in its time-ordered queue and releases it from its watchdog timer, while tbf sends at once as long as it has tokens. The arm measures that machinery (fq plus a timer) at a rate that never binds; docs/accuracy.md shows what each delivers when it does.");
         }
     }
+    if !p.tcp.is_empty() {
+        let _ = writeln!(m, "\n### TCP beside netem (iperf3, default offloads)\n\nOne unpaced iperf3 connection client → router → server through a lab whose veths keep the kernel's default TSO/GSO/GRO, arms interleaved per round as on the host; bytes/s received as a ratio to the same round's baseline, CPU ns per byte from /proc/stat. impair attaches `--proto tcp --loss 1%` at the router's egress and decides per wire packet (it sets `gso_max_segs` 1 there and turns GRO off on the router's other devices while attached); netem (`loss 1%` as the router's root qdisc) decides per skb, so with GRO on it drops whole super-packets, which TCP repairs as one loss event. Under TCG the absolute rates are the emulator's.\n");
+        let _ = writeln!(m, "| arm | ratio to baseline (95% CI) | Mbit/s received | CPU ns/byte |\n|---|---|---|---|");
+        for a in &p.tcp {
+            let _ = writeln!(
+                m,
+                "| {} | {:.3} ({:.3}–{:.3}) | {:.1} | {:.3} |",
+                a.name,
+                a.ratio_median,
+                a.ratio_ci95.0,
+                a.ratio_ci95.1,
+                a.delivered_pps_median * 8.0 / 1e6,
+                a.cpu_ns_per_packet_median
+            );
+        }
+    }
     for (what, why) in &p.not_run {
         let _ = writeln!(m, "\nNot run on this kernel: {what} ({why}).");
     }
