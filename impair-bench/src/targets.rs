@@ -25,7 +25,10 @@ fn ci(a: &ArmSummary) -> String {
 /// When two arms' 95% intervals overlap, a sentence saying the run cannot
 /// order them (the verdict then follows the medians alone); else nothing.
 fn overlap(a: &ArmSummary, b: &ArmSummary) -> String {
-    let (lo, hi) = (a.ratio_ci95.0.max(b.ratio_ci95.0), a.ratio_ci95.1.min(b.ratio_ci95.1));
+    let (lo, hi) = (
+        a.ratio_ci95.0.max(b.ratio_ci95.0),
+        a.ratio_ci95.1.min(b.ratio_ci95.1),
+    );
     if lo <= hi {
         format!(
             " The two 95% intervals overlap ({:.3}–{:.3} and {:.3}–{:.3}): this run cannot tell the arms apart, and the verdict follows the medians alone.",
