@@ -176,6 +176,72 @@ fn rate_spaces_departures_by_serialization_time() {
     }
 }
 
+/// Issue 12: the built-in `lte` profile at its own rates, both ways at
+/// once. The VM tier measures lte's shape at the receivers at a tenth of
+/// its rates (controller `two_way_fq::two_way_rates_hold_both_ways_at_once`:
+/// TCG cannot carry 50 Mbit/s through three namespaces and an ifb); here
+/// the data path itself books lte's full rates. Back-to-back 1514-byte
+/// frames through the downlink's rules (what the instance's ifb runs on
+/// received traffic: the egress program) and through the uplink's,
+/// interleaved so both emulated links are booked at the same time: the
+/// first of each leaves at now + its delay + one serialization, every next
+/// one exactly one serialization later (242.24 µs at 50 Mbit/s, 1,211.2 µs
+/// at 10 Mbit/s; a test run takes far less, so both links stay backlogged,
+/// unless the machine preempts a run for longer than that: then the frame
+/// leaves at its own now + delay + serialization, and at least 10 of 19 must
+/// still be back to back), and none is dropped (20 frames stay within the
+/// 50-packet queue).
+#[test]
+fn lte_books_its_full_rates_both_ways_at_once() {
+    let link = impair::profile::find("lte").unwrap().link();
+    assert!(link.two_way, "lte is a two-way profile");
+    let frame = udp4_csum(CLIENT_V4, SERVER_V4, 1, 2, 0, &[0u8; 1472]);
+    assert_eq!(frame.len(), 1514);
+    let bytes = frame.len() as u64;
+    // (loaded rules, delay ns, serialization ns of one frame)
+    let mut sides = [
+        (load(&link.downlink), 50_000_000u64, bytes * 8 * 1_000 / 50),
+        (load(&link.uplink), 65_000_000u64, bytes * 8 * 1_000 / 10),
+    ];
+    let mut last = [0u64; 2];
+    let mut backlogged = [0u32; 2];
+    for i in 0..20 {
+        for (side, (l, delay_ns, tx_ns)) in sides.iter_mut().enumerate() {
+            let before = monotonic_ns();
+            let (ok, ts) = run_tstamp(l, EGRESS, &frame);
+            let after = monotonic_ns();
+            assert!(ok, "frame {i} of side {side} passed");
+            // EDT's law: one serialization after the link's last departure,
+            // or after now + delay if the link went idle meanwhile (a test
+            // run preempted for longer than a serialization).
+            let idle = before + *delay_ns + *tx_ns..=after + *delay_ns + *tx_ns;
+            if i > 0 && ts == last[side] + *tx_ns {
+                backlogged[side] += 1;
+            } else {
+                assert!(
+                    idle.contains(&ts) && (i == 0 || ts > last[side] + *tx_ns),
+                    "side {side}: frame {i} leaves at {ts}: neither one serialization ({tx_ns} ns) \
+                     after {} nor in {idle:?}",
+                    last[side]
+                );
+            }
+            last[side] = ts;
+        }
+    }
+    // Test runs take microseconds: all but a preempted few are backlogged.
+    for (side, n) in backlogged.iter().enumerate() {
+        assert!(
+            *n >= 10,
+            "side {side}: only {n} of 19 departures back to back"
+        );
+    }
+    for (side, (l, _, _)) in sides.iter().enumerate() {
+        let c = counters(l, 0);
+        assert_eq!(c.dropped_queue, 0, "side {side}: no queue drops");
+        assert_eq!(c.delayed, 20, "side {side}: every frame held");
+    }
+}
+
 /// A 500 ms queue (egress) or burst tolerance (receive hooks, which police)
 /// at 10 kbit/s: a 74-byte frame occupies the emulated link 59.2 ms, so 8 of
 /// a back-to-back burst fit (473.6 ms) and the 9th would wait 532.8 ms; the
