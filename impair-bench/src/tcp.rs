@@ -41,8 +41,24 @@ pub(crate) fn iperf3_server(lab: &Lab) -> Result<Iperf3Server> {
         .stderr(Stdio::null())
         .spawn()
         .context("starting iperf3 -s")?;
-    std::thread::sleep(Duration::from_millis(300));
-    Ok(Iperf3Server(child))
+    let server = Iperf3Server(child);
+    // An emulated guest starts programs slowly: wait until the port listens
+    // (/proc/net/tcp of the server's namespace: local port in hex, state
+    // 0A), at most 20 s.
+    let port = format!(":{:04X} ", PORT.parse::<u16>().unwrap_or(5201));
+    for _ in 0..200 {
+        let tcp = lab
+            .exec(&lab.server, &["cat", "/proc/net/tcp"])
+            .unwrap_or_default();
+        if tcp
+            .lines()
+            .any(|l| l.contains(&port) && l.split_whitespace().nth(3) == Some("0A"))
+        {
+            return Ok(server);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("iperf3 -s did not listen within 20 s")
 }
 
 /// One iperf3 run of `secs` seconds: (received bytes/s, CPU ns per byte).
@@ -50,8 +66,18 @@ pub(crate) fn iperf3_run(lab: &Lab, secs: u32) -> Result<(f64, f64)> {
     let addr = lab.server_v4().to_string();
     let t = secs.to_string();
     let j0 = busy_jiffies();
-    let out = Command::new("timeout")
-        .args(["60", "ip", "netns", "exec", &lab.client, "iperf3", "-c"])
+    // `timeout` inside the namespace: in the VM, busybox's `timeout` would
+    // run busybox's own `ip` applet rather than iproute2's.
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.client,
+            "timeout",
+            "60",
+            "iperf3",
+            "-c",
+        ])
         .args([&addr, "-p", PORT, "-t", &t, "-J"])
         .output()
         .context("running iperf3 -c")?;

@@ -103,7 +103,7 @@ impl Binary {
     /// fidelity: 209 s on 6.12 at a load of 7 to 9 on 2 cores, up to 207 s
     /// on 6.1 before; with the ingress tests and both jitter KS tests (each
     /// about 130 s), 426 s on 6.12 on a quiet machine (load about 1,
-    /// 2026-12-02), rounded up for a busy one; bench (`--peers --quick`): 29 s on 6.12, busy. netns
+    /// 2026-12-02), rounded up for a busy one; bench (`--peers --quick`): 29 s on 6.12, busy; 62 s with the TCP arms beside netem (quiet). netns
     /// gained 121 s with `fq::tcp::` and 276 s with `fq::rate_trace` and
     /// `fq::etcd` (measured filtered on 6.12).
     fn measured_whole_secs(self) -> u64 {
@@ -112,7 +112,7 @@ impl Binary {
             Binary::Netns => 889,
             Binary::Controller => 306,
             Binary::Fidelity => 480,
-            Binary::Bench => 60,
+            Binary::Bench => 90,
         }
     }
 }
