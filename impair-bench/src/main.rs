@@ -396,14 +396,14 @@ fn tcp_arms(
     not_run: &mut Vec<(String, String)>,
     rng: &mut rand::rngs::StdRng,
 ) -> Result<Vec<Sample>> {
-    if !have_iperf3() {
-        not_run.push((
-            "TCP arms (iperf3)".to_owned(),
-            "iperf3 is not installed: `cargo xtask setup` installs it".to_owned(),
-        ));
+    let Some(lab) = tcp_lab(
+        not_run,
+        "TCP arms (iperf3)",
+        "iperf3 is not installed: `cargo xtask setup` installs it",
+    )?
+    else {
         return Ok(Vec::new());
-    }
-    let lab = Lab::create_with("benchtcp", LabOptions { offloads: true })?;
+    };
     let mut arms = vec![Arm::Baseline, Arm::TcpImpairLoss0, Arm::TcpImpairLoss1];
     if floor {
         arms.push(Arm::Floor);

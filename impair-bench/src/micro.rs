@@ -63,11 +63,12 @@ fn hooks(frame: &[u8], repeat: u32) -> Result<Vec<Micro>> {
         Ok(samples[2])
     };
     let mut out = Vec::new();
-    for (name, xdp) in [
-        ("floor: empty tc program", false),
-        ("floor: empty XDP program", true),
+    for (name, prog) in [
+        ("floor: empty tc program", crate::floor::load_empty(false)?),
+        ("floor: empty XDP program", crate::floor::load_empty(true)?),
+        (CLOCK_CASE, crate::floor::load_clock()?),
     ] {
-        let ns = median(&crate::floor::load_empty(xdp)?)?;
+        let ns = median(&prog)?;
         eprintln!("micro  {name:<42} {ns:7.1} ns/packet");
         out.push(Micro {
             case: name.into(),
@@ -75,14 +76,6 @@ fn hooks(frame: &[u8], repeat: u32) -> Result<Vec<Micro>> {
             ns_per_packet: ns,
         });
     }
-    let name = CLOCK_CASE;
-    let ns = median(&crate::floor::load_clock()?)?;
-    eprintln!("micro  {name:<42} {ns:7.1} ns/packet");
-    out.push(Micro {
-        case: name.into(),
-        rules: 0,
-        ns_per_packet: ns,
-    });
     let cases = [
         (
             "unmatched (1 rule)",

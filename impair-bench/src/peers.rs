@@ -213,14 +213,14 @@ fn peer_tcp(
     if !udp_arms.contains(&Arm::NetemLoss1) {
         return Ok(Vec::new()); // its absence is reported with the UDP arms
     }
-    if !have_iperf3() {
-        not_run.push((
-            "TCP arms (iperf3) beside netem".into(),
-            "iperf3 is not in this image".into(),
-        ));
+    let Some(lab) = tcp_lab(
+        not_run,
+        "TCP arms (iperf3) beside netem",
+        "iperf3 is not in this image",
+    )?
+    else {
         return Ok(Vec::new());
-    }
-    let lab = Lab::create_with("benchtcp", LabOptions { offloads: true })?;
+    };
     let arms = [Arm::Baseline, Arm::TcpImpairLoss1, Arm::NetemLoss1];
     // Under emulation a connection needs a few seconds to leave slow start
     // at these rates; --quick keeps CI's VM run short.

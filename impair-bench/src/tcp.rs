@@ -32,6 +32,24 @@ pub(crate) fn have_iperf3() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// The lab the TCP arms run through (the kernel's default offloads), or
+/// `None` with `what` recorded as not run when iperf3 is missing (`why`
+/// says where it would come from).
+pub(crate) fn tcp_lab(
+    not_run: &mut Vec<(String, String)>,
+    what: &str,
+    why: &str,
+) -> Result<Option<Lab>> {
+    if !have_iperf3() {
+        not_run.push((what.to_owned(), why.to_owned()));
+        return Ok(None);
+    }
+    Ok(Some(Lab::create_with(
+        "benchtcp",
+        LabOptions { offloads: true },
+    )?))
+}
+
 pub(crate) fn iperf3_server(lab: &Lab) -> Result<Iperf3Server> {
     let addr = lab.server_v4().to_string();
     let child = Command::new("ip")
