@@ -15,7 +15,7 @@ use impair::{model::Distribution, statistics::ks_statistic};
 use impair_tests::{
     kernel::has_qdisc,
     ns::{assert_restored, router_state, socket_pair, stats_json, Controller, Site},
-    stats::{assert_inside, median, quantile, Z99},
+    stats::{assert_inside, median, quantile, Z_SUITE},
 };
 use impair_tools::{
     lab::Lab,
@@ -475,7 +475,7 @@ fn reorder_fraction_skips_the_delay() {
         "{} skipped packets did not arrive early",
         engine - early
     );
-    assert_inside("packets early", Z99, 0.10, early, run.report.sent);
+    assert_inside("packets early", Z_SUITE, 0.10, early, run.report.sent);
 }
 
 /// A rate at the router's egress per 1 s window at the receiver (kernel

@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use impair_tests::{note, require_privileges, stats::assert_inside_99, Scratch};
+use impair_tests::{note, require_privileges, stats::assert_inside_suite, Scratch};
 use impair_tools::probe::{self, ProbeConfig};
 use serde_json::json;
 
@@ -223,7 +223,7 @@ fn a_container_is_targeted_by_name_through_podman() {
         ..Default::default()
     };
     let rep = probe::run_pair(tx, rx, to, &cfg).unwrap();
-    assert_inside_99(0.30, rep.lost, rep.sent);
+    assert_inside_suite(0.30, rep.lost, rep.sent);
     let got = agent.req("GET", "/v1/impairments/ctr", None);
     assert_eq!(
         got.body["status"]["rules"][0]["dropped_loss"].as_u64(),

@@ -19,7 +19,7 @@ use std::{
 
 use impair_tests::{
     ns::{assert_iface_restored, iface_state, lab},
-    stats::{assert_inside, Z999},
+    stats::{assert_inside, Z_SUITE},
     Scratch,
 };
 use impair_tools::lab::{CLIENT_IF, ROUTER_EGRESS, SERVER_IF};
@@ -244,7 +244,7 @@ fn chaos_toolkit_impairs_three_hosts_and_rolls_back() {
     let received = m["received"].as_u64().unwrap();
     assert_inside(
         "round trip through three 20% losses",
-        Z999,
+        Z_SUITE,
         0.8f64.powi(3),
         received,
         SENT,

@@ -16,7 +16,7 @@ use std::{
 use impair_tests::{
     impair_bin,
     ns::{assert_restored, lab, probe, router_state},
-    stats::assert_inside_99,
+    stats::assert_inside_suite,
 };
 use impair_tools::lab::Lab;
 use serde_json::{json, Value};
@@ -222,7 +222,7 @@ fn a_loss_rule_over_http_is_measured_updated_and_removed_exactly() {
     assert_error(&other, 409, None);
 
     let rep = probe(&lab, false, 0, 10_000, 200);
-    assert_inside_99(0.20, rep.lost, rep.sent);
+    assert_inside_suite(0.20, rep.lost, rep.sent);
     let got = agent.req("GET", "/v1/impairments/t1", None);
     assert_eq!(got.status, 200);
     let rule = &got.body["status"]["rules"][0];
@@ -243,7 +243,7 @@ fn a_loss_rule_over_http_is_measured_updated_and_removed_exactly() {
     assert_eq!(up.status, 200, "{up:?}");
     assert_eq!(up.body["status"]["generation"], 2, "{up:?}");
     let rep = probe(&lab, false, 0, 10_000, 200);
-    assert_inside_99(0.50, rep.lost, rep.sent);
+    assert_inside_suite(0.50, rep.lost, rep.sent);
     let patch = agent.req(
         "PATCH",
         "/v1/impairments/t1",
@@ -427,7 +427,7 @@ fn chaosd_network_attacks_map_onto_rules_and_recover() {
         "{list:?}"
     );
     let rep = probe(&lab, false, 0, 10_000, 200);
-    assert_inside_99(0.30, rep.lost, rep.sent);
+    assert_inside_suite(0.30, rep.lost, rep.sent);
 
     // What has no faithful mapping is refused, saying why.
     let corr = json!({"action": "loss", "device": "r1", "percent": "30", "correlation": "50"});

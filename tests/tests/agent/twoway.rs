@@ -8,7 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 use impair::netns;
 use impair_tests::{
     ns::{assert_restored, lab, probe, router_state},
-    stats::assert_inside_99,
+    stats::assert_inside_suite,
 };
 use impair_tools::{
     lab::Lab,
@@ -134,9 +134,9 @@ fn a_two_way_link_impairs_each_direction_flips_and_restores_exactly() {
         "{s:?}: {r:?}"
     );
     let up = probe(&lab, false, 0, 10_000, 200);
-    assert_inside_99(0.20, up.lost, up.sent);
+    assert_inside_suite(0.20, up.lost, up.sent);
     let down = probe_back(&lab, 10_000);
-    assert_inside_99(0.50, down.lost, down.sent);
+    assert_inside_suite(0.50, down.lost, down.sent);
     let got = agent.req("GET", "/v1/impairments/link", None);
     for (i, rep) in [up, down].iter().enumerate() {
         let rule = &got.body["sides"][i]["rules"][0];
@@ -180,9 +180,9 @@ fn a_two_way_link_impairs_each_direction_flips_and_restores_exactly() {
         assert_eq!(f.body["sides"][i]["generation"], 2, "{f:?}");
     }
     let up = probe(&lab, false, 0, 10_000, 200);
-    assert_inside_99(0.50, up.lost, up.sent);
+    assert_inside_suite(0.50, up.lost, up.sent);
     let down = probe_back(&lab, 10_000);
-    assert_inside_99(0.20, down.lost, down.sent);
+    assert_inside_suite(0.20, down.lost, down.sent);
 
     let del = agent.req("DELETE", "/v1/impairments/link", None);
     assert_eq!(del.status, 200, "{del:?}");

@@ -10,7 +10,7 @@ use impair_tests::{
     bpf::{counters, drop_all, dst, load, load_seeded, run, run_skb, ALL_HOOKS},
     packet::*,
     pin_to_cpu0,
-    stats::{assert_inside, Z99},
+    stats::{assert_inside, Z_SUITE},
     CLIENT_V4, SERVER_V4,
 };
 
@@ -96,7 +96,7 @@ fn bernoulli_loss_rate_is_inside_the_99_percent_interval() {
         assert_eq!(c.packets, c.dropped_loss + c.passed, "{p:?}");
         assert_inside(
             &format!("{p:?} drops"),
-            Z99,
+            Z_SUITE,
             0.10,
             c.dropped_loss,
             c.packets,

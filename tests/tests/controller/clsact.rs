@@ -21,7 +21,7 @@ use impair_tests::{
         assert_restored, impair_in, lab, probe, router_state, socket_pair, stats_json, stdout_ok,
         Controller,
     },
-    stats::assert_inside_99,
+    stats::assert_inside_suite,
     Scratch,
 };
 use impair_tools::lab;
@@ -64,7 +64,7 @@ fn a_pinned_attach_outlives_its_process_until_detach() {
     ));
     assert!(out.contains("pinned"), "{out}");
     let r = probe(&lab, false, 0, 4_000, 200);
-    assert_inside_99(0.50, r.lost, r.sent);
+    assert_inside_suite(0.50, r.lost, r.sent);
     let status = stdout_ok(&impair_in(&lab.router, &["status"]));
     assert!(
         status.contains("(pinned)") && status.contains("netlink"),

@@ -26,7 +26,7 @@ use impair_tests::{
     impair_bin,
     ns::{assert_refused, stdout_ok},
     require_privileges,
-    stats::assert_inside_99,
+    stats::assert_inside_suite,
 };
 use impair_tools::probe::{self, ProbeConfig};
 
@@ -402,7 +402,7 @@ fn attach_by_container_name_impairs_its_traffic_and_detach_restores_it() {
 
     let (lost, sent) = probe_out_of(pid, &name, 4000);
     assert_eq!(sent, 4000);
-    assert_inside_99(0.30, lost, sent);
+    assert_inside_suite(0.30, lost, sent);
 
     // status and stats find it through the container too.
     let status = stdout_ok(&podman.impair(&["status", "--container", &name]));
@@ -627,7 +627,7 @@ fn a_container_sharing_the_namespace_is_scoped_by_its_cgroup() {
             ],
         );
     });
-    assert_inside_99(0.30, sent - received, sent);
+    assert_inside_suite(0.30, sent - received, sent);
 
     // The same namespace's other traffic: untouched.
     let tx = netns::run_in(&hns, || UdpSocket::bind("198.18.215.1:0"))

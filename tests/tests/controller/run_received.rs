@@ -3,7 +3,7 @@
 //! measured at the receiving sockets; the host runs it (the delay case is
 //! `run_fq`, for the VM tier). The scaffolding (CMD, its socket, the other
 //! socket, the senders) is `run_fq::run_receiving`.
-use impair_tests::{ns::lab, stats::assert_inside_99};
+use impair_tests::{ns::lab, stats::assert_inside_suite};
 use impair_tools::{lab::CLIENT_IF, probe::ProbeConfig};
 
 use crate::run_fq::run_receiving;
@@ -30,7 +30,7 @@ fn run_loses_30_percent_of_what_cmd_receives_and_nothing_of_others() {
         r.stderr
     );
     let lost = r.sent_to_cmd - r.cmd.len() as u64;
-    assert_inside_99(0.30, lost, r.sent_to_cmd);
+    assert_inside_suite(0.30, lost, r.sent_to_cmd);
     assert_eq!(
         (r.other.lost, r.other.received),
         (0, cfg.count),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use impair::netns;
 use impair_tests::{
     ns::{assert_refused, impair_in, lab, probe, stats_json_in, stdout_ok, Controller, Site},
-    stats::assert_inside_99,
+    stats::assert_inside_suite,
     Scratch,
 };
 use impair_tools::{
@@ -78,9 +78,9 @@ fn a_two_way_profile_impairs_each_direction_and_flip_swaps_them() {
             ctl.first_line
         );
         let d = probe_downlink(&lab, 10_000);
-        assert_inside_99(down, d.lost, d.sent);
+        assert_inside_suite(down, d.lost, d.sent);
         let u = probe_uplink(&lab, 10_000);
-        assert_inside_99(up, u.lost, u.sent);
+        assert_inside_suite(up, u.lost, u.sent);
 
         let stats = link_stats(&lab);
         assert_eq!(stats.len(), 2, "{stats:?}");
@@ -153,9 +153,9 @@ fn update_switches_both_directions_of_a_link() {
         &["update", SERVER_IF, "--replace", "--loss", "20%"],
     ));
     let d = probe_downlink(&lab, 10_000);
-    assert_inside_99(0.20, d.lost, d.sent);
+    assert_inside_suite(0.20, d.lost, d.sent);
     let u = probe_uplink(&lab, 10_000);
-    assert_inside_99(0.20, u.lost, u.sent);
+    assert_inside_suite(0.20, u.lost, u.sent);
     // One side only.
     stdout_ok(&impair_in(
         &lab.server,

@@ -7,7 +7,7 @@
 //! file is refused before anything is attached or updated.
 use impair_tests::{
     ns::{assert_refused, impair_in, lab, stdout_ok, Controller, Site},
-    stats::assert_inside_99,
+    stats::assert_inside_suite,
     Scratch,
 };
 use impair_tools::lab::SERVER_IF;
@@ -86,9 +86,9 @@ fn a_two_way_profile_gives_each_direction_its_own_loss_series() {
 
     // Each direction loses what its own series says.
     let u = probe_uplink(&lab, 10_000);
-    assert_inside_99(0.30, u.lost, u.sent);
+    assert_inside_suite(0.30, u.lost, u.sent);
     let d = probe_downlink(&lab, 10_000);
-    assert_inside_99(0.05, d.lost, d.sent);
+    assert_inside_suite(0.05, d.lost, d.sent);
 
     let stats = link_stats(&lab);
     let (up, at) = loss_in_force(&stats[0]);

@@ -18,7 +18,7 @@ use impair_tests::{
         assert_refused, assert_restored, impair_in, lab, probe, router_state, socket_pair,
         stats_json, stdout_ok, Controller,
     },
-    stats::assert_inside_99,
+    stats::assert_inside_suite,
     Scratch,
 };
 use impair_tools::{
@@ -32,7 +32,7 @@ fn update_changes_the_rules_atomically_under_traffic() {
     let before = router_state(&lab);
     let ctl = Controller::start(&lab, &["--loss", "2%", "--seed", "7"]);
     let r = probe(&lab, false, 0, 10_000, 200);
-    assert_inside_99(0.02, r.lost, r.sent);
+    assert_inside_suite(0.02, r.lost, r.sent);
 
     // Updates while traffic flows: every packet is counted by exactly one
     // rule set, none is lost to the swap, and the data path never errs.
@@ -59,7 +59,7 @@ fn update_changes_the_rules_atomically_under_traffic() {
     assert!(during.lost > 0 && during.received > 0, "{during:?}");
 
     let r = probe(&lab, false, 0, 10_000, 200);
-    assert_inside_99(0.50, r.lost, r.sent);
+    assert_inside_suite(0.50, r.lost, r.sent);
     let after = stats_json(&lab);
     let delta =
         |k: &str| after["rules"][0][k].as_u64().unwrap() - stats["rules"][0][k].as_u64().unwrap();
@@ -144,7 +144,7 @@ fn a_profile_file_with_several_rules_is_matched_in_order_at_the_receiver() {
     assert!(ctl.first_line.contains("two.toml"), "{}", ctl.first_line);
     assert_eq!(probe(&lab, false, 40_001, 500, 200).received, 0);
     let r = probe(&lab, false, 40_002, 10_000, 200);
-    assert_inside_99(0.10, r.lost, r.sent);
+    assert_inside_suite(0.10, r.lost, r.sent);
     let stats = stats_json(&lab);
     assert_eq!(stats["rules"][0]["packets"], 500, "{stats}");
     assert_eq!(stats["rules"][1]["packets"], 10_000, "{stats}");

@@ -9,7 +9,7 @@ use impair_tests::{
         assert_refused, impair_in, lab, probe, router_state, socket_pair, stats_json, stdout_ok,
         Controller, Site,
     },
-    stats::{assert_inside_99, Z99},
+    stats::{assert_inside_suite, Z_SUITE},
 };
 use impair_tools::{
     lab::Lab,
@@ -146,7 +146,7 @@ fn duplicates_arrive_once_each_and_match_the_counter() {
         stats["rules"][0]["duplicated"], report.duplicated,
         "{stats}"
     );
-    assert_inside_99(0.10, report.duplicated, report.sent);
+    assert_inside_suite(0.10, report.duplicated, report.sent);
 }
 
 /// Corruption as the receiver sees it. With the sender's checksum computed in
@@ -280,7 +280,7 @@ fn gilbert_elliott_bursts_at_the_receiver() {
     let n = runs.len() as f64;
     let mean = runs.iter().sum::<u64>() as f64 / n;
     let r = 0.30f64;
-    let half = Z99 * ((1.0 - r).sqrt() / r) / n.sqrt();
+    let half = Z_SUITE * ((1.0 - r).sqrt() / r) / n.sqrt();
     assert!(
         (mean - 1.0 / r).abs() < half,
         "mean loss run {mean} vs 1/r = {} ± {half} over {n} runs",

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use impair_tests::{
     ns::{lab, probe, Site},
-    stats::assert_inside_99,
+    stats::assert_inside_suite,
 };
 use impair_tools::lab::SERVER_IF;
 
@@ -98,8 +98,8 @@ fn loss_and_duplicate_of_received_traffic_through_the_ifb() {
     );
     let report = probe(&lab, false, 0, 20_000, 200);
     assert_eq!(report.sent, 20_000);
-    assert_inside_99(0.095, report.lost, report.sent);
-    assert_inside_99(0.045, report.duplicated, report.sent);
+    assert_inside_suite(0.095, report.lost, report.sent);
+    assert_inside_suite(0.045, report.duplicated, report.sent);
     assert_eq!(report.corrupted + report.foreign, 0, "{report:?}");
 
     let stats = SITE.stats(&lab);
@@ -166,7 +166,7 @@ fn corruption_of_received_traffic_through_the_ifb() {
     // acts on the packet the copy is made of), so the receiver sees two
     // corrupted datagrams per corrupted packet.
     assert!(report.corrupted > 0, "{report:?}");
-    assert_inside_99(0.10, rule["corrupted"].as_u64().unwrap(), report.sent);
+    assert_inside_suite(0.10, rule["corrupted"].as_u64().unwrap(), report.sent);
     assert!(ctl.signal_and_wait(libc::SIGTERM).success());
     SITE.assert_restored(&lab, &before);
 }

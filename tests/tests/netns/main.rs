@@ -16,7 +16,7 @@ use std::time::Duration;
 use impair_tests::{
     kernel::tcx_or_note,
     ns::{assert_refused, lab, probe, Site},
-    stats::assert_inside_99,
+    stats::assert_inside_suite,
 };
 
 mod clsact;
@@ -58,7 +58,7 @@ fn loss_end_to_end(tag: &str, site: Site, args: &[&str], hook: &str, mode: Optio
     let report = probe(&lab, false, 0, 20_000, 200);
     assert_eq!(report.sent, 20_000);
     assert_eq!(report.corrupted + report.duplicated + report.reordered, 0);
-    assert_inside_99(0.10, report.lost, report.sent);
+    assert_inside_suite(0.10, report.lost, report.sent);
 
     let stats = site.stats(&lab);
     let rule = &stats["rules"][0];

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use impair::netns;
 use impair_tests::{
     ns::{lab, stdout_ok, Site},
-    stats::assert_inside_99,
+    stats::assert_inside_suite,
     Scratch,
 };
 use impair_tools::{
@@ -108,7 +108,7 @@ fn thousand_prefix_matrix_loss_per_destination_and_update_under_traffic() {
         if loss == 0.0 {
             assert_eq!(r.lost, 0, "198.18.2.{host}: no loss in its entry");
         } else {
-            assert_inside_99(loss, r.lost, r.sent);
+            assert_inside_suite(loss, r.lost, r.sent);
         }
         reports.push((host, r));
     }

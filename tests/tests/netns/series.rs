@@ -10,7 +10,7 @@ use std::{
 
 use impair_tests::{
     ns::{impair_in, lab, probe, stdout_ok, Site},
-    stats::assert_inside_99,
+    stats::assert_inside_suite,
     Scratch,
 };
 
@@ -90,10 +90,10 @@ fn loss_series_steps_are_what_the_receiver_sees() {
         "the first step's probe ended {first_done:?} after the attach began: the series' \
          first step (6 s from the rule set's start, which comes after that) must hold it"
     );
-    assert_inside_99(0.40, first.lost, first.sent);
+    assert_inside_suite(0.40, first.lost, first.sent);
     std::thread::sleep(Duration::from_millis(6_200).saturating_sub(t1.elapsed()));
     let second = probe(&lab, false, 0, 10_000, 200);
-    assert_inside_99(0.05, second.lost, second.sent);
+    assert_inside_suite(0.05, second.lost, second.sent);
     let stats = site.stats(&lab);
     let rule = &stats["rules"][0];
     assert_eq!(

@@ -30,7 +30,7 @@ use std::{
 use impair_tests::{
     ns::{impair_in, probe, stats_json_in, stdout_ok, Controller},
     ss,
-    stats::assert_inside_99,
+    stats::assert_inside_suite,
 };
 use impair_tools::lab::{self, Lab, LabOptions};
 
@@ -263,13 +263,13 @@ fn assert_loss_repaired(
         n("super_packets")
     ));
     assert!(out >= MIN_SEGMENTS, "{out} segments sent");
-    assert_inside_99(0.01, n("dropped_loss"), n("packets"));
+    assert_inside_suite(0.01, n("dropped_loss"), n("packets"));
     if per_wire {
         // One wire packet per skb: each decided alone, so the wire packets'
         // loss is Bernoulli(1%) too.
         assert_eq!(n("super_packets"), 0, "{stats}");
         assert_eq!(n("wire_packets"), n("packets"), "{stats}");
-        assert_inside_99(0.01, n("dropped_wire_packets"), n("wire_packets"));
+        assert_inside_suite(0.01, n("dropped_wire_packets"), n("wire_packets"));
     } else {
         assert!(
             n("super_packets") > 0,
@@ -447,7 +447,7 @@ fn tcp_corruption_is_detected_and_repaired() {
     ));
     assert!(tcp["TcpOutSegs"] >= MIN_SEGMENTS);
     assert_eq!(n("super_packets"), 0, "{rule}");
-    assert_inside_99(0.01, corrupted, n("wire_packets"));
+    assert_inside_suite(0.01, corrupted, n("wire_packets"));
     assert_eq!(
         errors, corrupted,
         "one checksum error per corruption: {rule}"
@@ -479,7 +479,7 @@ fn tcp_duplicates_reach_the_receiver() {
     ));
     assert!(tcp["TcpOutSegs"] >= MIN_SEGMENTS);
     assert_eq!(n("super_packets"), 0, "{rule}");
-    assert_inside_99(0.05, dup, n("wire_packets"));
+    assert_inside_suite(0.05, dup, n("wire_packets"));
     let retrans = tcp["TcpRetransSegs"];
     assert!(
         dup > 0 && (dup..=dup + retrans + 5).contains(&dsacks),
@@ -533,7 +533,7 @@ fn detectable_corruption_with_default_offloads(tag: &str, ns_of: fn(&Lab) -> &st
     let corrupted = stats["rules"][0]["corrupted"].as_u64().unwrap();
     let csum_errors = delta(&server_before, &nstat(&lab, &lab.server), "UdpInCsumErrors");
     drop(ctl);
-    assert_inside_99(0.10, corrupted, r.sent);
+    assert_inside_suite(0.10, corrupted, r.sent);
     assert_eq!(
         r.corrupted, 0,
         "no damaged payload reaches the application: {r:?}"
