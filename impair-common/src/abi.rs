@@ -37,8 +37,16 @@ pub const CONTROL_REDIRECT_IFINDEX: u32 = 2;
 /// off, and a matched packet pays one load and one branch for it
 /// ([`crate::capture`]).
 pub const CONTROL_CAPTURE_COST_NS: u32 = 3;
+/// `CONTROL[4]`: the segmenter of an egress instance (map ABI version 3):
+/// `(device ifindex << 32) | segmenter ifindex`. `impair_egress` sends a
+/// super-packet (`gso_segs` > 1) that its rule decides per packet to the
+/// segmenter, a veth whose `gso_max_segs` is 1, so the kernel splits it into
+/// wire packets on the way out; `impair_segmented` at the veth peer's tc
+/// ingress sends each one back to the device's egress (the high half),
+/// where each is decided alone. 0: super-packets are decided whole.
+pub const CONTROL_SEGMENTER: u32 = 4;
 /// Entries of the `CONTROL` array map (`u64` values).
-pub const CONTROL_ENTRIES: u32 = 4;
+pub const CONTROL_ENTRIES: u32 = 5;
 /// A lease that never expires (pinned attachments without `--duration`).
 pub const LEASE_FOREVER: u64 = u64::MAX;
 const _: () = assert!(
@@ -46,6 +54,7 @@ const _: () = assert!(
         && CONTROL_LEASE_DEADLINE_NS < CONTROL_ENTRIES
         && CONTROL_REDIRECT_IFINDEX < CONTROL_ENTRIES
         && CONTROL_CAPTURE_COST_NS < CONTROL_ENTRIES
+        && CONTROL_SEGMENTER < CONTROL_ENTRIES
 );
 
 /// Map names. The controller finds a running instance's maps by these names
@@ -89,9 +98,12 @@ pub mod prog_names {
     /// tc ingress of an instance that holds received packets: sends them to
     /// its ifb device, whose egress runs `impair_egress`.
     pub const REDIRECT: &str = "impair_redirect";
+    /// tc ingress of an egress instance's segmenter peer: sends each wire
+    /// packet of a split super-packet back to the device's egress.
+    pub const SEGMENTED: &str = "impair_segmented";
     /// Every program `impair stats/status/detach` look for (a dead
     /// controller's `impair_redirect` filter may outlive its ifb).
-    pub const ALL: [&str; 4] = [TC_EGRESS, TC_INGRESS, XDP, REDIRECT];
+    pub const ALL: [&str; 5] = [TC_EGRESS, TC_INGRESS, XDP, REDIRECT, SEGMENTED];
 }
 
 /// Burst tolerance of the rate on the receive side (tc ingress, XDP) when the
@@ -397,6 +409,10 @@ pub mod owner_flags {
     /// (`impair_redirect` at tc ingress, `impair_egress` on the ifb's egress);
     /// whoever removes the instance deletes that device. Userspace only.
     pub const IFB: u32 = 1 << 9;
+    /// Super-packets go through a veth pair the controller created (the
+    /// segmenter, [`crate::CONTROL_SEGMENTER`]); whoever removes the instance
+    /// deletes it. Userspace only.
+    pub const SEGMENTER: u32 = 1 << 10;
     /// All hook bits.
     pub const HOOKS: u32 = HOOK_TC_EGRESS | HOOK_TC_INGRESS | HOOK_XDP;
 }
@@ -652,7 +668,7 @@ mod tests {
 /// "newer" impair meets a real "older" instance and the other way round.
 pub const ABI_VERSION: u32 = match option_env!("IMPAIR_ABI_VERSION") {
     Some(v) => parse_abi_version(v),
-    None => 2,
+    None => 3,
 };
 
 /// The oldest map ABI version whose instances this build can detach (the

@@ -16,6 +16,9 @@ pub enum Verdict {
     /// a local socket: `duplicate::release`); the original is consumed as a
     /// drop is, which the sender sees as sent.
     Replaced,
+    /// Sent elsewhere with `bpf_redirect`, whose action this is (tc egress, a
+    /// super-packet on its way to the segmenter: `segment`).
+    Redirected(i32),
 }
 
 /// A hook: tc egress does every impairment; tc ingress and XDP see received

@@ -8,7 +8,9 @@
 //! blackhole and rate policing, never delay, jitter, reordering, pacing or
 //! duplication (see `hook`). A fourth, `impair_redirect` (`redirect`), sends
 //! received packets to an ifb device whose egress runs `impair_egress`: how
-//! received traffic gets every impairment.
+//! received traffic gets every impairment. A fifth, `impair_segmented`
+//! (`segment`), brings the wire packets of a super-packet split by the
+//! instance's segmenter veth back to the device's egress.
 //!
 //! Read top to bottom: `pipeline` (lease, active rule set) → `classify`
 //! (`parse`, the index, the first-match walk) → `apply` (netem's order) →
@@ -36,6 +38,7 @@ mod pkt;
 mod police;
 mod redirect;
 mod rng;
+mod segment;
 mod series;
 mod socket;
 mod timing;
@@ -76,6 +79,7 @@ pub fn impair_egress(ctx: TcContext) -> i32 {
     }
     match pipeline::decide(&TcEgress(&ctx)) {
         Verdict::Pass | Verdict::Held => TC_ACT_OK,
+        Verdict::Redirected(action) => action,
         // SAFETY: bpf_redirect only records the target in this CPU's redirect
         // state; with flags 0 it returns TC_ACT_REDIRECT. A replaced packet
         // (its clone already went to the queue) is consumed the same way.
@@ -88,8 +92,8 @@ pub fn impair_egress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn impair_ingress(ctx: TcContext) -> i32 {
     match pipeline::decide(&TcIngress(&ctx)) {
-        // Held and Replaced are tc egress's only.
-        Verdict::Pass | Verdict::Held | Verdict::Replaced => TC_ACT_OK,
+        // Held, Replaced and Redirected are tc egress's only.
+        Verdict::Pass | Verdict::Held | Verdict::Replaced | Verdict::Redirected(_) => TC_ACT_OK,
         Verdict::Drop => TC_ACT_SHOT,
     }
 }
@@ -98,7 +102,7 @@ pub fn impair_ingress(ctx: TcContext) -> i32 {
 #[xdp]
 pub fn impair_xdp(ctx: XdpContext) -> u32 {
     match pipeline::decide(&Xdp(&ctx)) {
-        Verdict::Pass | Verdict::Held | Verdict::Replaced => XDP_PASS,
+        Verdict::Pass | Verdict::Held | Verdict::Replaced | Verdict::Redirected(_) => XDP_PASS,
         Verdict::Drop => XDP_DROP,
     }
 }

@@ -1,6 +1,6 @@
 //! The per-packet pipeline, top to bottom: a duplicate in flight passes; the
 //! lease; the active rule set; parse the packet and find its rule
-//! (`classify`); apply the rule (`apply`, which calls `timing`, `police`,
+//! (`classify`); send a super-packet to be split (`segment`); apply the rule (`apply`, which calls `timing`, `police`,
 //! `mutate` and `duplicate`). Every step that can fail returns its cause
 //! ([`DataPathError`]); [`decide`] counts it and passes the packet (fail open).
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
@@ -17,6 +17,7 @@ use crate::{
     hook::{Hook, Verdict},
     maps::{CONTROL, GLOBAL_COUNTERS, RULES, RULESETS},
     pkt::Packet,
+    segment::to_segmenter,
     Result,
 };
 
@@ -69,6 +70,13 @@ fn try_decide<H: Hook + Snap>(h: &H, g: &mut GlobalCounters) -> Result<Verdict> 
         return Ok(Verdict::Pass);
     };
     let rule = RULES.get(idx).ok_or(DataPathError::MapLookup)?;
+    // A super-packet its rule decides per packet: split first (`segment`);
+    // its wire packets come back through this hook and are counted then.
+    if let Some(ctx) = h.skb() {
+        if let Some(action) = to_segmenter(ctx, rule, pkt.gso_segs()) {
+            return Ok(Verdict::Redirected(action));
+        }
+    }
     // The record of impaired packets: off unless a reader set its cost.
     let capture = capture::Pending::start(idx);
     let verdict = apply(h, key, rule, idx, len)?;

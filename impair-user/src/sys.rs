@@ -25,6 +25,16 @@ pub fn unix_ns() -> u64 {
 }
 
 /// The index of interface `name` in this thread's network namespace.
+/// The MTU of interface `name` (sysfs), for devices impair creates beside it.
+pub fn mtu(name: &str) -> anyhow::Result<u32> {
+    let path = format!("/sys/class/net/{name}/mtu");
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("reading {path}: {e}"))?;
+    text.trim()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{path}: {e}: {text:?}"))
+}
+
 pub fn ifindex(name: &str) -> Result<u32, UsageError> {
     let bad = || {
         usage!(

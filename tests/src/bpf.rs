@@ -58,6 +58,7 @@ pub fn try_test_run(
         Program::TcIngress => l.tc_ingress().unwrap().test_run(opts),
         Program::Xdp => l.xdp().unwrap().test_run(opts),
         Program::Redirect => panic!("impair_redirect only redirects; it is not test-run"),
+        Program::Segmented => panic!("impair_segmented only redirects; it is not test-run"),
     }
 }
 

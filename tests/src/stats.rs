@@ -39,7 +39,13 @@ pub fn assert_inside(what: &str, z: f64, configured: f64, k: u64, n: u64) {
 /// The measured proportion `k / n` has `configured` inside its Wilson
 /// interval at [`Z_SUITE`] (99.99% each, 99% family-wise over the suite).
 pub fn assert_inside_suite(configured: f64, k: u64, n: u64) {
-    assert_inside("99.99% Wilson interval (99% suite-wide)", Z_SUITE, configured, k, n);
+    assert_inside(
+        "99.99% Wilson interval (99% suite-wide)",
+        Z_SUITE,
+        configured,
+        k,
+        n,
+    );
 }
 
 /// The `q` quantile (0..=1) of `sorted` (ascending, not empty), by the

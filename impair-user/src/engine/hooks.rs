@@ -282,6 +282,9 @@ pub enum Program {
     Xdp,
     /// tc ingress of an instance with an ifb: sends received packets there.
     Redirect,
+    /// tc ingress of an egress instance's segmenter peer (segmenter.rs):
+    /// sends split super-packets' wire packets back to the device's egress.
+    Segmented,
 }
 
 impl Program {
@@ -293,12 +296,15 @@ impl Program {
             Program::TcIngress => prog_names::TC_INGRESS,
             Program::Xdp => prog_names::XDP,
             Program::Redirect => prog_names::REDIRECT,
+            Program::Segmented => prog_names::SEGMENTED,
         }
     }
 
     pub(crate) fn owner_hook(self) -> u32 {
         match self {
-            Program::TcEgress => owner_flags::HOOK_TC_EGRESS,
+            // The segmenter serves the egress hook (its own attachment is on
+            // a device the instance owns).
+            Program::TcEgress | Program::Segmented => owner_flags::HOOK_TC_EGRESS,
             Program::TcIngress | Program::Redirect => owner_flags::HOOK_TC_INGRESS,
             Program::Xdp => owner_flags::HOOK_XDP,
         }
@@ -308,7 +314,7 @@ impl Program {
     pub fn hook_name(self) -> &'static str {
         match self {
             Program::TcEgress => "tc-egress",
-            Program::TcIngress | Program::Redirect => "tc-ingress",
+            Program::TcIngress | Program::Redirect | Program::Segmented => "tc-ingress",
             Program::Xdp => "xdp",
         }
     }

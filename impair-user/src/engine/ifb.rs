@@ -67,12 +67,21 @@ pub(crate) const TXQLEN: u32 = 10_000;
 /// numbers together past that. Unique per (interface, controller) in a
 /// namespace, which holds at most one ingress instance per interface.
 pub fn name_for(ifindex: u32, pid: u32) -> String {
+    device_name('i', ifindex, pid)
+}
+
+/// The name of a device of `kind` (a letter: `i` ifb, `s`/`r` the
+/// segmenter's two ends) that the instance impairing `ifindex`, controlled
+/// by `pid`, owns: `imp<ifindex><kind><pid>` in decimal, in hexadecimal when
+/// that is too long for IFNAMSIZ, and `i<kind>` (`im` for an ifb) with base
+/// 36 of both numbers past that.
+pub(crate) fn device_name(kind: char, ifindex: u32, pid: u32) -> String {
     let max = libc::IFNAMSIZ - 1;
-    let dec = format!("imp{ifindex}i{pid}");
+    let dec = format!("imp{ifindex}{kind}{pid}");
     if dec.len() <= max {
         return dec;
     }
-    let hex = format!("imp{ifindex:x}i{pid:x}");
+    let hex = format!("imp{ifindex:x}{kind}{pid:x}");
     if hex.len() <= max {
         return hex;
     }
@@ -84,7 +93,8 @@ pub fn name_for(ifindex: u32, pid: u32) -> String {
         n /= 36;
     }
     digits.reverse();
-    format!("im{}", String::from_utf8_lossy(&digits))
+    let prefix = if kind == 'i' { 'm' } else { kind };
+    format!("i{prefix}{}", String::from_utf8_lossy(&digits))
 }
 
 /// An ifb device this process created, with its journal file.

@@ -60,10 +60,11 @@ pub(crate) fn clear_for_attach(iface: &str, ifindex: u32, hooks: u32) -> Result<
 pub fn remove_crash_leftovers(iface: &str) -> Result<bool> {
     let ifindex = crate::sys::ifindex(iface)?;
     let ifbs = ifb::recover()?;
+    let segmenters = super::segmenter::recover()?;
     let clsact = super::journal::recover()?.contains(&ifindex);
     let offloads = super::offload::recover()?.contains(&ifindex);
     let fq = remove_orphan_fq(iface, ifindex)?;
-    Ok(clsact || offloads || fq || !ifbs.is_empty())
+    Ok(clsact || offloads || fq || !ifbs.is_empty() || !segmenters.is_empty())
 }
 
 /// Removes a root qdisc impair installed ([`fq::ROOT_HANDLE`]) that no live
@@ -129,6 +130,12 @@ pub fn remove_leftover(iface: &str, inst: &discover::Instance) -> Result<()> {
     }
     // The offloads dead controllers changed (their journals; a pin changes none).
     super::offload::recover()?;
+    // Nothing goes to the segmenter any more: the pair goes, with its filter.
+    if let Some(name) = super::segmenter::of_owner(&inst.owner) {
+        super::segmenter::stop(inst);
+        super::segmenter::delete_named(&name)?;
+        super::segmenter::forget(inst.owner.ifindex, inst.owner.pid);
+    }
     // Nothing redirects to the ifb any more: the device goes, and its
     // qdiscs and filters with it.
     if let Some(name) = ifb {
@@ -150,8 +157,9 @@ pub fn remove_leftover(iface: &str, inst: &discover::Instance) -> Result<()> {
 /// "next invocation" that enforces a pinned run's deadline. Returns what was
 /// removed, as `IFACE HOOK` strings.
 pub fn sweep_expired_pins() -> Result<Vec<String>> {
-    // Dead controllers' ifb devices go too (each logs a warning).
+    // Dead controllers' ifb devices and segmenters go too (each logs a warning).
     ifb::recover()?;
+    super::segmenter::recover()?;
     let here = sys::netns_ino()?;
     let now = sys::monotonic_ns();
     let mut removed = Vec::new();

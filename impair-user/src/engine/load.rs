@@ -47,7 +47,7 @@ impl Loaded {
                 )
             };
             match p {
-                Program::TcEgress | Program::TcIngress | Program::Redirect => {
+                Program::TcEgress | Program::TcIngress | Program::Redirect | Program::Segmented => {
                     tc_program_mut(&mut ebpf, p)?
                         .load()
                         .with_context(what)

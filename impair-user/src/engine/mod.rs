@@ -27,6 +27,7 @@ mod link;
 mod load;
 mod offload;
 mod owner;
+pub mod segmenter;
 // Two instances (egress + ingress) as one link: built on `Engine` only.
 pub mod pair;
 
@@ -54,6 +55,7 @@ use self::{
     ifb::Ifb,
     lease::Lease,
     link::{clsact, tcx, Link, Via},
+    segmenter::Segmenter,
 };
 use crate::{discover, maps::Maps, model::RuleSpec, sys};
 
@@ -109,6 +111,9 @@ pub struct Engine {
     /// The ifb received traffic goes through (an ingress instance whose
     /// rules hold or copy packets); deleted on detach.
     ifb: Option<Ifb>,
+    /// The veth pair that splits super-packets decided per packet (an
+    /// egress instance that changes offloads); deleted on detach.
+    segmenter: Option<Segmenter>,
     /// The longest a packet can be held (how long detach lets fq drain).
     max_hold: Duration,
     /// Device offloads changed while attached (restored on teardown).
@@ -184,7 +189,17 @@ impl Engine {
         if !sys::is_root() {
             return Err(Error::NotRoot.into());
         }
-        let programs = hooks.programs_to_load(with_ifb);
+        // Super-packets its rules decide per packet are split first
+        // (segmenter.rs): an egress instance that may change offloads, whose
+        // first rules decide per packet, not for received traffic's ifb.
+        let with_segmenter = !opts.keep_offloads
+            && hooks.direction.egress()
+            && !with_ifb
+            && offloads_wanted(&rules).per_wire_packet;
+        let mut programs = hooks.programs_to_load(with_ifb);
+        if with_segmenter {
+            programs.push(Program::Segmented);
+        }
         let uses_tc = programs.iter().any(|p| *p != Program::Xdp);
         let mode = match opts.mode {
             AttachMode::Auto if tcx::supported() => AttachMode::Tcx,
@@ -212,6 +227,7 @@ impl Engine {
             created_clsact: false,
             installed_fq: false,
             ifb: with_ifb,
+            segmenter: with_segmenter,
             seed,
             label: &opts.label,
         };
@@ -304,6 +320,32 @@ impl Engine {
         maps.owner.set(0, owner::attaching(&attached)?, 0)?;
         fault::point("attach:clsact");
         let mut links = Vec::with_capacity(programs.len());
+        // The segmenter (recorded before: owner SEGMENTER flag and its
+        // journal file), its return program, then its index: from then on
+        // impair_egress sends super-packets there.
+        let segmenter = if with_segmenter {
+            let seg = Segmenter::create(ifindex, sys::mtu(iface)?)?;
+            if mode == AttachMode::Netlink {
+                clsact::ensure_qdisc(&seg.peer)?;
+            }
+            let p = Program::Segmented;
+            links.push(Link::attach(
+                &mut ebpf,
+                &seg.peer,
+                p,
+                Via::of(p, mode),
+                hooks.xdp_mode,
+            )?);
+            maps.control.set(
+                impair_common::CONTROL_SEGMENTER,
+                segmenter::control_value(ifindex, seg.ifindex),
+                0,
+            )?;
+            Some(seg)
+        } else {
+            None
+        };
+        fault::point("attach:segmenter");
         if let Some(ifb) = &ifb {
             // impair_egress on the ifb first (nothing reaches it yet), then
             // the redirect; detach removes the redirect first.
@@ -322,7 +364,8 @@ impl Engine {
             )?);
             links.push(egress);
         } else {
-            for &p in &programs {
+            // The segmenter's program is attached above, on its own device.
+            for &p in programs.iter().filter(|&&p| p != Program::Segmented) {
                 links.push(Link::attach(
                     &mut ebpf,
                     iface,
@@ -357,6 +400,7 @@ impl Engine {
             fq: fq.keep(),
             offloads: offloads.keep(),
             ifb,
+            segmenter,
             max_hold: Duration::from_nanos(rules.max_hold_ns()),
             torn_down: false,
             iface: opts.iface,
@@ -390,6 +434,13 @@ impl Engine {
     /// The ifb device received traffic goes through, if this instance has one.
     pub fn ifb_name(&self) -> Option<&str> {
         self.ifb.as_ref().map(|i| i.name.as_str())
+    }
+
+    /// The segmenter's two ends, if this instance has one.
+    pub fn segmenter_names(&self) -> Option<(&str, &str)> {
+        self.segmenter
+            .as_ref()
+            .map(|s| (s.name.as_str(), s.peer.as_str()))
     }
 
     /// Where this instance's fq is (or would be): the ifb, or the interface.
@@ -433,6 +484,22 @@ impl Engine {
             bail!(
                 "an instance that holds received traffic (through an ifb device) cannot be pinned"
             );
+        }
+        // Nothing would remove the segmenter with the pinned instance: its
+        // super-packets are decided whole from now on (`super_packets`).
+        if let Some(seg) = self.segmenter.take() {
+            self.maps()
+                .control
+                .set(impair_common::CONTROL_SEGMENTER, 0, 0)?;
+            if let Some(i) = self
+                .links
+                .iter()
+                .position(|l| l.program() == Program::Segmented)
+            {
+                self.links.remove(i).detach()?;
+            }
+            seg.delete()?;
+            owner::clear_flags(&mut self.maps(), owner_flags::SEGMENTER)?;
         }
         self.lease.stop();
         {
@@ -533,6 +600,13 @@ impl Engine {
         let own = self.maps().owner().ok();
         let created =
             self.created_clsact || own.is_some_and(|o| o.flags & owner_flags::CREATED_CLSACT != 0);
+        // No super-packet goes to the segmenter from now on.
+        if self.segmenter.is_some() {
+            let _ = self
+                .maps()
+                .control
+                .set(impair_common::CONTROL_SEGMENTER, 0, 0);
+        }
         // Between removing the filters and releasing the clsact qdisc it
         // created, nothing but the journal records that qdisc.
         let window = if created {
@@ -577,6 +651,12 @@ impl Engine {
             // Packets already scheduled leave on time; then the default qdisc returns.
             let drain = self.max_hold + Duration::from_millis(200);
             if let Err(e) = fq::restore(&fq_iface, &fq, drain) {
+                result = result.and(Err(e));
+            }
+        }
+        // The segmenter: nothing is sent there any more, and its link is gone.
+        if let Some(seg) = self.segmenter.take() {
+            if let Err(e) = seg.delete() {
                 result = result.and(Err(e));
             }
         }

@@ -444,7 +444,7 @@ fn gro(iface: &str) -> Result<bool> {
     Ok(v != 0)
 }
 
-fn set_gro(iface: &str, on: bool) -> Result<()> {
+pub(crate) fn set_gro(iface: &str, on: bool) -> Result<()> {
     ethtool_value(iface, ETHTOOL_SGRO, u32::from(on))
         .with_context(|| format!("setting generic-receive-offload of {iface} {}", onoff(on)))?;
     Ok(())

@@ -27,6 +27,9 @@ pub(crate) struct Attached<'a> {
     /// Received traffic goes through an ifb this controller creates
     /// (`ifb::name_for(ifindex, pid)`), recorded before it is created.
     pub ifb: bool,
+    /// Super-packets go through a segmenter this controller creates
+    /// (`segmenter::name_for(ifindex, pid)`), recorded before it is created.
+    pub segmenter: bool,
     pub seed: u64,
     pub label: &'a str,
 }
@@ -58,6 +61,9 @@ pub(crate) fn record(a: &Attached<'_>) -> Result<Owner> {
     if a.ifb {
         flags |= owner_flags::IFB;
     }
+    if a.segmenter {
+        flags |= owner_flags::SEGMENTER;
+    }
     flags |= match (xdp, a.hooks.xdp_mode) {
         (true, XdpMode::Generic) => owner_flags::XDP_GENERIC,
         (true, XdpMode::Native) => owner_flags::XDP_NATIVE,
@@ -82,6 +88,14 @@ pub(crate) fn record(a: &Attached<'_>) -> Result<Owner> {
 pub(crate) fn add_flags(maps: &mut Maps, flags: u32) -> Result<()> {
     let mut o = maps.owner()?;
     o.flags |= flags;
+    maps.owner.set(0, o, 0)?;
+    Ok(())
+}
+
+/// Clears `flags` in the owner record of `maps`.
+pub(crate) fn clear_flags(maps: &mut Maps, flags: u32) -> Result<()> {
+    let mut o = maps.owner()?;
+    o.flags &= !flags;
     maps.owner.set(0, o, 0)?;
     Ok(())
 }

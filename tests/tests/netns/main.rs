@@ -22,6 +22,7 @@ use impair_tests::{
 mod clsact;
 mod egress;
 mod fq;
+mod gso;
 mod ifb;
 mod ingress;
 mod matrix;

@@ -396,7 +396,8 @@ fn local_sender_retransmits_the_dropped_wire_packets_netlink_clsact() {
 
 /// The router's egress: forwarded TCP. The client's GSO skbs cross the veths
 /// whole and are forwarded as they are (no GRO merged them, so turning GRO
-/// off on the router changes nothing): decided whole, counted per wire packet.
+/// off on the router changes nothing); the instance's segmenter splits each
+/// before it is decided, so every wire packet is decided alone.
 #[test]
 fn forwarded_tcp_loss_is_retransmitted_exactly() {
     loss_is_repaired_by_the_sender(
@@ -404,7 +405,7 @@ fn forwarded_tcp_loss_is_retransmitted_exactly() {
         |l| l.router.as_str(),
         lab::ROUTER_EGRESS,
         &[],
-        false,
+        true,
     );
 }
 

@@ -57,7 +57,7 @@ fn dir(t: TcAttachType) -> &'static str {
 pub(crate) fn remove_filter(iface: &str, program: Program) -> Result<()> {
     let attach_type = match program {
         Program::TcEgress => TcAttachType::Egress,
-        Program::TcIngress | Program::Redirect => TcAttachType::Ingress,
+        Program::TcIngress | Program::Redirect | Program::Segmented => TcAttachType::Ingress,
         Program::Xdp => return Ok(()),
     };
     let name = program.name();

@@ -97,6 +97,10 @@ impl Link {
         self.via
     }
 
+    pub(crate) fn program(&self) -> Program {
+        self.program
+    }
+
     /// Detaches; the error says which hook.
     pub(crate) fn detach(mut self) -> Result<()> {
         self.detach_inner()

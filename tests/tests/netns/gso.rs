@@ -1,0 +1,221 @@
+//! Super-packets that `gso_max_segs` cannot split, decided per wire packet
+//! through the instance's segmenter (impair-user/src/engine/segmenter.rs):
+//! UDP GSO (`UDP_SEGMENT`: the application chooses the size, the kernel
+//! splits after the tc hook) at a local sender and forwarded by the router
+//! (the client's super-packets cross the veth whole), with the kernel's
+//! default offloads. Each send carries 10 wire datagrams numbered in order:
+//! decided whole, a send arrives all or nothing; decided per wire packet, a
+//! 10% loss leaves a send partly delivered with probability 1 − 0.9¹⁰ −
+//! 0.1¹⁰ ≈ 0.651. `--keep-offloads` (no segmenter) is the control: every
+//! send all or nothing, each counted as a super-packet.
+use std::{
+    net::{SocketAddr, UdpSocket},
+    os::fd::AsRawFd as _,
+    time::Duration,
+};
+
+use impair::netns;
+use impair_tests::{
+    ns::{stats_json_in, Controller},
+    stats::assert_inside_suite,
+};
+use impair_tools::lab::{self, Lab, LabOptions};
+
+/// Wire datagrams per send, and their payload (bytes).
+const SEGS: usize = 10;
+const SEG_BYTES: usize = 1000;
+/// Sends per test: 20,000 wire datagrams.
+const SENDS: usize = 2_000;
+const PORT: u16 = 40_777;
+const LOSS: f64 = 0.10;
+
+/// What the receiver got: wire datagrams, and sends partly delivered.
+struct Received {
+    datagrams: u64,
+    partial_sends: u64,
+}
+
+/// `SENDS` UDP GSO sends client → server, each `SEGS` datagrams of
+/// `SEG_BYTES` (a 4-byte sequence number first), paced at about 20,000
+/// datagrams/s; what the server received.
+fn send_gso(lab: &Lab) -> Received {
+    let (src, dst) = (lab.client_v4(), lab.server_v4());
+    let rx = netns::run_in(&lab.server, move || {
+        UdpSocket::bind(SocketAddr::new(dst.into(), PORT))
+    })
+    .unwrap()
+    .unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    set_int(&rx, libc::SOL_SOCKET, libc::SO_RCVBUF, 8 << 20);
+    let tx = netns::run_in(&lab.client, move || {
+        UdpSocket::bind(SocketAddr::new(src.into(), 0))
+    })
+    .unwrap()
+    .unwrap();
+    // UDP_SEGMENT (include/uapi/linux/udp.h): the kernel splits each send.
+    set_int(&tx, libc::SOL_UDP, 103, SEG_BYTES as libc::c_int);
+    let receiver = std::thread::spawn(move || {
+        let mut per_send = vec![0u8; SENDS];
+        let mut buf = [0u8; 65_536];
+        let mut datagrams = 0;
+        while let Ok(n) = rx.recv(&mut buf) {
+            assert_eq!(n, SEG_BYTES, "a datagram of the size UDP_SEGMENT gave");
+            let seq = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
+            per_send[seq / SEGS] += 1;
+            datagrams += 1;
+        }
+        let partial_sends = per_send
+            .iter()
+            .filter(|&&k| k != 0 && k as usize != SEGS)
+            .count() as u64;
+        Received {
+            datagrams,
+            partial_sends,
+        }
+    });
+    let to = SocketAddr::new(dst.into(), PORT);
+    let mut payload = vec![b'g'; SEGS * SEG_BYTES];
+    for send in 0..SENDS {
+        for j in 0..SEGS {
+            let seq = (send * SEGS + j) as u32;
+            payload[j * SEG_BYTES..j * SEG_BYTES + 4].copy_from_slice(&seq.to_be_bytes());
+        }
+        assert_eq!(tx.send_to(&payload, to).unwrap(), payload.len());
+        if send % 2 == 1 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    receiver.join().unwrap()
+}
+
+fn set_int(s: &UdpSocket, level: libc::c_int, name: libc::c_int, v: libc::c_int) {
+    // SAFETY: setsockopt on a socket this function's caller owns, with a
+    // pointer to a c_int that lives across the call and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            level,
+            name,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt({level}, {name}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// `ip -o link` of namespace `ns`, one device name per line.
+fn devices(ns: &str) -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-n", ns, "-o", "link", "show"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+        .collect()
+}
+
+/// UDP GSO through `--loss 10%` at `iface` in `ns_of(lab)`; `extra`
+/// attach options. Returns the rule's counters and what was received,
+/// after checking what holds either way and that detach leaves the
+/// namespace's devices as they were.
+fn run(
+    tag: &str,
+    ns_of: fn(&Lab) -> &str,
+    iface: &str,
+    extra: &[&str],
+) -> (serde_json::Value, Received) {
+    impair_tests::require_privileges();
+    let lab = Lab::create_with(tag, LabOptions { offloads: true }).unwrap();
+    let ns = ns_of(&lab).to_owned();
+    let before = devices(&ns);
+    let port = PORT.to_string();
+    let base = [
+        "--loss", "10%", "--proto", "udp", "--dport", &port, "--seed", "11",
+    ];
+    let ctl = Controller::start_in(&ns, iface, &[&base[..], extra].concat());
+    let during = devices(&ns);
+    let got = send_gso(&lab);
+    let stats = stats_json_in(&ns, iface, &[]);
+    assert!(ctl.signal_and_wait(libc::SIGTERM).success());
+    assert_eq!(
+        devices(&ns),
+        before,
+        "detach leaves the devices as they were"
+    );
+    let rule = stats["rules"][0].clone();
+    let n = |k: &str| rule[k].as_u64().unwrap_or_else(|| panic!("{k}: {stats}"));
+    impair_tests::note(format!(
+        "{tag}: devices while attached {during:?}; sent {} datagrams in {SENDS} sends, received {} \
+         ({} sends partly); engine skbs {}, wire packets {}, dropped {}, super-packets {}",
+        SENDS * SEGS,
+        got.datagrams,
+        got.partial_sends,
+        n("packets"),
+        n("wire_packets"),
+        n("dropped_wire_packets"),
+        n("super_packets"),
+    ));
+    let sent = (SENDS * SEGS) as u64;
+    assert_eq!(n("wire_packets"), sent, "{stats}");
+    assert_eq!(
+        n("dropped_wire_packets"),
+        sent - got.datagrams,
+        "engine drops == sent − received: {stats}"
+    );
+    assert_eq!(stats["errors"], 0, "{stats}");
+    let segmenter = during
+        .iter()
+        .any(|d| d.starts_with("imp") && d.contains('s'));
+    assert_eq!(segmenter, !extra.contains(&"--keep-offloads"), "{during:?}");
+    (rule, got)
+}
+
+/// Per wire packet: no super-packet decided whole, the datagrams' loss
+/// inside the suite's interval of 10%, and sends partly delivered as often
+/// as independent decisions make them.
+fn assert_per_wire(rule: &serde_json::Value, got: &Received) {
+    let n = |k: &str| rule[k].as_u64().unwrap();
+    assert_eq!(n("super_packets"), 0, "{rule}");
+    assert_eq!(n("packets"), n("wire_packets"), "{rule}");
+    let sent = (SENDS * SEGS) as u64;
+    assert_inside_suite(LOSS, sent - got.datagrams, sent);
+    let partial = 1.0 - (1.0 - LOSS).powi(SEGS as i32) - LOSS.powi(SEGS as i32);
+    assert_inside_suite(partial, got.partial_sends, SENDS as u64);
+}
+
+#[test]
+fn udp_gso_at_a_local_sender_is_decided_per_wire_packet() {
+    let (rule, got) = run("gsoloc", |l| l.client.as_str(), lab::CLIENT_IF, &[]);
+    assert_per_wire(&rule, &got);
+}
+
+#[test]
+fn forwarded_udp_gso_is_decided_per_wire_packet() {
+    let (rule, got) = run("gsortr", |l| l.router.as_str(), lab::ROUTER_EGRESS, &[]);
+    assert_per_wire(&rule, &got);
+}
+
+/// The control: without the segmenter every send is one decision.
+#[test]
+fn udp_gso_with_offloads_kept_is_decided_whole() {
+    let (rule, got) = run(
+        "gsokeep",
+        |l| l.client.as_str(),
+        lab::CLIENT_IF,
+        &["--keep-offloads"],
+    );
+    assert_eq!(rule["super_packets"], rule["packets"], "{rule}");
+    assert_eq!(rule["packets"], SENDS as u64, "{rule}");
+    assert_eq!(got.partial_sends, 0, "whole sends only");
+    // Whole sends lost: the send loss inside the interval of 10%.
+    let lost_sends = (SENDS * SEGS) as u64 - got.datagrams;
+    assert_eq!(lost_sends % SEGS as u64, 0);
+    assert_inside_suite(LOSS, lost_sends / SEGS as u64, SENDS as u64);
+}
