@@ -25,9 +25,11 @@
 //! the tc hook: turning TSO/GSO off would not split what impair sees); and
 //! when the namespace forwards, GRO goes off on its other devices (never
 //! `lo`), so received segments are not merged before they are forwarded.
-//! Not split: connections already open at attach, UDP GSO (`UDP_SEGMENT`),
-//! and super-packets a veth carries in from another namespace (their sender
-//! built them); `super_packets` counts what was decided whole.
+//! Not split by these: connections already open at attach, UDP GSO
+//! (`UDP_SEGMENT`), and super-packets a veth carries in from another
+//! namespace (their sender built them); the instance's segmenter
+//! (segmenter.rs) splits those, and `super_packets` counts what was decided
+//! whole all the same.
 //!
 //! The legacy `SIOCETHTOOL` ioctl (`ETHTOOL_[GS]TXCSUM`, `ETHTOOL_[GS]GRO`:
 //! an 8-byte struct through `libc`) is used rather than the ethtool netlink
