@@ -192,13 +192,17 @@ pub(crate) fn status(a: StatusArgs) -> Result<()> {
     for s in rows {
         let age = sys::unix_ns().saturating_sub(s.owner.attached_unix_ns) / 1_000_000_000;
         println!(
-            "{} {}{}  {}  pid {}{}  since {} ({} ago)  generation {}  {}",
+            "{} {}{}{}  {}  pid {}{}  since {} ({} ago)  generation {}  {}",
             s.interface,
             s.hook,
             s.owner
                 .ifb
                 .as_ref()
                 .map_or(String::new(), |i| format!(" via ifb {i}")),
+            s.owner
+                .segmenter
+                .as_ref()
+                .map_or(String::new(), |i| format!(" segmenting through {i}")),
             s.owner.attach_mode,
             s.owner.pid,
             if !s.owner.alive {

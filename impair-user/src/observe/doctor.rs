@@ -183,6 +183,18 @@ fn private_probes() -> Result<Vec<Check>> {
         fq.err().map_or("available".into(), |e| format!("{e:#}")),
         "delay, jitter, reorder and rate need fq to release packets at their departure time",
     ));
+    // The segmenter (engine/segmenter.rs): a veth whose gso_max_segs is 1.
+    let seg = run("ip", &["link", "set", "dev", "doc1", "gso_max_segs", "1"]);
+    out.push(check(
+        "segmenter",
+        seg.is_ok(),
+        seg.err().map_or(
+            "veth with gso_max_segs: super-packets are decided per wire packet".into(),
+            |e| format!("{e:#}: super-packets that gso_max_segs cannot split are decided whole"),
+        ),
+        "UDP GSO, connections opened before the attach and super-packets a veth carries in \
+         from another namespace are split through a veth pair impair creates per instance",
+    ));
     // The ifb path (engine/ifb.rs): the device, and fq as its root.
     let ifb = run("ip", &["link", "add", "doc3", "type", "ifb"]).and_then(|_| {
         let fq_on_ifb = run("tc", &["qdisc", "add", "dev", "doc3", "root", "fq"]);

@@ -58,6 +58,11 @@ pub struct OwnerView {
     /// that holds packets: `engine/ifb.rs`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ifb: Option<String>,
+    /// The veth pair that splits super-packets before they are decided (an
+    /// egress instance whose rules decide per packet: `engine/segmenter.rs`),
+    /// named by its segmenting end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segmenter: Option<String>,
 }
 
 impl OwnerView {
@@ -84,6 +89,7 @@ impl OwnerView {
             seed: o.seed,
             attached_unix_ns: o.attached_unix_ns,
             ifb: crate::engine::ifb::of_owner(o),
+            segmenter: crate::engine::segmenter::of_owner(o),
         }
     }
 }

@@ -16,7 +16,7 @@ use std::{
 
 use impair::netns;
 use impair_tests::{
-    ns::{stats_json_in, Controller},
+    ns::{impair_in, stats_json_in, stdout_ok, Controller},
     stats::assert_inside_suite,
 };
 use impair_tools::lab::{self, Lab, LabOptions};
@@ -108,6 +108,12 @@ fn set_int(s: &UdpSocket, level: libc::c_int, name: libc::c_int, v: libc::c_int)
     );
 }
 
+/// A measurement line on stderr (libtest shows it with `--nocapture`).
+fn say(msg: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{msg}");
+}
+
 /// `ip -o link` of namespace `ns`, one device name per line.
 fn devices(ns: &str) -> Vec<String> {
     let out = std::process::Command::new("ip")
@@ -151,7 +157,7 @@ fn run(
     );
     let rule = stats["rules"][0].clone();
     let n = |k: &str| rule[k].as_u64().unwrap_or_else(|| panic!("{k}: {stats}"));
-    impair_tests::note(format!(
+    say(format_args!(
         "{tag}: devices while attached {during:?}; sent {} datagrams in {SENDS} sends, received {} \
          ({} sends partly); engine skbs {}, wire packets {}, dropped {}, super-packets {}",
         SENDS * SEGS,
@@ -218,4 +224,52 @@ fn udp_gso_with_offloads_kept_is_decided_whole() {
     let lost_sends = (SENDS * SEGS) as u64 - got.datagrams;
     assert_eq!(lost_sends % SEGS as u64, 0);
     assert_inside_suite(LOSS, lost_sends / SEGS as u64, SENDS as u64);
+}
+
+/// A controller killed with its segmenter in place (tcx: its links die with
+/// it; netlink: its clsact filter outlives it until the lease ends): traffic
+/// passes, super-packets included, and the next impair command in the
+/// namespace removes the pair (its journal in /run/impair), so the
+/// namespace has the devices it had before.
+fn killed_controller_leaves_no_segmenter(tag: &str, extra: &[&str]) {
+    impair_tests::require_privileges();
+    let lab = Lab::create_with(tag, LabOptions { offloads: true }).unwrap();
+    let ns = lab.router.clone();
+    let before = devices(&ns);
+    let args = [&["--loss", "10%", "--seed", "5"][..], extra].concat();
+    let ctl = Controller::start_in(&ns, lab::ROUTER_EGRESS, &args);
+    assert!(
+        devices(&ns).len() == before.len() + 2,
+        "the segmenter's two ends: {:?}",
+        devices(&ns)
+    );
+    let _ = ctl.signal_and_wait(libc::SIGKILL);
+    // The lease (2 s) ends whatever outlived the controller.
+    std::thread::sleep(Duration::from_millis(2_500));
+    let got = send_gso(&lab);
+    assert_eq!(
+        got.datagrams,
+        (SENDS * SEGS) as u64,
+        "after the kill every datagram passes"
+    );
+    stdout_ok(&impair_in(&ns, &["status"]));
+    assert_eq!(
+        devices(&ns),
+        before,
+        "the next impair command removed the pair"
+    );
+}
+
+#[test]
+fn a_killed_controller_leaves_no_segmenter_tcx() {
+    if !impair_tests::kernel::has_tcx() {
+        impair_tests::note("gso::a_killed_controller_leaves_no_segmenter_tcx: no tcx on this kernel: the netlink variant runs");
+        return;
+    }
+    killed_controller_leaves_no_segmenter("gsokill", &[]);
+}
+
+#[test]
+fn a_killed_controller_leaves_no_segmenter_netlink() {
+    killed_controller_leaves_no_segmenter("gsokilln", &["--attach-mode", "netlink"]);
 }
