@@ -30,6 +30,11 @@ pub(crate) enum Arm {
     /// TCP arms (iperf3): impair `--proto tcp --loss 0%` and `--loss 1%`.
     TcpImpairLoss0,
     TcpImpairLoss1,
+    /// `--proto tcp --loss 0% --keep-offloads`: the same rule with the
+    /// client's super-packets decided whole (no segmenter, offloads left
+    /// alone), so the difference to [`Arm::TcpImpairLoss0`] is what deciding
+    /// per wire packet costs.
+    TcpImpairLoss0Whole,
 }
 
 /// The rate of the rate arms: far above what the lab forwards with small
@@ -62,6 +67,7 @@ impl Arm {
             Arm::NetemIngressIfb => "netem 1% loss on an ifb at ingress (mirred)",
             Arm::TcpImpairLoss0 => "impair --proto tcp, 0% loss",
             Arm::TcpImpairLoss1 => "impair --proto tcp, 1% loss",
+            Arm::TcpImpairLoss0Whole => "impair --proto tcp, 0% loss, --keep-offloads",
         }
     }
 }
@@ -82,8 +88,9 @@ pub(crate) enum Setup {
 const NETEM_IFB: &str = "ifbbench";
 
 pub(crate) fn setup(lab: &Lab, arm: Arm) -> Result<Setup> {
-    let attach_at = |rules: Vec<RuleSpec>, ingress: bool| -> Result<Setup> {
+    let attach_with = |rules: Vec<RuleSpec>, ingress: bool, keep_offloads: bool| -> Result<Setup> {
         let opts = AttachOptions {
+            keep_offloads,
             iface: if ingress {
                 lab::ROUTER_INGRESS
             } else {
@@ -106,6 +113,7 @@ pub(crate) fn setup(lab: &Lab, arm: Arm) -> Result<Setup> {
         let engine = netns::run_in(&lab.router, move || Engine::attach_with(opts, hooks))??;
         Ok(Setup::Engine(Box::new(engine)))
     };
+    let attach_at = |rules: Vec<RuleSpec>, ingress: bool| attach_with(rules, ingress, false);
     let attach = |rules: Vec<RuleSpec>| attach_at(rules, false);
     let floor = |ingress: bool| -> Result<Setup> {
         let iface = if ingress {
@@ -190,6 +198,7 @@ pub(crate) fn setup(lab: &Lab, arm: Arm) -> Result<Setup> {
         }
         Arm::TcpImpairLoss0 => attach(vec![tcp(0.0)]),
         Arm::TcpImpairLoss1 => attach(vec![tcp(0.01)]),
+        Arm::TcpImpairLoss0Whole => attach_with(vec![tcp(0.0)], false, true),
         Arm::ImpairNoMatch => attach(vec![RuleSpec {
             matcher: nomatch(),
             loss: Some(1.0),

@@ -381,9 +381,10 @@ fn main() -> Result<()> {
 }
 
 /// The TCP arms' order of report (those that ran).
-const TCP_ARMS: [Arm; 5] = [
+const TCP_ARMS: [Arm; 6] = [
     Arm::Baseline,
     Arm::Floor,
+    Arm::TcpImpairLoss0Whole,
     Arm::TcpImpairLoss0,
     Arm::TcpImpairLoss1,
     Arm::IptablesLoss1,
@@ -404,7 +405,12 @@ fn tcp_arms(
     else {
         return Ok(Vec::new());
     };
-    let mut arms = vec![Arm::Baseline, Arm::TcpImpairLoss0, Arm::TcpImpairLoss1];
+    let mut arms = vec![
+        Arm::Baseline,
+        Arm::TcpImpairLoss0Whole,
+        Arm::TcpImpairLoss0,
+        Arm::TcpImpairLoss1,
+    ];
     if floor {
         arms.push(Arm::Floor);
     }

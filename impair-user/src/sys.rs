@@ -25,14 +25,68 @@ pub fn unix_ns() -> u64 {
 }
 
 /// The index of interface `name` in this thread's network namespace.
-/// The MTU of interface `name` (sysfs), for devices impair creates beside it.
+/// The MTU of interface `name` in this thread's network namespace
+/// (`SIOCGIFMTU`; sysfs would show the namespace it was mounted in), for
+/// devices impair creates beside it.
 pub fn mtu(name: &str) -> anyhow::Result<u32> {
-    let path = format!("/sys/class/net/{name}/mtu");
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("reading {path}: {e}"))?;
-    text.trim()
-        .parse()
-        .map_err(|e| anyhow::anyhow!("{path}: {e}: {text:?}"))
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        anyhow::bail!("invalid interface name '{name}'");
+    }
+    // SAFETY: socket(2) with constant arguments; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("opening a socket for SIOCGIFMTU");
+    }
+    // SAFETY: `fd` is a socket this function just opened and nothing else owns.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: an all-zero ifreq is valid (a C struct of integers and arrays).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFMTU reads the NUL-terminated name (shorter than
+    // IFNAMSIZ, the rest zero) and writes ifru_mtu of the ifreq, which lives
+    // across the call.
+    let rc = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SIOCGIFMTU,
+            &mut req,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("reading the MTU of {name}"));
+    }
+    // SAFETY: SIOCGIFMTU filled the union's ifru_mtu member.
+    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+    u32::try_from(mtu).with_context(|| format!("the MTU of {name}: {mtu}"))
+}
+
+/// Every interface of this thread's network namespace, as (index, name)
+/// (`if_nameindex(3)`, which asks the kernel over netlink).
+pub fn interfaces() -> std::io::Result<Vec<(u32, String)>> {
+    // SAFETY: if_nameindex has no preconditions; a null result is an error.
+    let list = unsafe { libc::if_nameindex() };
+    if list.is_null() {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut out = Vec::new();
+    let mut p = list;
+    // SAFETY: the array ends with an entry whose index is 0 and name null;
+    // each name is a NUL-terminated string owned by the array, which is
+    // freed once, after the last read.
+    unsafe {
+        while (*p).if_index != 0 && !(*p).if_name.is_null() {
+            let name = std::ffi::CStr::from_ptr((*p).if_name)
+                .to_string_lossy()
+                .into_owned();
+            out.push(((*p).if_index, name));
+            p = p.add(1);
+        }
+        libc::if_freenameindex(list);
+    }
+    Ok(out)
 }
 
 pub fn ifindex(name: &str) -> Result<u32, UsageError> {

@@ -421,19 +421,27 @@ fn forwarding() -> bool {
     .any(|p| fs::read_to_string(p).is_ok_and(|v| v.trim() == "1"))
 }
 
-/// This namespace's devices other than `iface` and `lo`, with their indexes.
+/// This namespace's devices other than `iface` and `lo`, with their
+/// indexes: this thread's namespace (`if_nameindex`, over netlink), not
+/// the one /sys was mounted in (an engine attached from a thread that
+/// entered a namespace sees the process's /sys), and never a device impair
+/// created for an instance (a segmenter's ends are impair's to configure).
 fn other_devices(iface: &str) -> Result<Vec<(String, u32)>> {
     let mut out = Vec::new();
-    for e in fs::read_dir("/sys/class/net").context("listing /sys/class/net")? {
-        let name = e?.file_name().to_string_lossy().into_owned();
-        if name == iface || name == "lo" {
+    for (index, name) in sys::interfaces().context("listing this namespace's devices")? {
+        if name == iface || name == "lo" || is_impairs(&name) {
             continue;
         }
-        if let Ok(index) = sys::ifindex(&name) {
-            out.push((name, index));
-        }
+        out.push((name, index));
     }
     Ok(out)
+}
+
+/// Whether `name` is a device impair creates per instance (ifb.rs
+/// `device_name`: `imp<n><kind><n>` or `i<kind><base 36>`); only its
+/// segmenter's ends matter here, whose GRO impair sets itself.
+fn is_impairs(name: &str) -> bool {
+    super::segmenter::is_segmenter_name(name)
 }
 
 /// `ETHTOOL_GGRO` / `ETHTOOL_SGRO`.

@@ -46,6 +46,26 @@ pub fn peer_name_for(ifindex: u32, pid: u32) -> String {
     device_name('r', ifindex, pid)
 }
 
+/// Whether `name` could be one end of a segmenter ([`name_for`],
+/// [`peer_name_for`]): `imp<digits or hex>s|r<digits or hex>`, or `is`/`ir`
+/// and base 36.
+pub fn is_segmenter_name(name: &str) -> bool {
+    let alnum = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric());
+    if let Some(rest) = name.strip_prefix("imp") {
+        return rest
+            .char_indices()
+            .filter(|&(_, c)| c == 's' || c == 'r')
+            .any(|(i, _)| {
+                let (a, b) = (&rest[..i], &rest[i + 1..]);
+                !a.is_empty()
+                    && a.bytes().all(|c| c.is_ascii_hexdigit())
+                    && !b.is_empty()
+                    && b.bytes().all(|c| c.is_ascii_hexdigit())
+            });
+    }
+    (name.starts_with("is") || name.starts_with("ir")) && alnum(&name[2..])
+}
+
 /// The segmenter an instance's owner record says it has, if any.
 pub fn of_owner(o: &impair_common::Owner) -> Option<String> {
     (o.flags & owner_flags::SEGMENTER != 0).then(|| name_for(o.ifindex, o.pid))
@@ -274,6 +294,20 @@ mod tests {
                     assert!(seen.insert(n.clone()), "{n} twice");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn segmenter_names_are_recognised_and_others_are_not() {
+        for (ifindex, pid) in [(3, 4127), (1 << 20, u32::MAX), (u32::MAX, u32::MAX)] {
+            assert!(is_segmenter_name(&name_for(ifindex, pid)));
+            assert!(is_segmenter_name(&peer_name_for(ifindex, pid)));
+            assert!(!is_segmenter_name(&super::super::ifb::name_for(
+                ifindex, pid
+            )));
+        }
+        for other in ["eth0", "r1", "imp", "veth12ab", "lo", "imp3i4127"] {
+            assert!(!is_segmenter_name(other), "{other}");
         }
     }
 
