@@ -36,6 +36,16 @@ struct Run {
     /// Segments the sender sent (TcpOutSegs in the client's namespace,
     /// before and after: the namespace carries only this flow).
     out_segs: u64,
+    /// The sender's recoveries (TcpExtTCPSackRecovery: one per loss event
+    /// TCP reacted to), retransmission timeouts, tail-loss probes and the
+    /// DSACKs it received (a retransmission found spurious).
+    recoveries: u64,
+    timeouts: u64,
+    probes: u64,
+    dsacks: u64,
+    /// Reorderings the sender detected (TcpExtTCPSACKReorder and
+    /// TcpExtTCPTSReorder).
+    reorders: u64,
     /// Packets the impairment dropped, of those offered to it (set by the
     /// caller).
     dropped: u64,
@@ -125,7 +135,7 @@ fn iperf3(lab: &Lab, secs: u32, extra: &[&str]) -> Run {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let segs_before = out_segs(lab);
+    let before = sender_counters(lab);
     say(format_args!("iperf3 -c {addr} -t {secs} {extra:?}"));
     let t = secs.to_string();
     let client = Command::new("ip")
@@ -163,7 +173,8 @@ fn iperf3(lab: &Lab, secs: u32, extra: &[&str]) -> Run {
     let sender = &c["end"]["streams"][0]["sender"];
     let mean_rtt_s = sender["mean_rtt"].as_f64().unwrap_or(0.0) / 1e6;
     let retrans = sender["retransmits"].as_u64().unwrap_or(0);
-    let out_segs = out_segs(lab) - segs_before;
+    let after = sender_counters(lab);
+    let delta = |k: &str| after.get(k).unwrap_or(&0) - before.get(k).unwrap_or(&0);
     let max_interval_bps = s["intervals"]
         .as_array()
         .map(|iv| {
@@ -180,23 +191,26 @@ fn iperf3(lab: &Lab, secs: u32, extra: &[&str]) -> Run {
         max_interval_bps,
         mean_rtt_s,
         retrans,
-        out_segs,
+        out_segs: delta("TcpOutSegs"),
+        recoveries: delta("TcpExtTCPSackRecovery"),
+        timeouts: delta("TcpExtTCPTimeouts"),
+        probes: delta("TcpExtTCPLossProbes"),
+        dsacks: delta("TcpExtTCPDSACKRecv"),
+        reorders: delta("TcpExtTCPSACKReorder") + delta("TcpExtTCPTSReorder"),
         ..Run::default()
     }
 }
 
-/// TcpOutSegs of the client's namespace (nstat: absolute, history kept
-/// neither read nor written).
-fn out_segs(lab: &Lab) -> u64 {
-    let out = lab
-        .exec(&lab.client, &["nstat", "-asz", "TcpOutSegs"])
-        .unwrap();
+/// The client's (the sender's) TCP counters (nstat: absolute, its history
+/// neither read nor written; the namespace carries only this flow).
+fn sender_counters(lab: &Lab) -> std::collections::HashMap<String, u64> {
+    let out = lab.exec(&lab.client, &["nstat", "-asz"]).unwrap();
     out.lines()
-        .find_map(|l| {
+        .filter_map(|l| {
             let mut w = l.split_whitespace();
-            (w.next() == Some("TcpOutSegs")).then(|| w.next()?.parse().ok())?
+            Some((w.next()?.to_string(), w.next()?.parse().ok()?))
         })
-        .unwrap_or_else(|| panic!("no TcpOutSegs in nstat: {out}"))
+        .collect()
 }
 
 /// `tc ARGS` in `ns`.
@@ -232,23 +246,50 @@ fn mbit(bps: f64) -> String {
 /// the lab's own) and 1% random loss on every packet that way, through
 /// impair, through netem with offloads off (the faithful reference: one
 /// decision per wire packet) and through netem with offloads on (decisions
-/// per GRO/GSO super-packet, recorded beside them). TCP's goodput through
-/// impair is within ±25% of netem's (offloads off) and of the Mathis
-/// estimate MSS/RTT·√(3/2)/√p at the path's measured RTT. Two rounds of
-/// 6 s per arm, interleaved: ~70 loss events per arm, so each arm's mean
-/// is known to about ±7% (1σ; throughput ∝ 1/√losses), the ratio to about
-/// ±10%: 25% is ~2.5σ.
+/// per GRO/GSO super-packet: one run, shown, not judged). Three rounds of
+/// 8 s, impair and netem interleaved in each.
 ///
-/// OPEN (why it is `#[ignore]`d, so CI's `netns fq::` does not run it): on
-/// 6.12 (2026-12-02) impair/netem measured 1.169 and 1.413 in two runs, and
-/// 1.336 on 6.1 (netem at 0.87-0.89 of Mathis each time; impair at 1.01,
-/// 1.23 and 1.18 of it):
-/// impair's TCP goodput is consistently above netem's on the same path, by
-/// more than the issue's ±25% once. Not yet explained; run it with
-/// `cargo xtask vm --kernel 6.12 --tier netns -- fq::tcp --include-ignored
-/// --nocapture` (docs/accuracy.md records the runs).
+/// What is judged, and why: the loss impair applied is 1% (its drops within
+/// 3.3σ of 1% of the packets it saw), and TCP's goodput through impair is
+/// within ±25% of netem's and of the Mathis estimate MSS/RTT·√(3/2)/√p,
+/// each arm taken at its own mean RTT (tcp_info, iperf3's `mean_rtt`) and
+/// its own applied loss p (impair's `dropped_loss`/`packets`, netem's qdisc
+/// drops of what it was offered), i.e. goodput·RTT·√p compared. Both are
+/// Bernoulli(1%) processes: over ~4,800 packets a run the applied loss
+/// ranges 0.8-1.2% (σ 0.14%), which alone moves a run's goodput by ±7%
+/// (goodput ∝ 1/√p), and which of the two arms drew more losses is chance,
+/// not a difference between them. The raw ratio of the goodputs is printed
+/// beside it. Measured on 6.12 (2026-12-03, quiet host): each run's goodput
+/// against its own Mathis spreads with a coefficient of variation of about
+/// 10% in both arms, so a mean of three is known to about ±6% and the ratio
+/// of two to about ±8% (1σ): ±25% is ~3σ.
+///
+/// What was found (docs/accuracy.md has every run, 2026-12-03, quiet host):
+/// not the RTT: the two arms' mean RTTs were within 0.5 ms of each other in
+/// every run (impair's the larger by 0-0.5 ms), so netem's hrtimer adds no
+/// RTT of its own under TCG; not the loss applied: both binomial about 1%
+/// (0.85-1.27% per arm), retransmissions equal to the drops within a few.
+/// On 6.12, six runs (one with the engine of 2026-12-02, 109b729, which
+/// gave the first version's 1.17 and 1.41) came out 0.86-1.03 raw and
+/// 0.96-1.08 at each arm's own RTT and loss: the earlier excess did not
+/// recur with either engine. On 6.1 it did: 1.30 and 1.35 raw (1.25 and
+/// 1.33 normalised: over ±25%) in two of four runs, 1.10 and 1.02 in the
+/// others, with netem at 0.95-1.02 of its own Mathis every time and impair
+/// at 1.02-1.26 of its. And on both kernels the sender saw reordering
+/// through impair that it does not see through netem: 4-11 reorderings
+/// (TcpExtTCPSACKReorder + TCPTSReorder) and 0-5 DSACKs per 24 s through
+/// impair, 0-2 and 0 through netem. Reordering makes RACK wait longer
+/// before marking a loss, so more drops fall into one recovery: in the
+/// 1.33 run impair's sender entered recovery 117 times for 167 drops,
+/// netem's 118 for 132 (goodput at the recovery rate instead of the drop
+/// rate: 1.18). So impair is not netem on this path yet: it reorders a few
+/// packets of one forwarded TCP flow (where, not yet found: fq sorts each
+/// flow by the departure the program stamped on either CPU, netem by the
+/// time it computes under its qdisc lock), and that is why this stays
+/// `#[ignore]`d (run it with `cargo xtask vm --kernel 6.1 --tier netns --
+/// fq::tcp::tcp_goodput --include-ignored --nocapture`).
 #[test]
-#[ignore = "impair/netem 1.17 and 1.41 on 6.12: over the issue's ±25% once, unexplained (docs/accuracy.md)"]
+#[ignore = "impair reorders a few packets of the flow (4-11 reorderings, 0-5 DSACKs per 24 s; netem 0-2, 0): on 6.1 goodput 1.25 and 1.33 of netem's at equal RTT and loss in 2 of 4 runs (docs/accuracy.md)"]
 fn tcp_goodput_at_1pct_loss_and_20ms_rtt_matches_netem_and_mathis() {
     let test = "fq::tcp::tcp_goodput_at_1pct_loss_and_20ms_rtt_matches_netem_and_mathis";
     let lab = lab("tcpmathis");
@@ -298,12 +339,14 @@ fn tcp_goodput_at_1pct_loss_and_20ms_rtt_matches_netem_and_mathis() {
     note(format!(
         "{test}: impair {}; netem offloads off {}; netem offloads on {}. impair/netem {raw:.3} \
          raw, {norm:.3} each against Mathis at its own mean RTT and loss; impair/Mathis {:.3}, \
-         netem/Mathis {:.3}",
+         netem/Mathis {:.3} (raw, at 1% and impair's min RTT: impair {:.3}, netem {:.3})",
         i.describe(),
         off.describe(),
         on.describe(),
         i.vs_mathis(),
         off.vs_mathis(),
+        i.bps / mathis_bps(i.min_rtt_s, 0.01),
+        off.bps / mathis_bps(i.min_rtt_s, 0.01),
     ));
     // The loss applied is 1%: the engine's drops within the 99.9% binomial
     // interval (z = 3.3) of its packets.
@@ -346,6 +389,12 @@ struct Arm {
     /// Segments the sender retransmitted, of those it sent.
     retrans: u64,
     out_segs: u64,
+    /// The sender's recoveries, timeouts, tail-loss probes, DSACKs received.
+    recoveries: u64,
+    timeouts: u64,
+    probes: u64,
+    dsacks: u64,
+    reorders: u64,
     /// Each run: goodput, bit/s; mean RTT, s; loss applied.
     runs: Vec<(f64, f64, f64)>,
 }
@@ -361,6 +410,11 @@ impl Arm {
             offered: runs.iter().map(|r| r.offered).sum(),
             retrans: runs.iter().map(|r| r.retrans).sum(),
             out_segs: runs.iter().map(|r| r.out_segs).sum(),
+            recoveries: runs.iter().map(|r| r.recoveries).sum(),
+            timeouts: runs.iter().map(|r| r.timeouts).sum(),
+            probes: runs.iter().map(|r| r.probes).sum(),
+            dsacks: runs.iter().map(|r| r.dsacks).sum(),
+            reorders: runs.iter().map(|r| r.reorders).sum(),
             runs: runs
                 .iter()
                 .map(|r| {
@@ -391,7 +445,8 @@ impl Arm {
     fn describe(&self) -> String {
         format!(
             "{} (runs {:?}), mean RTT {:.1} ms (min {:.1} ms), dropped {} of {} packets \
-             ({:.2}%), retransmitted {} of {} segments, Mathis at these {}",
+             ({:.2}%), retransmitted {} of {} segments ({} recoveries, {} timeouts, {} loss \
+             probes, {} DSACKs, {} reorderings seen), Mathis at these {}",
             mbit(self.bps),
             self.runs
                 .iter()
@@ -409,6 +464,11 @@ impl Arm {
             self.p() * 100.0,
             self.retrans,
             self.out_segs,
+            self.recoveries,
+            self.timeouts,
+            self.probes,
+            self.dsacks,
+            self.reorders,
             mbit(self.mathis_bps()),
         )
     }
