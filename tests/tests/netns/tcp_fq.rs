@@ -29,6 +29,27 @@ struct Run {
     min_rtt_s: f64,
     /// The receiver's busiest interval after the first second, bit/s.
     max_interval_bps: f64,
+    /// The sender's mean smoothed RTT over the run, s (iperf3's `mean_rtt`).
+    mean_rtt_s: f64,
+    /// Segments the sender retransmitted (iperf3's `retransmits`).
+    retrans: u64,
+    /// Segments the sender sent (TcpOutSegs in the client's namespace,
+    /// before and after: the namespace carries only this flow).
+    out_segs: u64,
+    /// The sender's recoveries (TcpExtTCPSackRecovery: one per loss event
+    /// TCP reacted to), retransmission timeouts, tail-loss probes and the
+    /// DSACKs it received (a retransmission found spurious).
+    recoveries: u64,
+    timeouts: u64,
+    probes: u64,
+    dsacks: u64,
+    /// Reorderings the sender detected (TcpExtTCPSACKReorder and
+    /// TcpExtTCPTSReorder).
+    reorders: u64,
+    /// Packets the impairment dropped, of those offered to it (set by the
+    /// caller).
+    dropped: u64,
+    offered: u64,
 }
 
 fn require_tools(lab: &Lab, test: &str) -> bool {
@@ -114,6 +135,7 @@ fn iperf3(lab: &Lab, secs: u32, extra: &[&str]) -> Run {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    let before = sender_counters(lab);
     say(format_args!("iperf3 -c {addr} -t {secs} {extra:?}"));
     let t = secs.to_string();
     let client = Command::new("ip")
@@ -148,6 +170,11 @@ fn iperf3(lab: &Lab, secs: u32, extra: &[&str]) -> Run {
         .as_f64()
         .unwrap_or(0.0)
         / 1e6;
+    let sender = &c["end"]["streams"][0]["sender"];
+    let mean_rtt_s = sender["mean_rtt"].as_f64().unwrap_or(0.0) / 1e6;
+    let retrans = sender["retransmits"].as_u64().unwrap_or(0);
+    let after = sender_counters(lab);
+    let delta = |k: &str| after.get(k).unwrap_or(&0) - before.get(k).unwrap_or(&0);
     let max_interval_bps = s["intervals"]
         .as_array()
         .map(|iv| {
@@ -162,7 +189,28 @@ fn iperf3(lab: &Lab, secs: u32, extra: &[&str]) -> Run {
         received_bps,
         min_rtt_s,
         max_interval_bps,
+        mean_rtt_s,
+        retrans,
+        out_segs: delta("TcpOutSegs"),
+        recoveries: delta("TcpExtTCPSackRecovery"),
+        timeouts: delta("TcpExtTCPTimeouts"),
+        probes: delta("TcpExtTCPLossProbes"),
+        dsacks: delta("TcpExtTCPDSACKRecv"),
+        reorders: delta("TcpExtTCPSACKReorder") + delta("TcpExtTCPTSReorder"),
+        ..Run::default()
     }
+}
+
+/// The client's (the sender's) TCP counters (nstat: absolute, its history
+/// neither read nor written; the namespace carries only this flow).
+fn sender_counters(lab: &Lab) -> std::collections::HashMap<String, u64> {
+    let out = lab.exec(&lab.client, &["nstat", "-asz"]).unwrap();
+    out.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?.to_string(), w.next()?.parse().ok()?))
+        })
+        .collect()
 }
 
 /// `tc ARGS` in `ns`.
@@ -198,95 +246,254 @@ fn mbit(bps: f64) -> String {
 /// the lab's own) and 1% random loss on every packet that way, through
 /// impair, through netem with offloads off (the faithful reference: one
 /// decision per wire packet) and through netem with offloads on (decisions
-/// per GRO/GSO super-packet, recorded beside them). TCP's goodput through
-/// impair is within ±25% of netem's (offloads off) and of the Mathis
-/// estimate MSS/RTT·√(3/2)/√p at the path's measured RTT. Two rounds of
-/// 6 s per arm, interleaved: ~70 loss events per arm, so each arm's mean
-/// is known to about ±7% (1σ; throughput ∝ 1/√losses), the ratio to about
-/// ±10%: 25% is ~2.5σ.
+/// per GRO/GSO super-packet: one run, shown, not judged). Three rounds of
+/// 8 s, impair and netem interleaved in each.
 ///
-/// OPEN (why it is `#[ignore]`d, so CI's `netns fq::` does not run it): on
-/// 6.12 (2026-12-02) impair/netem measured 1.169 and 1.413 in two runs, and
-/// 1.336 on 6.1 (netem at 0.87-0.89 of Mathis each time; impair at 1.01,
-/// 1.23 and 1.18 of it):
-/// impair's TCP goodput is consistently above netem's on the same path, by
-/// more than the issue's ±25% once. Not yet explained; run it with
-/// `cargo xtask vm --kernel 6.12 --tier netns -- fq::tcp --include-ignored
-/// --nocapture` (docs/accuracy.md records the runs).
+/// What is judged, and why: the loss impair applied is 1% (its drops within
+/// 3.3σ of 1% of the packets it saw), and TCP's goodput through impair is
+/// within ±25% of netem's and of the Mathis estimate MSS/RTT·√(3/2)/√p,
+/// each arm taken at its own mean RTT (tcp_info, iperf3's `mean_rtt`) and
+/// its own applied loss p (impair's `dropped_loss`/`packets`, netem's qdisc
+/// drops of what it was offered), i.e. goodput·RTT·√p compared. Both are
+/// Bernoulli(1%) processes: over ~4,800 packets a run the applied loss
+/// ranges 0.8-1.2% (σ 0.14%), which alone moves a run's goodput by ±7%
+/// (goodput ∝ 1/√p), and which of the two arms drew more losses is chance,
+/// not a difference between them. The raw ratio of the goodputs is printed
+/// beside it. Measured on 6.12 (2026-12-03, quiet host): each run's goodput
+/// against its own Mathis spreads with a coefficient of variation of about
+/// 10% in both arms, so a mean of three is known to about ±6% and the ratio
+/// of two to about ±8% (1σ): ±25% is ~3σ.
+///
+/// What was found (docs/accuracy.md has every run, 2026-12-03, quiet host):
+/// not the RTT: the two arms' mean RTTs were within 0.5 ms of each other in
+/// every run (impair's the larger by 0-0.5 ms), so netem's hrtimer adds no
+/// RTT of its own under TCG; not the loss applied: both binomial about 1%
+/// (0.85-1.27% per arm), retransmissions equal to the drops within a few.
+/// On 6.12, six runs (one with the engine of 2026-12-02, 109b729, which
+/// gave the first version's 1.17 and 1.41) came out 0.86-1.03 raw and
+/// 0.96-1.08 at each arm's own RTT and loss: the earlier excess did not
+/// recur with either engine. On 6.1 it did: 1.30 and 1.35 raw (1.25 and
+/// 1.33 normalised: over ±25%) in two of five runs, 1.03-1.10 normalised
+/// in the others, with netem at 0.95-1.02 of its own Mathis every time and impair
+/// at 1.02-1.26 of its. And on both kernels the sender saw reordering
+/// through impair that it does not see through netem: 4-11 reorderings
+/// (TcpExtTCPSACKReorder + TCPTSReorder) and 0-5 DSACKs per 24 s through
+/// impair, 0-2 and 0-1 through netem. Reordering would make RACK wait longer
+/// before marking a loss, so more drops fall into one recovery, which fits:
+/// in the 1.33 run impair's sender entered recovery 117 times for 167 drops,
+/// netem's 118 for 132 (goodput at the recovery rate instead of the drop
+/// rate: 1.18). Where the reordering comes from is not found: it is not the
+/// order of the departure times the program stamps on either CPU, since with
+/// departures kept in order per flow (`--jitter 1us --in-order`) the sender
+/// saw more of it (35 reorderings in one 6.1 run; 1.00 normalised there, and
+/// netem's arm had 4 DSACKs and a timeout that time). So impair is not yet
+/// netem on this path, and this stays `#[ignore]`d (run it with `cargo xtask
+/// vm --kernel 6.1 --tier netns -- fq::tcp::tcp_goodput --include-ignored
+/// --nocapture`).
 #[test]
-#[ignore = "impair/netem 1.17 and 1.41 on 6.12: over the issue's ±25% once, unexplained (docs/accuracy.md)"]
+#[ignore = "impair reorders a few packets of the flow (4-11 reorderings, 0-5 DSACKs per 24 s; netem 0-2, 0-1): on 6.1 goodput 1.25 and 1.33 of netem's at equal RTT and loss in 2 of 5 runs (docs/accuracy.md)"]
 fn tcp_goodput_at_1pct_loss_and_20ms_rtt_matches_netem_and_mathis() {
     let test = "fq::tcp::tcp_goodput_at_1pct_loss_and_20ms_rtt_matches_netem_and_mathis";
     let lab = lab("tcpmathis");
     if !require_tools(&lab, test) {
         return;
     }
-    let (secs, rounds) = (6, 2);
+    let (secs, rounds) = (8, 3);
     let r = &lab.router;
     let egress = tlab::ROUTER_EGRESS;
     let netem = ["netem", "delay", "20ms", "loss", "1%", "limit", "10000"];
-    let (mut imp, mut ref_off, mut ref_on) = (Vec::new(), Vec::new(), Vec::new());
-    let mut dropped = (0u64, 0u64);
-    for _ in 0..rounds {
-        let ctl = Controller::start(&lab, &["--delay", "20ms", "--loss", "1%"]);
-        imp.push(iperf3(&lab, secs, &[]));
-        let stats = impair_tests::ns::stats_json(&lab);
-        let rule = &stats["rules"][0];
-        dropped.0 += rule["dropped_loss"].as_u64().unwrap_or(0);
-        dropped.1 += rule["packets"].as_u64().unwrap_or(0);
-        assert!(ctl.signal_and_wait(libc::SIGTERM).success());
-
+    let add_netem = || {
         tc(
             &lab,
             r,
             &[&["qdisc", "add", "dev", egress, "root"][..], &netem].concat(),
-        );
-        ref_off.push(iperf3(&lab, secs, &[]));
-        offloads(&lab, true);
-        ref_on.push(iperf3(&lab, secs, &[]));
-        offloads(&lab, false);
+        )
+    };
+    let (mut imp, mut ref_off) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let ctl = Controller::start(&lab, &["--delay", "20ms", "--loss", "1%"]);
+        let mut run = iperf3(&lab, secs, &[]);
+        let stats = impair_tests::ns::stats_json(&lab);
+        let rule = &stats["rules"][0];
+        run.dropped = rule["dropped_loss"].as_u64().unwrap_or(0);
+        run.offered = rule["packets"].as_u64().unwrap_or(0);
+        imp.push(run);
+        assert!(ctl.signal_and_wait(libc::SIGTERM).success());
+
+        add_netem();
+        let mut run = iperf3(&lab, secs, &[]);
+        (run.dropped, run.offered) = qdisc_drops(&lab, r, egress);
+        ref_off.push(run);
         tc(&lab, r, &["qdisc", "del", "dev", egress, "root"]);
     }
-    let (i, off, on) = (mean_bps(&imp), mean_bps(&ref_off), mean_bps(&ref_on));
-    let min_rtt = |runs: &[Run]| runs.iter().map(|r| r.min_rtt_s).fold(f64::MAX, f64::min);
-    let rtt_s = min_rtt(&imp);
-    let mathis = 1448.0 * 8.0 / rtt_s * 1.5f64.sqrt() / 0.01f64.sqrt();
+    // netem with offloads on: once, shown beside the others, not judged.
+    add_netem();
+    offloads(&lab, true);
+    let mut on = iperf3(&lab, 6, &[]);
+    (on.dropped, on.offered) = qdisc_drops(&lab, r, egress);
+    offloads(&lab, false);
+    tc(&lab, r, &["qdisc", "del", "dev", egress, "root"]);
+
+    let (i, off) = (Arm::of(&imp), Arm::of(&ref_off));
+    let on = Arm::of(&[on]);
+    let raw = i.bps / off.bps;
+    let norm = i.vs_mathis() / off.vs_mathis();
     note(format!(
-        "{test}: impair {} (runs {:?}; engine dropped {} of {} packets), netem offloads off {} \
-         (runs {:?}, min RTT {:.1} ms), netem offloads on {} (runs {:?}), Mathis {} at min RTT \
-         {:.1} ms; impair/netem {:.3}, impair/Mathis {:.3}",
-        mbit(i),
-        imp.iter().map(|r| mbit(r.received_bps)).collect::<Vec<_>>(),
-        dropped.0,
-        dropped.1,
-        mbit(off),
-        ref_off
-            .iter()
-            .map(|r| mbit(r.received_bps))
-            .collect::<Vec<_>>(),
-        min_rtt(&ref_off) * 1e3,
-        mbit(on),
-        ref_on
-            .iter()
-            .map(|r| mbit(r.received_bps))
-            .collect::<Vec<_>>(),
-        mbit(mathis),
-        rtt_s * 1e3,
-        i / off,
-        i / mathis
+        "{test}: impair {}; netem offloads off {}; netem offloads on {}. impair/netem {raw:.3} \
+         raw, {norm:.3} each against Mathis at its own mean RTT and loss; impair/Mathis {:.3}, \
+         netem/Mathis {:.3} (raw, at 1% and impair's min RTT: impair {:.3}, netem {:.3})",
+        i.describe(),
+        off.describe(),
+        on.describe(),
+        i.vs_mathis(),
+        off.vs_mathis(),
+        i.bps / mathis_bps(i.min_rtt_s, 0.01),
+        off.bps / mathis_bps(i.min_rtt_s, 0.01),
     ));
+    // The loss applied is 1%: the engine's drops within the 99.9% binomial
+    // interval (z = 3.3) of its packets.
+    let n = i.offered as f64;
+    let sigma = (0.01 * 0.99 / n).sqrt();
     assert!(
-        (0.75..=1.25).contains(&(i / off)),
-        "impair {} vs netem (offloads off) {}",
-        mbit(i),
-        mbit(off)
+        (i.p() - 0.01).abs() <= 3.3 * sigma,
+        "impair dropped {} of {} packets ({:.3}%): not 1% within 3.3 sigma ({:.3}%)",
+        i.dropped,
+        i.offered,
+        i.p() * 100.0,
+        3.3 * sigma * 100.0
     );
     assert!(
-        (0.75..=1.25).contains(&(i / mathis)),
-        "impair {} vs Mathis {}",
-        mbit(i),
-        mbit(mathis)
+        (0.75..=1.25).contains(&norm),
+        "impair/netem {norm:.3} at each arm's own RTT and loss (raw {raw:.3}): impair {}, netem {}",
+        i.describe(),
+        off.describe()
     );
+    assert!(
+        (0.75..=1.25).contains(&i.vs_mathis()),
+        "impair at {:.3} of Mathis at its own RTT and loss: {}",
+        i.vs_mathis(),
+        i.describe()
+    );
+}
+
+/// One arm's runs, summed.
+#[derive(Debug, Clone, Default)]
+struct Arm {
+    /// Mean goodput, bit/s.
+    bps: f64,
+    /// Mean of the runs' mean RTTs, s.
+    rtt_s: f64,
+    /// The smallest RTT of any run, s.
+    min_rtt_s: f64,
+    /// Packets dropped by the impairment, of those offered to it.
+    dropped: u64,
+    offered: u64,
+    /// Segments the sender retransmitted, of those it sent.
+    retrans: u64,
+    out_segs: u64,
+    /// The sender's recoveries, timeouts, tail-loss probes, DSACKs received.
+    recoveries: u64,
+    timeouts: u64,
+    probes: u64,
+    dsacks: u64,
+    reorders: u64,
+    /// Each run: goodput, bit/s; mean RTT, s; loss applied.
+    runs: Vec<(f64, f64, f64)>,
+}
+
+impl Arm {
+    fn of(runs: &[Run]) -> Arm {
+        let n = runs.len() as f64;
+        Arm {
+            bps: mean_bps(runs),
+            rtt_s: runs.iter().map(|r| r.mean_rtt_s).sum::<f64>() / n,
+            min_rtt_s: runs.iter().map(|r| r.min_rtt_s).fold(f64::MAX, f64::min),
+            dropped: runs.iter().map(|r| r.dropped).sum(),
+            offered: runs.iter().map(|r| r.offered).sum(),
+            retrans: runs.iter().map(|r| r.retrans).sum(),
+            out_segs: runs.iter().map(|r| r.out_segs).sum(),
+            recoveries: runs.iter().map(|r| r.recoveries).sum(),
+            timeouts: runs.iter().map(|r| r.timeouts).sum(),
+            probes: runs.iter().map(|r| r.probes).sum(),
+            dsacks: runs.iter().map(|r| r.dsacks).sum(),
+            reorders: runs.iter().map(|r| r.reorders).sum(),
+            runs: runs
+                .iter()
+                .map(|r| {
+                    (
+                        r.received_bps,
+                        r.mean_rtt_s,
+                        r.dropped as f64 / r.offered.max(1) as f64,
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// The loss applied: dropped / offered.
+    fn p(&self) -> f64 {
+        self.dropped as f64 / self.offered.max(1) as f64
+    }
+
+    /// Mathis at this arm's mean RTT and loss applied.
+    fn mathis_bps(&self) -> f64 {
+        mathis_bps(self.rtt_s, self.p())
+    }
+
+    fn vs_mathis(&self) -> f64 {
+        self.bps / self.mathis_bps()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} (runs {:?}), mean RTT {:.1} ms (min {:.1} ms), dropped {} of {} packets \
+             ({:.2}%), retransmitted {} of {} segments ({} recoveries, {} timeouts, {} loss \
+             probes, {} DSACKs, {} reorderings seen), Mathis at these {}",
+            mbit(self.bps),
+            self.runs
+                .iter()
+                .map(|(bps, rtt, p)| format!(
+                    "{:.2} Mbit/s at {:.1} ms and {:.2}%",
+                    bps / 1e6,
+                    rtt * 1e3,
+                    p * 100.0
+                ))
+                .collect::<Vec<_>>(),
+            self.rtt_s * 1e3,
+            self.min_rtt_s * 1e3,
+            self.dropped,
+            self.offered,
+            self.p() * 100.0,
+            self.retrans,
+            self.out_segs,
+            self.recoveries,
+            self.timeouts,
+            self.probes,
+            self.dsacks,
+            self.reorders,
+            mbit(self.mathis_bps()),
+        )
+    }
+}
+
+/// Mathis et al.: MSS/RTT·√(3/2)/√p, bit/s (MSS 1448 B).
+fn mathis_bps(rtt_s: f64, p: f64) -> f64 {
+    1448.0 * 8.0 / rtt_s * 1.5f64.sqrt() / p.sqrt()
+}
+
+/// (drops, drops + packets sent) of the root qdisc on `dev` in `ns` (`tc -s
+/// -j`): what it dropped of what was offered to it.
+fn qdisc_drops(lab: &Lab, ns: &str, dev: &str) -> (u64, u64) {
+    let out = lab
+        .exec(ns, &["tc", "-s", "-j", "qdisc", "show", "dev", dev])
+        .unwrap();
+    let q = json(out.as_bytes(), "tc -s -j qdisc show");
+    let root = q
+        .as_array()
+        .and_then(|a| a.iter().find(|q| q["root"].as_bool() == Some(true)))
+        .unwrap_or_else(|| panic!("no root qdisc on {dev}: {q}"));
+    let drops = root["drops"].as_u64().unwrap_or(0);
+    (drops, drops + root["packets"].as_u64().unwrap_or(0))
 }
 
 /// TCP Small Queues: a packet held in fq on the sender's own host would
