@@ -394,7 +394,11 @@ fn interfaces_in(netns: &Path) -> Result<Vec<String>, String> {
         .name("container-ifs".into())
         .spawn(move || -> Result<Vec<String>, String> {
             crate::sys::setns_net(&file).map_err(|e| format!("{e:#}"))?;
-            Ok(interface_names())
+            // A segmenter impair made there is impair's, not the container's.
+            Ok(interface_names()
+                .into_iter()
+                .filter(|n| !crate::engine::segmenter::is_segmenter_name(n))
+                .collect())
         })
         .map_err(|e| format!("spawning a thread: {e}"))?;
     lister

@@ -108,6 +108,12 @@ impl Variant {
     /// The rule of the attach (`gen` 0: it matches only [`RULE_PORT`]) and
     /// of each update (which keeps the match); with `fq` it delays (which
     /// needs sch_fq), else drops.
+    /// A loss rule at egress decides per packet: its instance also has a
+    /// segmenter, with its own program (impair-user/src/engine/segmenter.rs).
+    fn has_segmenter(self) -> bool {
+        self.site == Site::RouterEgress && !self.fq && !self.ifb
+    }
+
     fn rule(self, gen: usize) -> Vec<String> {
         let mut v = Vec::new();
         if gen == 0 {
@@ -410,10 +416,11 @@ fn soak_attach_update_detach_leaves_nothing_and_loses_no_unrelated_packet() {
         let ctl = v.site.attach(&lab, &argv);
         traffic.set(Phase::Attached);
         let progs = instance_ids(&lab, v.site, &mut ids);
+        let segmenter = v.has_segmenter();
         assert_eq!(
             progs,
-            1 + usize::from(v.ifb),
-            "cycle {i} ({v:?}): its programs (one more on the ifb device it owns)"
+            1 + usize::from(v.ifb) + usize::from(segmenter),
+            "cycle {i} ({v:?}): its programs (one more on the ifb device or the segmenter it owns)"
         );
         for gen in 1..=2 {
             let mut up = vec!["update".to_owned(), v.site.iface().to_owned()];
@@ -519,10 +526,13 @@ fn soak_attach_update_detach_leaves_nothing_and_loses_no_unrelated_packet() {
     let ifb_cycles = (0..cycles)
         .filter(|i| variants[i % variants.len()].ifb)
         .count();
+    let segmenter_cycles = (0..cycles)
+        .filter(|i| variants[i % variants.len()].has_segmenter())
+        .count();
     assert_eq!(
         ids.progs.len(),
-        cycles + ifb_cycles,
-        "one program per cycle, and one per ifb device"
+        cycles + ifb_cycles + segmenter_cycles,
+        "one program per cycle, and one per ifb device or segmenter"
     );
     assert!(
         cycles < 10 || stats_ok > 0,
