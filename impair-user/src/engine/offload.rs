@@ -396,7 +396,7 @@ fn set_gso_max_segs(iface: &str, n: u32) -> Result<()> {
 }
 
 /// `ip ARGS` (iproute2, as fq.rs uses `tc`): its stdout, or its stderr as the error.
-fn ip(args: &[&str]) -> Result<String> {
+pub(crate) fn ip(args: &[&str]) -> Result<String> {
     let out = std::process::Command::new("ip")
         .args(args)
         .output()
