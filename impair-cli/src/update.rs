@@ -78,7 +78,7 @@ pub(crate) fn update(a: UpdateArgs) -> Result<()> {
         })?;
     }
     for mut t in targets {
-        let offloads = impair::engine::update_instance(&a.iface, &mut t.inst, &t.rules, &t.label)?;
+        let done = impair::engine::update_instance(&a.iface, &mut t.inst, &t.rules, &t.label)?;
         println!(
             "impair: updated {} {} (pid {}): {}",
             a.iface,
@@ -86,8 +86,11 @@ pub(crate) fn update(a: UpdateArgs) -> Result<()> {
             t.inst.owner.pid,
             t.label
         );
-        for change in offloads {
+        for change in done.offload_changes {
             println!("impair: {change}; restored on detach");
+        }
+        for note in done.notes {
+            println!("impair: {note}");
         }
         // The whole rule set now in force, as the kernel holds it.
         let (_, header, now) = t.inst.maps.active_rules()?;

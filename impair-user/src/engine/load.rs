@@ -40,25 +40,7 @@ impl Loaded {
             .context("loading the eBPF object")
             .map_err(permission_hint)?;
         for &p in programs {
-            let what = || {
-                format!(
-                    "loading the {} program into the kernel (verifier)",
-                    p.hook_name()
-                )
-            };
-            match p {
-                Program::TcEgress | Program::TcIngress | Program::Redirect | Program::Segmented => {
-                    tc_program_mut(&mut ebpf, p)?
-                        .load()
-                        .with_context(what)
-                        .map_err(permission_hint)?
-                }
-                Program::Xdp => xdp_program_mut(&mut ebpf)?
-                    .load()
-                    .with_context(what)
-                    .map_err(permission_hint)?,
-            }
-            bind_maps(&mut ebpf, p)?;
+            load_program(&mut ebpf, p)?;
         }
         let mut maps = Maps::take(&mut ebpf)?;
         maps.seed_rng(seed)?;
@@ -78,6 +60,31 @@ impl Loaded {
     pub fn xdp(&mut self) -> Result<&mut Xdp> {
         xdp_program_mut(&mut self.ebpf)
     }
+}
+
+/// Loads program `p` of `ebpf` into the kernel and binds the object's maps
+/// to it ([`bind_maps`]). At load, or later for a program an attach did not
+/// need then (the segmenter's, when an update first decides per packet).
+pub(crate) fn load_program(ebpf: &mut Ebpf, p: Program) -> Result<()> {
+    let what = || {
+        format!(
+            "loading the {} program into the kernel (verifier)",
+            p.hook_name()
+        )
+    };
+    match p {
+        Program::TcEgress | Program::TcIngress | Program::Redirect | Program::Segmented => {
+            tc_program_mut(ebpf, p)?
+                .load()
+                .with_context(what)
+                .map_err(permission_hint)?
+        }
+        Program::Xdp => xdp_program_mut(ebpf)?
+            .load()
+            .with_context(what)
+            .map_err(permission_hint)?,
+    }
+    bind_maps(ebpf, p)
 }
 
 pub(crate) fn tc_program_mut(ebpf: &mut Ebpf, p: Program) -> Result<&mut SchedClassifier> {

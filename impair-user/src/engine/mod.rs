@@ -92,7 +92,7 @@ pub struct Engine {
     links: Vec<Link>,
     /// The loaded object: holds the programs (and their descriptors) the
     /// links attach, for as long as the engine lives.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     hooks: HookOptions,
     iface: String,
     ifindex: u32,
@@ -387,7 +387,7 @@ impl Engine {
             .context("opening this thread's network namespace")?;
         Ok(Self {
             links,
-            _ebpf: ebpf,
+            ebpf,
             hooks,
             ifindex,
             mode,
@@ -550,6 +550,20 @@ impl Engine {
                 tracing::info!("{change}; restored on detach");
             }
         }
+        // The first rules that decide per packet: the segmenter too, as an
+        // attach with them would have made it (deleted on detach).
+        if self.segmenter.is_none()
+            && self.offloads.is_some()
+            && self.hooks.direction.egress()
+            && self.ifb.is_none()
+            && offloads_wanted(&rules).per_wire_packet
+        {
+            self.add_segmenter()?;
+            tracing::info!(
+                "super-packets go through the segmenter {}; removed on detach",
+                self.segmenter.as_ref().map_or("", |s| s.name.as_str())
+            );
+        }
         // The whole grace, not what is left of it since our own last flip:
         // another process may have flipped since.
         thread::sleep(SLOT_REUSE_GRACE);
@@ -563,6 +577,47 @@ impl Engine {
         drop(maps);
         self.generation = generation;
         Ok(())
+    }
+
+    /// Creates the segmenter of a running instance (an update's rules are
+    /// the first to decide per packet): recorded first (owner flag, its
+    /// journal), then its return program, then its index in CONTROL, the
+    /// order of the attach. Undone if a step fails.
+    fn add_segmenter(&mut self) -> Result<()> {
+        owner::add_flags(&mut self.maps(), owner_flags::SEGMENTER)?;
+        let made = (|| -> Result<(Segmenter, Link)> {
+            let seg = Segmenter::create(self.ifindex, sys::mtu(&self.iface)?)?;
+            if self.mode == AttachMode::Netlink {
+                clsact::ensure_qdisc(&seg.peer)?;
+            }
+            let p = Program::Segmented;
+            load::load_program(&mut self.ebpf, p)?;
+            let link = Link::attach(
+                &mut self.ebpf,
+                &seg.peer,
+                p,
+                Via::of(p, self.mode),
+                self.hooks.xdp_mode,
+            )?;
+            self.maps().control.set(
+                impair_common::CONTROL_SEGMENTER,
+                segmenter::control_value(self.ifindex, seg.ifindex),
+                0,
+            )?;
+            Ok((seg, link))
+        })();
+        match made {
+            Ok((seg, link)) => {
+                self.links.push(link);
+                self.segmenter = Some(seg);
+                Ok(())
+            }
+            Err(e) => {
+                // The pair (if made) is deleted as `seg` drops.
+                let _ = owner::clear_flags(&mut self.maps(), owner_flags::SEGMENTER);
+                Err(e.context("adding the segmenter for per-wire-packet decisions"))
+            }
+        }
     }
 
     /// Detaches and restores the interface; errors are reported, not hidden.
@@ -692,6 +747,15 @@ impl Drop for Engine {
     }
 }
 
+/// What [`update_instance`] did beside the rules, one line each.
+#[derive(Debug, Default)]
+pub struct InstanceUpdate {
+    /// Device offload changes made (restored on detach).
+    pub offload_changes: Vec<String>,
+    /// What another process's update cannot do (the segmenter).
+    pub notes: Vec<String>,
+}
+
 /// `impair update`: replaces the rule set of a running instance (any
 /// controller's) atomically, by writing the inactive slot and flipping the
 /// active one. Checks the rules against the instance's hooks first; installs
@@ -699,13 +763,13 @@ impl Drop for Engine {
 /// resizes impair's fq when the new rules hold packets longer; at egress,
 /// makes the device offload changes the new rules need (offload.rs) in the
 /// owner's journal, so its detach (or, after it died, the next impair
-/// command) restores them. Returns those changes, one line each.
+/// command) restores them. Returns those changes, and what it could not do.
 pub fn update_instance(
     iface: &str,
     inst: &mut discover::Instance,
     rules: &[RuleSpec],
     label: &str,
-) -> Result<Vec<String>> {
+) -> Result<InstanceUpdate> {
     update_instance_here(iface, inst, rules, label)
 }
 
@@ -714,7 +778,7 @@ fn update_instance_here(
     inst: &mut discover::Instance,
     rules: &[RuleSpec],
     label: &str,
-) -> Result<Vec<String>> {
+) -> Result<InstanceUpdate> {
     let hooks = hooks_of(&inst.owner);
     let ifb = ifb::of_owner(&inst.owner);
     hooks.check_at(rules, ifb.is_some())?;
@@ -741,11 +805,27 @@ fn update_instance_here(
     let _lock = journal::UpdateLock::take(inst.owner.ifindex)?;
     // The offloads, before the new rules decide anything. None when the
     // instance leaves them alone (`--keep-offloads`, a pin) or is detaching.
-    let offload_changes = if hooks.direction.egress() {
-        offload::apply_for_owner(&inst.owner, iface, offloads_wanted(&set))?.unwrap_or_default()
-    } else {
-        Vec::new()
-    };
+    let (mut offload_changes, mut notes) = (Vec::new(), Vec::new());
+    if hooks.direction.egress() {
+        let wanted = offloads_wanted(&set);
+        if let Some(changes) = offload::apply_for_owner(&inst.owner, iface, wanted)? {
+            offload_changes = changes;
+            // The segmenter's return link would die with this process: only
+            // the controller that attached can add one (its own updates and
+            // scenario steps do).
+            if wanted.per_wire_packet
+                && ifb.is_none()
+                && inst.owner.flags & owner_flags::SEGMENTER == 0
+            {
+                notes.push(format!(
+                    "{iface}: no segmenter: super-packets the kernel does not split (UDP GSO, \
+                     connections opened before the attach, what a veth carries in whole) are \
+                     decided whole and counted as super_packets; attach with these rules (or a \
+                     scenario) to split them"
+                ));
+            }
+        }
+    }
     thread::sleep(SLOT_REUSE_GRACE);
     let (_, header, _) = inst.maps.active_rules()?;
     let next = 1 - inst.maps.active_slot()?;
@@ -754,5 +834,8 @@ fn update_instance_here(
         .write_and_activate(next, &set, header.generation + 1)?;
     owner.set_label(label);
     inst.maps.owner.set(0, owner, 0)?;
-    Ok(offload_changes)
+    Ok(InstanceUpdate {
+        offload_changes,
+        notes,
+    })
 }

@@ -273,3 +273,106 @@ fn a_killed_controller_leaves_no_segmenter_tcx() {
 fn a_killed_controller_leaves_no_segmenter_netlink() {
     killed_controller_leaves_no_segmenter("gsokilln", &["--attach-mode", "netlink"]);
 }
+
+/// The first rules that decide per packet come with a scenario's second
+/// step (the first, `--corrupt 0%`, decides nothing per packet): the owner's
+/// update (`Engine::update`) adds the segmenter at the step, as an attach
+/// with those rules would have, so UDP GSO sent during the step is decided
+/// per wire packet. A SIGTERM removes the pair; after a SIGKILL the next
+/// impair command does.
+#[test]
+fn a_scenario_step_that_decides_per_packet_adds_the_segmenter() {
+    impair_tests::require_privileges();
+    let dir = impair_tests::Scratch::new("gsoscn");
+    let path = dir.file(
+        "s.toml",
+        &format!(
+            "[[step]]\nduration = \"1s\"\n[[step.rule]]\nproto = \"udp\"\ndport = {PORT}\n\
+             corrupt = \"0%\"\n[[step]]\nduration = \"300s\"\n[[step.rule]]\nproto = \"udp\"\n\
+             dport = {PORT}\nloss = \"10%\"\n"
+        ),
+    );
+    let lab = Lab::create_with("gsoscn", LabOptions { offloads: true }).unwrap();
+    let ns = lab.client.clone();
+    let before = devices(&ns);
+    for kill in [libc::SIGTERM, libc::SIGKILL] {
+        let ctl = Controller::start_in(&ns, lab::CLIENT_IF, &["--scenario", &path, "--seed", "11"]);
+        assert_eq!(devices(&ns), before, "step 1 makes no segmenter");
+        // Step 2 is in force once its rules are (the segmenter comes just
+        // before them).
+        let t = std::time::Instant::now();
+        loop {
+            let label = stats_json_in(&ns, lab::CLIENT_IF, &[])["owner"]["label"].clone();
+            if label.as_str().is_some_and(|l| l.contains("step 2")) {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(15),
+                "step 2 (10% loss) did not begin: {label}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            devices(&ns).len(),
+            before.len() + 2,
+            "step 2 added the segmenter: {:?}",
+            devices(&ns)
+        );
+        let got = send_gso(&lab);
+        let stats = stats_json_in(&ns, lab::CLIENT_IF, &[]);
+        let rule = stats["rules"][0].clone();
+        let n = |k: &str| rule[k].as_u64().unwrap_or_else(|| panic!("{k}: {stats}"));
+        say(format_args!(
+            "gsoscn: received {} of {} datagrams ({} sends partly); engine wire packets {}, \
+             dropped {}, super-packets {}",
+            got.datagrams,
+            SENDS * SEGS,
+            got.partial_sends,
+            n("wire_packets"),
+            n("dropped_wire_packets"),
+            n("super_packets"),
+        ));
+        let sent = (SENDS * SEGS) as u64;
+        assert_eq!(n("wire_packets"), sent, "{stats}");
+        assert_eq!(n("dropped_wire_packets"), sent - got.datagrams, "{stats}");
+        assert_per_wire(&rule, &got);
+        let status = ctl.signal_and_wait(kill);
+        if kill == libc::SIGKILL {
+            assert!(!status.success());
+            stdout_ok(&impair_in(&ns, &["status"]));
+        } else {
+            assert!(status.success());
+        }
+        assert_eq!(devices(&ns), before, "no segmenter after signal {kill}");
+    }
+}
+
+/// An update from another process cannot add the segmenter (its return
+/// link would die with that process): it says so in one line, and the
+/// namespace's devices stay as they are.
+#[test]
+fn an_update_from_another_process_says_it_adds_no_segmenter() {
+    impair_tests::require_privileges();
+    let lab = Lab::create_with("gsoupd", LabOptions { offloads: true }).unwrap();
+    let ns = lab.client.clone();
+    let before = devices(&ns);
+    let port = PORT.to_string();
+    let ctl = Controller::start_in(
+        &ns,
+        lab::CLIENT_IF,
+        &["--proto", "udp", "--dport", &port, "--corrupt", "0%"],
+    );
+    assert_eq!(devices(&ns), before);
+    let out = stdout_ok(&impair_in(
+        &ns,
+        &["update", lab::CLIENT_IF, "--loss", "10%"],
+    ));
+    assert!(
+        out.lines()
+            .any(|l| l.contains("no segmenter") && l.contains("super_packets")),
+        "{out}"
+    );
+    assert_eq!(devices(&ns), before, "no segmenter made by another process");
+    assert!(ctl.signal_and_wait(libc::SIGTERM).success());
+    assert_eq!(devices(&ns), before);
+}
