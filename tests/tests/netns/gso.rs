@@ -442,8 +442,9 @@ fn received_tcp_through_the_ifb_is_decided_per_wire_packet() {
 }
 
 /// A controller SIGKILLed with GRO off: the next `impair detach s0` in the
-/// namespace puts it back on (its journal in /run/impair), as it restores a
-/// killed egress instance's offloads (`impair status` does not).
+/// namespace puts it back on (its journal in /run/impair) and says so, as it
+/// does a killed egress instance's offloads (tcp.rs); `impair status` does
+/// not restore offloads.
 #[test]
 fn a_killed_controller_leaves_gro_as_it_was() {
     let lab = gro_lab("grokill");
