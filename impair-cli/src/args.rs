@@ -420,7 +420,9 @@ pub struct AttachArgs {
     /// TCP send one wire packet per skb while a rule decides per packet
     /// (IFACE's gso_max_segs 1; GRO off on the namespace's other devices if
     /// it forwards), and turns transmit checksumming off on IFACE while a
-    /// `detectable` corruption rule is attached; each restored on detach.
+    /// `detectable` corruption rule is attached; at tc ingress it turns
+    /// IFACE's GRO off while a rule decides per packet, so received traffic
+    /// is decided per wire packet; each restored on detach.
     /// With this flag super-packets are decided whole (counted in stats) and
     /// a receiver that trusts partial checksums may accept corrupted data.
     #[arg(long)]

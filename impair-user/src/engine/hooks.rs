@@ -149,6 +149,12 @@ impl HookOptions {
         p
     }
 
+    /// Whether received traffic is seen at tc ingress (after GRO), whether
+    /// or not it is then redirected to an ifb; XDP runs before GRO.
+    pub fn tc_ingress(&self) -> bool {
+        self.direction.ingress() && self.ingress_hook == IngressHook::Tc
+    }
+
     /// The owner-map hook bits of this attachment.
     pub fn owner_hooks(&self) -> u32 {
         self.programs()

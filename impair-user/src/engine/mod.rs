@@ -79,7 +79,8 @@ pub struct AttachOptions {
     pub duration: Option<Duration>,
     /// `--keep-offloads`: change no device offload (by default, at egress,
     /// transmit checksumming goes off while a detectable corruption rule is
-    /// attached, and per-packet decisions get one wire packet per skb; see
+    /// attached, and per-packet decisions get one wire packet per skb; at
+    /// tc ingress the device's GRO goes off for per-packet decisions; see
     /// `offload.rs`).
     pub keep_offloads: bool,
 }
@@ -126,19 +127,32 @@ pub struct Engine {
 /// The device offloads a rule set needs changed (offload.rs): transmit
 /// checksumming off for detectable corruption (completed in software), and
 /// one wire packet per skb for decisions made per packet (loss,
-/// duplication, corruption, reordering, jitter, the MTU).
-fn offloads_wanted(rules: &crate::model::RuleSet) -> offload::Wanted {
+/// duplication, corruption, reordering, jitter, the MTU): sent skbs at
+/// egress, and received ones at tc ingress (which runs after GRO; XDP runs
+/// before it and needs nothing). A receive-only instance changes nothing
+/// for sending.
+fn offloads_wanted(rules: &crate::model::RuleSet, hooks: &HookOptions) -> offload::Wanted {
+    let per_packet = rules.rules.iter().any(|r| {
+        r.loss.model != loss_model::NONE
+            || r.corrupt_u32 | r.duplicate_u32 | r.reorder_u32 | r.mtu_bytes != 0
+            || r.jitter_ns != 0
+    });
+    let egress = hooks.direction.egress();
     offload::Wanted {
-        tx_checksum_off: rules
-            .rules
-            .iter()
-            .any(|r| r.corrupt_u32 != 0 && r.flags & rule_flags::CORRUPT_SILENT == 0),
-        per_wire_packet: rules.rules.iter().any(|r| {
-            r.loss.model != loss_model::NONE
-                || r.corrupt_u32 | r.duplicate_u32 | r.reorder_u32 | r.mtu_bytes != 0
-                || r.jitter_ns != 0
-        }),
+        tx_checksum_off: egress
+            && rules
+                .rules
+                .iter()
+                .any(|r| r.corrupt_u32 != 0 && r.flags & rule_flags::CORRUPT_SILENT == 0),
+        per_wire_packet: egress && per_packet,
+        received_per_wire: hooks.tc_ingress() && per_packet,
     }
+}
+
+/// Whether an instance with `hooks` manages offloads (unless
+/// `--keep-offloads`): one that hooks egress or tc ingress.
+fn manages_offloads(hooks: &HookOptions) -> bool {
+    hooks.direction.egress() || hooks.tc_ingress()
 }
 
 /// The index of `iface`, or why there is none.
@@ -195,7 +209,7 @@ impl Engine {
         let with_segmenter = !opts.keep_offloads
             && hooks.direction.egress()
             && !with_ifb
-            && offloads_wanted(&rules).per_wire_packet;
+            && offloads_wanted(&rules, &hooks).per_wire_packet;
         let mut programs = hooks.programs_to_load(with_ifb);
         if with_segmenter {
             programs.push(Program::Segmented);
@@ -274,16 +288,18 @@ impl Engine {
 
         // Offloads (offload.rs): detectable corruption is completed in
         // software; decisions made per packet (loss, duplication, corruption,
-        // reordering, jitter, the MTU) act per wire packet. Journaled.
+        // reordering, jitter, the MTU) act per wire packet, sent (egress)
+        // and received (tc ingress, the ifb's path included). Journaled.
         // The journal file stays while attached, changes or not: `impair
         // update` adds what a new rule set needs to it.
         let offloads = Undo::new(
-            if !opts.keep_offloads && hooks.direction.egress() {
+            if !opts.keep_offloads && manages_offloads(&hooks) {
                 let _lock = journal::UpdateLock::take(ifindex)?;
                 Some(offload::Offloads::apply(
                     iface,
                     ifindex,
-                    offloads_wanted(&rules),
+                    offload::journal_kind(hooks.direction.egress()),
+                    offloads_wanted(&rules, &hooks),
                 )?)
             } else {
                 None
@@ -546,7 +562,8 @@ impl Engine {
         // The offloads the new rules need, before they decide anything
         // (journaled with those of the attach; restored on detach).
         if let Some(o) = self.offloads.as_mut() {
-            for change in o.apply_more(&self.iface, self.ifindex, offloads_wanted(&rules))? {
+            let wanted = offloads_wanted(&rules, &self.hooks);
+            for change in o.apply_more(&self.iface, self.ifindex, wanted)? {
                 tracing::info!("{change}; restored on detach");
             }
         }
@@ -556,7 +573,7 @@ impl Engine {
             && self.offloads.is_some()
             && self.hooks.direction.egress()
             && self.ifb.is_none()
-            && offloads_wanted(&rules).per_wire_packet
+            && offloads_wanted(&rules, &self.hooks).per_wire_packet
         {
             self.add_segmenter()?;
             tracing::info!(
@@ -806,8 +823,8 @@ fn update_instance_here(
     // The offloads, before the new rules decide anything. None when the
     // instance leaves them alone (`--keep-offloads`, a pin) or is detaching.
     let (mut offload_changes, mut notes) = (Vec::new(), Vec::new());
-    if hooks.direction.egress() {
-        let wanted = offloads_wanted(&set);
+    if manages_offloads(&hooks) {
+        let wanted = offloads_wanted(&set, &hooks);
         if let Some(changes) = offload::apply_for_owner(&inst.owner, iface, wanted)? {
             offload_changes = changes;
             // The segmenter's return link would die with this process: only
@@ -838,4 +855,51 @@ fn update_instance_here(
         offload_changes,
         notes,
     })
+}
+
+#[cfg(test)]
+mod offload_tests {
+    use super::*;
+
+    fn wanted(spec: RuleSpec, hooks: HookOptions) -> offload::Wanted {
+        offloads_wanted(&hooks.compile(&[spec]).unwrap(), &hooks)
+    }
+
+    fn hooks(direction: Direction, ingress_hook: IngressHook) -> HookOptions {
+        HookOptions {
+            direction,
+            ingress_hook,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn received_traffic_is_decided_per_wire_packet_at_tc_ingress_only() {
+        let loss = || RuleSpec {
+            loss: Some(0.0),
+            corrupt: Some(0.01),
+            ..Default::default()
+        };
+        // Egress: as before, nothing for received traffic.
+        let w = wanted(loss(), hooks(Direction::Egress, IngressHook::Tc));
+        assert!(w.tx_checksum_off && w.per_wire_packet && !w.received_per_wire);
+        // tc ingress: GRO only; nothing for sending.
+        let w = wanted(loss(), hooks(Direction::Ingress, IngressHook::Tc));
+        assert!(!w.tx_checksum_off && !w.per_wire_packet && w.received_per_wire);
+        let w = wanted(loss(), hooks(Direction::Both, IngressHook::Tc));
+        assert!(w.tx_checksum_off && w.per_wire_packet && w.received_per_wire);
+        // XDP runs before GRO.
+        let w = wanted(loss(), hooks(Direction::Both, IngressHook::Xdp));
+        assert!(w.per_wire_packet && !w.received_per_wire);
+        assert!(!manages_offloads(&hooks(
+            Direction::Ingress,
+            IngressHook::Xdp
+        )));
+        // A rule that decides nothing per packet changes nothing.
+        let w = wanted(
+            RuleSpec::default(),
+            hooks(Direction::Ingress, IngressHook::Tc),
+        );
+        assert!(!w.per_wire_packet && !w.received_per_wire);
+    }
 }

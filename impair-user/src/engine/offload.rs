@@ -1,4 +1,5 @@
-//! Device offloads impair changes while it is attached at egress, each
+//! Device offloads impair changes while it is attached at egress or tc
+//! ingress, each
 //! restored exactly on detach and, after a crash, by the next impair command
 //! in the namespace (a journal file per engine in `/run/impair`, like the
 //! clsact window's, written before each change). What the rules need is
@@ -30,6 +31,15 @@
 //! namespace (their sender built them); the instance's segmenter
 //! (segmenter.rs) splits those, and `super_packets` counts what was decided
 //! whole all the same.
+//!
+//! **One wire packet per received skb** at tc ingress (the ifb's path
+//! included) while a rule decides per packet: tc ingress runs after GRO,
+//! so GRO goes off on the impaired device itself (never `lo`). Not split by
+//! this: super-packets a veth carries in from another namespace's sender
+//! (it built them; the receiver's GRO never merged them), which
+//! `super_packets` counts. XDP runs before GRO and needs nothing. A
+//! receive-only instance keeps its own journal kind (`offloadrx`), so an
+//! engine pair's uplink and downlink in one process keep a file each.
 //!
 //! The legacy `SIOCETHTOOL` ioctl (`ETHTOOL_[GS]TXCSUM`, `ETHTOOL_[GS]GRO`:
 //! an 8-byte struct through `libc`) is used rather than the ethtool netlink
@@ -160,14 +170,18 @@ impl Change {
         }
     }
 
-    /// What the attach message says.
-    fn describe(&self, iface: &str) -> String {
+    /// What the attach message says; `impaired`: `iface` is the impaired
+    /// device itself (its GRO goes off for received traffic, not forwarding).
+    fn describe(&self, iface: &str, impaired: bool) -> String {
         match self {
             Change::TxChecksum => {
                 format!("{iface}: tx-checksumming off (detectable corruption is completed in software)")
             }
             Change::GsoMaxSegs(old) => format!(
                 "{iface}: gso_max_segs 1 (was {old}): TCP connections opened from now on send one wire packet per skb"
+            ),
+            Change::Gro if impaired => format!(
+                "{iface}: generic-receive-offload off (received traffic is decided per wire packet)"
             ),
             Change::Gro => format!("{iface}: generic-receive-offload off (this namespace forwards)"),
         }
@@ -194,6 +208,8 @@ pub(crate) struct Offloads {
     /// (interface index, what changed), in the order made.
     changes: Vec<(u32, Change)>,
     journal: PathBuf,
+    /// The impaired device's index.
+    ifindex: u32,
 }
 
 /// What to change at attach.
@@ -204,12 +220,30 @@ pub(crate) struct Wanted {
     /// One wire packet per skb: the impaired device's `gso_max_segs` 1 (local
     /// TCP) and, when the namespace forwards, GRO off on its other devices.
     pub per_wire_packet: bool,
+    /// One wire packet per received skb at tc ingress (which runs after
+    /// GRO): GRO off on the impaired device itself (never `lo`).
+    pub received_per_wire: bool,
 }
 
-/// The journal file of the instance on `ifindex` owned by (`pid`, `ticks`)
-/// in namespace `netns`.
-fn journal_path(netns: u64, ifindex: u32, pid: u32, ticks: u64) -> PathBuf {
-    PathBuf::from(DIR).join(format!("offload-{netns}-{ifindex}-{pid}-{ticks}"))
+/// The journal kind of an instance: `offload` for one that hooks egress
+/// (or both directions), `offloadrx` for a receive-only one, so an egress
+/// and a receive-only instance of one process on one device (an
+/// `EnginePair`'s uplink and downlink) keep a file each.
+pub(crate) fn journal_kind(egress: bool) -> &'static str {
+    if egress {
+        "offload"
+    } else {
+        "offloadrx"
+    }
+}
+
+/// Every journal kind [`recover`] reads.
+const KINDS: [&str; 2] = ["offload", "offloadrx"];
+
+/// The journal file of kind `kind` ([`journal_kind`]) of the instance on
+/// `ifindex` owned by (`pid`, `ticks`) in namespace `netns`.
+fn journal_path(kind: &str, netns: u64, ifindex: u32, pid: u32, ticks: u64) -> PathBuf {
+    PathBuf::from(DIR).join(format!("{kind}-{netns}-{ifindex}-{pid}-{ticks}"))
 }
 
 impl Offloads {
@@ -217,14 +251,16 @@ impl Offloads {
     /// namespace) and makes the `wanted` changes on `iface` and, for
     /// forwarding, the namespace's other devices; settings already as
     /// wanted are left alone. On an error, what was changed is undone and
-    /// the journal removed. The caller holds the instance's `UpdateLock`.
-    pub(crate) fn apply(iface: &str, ifindex: u32, wanted: Wanted) -> Result<Self> {
+    /// the journal removed. `kind`: [`journal_kind`]. The caller holds the
+    /// instance's `UpdateLock`.
+    pub(crate) fn apply(iface: &str, ifindex: u32, kind: &str, wanted: Wanted) -> Result<Self> {
         fs::create_dir_all(DIR).with_context(|| format!("creating {DIR}"))?;
         let pid = std::process::id();
         let ticks = sys::process_start_ticks(pid).unwrap_or(0);
         let mut me = Self {
             changes: Vec::new(),
-            journal: journal_path(sys::netns_ino()?, ifindex, pid, ticks),
+            journal: journal_path(kind, sys::netns_ino()?, ifindex, pid, ticks),
+            ifindex,
         };
         if let Err(e) = me
             .write_journal()
@@ -283,6 +319,12 @@ impl Offloads {
                     }
                 }
             }
+        }
+        // At tc ingress received segments are merged before impair sees
+        // them: GRO off on the device itself (a device without GRO, or
+        // without ethtool, has nothing to merge).
+        if wanted.received_per_wire && iface != "lo" && gro(iface).unwrap_or(false) {
+            self.change(ifindex, Change::Gro, || set_gro(iface, false))?;
         }
         Ok(())
     }
@@ -347,7 +389,10 @@ impl Offloads {
     fn describe_from(&self, first: usize) -> Vec<String> {
         self.changes[first.min(self.changes.len())..]
             .iter()
-            .map(|(i, c)| c.describe(&sys::ifname(*i).unwrap_or_else(|| format!("ifindex {i}"))))
+            .map(|(i, c)| {
+                let iface = sys::ifname(*i).unwrap_or_else(|| format!("ifindex {i}"));
+                c.describe(&iface, *i == self.ifindex)
+            })
             .collect()
     }
 }
@@ -365,7 +410,9 @@ pub(crate) fn apply_for_owner(
     iface: &str,
     wanted: Wanted,
 ) -> Result<Option<Vec<String>>> {
+    let egress = super::owner::hooks_of(owner).direction.egress();
     let journal = journal_path(
+        journal_kind(egress),
         owner.netns_ino,
         owner.ifindex,
         owner.pid,
@@ -377,6 +424,7 @@ pub(crate) fn apply_for_owner(
     let mut theirs = Offloads {
         changes: Vec::new(),
         journal,
+        ifindex: owner.ifindex,
     };
     theirs.apply_more(iface, owner.ifindex, wanted).map(Some)
 }
@@ -465,7 +513,13 @@ pub(crate) fn set_gro(iface: &str, on: bool) -> Result<()> {
 /// interface is gone is dropped with its file.
 pub(crate) fn recover() -> Result<Vec<u32>> {
     let mut restored = Vec::new();
-    for e in super::journal::dead_entries("offload")? {
+    for e in KINDS
+        .iter()
+        .map(|k| super::journal::dead_entries(k))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+    {
         // Not while an `impair update` (which found the instance alive a
         // moment ago) is adding to the file.
         let _lock = super::journal::UpdateLock::take(e.ifindex)?;

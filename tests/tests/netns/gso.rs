@@ -376,3 +376,194 @@ fn an_update_from_another_process_says_it_adds_no_segmenter() {
     assert!(ctl.signal_and_wait(libc::SIGTERM).success());
     assert_eq!(devices(&ns), before);
 }
+
+// Received traffic at tc ingress, which runs after GRO. The lab's veths
+// have TSO/GSO/GRO off (wire packets cross them: the client's TCP segments
+// in software before its veth), and the server's `s0` has GRO on, which on
+// a veth enables NAPI GRO: received TCP segments are merged into
+// super-packets before tc ingress. With `--keep-offloads` (the control)
+// impair decides those whole; by default GRO goes off on `s0` while a rule
+// decides per packet (offload.rs), and is back on after detach or, after a
+// SIGKILL, after the next impair command.
+
+/// Bytes the client sends the server over one TCP connection.
+const TCP_BYTES: usize = 16 << 20;
+const TCP_PORT: u16 = 40_778;
+
+/// `ethtool ARGS` in namespace `ns`, its stdout (it must succeed).
+fn ethtool(ns: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "ethtool"])
+        .args(args)
+        .output()
+        .expect("running ethtool");
+    assert!(
+        out.status.success(),
+        "ethtool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether `ethtool -k` reads generic-receive-offload on for `iface` in `ns`.
+fn gro_on(ns: &str, iface: &str) -> bool {
+    let k = ethtool(ns, &["-k", iface]);
+    let line = k
+        .lines()
+        .find(|l| l.starts_with("generic-receive-offload:"))
+        .unwrap_or_else(|| panic!("no generic-receive-offload line: {k}"));
+    line.split_whitespace().nth(1) == Some("on")
+}
+
+/// A lab whose veths carry wire packets, with GRO on at the server's `s0`.
+fn gro_lab(tag: &str) -> Lab {
+    let lab = impair_tests::ns::lab(tag);
+    ethtool(&lab.server, &["-K", lab::SERVER_IF, "gro", "on"]);
+    assert!(gro_on(&lab.server, lab::SERVER_IF));
+    lab
+}
+
+/// `TCP_BYTES` over one TCP connection client → server; returns the
+/// bytes the server read.
+fn send_tcp(lab: &Lab) -> usize {
+    use std::io::{Read as _, Write as _};
+    let dst = lab.server_v4();
+    let listener = netns::run_in(&lab.server, move || {
+        std::net::TcpListener::bind(SocketAddr::new(dst.into(), TCP_PORT))
+    })
+    .unwrap()
+    .unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut got = 0;
+        loop {
+            match s.read(&mut buf).unwrap() {
+                0 => return got,
+                n => got += n,
+            }
+        }
+    });
+    // The client's only address is its source.
+    let mut tx = netns::run_in(&lab.client, move || {
+        std::net::TcpStream::connect_timeout(
+            &SocketAddr::new(dst.into(), TCP_PORT),
+            Duration::from_secs(5),
+        )
+    })
+    .unwrap()
+    .unwrap();
+    let chunk = vec![b't'; 1 << 16];
+    for _ in 0..TCP_BYTES / chunk.len() {
+        tx.write_all(&chunk).unwrap();
+    }
+    drop(tx);
+    server.join().unwrap()
+}
+
+/// TCP client → server through a per-packet rule (`--loss 0%`: decided per
+/// packet, dropping nothing) on received traffic at `s0`, with `extra`
+/// attach options. Returns the rule's counters and whether GRO read on
+/// while attached, after checking the data arrived, every wire packet was
+/// seen, and detach put GRO back on.
+fn received_tcp(tag: &str, extra: &[&str]) -> (serde_json::Value, bool) {
+    let lab = gro_lab(tag);
+    let ns = lab.server.clone();
+    let port = TCP_PORT.to_string();
+    let base = [
+        "--direction",
+        "ingress",
+        "--loss",
+        "0%",
+        "--proto",
+        "tcp",
+        "--dport",
+        &port,
+    ];
+    let ctl = Controller::start_in(&ns, lab::SERVER_IF, &[&base[..], extra].concat());
+    let gro_during = gro_on(&ns, lab::SERVER_IF);
+    let got = send_tcp(&lab);
+    let stats = stats_json_in(&ns, lab::SERVER_IF, &[]);
+    assert!(ctl.signal_and_wait(libc::SIGTERM).success());
+    assert!(gro_on(&ns, lab::SERVER_IF), "detach put s0's GRO back on");
+    assert_eq!(got, TCP_BYTES, "every byte arrived");
+    let rule = stats["rules"][0].clone();
+    let n = |k: &str| rule[k].as_u64().unwrap_or_else(|| panic!("{k}: {stats}"));
+    say(format_args!(
+        "{tag}: GRO on s0 while attached: {gro_during}; {TCP_BYTES} bytes received; engine skbs {}, \
+         wire packets {}, super-packets {}, dropped {}",
+        n("packets"),
+        n("wire_packets"),
+        n("super_packets"),
+        n("dropped_wire_packets"),
+    ));
+    assert_eq!(n("dropped_wire_packets"), 0, "{stats}");
+    assert_eq!(stats["errors"], 0, "{stats}");
+    // At most one MSS (1448 bytes with timestamps) per wire packet.
+    assert!(
+        n("wire_packets") >= (TCP_BYTES / 1448) as u64,
+        "every data segment seen: {stats}"
+    );
+    (rule, gro_during)
+}
+
+/// The control: GRO left on, received segments arrive merged and are
+/// decided whole.
+#[test]
+fn received_tcp_with_offloads_kept_is_decided_whole_after_gro() {
+    let (rule, gro_during) = received_tcp("grokeep", &["--keep-offloads"]);
+    assert!(gro_during, "--keep-offloads leaves GRO on");
+    let n = |k: &str| rule[k].as_u64().unwrap();
+    assert!(n("super_packets") > 0, "GRO merged segments: {rule}");
+    assert!(n("packets") < n("wire_packets"), "{rule}");
+}
+
+/// By default GRO is off on `s0` while attached: every received skb is one
+/// wire packet.
+#[test]
+fn received_tcp_is_decided_per_wire_packet_at_tc_ingress() {
+    let (rule, gro_during) = received_tcp("grooff", &[]);
+    assert!(!gro_during, "GRO off on s0 while attached");
+    assert_eq!(rule["super_packets"], 0, "{rule}");
+    assert_eq!(rule["packets"], rule["wire_packets"], "{rule}");
+}
+
+/// The same through the ifb (a rule that holds packets: tc ingress
+/// redirects to it, after GRO all the same).
+#[test]
+fn received_tcp_through_the_ifb_is_decided_per_wire_packet() {
+    let test = "gso::received_tcp_through_the_ifb_is_decided_per_wire_packet";
+    let probe = impair_tests::ns::lab("groifbk");
+    if !impair_tests::kernel::fq_or_note(&probe, test, "the ifb path is not run") {
+        return;
+    }
+    drop(probe);
+    let (rule, gro_during) = received_tcp("groifb", &["--delay", "1ms"]);
+    assert!(!gro_during, "GRO off on s0 while attached");
+    assert_eq!(rule["super_packets"], 0, "{rule}");
+    assert_eq!(rule["packets"], rule["wire_packets"], "{rule}");
+}
+
+/// A controller SIGKILLed with GRO off: the next `impair detach s0` in the
+/// namespace puts it back on (its journal in /run/impair) and says so, as it
+/// does a killed egress instance's offloads (tcp.rs); `impair status` does
+/// not restore offloads.
+#[test]
+fn a_killed_controller_leaves_gro_as_it_was() {
+    let lab = gro_lab("grokill");
+    let ns = lab.server.clone();
+    let ctl = Controller::start_in(
+        &ns,
+        lab::SERVER_IF,
+        &["--direction", "ingress", "--loss", "10%"],
+    );
+    assert!(!gro_on(&ns, lab::SERVER_IF), "GRO off while attached");
+    let _ = ctl.signal_and_wait(libc::SIGKILL);
+    assert!(!gro_on(&ns, lab::SERVER_IF), "nothing restored it yet");
+    let out = stdout_ok(&impair_in(&ns, &["detach", lab::SERVER_IF]));
+    assert!(out.contains("removed what a killed impair left"), "{out}");
+    assert!(
+        gro_on(&ns, lab::SERVER_IF),
+        "the next impair command restored GRO"
+    );
+}
