@@ -219,6 +219,7 @@ fn measured_filtered_secs(binary: Binary, filter: &str) -> u64 {
         // With the TCP goodput test against netem (five rounds: 115 s on
         // 6.12, 2026-12-03).
         (Binary::Netns, "fq::") => 705,
+        (Binary::Netns, GSO_THROUGH_THE_IFB) => 20,
         (Binary::Controller, "fq::") => 180,
         // Not yet measured in the guest: the host's quick form takes ~25 s
         // with half its cycles; TCG is several times slower.
@@ -227,6 +228,10 @@ fn measured_filtered_secs(binary: Binary, filter: &str) -> u64 {
         (b, _) => b.measured_whole_secs(),
     }
 }
+
+/// The netns test of received TCP through the ifb with GRO on the
+/// impaired device (tests/tests/netns/gso.rs; 18 s on 6.12, 2026-12-03).
+const GSO_THROUGH_THE_IFB: &str = "gso::received_tcp_through_the_ifb";
 
 /// The soak's cycles test (tests/tests/controller/soak.rs), by a filter
 /// that leaves out its memory test.
@@ -251,7 +256,8 @@ fn selective(version: &str) -> Vec<(Binary, Vec<&'static str>)> {
         // earliest packet is due (docs/accuracy.md): its fidelity is reported
         // by `cargo xtask accuracy`, not gated on.
         runs.extend([
-            (Binary::Netns, vec!["fq::"]),
+            // The ifb path needs sch_fq: received GRO'd TCP per wire packet.
+            (Binary::Netns, vec!["fq::", GSO_THROUGH_THE_IFB]),
             // The soak's quick cycles again, now with their sch_fq kinds (a
             // delay at egress, and ingress through an ifb with a delay); the
             // memory test stays on the host (an update takes ~1 s here).
@@ -354,7 +360,7 @@ mod tests {
             labels(VmTier::Selective, "6.12.117+deb12-cloud-amd64"),
             [
                 "bpf verifier::",
-                "netns fq::",
+                "netns fq:: gso::received_tcp_through_the_ifb",
                 "controller fq:: soak::soak_attach_update_detach",
                 "fidelity",
                 "bench"
