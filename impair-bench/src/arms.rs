@@ -35,6 +35,9 @@ pub(crate) enum Arm {
     /// alone), so the difference to [`Arm::TcpImpairLoss0`] is what deciding
     /// per wire packet costs.
     TcpImpairLoss0Whole,
+    /// `--proto tcp --loss 1% --keep-offloads`: loss decided per
+    /// super-packet, the unit iptables decides on (the like-for-like arm).
+    TcpImpairLoss1Whole,
 }
 
 /// The rate of the rate arms: far above what the lab forwards with small
@@ -68,6 +71,7 @@ impl Arm {
             Arm::TcpImpairLoss0 => "impair --proto tcp, 0% loss",
             Arm::TcpImpairLoss1 => "impair --proto tcp, 1% loss",
             Arm::TcpImpairLoss0Whole => "impair --proto tcp, 0% loss, --keep-offloads",
+            Arm::TcpImpairLoss1Whole => "impair --proto tcp, 1% loss, --keep-offloads",
         }
     }
 }
@@ -199,6 +203,7 @@ pub(crate) fn setup(lab: &Lab, arm: Arm) -> Result<Setup> {
         Arm::TcpImpairLoss0 => attach(vec![tcp(0.0)]),
         Arm::TcpImpairLoss1 => attach(vec![tcp(0.01)]),
         Arm::TcpImpairLoss0Whole => attach_with(vec![tcp(0.0)], false, true),
+        Arm::TcpImpairLoss1Whole => attach_with(vec![tcp(0.01)], false, true),
         Arm::ImpairNoMatch => attach(vec![RuleSpec {
             matcher: nomatch(),
             loss: Some(1.0),

@@ -381,11 +381,12 @@ fn main() -> Result<()> {
 }
 
 /// The TCP arms' order of report (those that ran).
-const TCP_ARMS: [Arm; 6] = [
+const TCP_ARMS: [Arm; 7] = [
     Arm::Baseline,
     Arm::Floor,
     Arm::TcpImpairLoss0Whole,
     Arm::TcpImpairLoss0,
+    Arm::TcpImpairLoss1Whole,
     Arm::TcpImpairLoss1,
     Arm::IptablesLoss1,
 ];
@@ -409,6 +410,7 @@ fn tcp_arms(
         Arm::Baseline,
         Arm::TcpImpairLoss0Whole,
         Arm::TcpImpairLoss0,
+        Arm::TcpImpairLoss1Whole,
         Arm::TcpImpairLoss1,
     ];
     if floor {
