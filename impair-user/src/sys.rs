@@ -130,6 +130,36 @@ pub fn netns_ino() -> Result<u64> {
         .ino())
 }
 
+/// This thread's network namespace's cookie (`SO_NETNS_COOKIE`, Linux
+/// 5.14): unlike its inode number, never given to another namespace while
+/// the machine runs. `None` where the kernel has none.
+pub fn netns_cookie() -> Option<u64> {
+    /// `SO_NETNS_COOKIE` (include/uapi/asm-generic/socket.h).
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    // SAFETY: socket(2) with constant arguments; the result is checked. A
+    // socket belongs to the creating thread's network namespace.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` was just opened here and nothing else owns it.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cookie`, which is
+    // that large, and `len` back.
+    let rc = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &raw mut len,
+        )
+    };
+    (rc == 0 && len as usize == std::mem::size_of::<u64>()).then_some(cookie)
+}
+
 /// A process's start time in clock ticks since boot (field 22 of /proc/PID/stat).
 pub fn process_start_ticks(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

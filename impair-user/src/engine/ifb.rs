@@ -108,7 +108,7 @@ pub(crate) struct Ifb {
 fn journal_path(device_ifindex: u32, pid: u32, ticks: u64) -> Result<PathBuf> {
     Ok(PathBuf::from(DIR).join(format!(
         "ifb-{}-{device_ifindex}-{pid}-{ticks}",
-        sys::netns_ino()?
+        super::journal::this_namespace()?
     )))
 }
 

@@ -9,6 +9,17 @@
 //!
 //! The same directory holds the update lock ([`UpdateLock`]): one rule-set
 //! write at a time per instance, across processes.
+//!
+//! Every file here is named for its network namespace by the namespace's
+//! inode number, and the kernel gives a deleted namespace's number to the
+//! next one it makes: a controller killed in a namespace that was then
+//! deleted (a test lab, a container) would leave files that a later
+//! namespace took for its own, restoring offloads on, or deleting the
+//! qdisc of, whatever device has that index there. So the first impair
+//! command in a namespace records its cookie (`SO_NETNS_COOKIE`, never
+//! reused) in `netns-INODE` ([`this_namespace`]); one that finds another
+//! cookie there removes the files named for that inode without acting on
+//! them, as what they name is gone.
 use std::{fs, path::PathBuf};
 
 use anyhow::{Context as _, Result};
@@ -17,6 +28,85 @@ use super::link::clsact;
 use crate::sys;
 
 const DIR: &str = "/run/impair";
+
+/// The kinds of file named `KIND-INODE-...` here (the marker is `netns-INODE`).
+const KINDS_NAMED_BY_NAMESPACE: &[&str] =
+    &["clsact", "offload", "offloadrx", "ifb", "seg", "update"];
+
+/// This thread's network namespace's inode number, for naming files here,
+/// after making sure no file named for it is a deleted namespace's (the
+/// module's doc). Checked once per namespace and process.
+pub(crate) fn this_namespace() -> Result<u64> {
+    use std::sync::Mutex;
+    static CHECKED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+    let ino = sys::netns_ino()?;
+    let Some(cookie) = sys::netns_cookie() else {
+        return Ok(ino);
+    };
+    let mut checked = CHECKED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if checked.contains(&cookie) {
+        return Ok(ino);
+    }
+    fs::create_dir_all(DIR).with_context(|| format!("creating {DIR}"))?;
+    forget_deleted_namespace(ino, cookie)?;
+    checked.push(cookie);
+    Ok(ino)
+}
+
+/// Under a lock on `netns-INODE`: if it names another cookie, removes every
+/// file named for `ino`; then records `cookie`.
+fn forget_deleted_namespace(ino: u64, cookie: u64) -> Result<()> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    use std::os::fd::AsRawFd as _;
+    let path = PathBuf::from(DIR).join(format!("netns-{ino}"));
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock(2) on a descriptor this function owns; blocks until the
+    // lock is ours, and the kernel releases it when the file closes.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("locking {}", path.display()));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let recorded: Option<u64> = text.trim().parse().ok();
+    if recorded == Some(cookie) {
+        return Ok(());
+    }
+    if recorded.is_some() {
+        let prefix = ino.to_string();
+        for e in fs::read_dir(DIR).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if names_namespace(&name, &prefix) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        tracing::debug!("removed the files of a deleted network namespace with inode {ino}");
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    file.write_all(cookie.to_string().as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Whether `name` is a file of one of [`KINDS_NAMED_BY_NAMESPACE`] named for
+/// the namespace whose inode number is `ino` (decimal).
+fn names_namespace(name: &str, ino: &str) -> bool {
+    let mut parts = name.split('-');
+    matches!(
+        (parts.next(), parts.next()),
+        (Some(kind), Some(ns)) if KINDS_NAMED_BY_NAMESPACE.contains(&kind) && ns == ino
+    )
+}
 
 /// An open window on (namespace, interface); closed by drop.
 #[derive(Debug)]
@@ -32,7 +122,7 @@ impl ClsactWindow {
         let ticks = sys::process_start_ticks(pid).unwrap_or(0);
         let path = PathBuf::from(DIR).join(format!(
             "clsact-{}-{ifindex}-{pid}-{ticks}",
-            sys::netns_ino()?
+            this_namespace()?
         ));
         fs::write(&path, b"").with_context(|| format!("writing {}", path.display()))?;
         Ok(Self { path })
@@ -61,7 +151,7 @@ pub(crate) fn dead_entries(kind: &str) -> Result<Vec<DeadEntry>> {
     let Ok(entries) = fs::read_dir(DIR) else {
         return Ok(Vec::new());
     };
-    let here = sys::netns_ino()?;
+    let here = this_namespace()?;
     let mut dead = Vec::new();
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -124,7 +214,7 @@ impl UpdateLock {
     pub(crate) fn take(ifindex: u32) -> Result<Self> {
         use std::os::fd::AsRawFd as _;
         fs::create_dir_all(DIR).with_context(|| format!("creating {DIR}"))?;
-        let path = PathBuf::from(DIR).join(format!("update-{}-{ifindex}.lock", sys::netns_ino()?));
+        let path = PathBuf::from(DIR).join(format!("update-{}-{ifindex}.lock", this_namespace()?));
         let file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -144,7 +234,24 @@ impl UpdateLock {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_entry;
+    use super::{names_namespace, parse_entry};
+
+    #[test]
+    fn a_namespaces_files_are_named_by_kind_and_inode() {
+        for name in [
+            "offload-4026531840-7-1234-98765",
+            "offloadrx-4026531840-7-1234-98765",
+            "clsact-4026531840-7-1234-98765",
+            "ifb-4026531840-7-1234-98765",
+            "seg-4026531840-7-1234-98765",
+            "update-4026531840-7.lock",
+        ] {
+            assert!(names_namespace(name, "4026531840"), "{name}");
+            assert!(!names_namespace(name, "402653184"), "{name}");
+        }
+        assert!(!names_namespace("netns-4026531840", "4026531840"));
+        assert!(!names_namespace("other-4026531840-7", "4026531840"));
+    }
 
     #[test]
     fn journal_names_parse_by_kind_and_others_are_ignored() {

@@ -259,7 +259,7 @@ impl Offloads {
         let ticks = sys::process_start_ticks(pid).unwrap_or(0);
         let mut me = Self {
             changes: Vec::new(),
-            journal: journal_path(kind, sys::netns_ino()?, ifindex, pid, ticks),
+            journal: journal_path(kind, super::journal::this_namespace()?, ifindex, pid, ticks),
             ifindex,
         };
         if let Err(e) = me

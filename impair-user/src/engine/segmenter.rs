@@ -88,7 +88,7 @@ pub(crate) struct Segmenter {
 fn journal_path(device_ifindex: u32, pid: u32, ticks: u64) -> Result<PathBuf> {
     Ok(PathBuf::from(DIR).join(format!(
         "seg-{}-{device_ifindex}-{pid}-{ticks}",
-        sys::netns_ino()?
+        super::journal::this_namespace()?
     )))
 }
 

@@ -25,6 +25,7 @@ mod fq;
 mod gso;
 mod ifb;
 mod ingress;
+mod journal;
 mod matrix;
 mod series;
 mod tcp;
