@@ -1,7 +1,7 @@
 //! Device offloads impair changes while it is attached at egress or tc
-//! ingress, each
-//! restored exactly on detach and, after a crash, by the next impair command
-//! in the namespace (a journal file per engine in `/run/impair`, like the
+//! ingress, each restored exactly on detach and, after a crash, by the next
+//! `impair attach` or `impair detach` in the namespace, or the agent's
+//! cleanup (`leftover::remove_crash_leftovers`; a journal file per engine in `/run/impair`, like the
 //! clsact window's, written before each change). What the rules need is
 //! changed at attach, and by any later update that needs more: the owner's
 //! (`Engine::update`) or another process's (`impair update`, through
@@ -400,7 +400,7 @@ impl Offloads {
 /// `impair update` from another process: makes the changes `wanted` needs
 /// beyond those already made on the instance `owner` describes (on `iface`),
 /// journaled in the owner's file, so the owner's detach or, if it dies, the
-/// next impair command restores them with its own. An instance without a
+/// next attach or detach in the namespace restores them with its own. An instance without a
 /// journal file leaves offloads alone (`--keep-offloads`, a pin, an impair
 /// from before updates changed offloads) or is detaching: nothing is
 /// changed, and `None` says so. Else returns what was changed, one line
