@@ -32,8 +32,9 @@ fn remove_here() -> Result<Vec<String>> {
     }
     // A controller killed mid-attach or mid-detach leaves what no owner
     // record describes: a journaled clsact qdisc, an orphan fq root.
-    for entry in std::fs::read_dir("/sys/class/net")?.flatten() {
-        let iface = entry.file_name().to_string_lossy().into_owned();
+    // The agent's namespace's devices (netlink; /sys/class/net shows the
+    // namespace sysfs was mounted in).
+    for (_, iface) in sys::interfaces()? {
         if engine::remove_crash_leftovers(&iface).unwrap_or(false) {
             removed.push(format!("{iface} qdisc left mid-change"));
         }

@@ -24,18 +24,18 @@ pub fn unix_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// The index of interface `name` in this thread's network namespace.
-/// The MTU of interface `name` in this thread's network namespace
-/// (`SIOCGIFMTU`; sysfs would show the namespace it was mounted in), for
-/// devices impair creates beside it.
-pub fn mtu(name: &str) -> anyhow::Result<u32> {
+/// One interface ioctl (`SIOCGIF*`) on interface `name` in this thread's
+/// network namespace (sysfs would show the namespace it was mounted in):
+/// the `ifreq` the kernel filled.
+fn ifreq_ioctl(name: &str, request: libc::c_ulong, what: &str) -> anyhow::Result<libc::ifreq> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {
         anyhow::bail!("invalid interface name '{name}'");
     }
     // SAFETY: socket(2) with constant arguments; the result is checked.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context("opening a socket for SIOCGIFMTU");
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("opening a socket for reading {what}"));
     }
     // SAFETY: `fd` is a socket this function just opened and nothing else owns.
     let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
@@ -44,23 +44,32 @@ pub fn mtu(name: &str) -> anyhow::Result<u32> {
     for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
         *d = s as libc::c_char;
     }
-    // SAFETY: SIOCGIFMTU reads the NUL-terminated name (shorter than
-    // IFNAMSIZ, the rest zero) and writes ifru_mtu of the ifreq, which lives
-    // across the call.
-    let rc = unsafe {
-        libc::ioctl(
-            std::os::fd::AsRawFd::as_raw_fd(&sock),
-            libc::SIOCGIFMTU,
-            &mut req,
-        )
-    };
+    // SAFETY: the SIOCGIF* requests read the NUL-terminated name (shorter
+    // than IFNAMSIZ, the rest zero) and write one member of the ifreq's
+    // union, which lives across the call.
+    let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&sock), request, &mut req) };
     if rc != 0 {
         return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("reading the MTU of {name}"));
+            .with_context(|| format!("reading {what} of {name}"));
     }
+    Ok(req)
+}
+
+/// The MTU of interface `name` in this thread's network namespace
+/// (`SIOCGIFMTU`), for devices impair creates beside it.
+pub fn mtu(name: &str) -> anyhow::Result<u32> {
+    let req = ifreq_ioctl(name, libc::SIOCGIFMTU, "the MTU")?;
     // SAFETY: SIOCGIFMTU filled the union's ifru_mtu member.
     let mtu = unsafe { req.ifr_ifru.ifru_mtu };
     u32::try_from(mtu).with_context(|| format!("the MTU of {name}: {mtu}"))
+}
+
+/// The link type (`ARPHRD_*`: 1 Ethernet, 65534 none) of interface `name`
+/// in this thread's network namespace (`SIOCGIFHWADDR`).
+pub fn link_type(name: &str) -> anyhow::Result<u16> {
+    let req = ifreq_ioctl(name, libc::SIOCGIFHWADDR, "the link type")?;
+    // SAFETY: SIOCGIFHWADDR filled the union's ifru_hwaddr member.
+    Ok(unsafe { req.ifr_ifru.ifru_hwaddr.sa_family })
 }
 
 /// Every interface of this thread's network namespace, as (index, name)
@@ -89,6 +98,7 @@ pub fn interfaces() -> std::io::Result<Vec<(u32, String)>> {
     Ok(out)
 }
 
+/// The index of interface `name` in this thread's network namespace.
 pub fn ifindex(name: &str) -> Result<u32, UsageError> {
     let bad = || {
         usage!(
@@ -238,6 +248,14 @@ pub fn setns_net(ns: &std::fs::File) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_types_and_mtu_come_from_this_namespace_by_ioctl() {
+        assert_eq!(link_type("lo").unwrap(), libc::ARPHRD_LOOPBACK);
+        assert_eq!(mtu("lo").unwrap(), 65_536);
+        assert!(link_type("imp-no-such0").is_err());
+        assert!(mtu("a-name-far-too-long").is_err());
+    }
 
     #[test]
     fn own_process_is_alive_and_start_ticks_mismatch_is_not() {

@@ -211,10 +211,11 @@ fn sum(counters: &PerCpuArray<MapData, Counters>) -> Result<Counters> {
 /// The file's link type for `iface`: Ethernet unless the device has no
 /// link-layer header (ARPHRD_NONE, tun: frames start at IP).
 fn linktype(iface: &str) -> u16 {
-    let kind = std::fs::read_to_string(format!("/sys/class/net/{iface}/type")).unwrap_or_default();
-    match kind.trim() {
-        "1" | "" => LINKTYPE_ETHERNET,
-        _ => LINKTYPE_RAW,
+    // The device in this thread's namespace (an ioctl; /sys would show the
+    // namespace sysfs was mounted in). Unknown reads as Ethernet.
+    match crate::sys::link_type(iface) {
+        Ok(t) if t != libc::ARPHRD_ETHER => LINKTYPE_RAW,
+        _ => LINKTYPE_ETHERNET,
     }
 }
 

@@ -216,9 +216,9 @@ fn measured_filtered_secs(binary: Binary, filter: &str) -> u64 {
         (Binary::Bpf, "verifier::") => 15,
         (Binary::Netns, "clsact::") => 180,
         (Binary::Controller, "clsact::") => 120,
-        // With the TCP goodput test against netem (five rounds: 115 s on
+        // With the TCP goodput test against netem (seven rounds: 155 s on
         // 6.12, 2026-12-03).
-        (Binary::Netns, "fq::") => 705,
+        (Binary::Netns, "fq::") => 745,
         (Binary::Netns, GSO_THROUGH_THE_IFB) => 20,
         (Binary::Controller, "fq::") => 180,
         // Not yet measured in the guest: the host's quick form takes ~25 s
