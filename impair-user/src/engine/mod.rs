@@ -155,6 +155,33 @@ fn manages_offloads(hooks: &HookOptions) -> bool {
     hooks.direction.egress() || hooks.tc_ingress()
 }
 
+/// Creates the segmenter of the instance on `iface` (journaled first, by
+/// `Segmenter::create`), links `impair_segmented` (loaded) at its peer's tc
+/// ingress, then sets `CONTROL[4]`: from then on `impair_egress` sends
+/// super-packets there. The attach and an update that first decides per
+/// packet (`Engine::add_segmenter`) both start it here.
+fn start_segmenter(
+    ebpf: &mut Ebpf,
+    maps: &mut Maps,
+    iface: &str,
+    ifindex: u32,
+    mode: AttachMode,
+    xdp_mode: XdpMode,
+) -> Result<(Segmenter, Link)> {
+    let seg = Segmenter::create(ifindex, sys::mtu(iface)?)?;
+    if mode == AttachMode::Netlink {
+        clsact::ensure_qdisc(&seg.peer)?;
+    }
+    let p = Program::Segmented;
+    let link = Link::attach(ebpf, &seg.peer, p, Via::of(p, mode), xdp_mode)?;
+    maps.control.set(
+        impair_common::CONTROL_SEGMENTER,
+        segmenter::control_value(ifindex, seg.ifindex),
+        0,
+    )?;
+    Ok((seg, link))
+}
+
 /// The index of `iface`, or why there is none.
 fn interface_index(iface: &str) -> Result<u32, Error> {
     sys::ifindex(iface).map_err(|_| {
@@ -340,23 +367,9 @@ impl Engine {
         // journal file), its return program, then its index: from then on
         // impair_egress sends super-packets there.
         let segmenter = if with_segmenter {
-            let seg = Segmenter::create(ifindex, sys::mtu(iface)?)?;
-            if mode == AttachMode::Netlink {
-                clsact::ensure_qdisc(&seg.peer)?;
-            }
-            let p = Program::Segmented;
-            links.push(Link::attach(
-                &mut ebpf,
-                &seg.peer,
-                p,
-                Via::of(p, mode),
-                hooks.xdp_mode,
-            )?);
-            maps.control.set(
-                impair_common::CONTROL_SEGMENTER,
-                segmenter::control_value(ifindex, seg.ifindex),
-                0,
-            )?;
+            let (seg, link) =
+                start_segmenter(&mut ebpf, &mut maps, iface, ifindex, mode, hooks.xdp_mode)?;
+            links.push(link);
             Some(seg)
         } else {
             None
@@ -602,27 +615,21 @@ impl Engine {
     /// order of the attach. Undone if a step fails.
     fn add_segmenter(&mut self) -> Result<()> {
         owner::add_flags(&mut self.maps(), owner_flags::SEGMENTER)?;
-        let made = (|| -> Result<(Segmenter, Link)> {
-            let seg = Segmenter::create(self.ifindex, sys::mtu(&self.iface)?)?;
-            if self.mode == AttachMode::Netlink {
-                clsact::ensure_qdisc(&seg.peer)?;
-            }
-            let p = Program::Segmented;
-            load::load_program(&mut self.ebpf, p)?;
-            let link = Link::attach(
+        let maps = Arc::clone(&self.maps);
+        let mut maps = maps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let made = load::load_program(&mut self.ebpf, Program::Segmented).and_then(|()| {
+            start_segmenter(
                 &mut self.ebpf,
-                &seg.peer,
-                p,
-                Via::of(p, self.mode),
+                &mut maps,
+                &self.iface,
+                self.ifindex,
+                self.mode,
                 self.hooks.xdp_mode,
-            )?;
-            self.maps().control.set(
-                impair_common::CONTROL_SEGMENTER,
-                segmenter::control_value(self.ifindex, seg.ifindex),
-                0,
-            )?;
-            Ok((seg, link))
-        })();
+            )
+        });
+        drop(maps);
         match made {
             Ok((seg, link)) => {
                 self.links.push(link);
