@@ -211,7 +211,26 @@ fn run_kernel(
 
     fs::create_dir_all(logs_dir())?;
     let log_path = logs_dir().join(format!("{}.log", k.version));
-    let boot = qemu::boot(k, &initrd, &log_path, Duration::from_secs(budget_secs))?;
+    let budget = Duration::from_secs(budget_secs);
+    let mut boot = qemu::boot(k, &initrd, &log_path, budget)?;
+    // A guest that died before its init ran (a TCG kernel panic in early
+    // boot, seen once in CI: enqueue_timer at 1.2 s) ran none of impair's
+    // code: boot once more, saying so, and keep the first console log.
+    let reached_init = |b: &qemu::Boot| {
+        b.lines
+            .iter()
+            .any(|(_, l)| xtask::guest::Marker::Booted.fields(l).is_some())
+    };
+    if !reached_init(&boot) && boot.timed_out.is_none() {
+        let first = log_path.with_extension("first-boot.log");
+        let _ = fs::rename(&log_path, &first);
+        eprintln!(
+            "kernel {}: the guest died before its init ran (console log: {}); booting it once more",
+            k.version,
+            first.display()
+        );
+        boot = qemu::boot(k, &initrd, &log_path, budget)?;
+    }
     eprintln!(
         "kernel {}: qemu ran {:.1} s of its {budget_secs} s budget{}; console log: {}",
         k.version,
